@@ -1,0 +1,1 @@
+//! DHT-Hunter (work in progress).
