@@ -569,9 +569,7 @@ mod tests {
     }
 
     fn kind(input: &[u8]) -> DecodeErrorKind {
-        parse_all(input, Limits::KRPC)
-            .expect_err("must fail")
-            .kind
+        parse_all(input, Limits::KRPC).expect_err("must fail").kind
     }
 
     fn int(input: &[u8]) -> Result<i64, DecodeErrorKind> {
@@ -587,13 +585,28 @@ mod tests {
         assert_eq!(int(b"i-7e"), Ok(-7));
         assert_eq!(int(b"i9223372036854775807e"), Ok(i64::MAX));
         assert_eq!(int(b"i-9223372036854775808e"), Ok(i64::MIN));
-        assert_eq!(int(b"i9223372036854775808e"), Err(DecodeErrorKind::IntOverflow));
-        assert_eq!(int(b"i-9223372036854775809e"), Err(DecodeErrorKind::IntOverflow));
-        assert_eq!(int(b"i18446744073709551615e"), Err(DecodeErrorKind::IntOverflow));
-        assert_eq!(int(b"i184467440737095516154e"), Err(DecodeErrorKind::IntOverflow));
+        assert_eq!(
+            int(b"i9223372036854775808e"),
+            Err(DecodeErrorKind::IntOverflow)
+        );
+        assert_eq!(
+            int(b"i-9223372036854775809e"),
+            Err(DecodeErrorKind::IntOverflow)
+        );
+        assert_eq!(
+            int(b"i18446744073709551615e"),
+            Err(DecodeErrorKind::IntOverflow)
+        );
+        assert_eq!(
+            int(b"i184467440737095516154e"),
+            Err(DecodeErrorKind::IntOverflow)
+        );
         assert_eq!(int(b"ie"), Err(DecodeErrorKind::IntEmpty));
         assert_eq!(int(b"i-e"), Err(DecodeErrorKind::IntEmpty));
-        assert_eq!(int(b"i35412-5633e"), Err(DecodeErrorKind::UnexpectedByte(b'-')));
+        assert_eq!(
+            int(b"i35412-5633e"),
+            Err(DecodeErrorKind::UnexpectedByte(b'-'))
+        );
         assert_eq!(int(b"i-"), Err(DecodeErrorKind::UnexpectedEof));
         assert_eq!(int(b"i9233t7e"), Err(DecodeErrorKind::UnexpectedByte(b't')));
         assert_eq!(int(b"i01e"), Err(DecodeErrorKind::IntLeadingZero));
@@ -612,7 +625,10 @@ mod tests {
                 remaining: 1
             }
         );
-        assert_eq!(kind(b"18446744073709551616:x"), DecodeErrorKind::LengthOverflow);
+        assert_eq!(
+            kind(b"18446744073709551616:x"),
+            DecodeErrorKind::LengthOverflow
+        );
         assert_eq!(
             kind(b"99999999:x"),
             DecodeErrorKind::LengthExceedsInput {
@@ -634,10 +650,13 @@ mod tests {
                 remaining: 1
             }
         );
-        assert_eq!(kind(b"d1000:"), DecodeErrorKind::LengthExceedsInput {
-            claimed: 1000,
-            remaining: 0
-        });
+        assert_eq!(
+            kind(b"d1000:"),
+            DecodeErrorKind::LengthExceedsInput {
+                claimed: 1000,
+                remaining: 0
+            }
+        );
         assert_eq!(parse_all(b"0:", Limits::KRPC), Ok(1));
     }
 
@@ -645,10 +664,22 @@ mod tests {
     fn structure_errors_and_offsets() {
         // Integer key.
         let e = parse_all(b"di5e1:ae", Limits::KRPC).unwrap_err();
-        assert_eq!(e, DecodeError { kind: DecodeErrorKind::KeyNotString, offset: 1 });
+        assert_eq!(
+            e,
+            DecodeError {
+                kind: DecodeErrorKind::KeyNotString,
+                offset: 1
+            }
+        );
         // Key without a value.
         let e = parse_all(b"d1:ai1e1:be", Limits::KRPC).unwrap_err();
-        assert_eq!(e, DecodeError { kind: DecodeErrorKind::UnexpectedEnd, offset: 10 });
+        assert_eq!(
+            e,
+            DecodeError {
+                kind: DecodeErrorKind::UnexpectedEnd,
+                offset: 10
+            }
+        );
         // A NUL inside a key is fine: keys are bytes.
         assert_eq!(parse_all(b"d3:a\0bi1ee", Limits::KRPC), Ok(1));
         assert_eq!(kind(b"e"), DecodeErrorKind::UnexpectedEnd);
@@ -664,14 +695,23 @@ mod tests {
         let dup = b"d1:ai1e1:ai2ee";
         assert_eq!(parse_all(unsorted, Limits::KRPC), Ok(1));
         assert_eq!(parse_all(dup, Limits::KRPC), Ok(1));
-        let strict = Limits { strict: true, ..Limits::KRPC };
+        let strict = Limits {
+            strict: true,
+            ..Limits::KRPC
+        };
         assert_eq!(
             parse_all(unsorted, strict).unwrap_err(),
-            DecodeError { kind: DecodeErrorKind::UnsortedKey, offset: 7 }
+            DecodeError {
+                kind: DecodeErrorKind::UnsortedKey,
+                offset: 7
+            }
         );
         assert_eq!(
             parse_all(dup, strict).unwrap_err(),
-            DecodeError { kind: DecodeErrorKind::DuplicateKey, offset: 7 }
+            DecodeError {
+                kind: DecodeErrorKind::DuplicateKey,
+                offset: 7
+            }
         );
         // Nested dictionaries keep their own order.
         assert_eq!(parse_all(b"d1:ad1:zi1ee1:bd1:ai1eee", strict), Ok(1));
@@ -688,7 +728,10 @@ mod tests {
         ok.extend(std::iter::repeat_n(b'e', 10));
         assert_eq!(parse_all(&ok, Limits::KRPC), Ok(1));
         // The ceiling holds whatever the caller asks for.
-        let huge = Limits { max_depth: usize::MAX, ..Limits::METADATA };
+        let huge = Limits {
+            max_depth: usize::MAX,
+            ..Limits::METADATA
+        };
         let mut deep = vec![b'l'; 200];
         deep.extend(std::iter::repeat_n(b'e', 200));
         assert_eq!(
@@ -705,7 +748,10 @@ mod tests {
         }
         v.push(b'e');
         assert_eq!(kind(&v), DecodeErrorKind::TokenLimit(500));
-        assert_eq!(parse_all(&v, Limits::EXTENSION).unwrap_err().kind, DecodeErrorKind::TokenLimit(2000));
+        assert_eq!(
+            parse_all(&v, Limits::EXTENSION).unwrap_err().kind,
+            DecodeErrorKind::TokenLimit(2000)
+        );
         assert_eq!(parse_all(&v, Limits::METADATA), Ok(1));
     }
 

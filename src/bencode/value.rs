@@ -201,7 +201,13 @@ mod tests {
 
     #[test]
     fn errors_propagate() {
-        assert_eq!(decode(b"li1e").unwrap_err().kind, DecodeErrorKind::UnexpectedEof);
-        assert_eq!(decode(b"li1eex").unwrap_err().kind, DecodeErrorKind::TrailingBytes);
+        assert_eq!(
+            decode(b"li1e").unwrap_err().kind,
+            DecodeErrorKind::UnexpectedEof
+        );
+        assert_eq!(
+            decode(b"li1eex").unwrap_err().kind,
+            DecodeErrorKind::TrailingBytes
+        );
     }
 }

@@ -38,7 +38,12 @@ pub fn read_peer(b: &[u8]) -> Option<SocketAddr> {
             let mut o = [0u8; 16];
             o.copy_from_slice(&b[..16]);
             let port = u16::from_be_bytes([b[16], b[17]]);
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(o), port, 0, 0)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(o),
+                port,
+                0,
+                0,
+            )))
         }
         _ => None,
     }
@@ -121,11 +126,7 @@ impl<'a> Nodes<'a> {
 
     /// Number of complete entries.
     pub fn len(&self) -> usize {
-        if self.entry == 0 {
-            0
-        } else {
-            self.raw.len() / self.entry
-        }
+        self.raw.len().checked_div(self.entry).unwrap_or(0)
     }
 
     /// Whether there is no complete entry.

@@ -246,10 +246,9 @@ pub fn from_raw<'a>(raw: &RawMessage<'a>) -> Result<Message<'a>, KrpcError<'a>> 
         Some(b"q") => Body::Query(query(raw, tid)?),
         Some(b"r") => {
             let r = raw.r.ok_or(KrpcError::BadResponse { tid })?;
-            let id = r
-                .id
-                .and_then(Id::from_slice)
-                .ok_or(KrpcError::BadResponse { tid })?;
+            let id =
+                r.id.and_then(Id::from_slice)
+                    .ok_or(KrpcError::BadResponse { tid })?;
             Body::Response(Response {
                 id,
                 nodes: Nodes::v4(r.nodes.unwrap_or_default()),
@@ -609,7 +608,8 @@ pub fn encode_response(
         + decimal_len(h.tid.len())
         + 1
         + h.tid.len()
-        + h.version.map_or(0, |v| 3 + decimal_len(v.len()) + 1 + v.len())
+        + h.version
+            .map_or(0, |v| 3 + decimal_len(v.len()) + 1 + v.len())
         + 6
         + 1;
     let mut written = 0;
@@ -659,7 +659,11 @@ fn write_nodes(out: &mut Vec<u8>, key: &[u8], nodes: &[NodeInfo], entry: usize) 
     }
     // Nodes of the other family are skipped rather than mis-encoded.
     let want_v4 = entry == compact::NODE4_LEN;
-    let n = nodes.iter().filter(|x| x.addr.is_ipv4() == want_v4).take(8).count();
+    let n = nodes
+        .iter()
+        .filter(|x| x.addr.is_ipv4() == want_v4)
+        .take(8)
+        .count();
     if n == 0 {
         return;
     }

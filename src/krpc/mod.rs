@@ -24,3 +24,6 @@ pub use message::{
     decode, Body, ErrorCode, ErrorMsg, Header, KrpcError, Message, Method, Query, Response,
     ResponseBody, SampleError, SampleReply, Want,
 };
+
+#[cfg(test)]
+mod tests;

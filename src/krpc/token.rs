@@ -55,7 +55,7 @@ impl TokenSecrets {
 
     fn epoch(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.start);
-        (elapsed.as_secs() / self.period.as_secs().max(1)).min(u64::MAX)
+        elapsed.as_secs() / self.period.as_secs().max(1)
     }
 
     fn compute(&self, epoch: u64, ip: IpAddr, info_hash: &Id) -> [u8; TOKEN_LEN] {
