@@ -1,0 +1,422 @@
+//! The crawl configuration: defaults right for a real server, a TOML file
+//! (`--config FILE`) for every knob, and command-line flags on top.
+//!
+//! Precedence is flag > file > default. The file is parsed strictly: an
+//! unknown key or a value of the wrong type is an error that names the key,
+//! so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keyspace::Slice;
+
+/// The well-known DHT routers, used when no `--bootstrap` is given.
+pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
+    "router.bittorrent.com:6881",
+    "router.utorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+];
+
+/// How node ids are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityMode {
+    /// One BEP 42-compliant id per bind address, shared by every shard.
+    #[default]
+    Bep42,
+    /// One id per shard, inside that shard's slice, each on its own port.
+    Spread,
+}
+
+impl std::str::FromStr for IdentityMode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "bep42" => Ok(IdentityMode::Bep42),
+            "spread" => Ok(IdentityMode::Spread),
+            other => Err(ConfigError::Invalid {
+                key: "identity",
+                message: format!("{other:?} is not one of bep42, spread"),
+            }),
+        }
+    }
+}
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid {key}: {message}")]
+    Invalid {
+        /// The key or flag.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The crawl settings as they may appear in a TOML file. Every field is
+/// optional; absent fields keep their defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// `bind = ["0.0.0.0:6881"]`.
+    pub bind: Option<Vec<SocketAddr>>,
+    /// `bootstrap = ["router.bittorrent.com:6881"]`.
+    pub bootstrap: Option<Vec<String>>,
+    /// `cores = "0-3,6"`.
+    pub cores: Option<String>,
+    /// `shards = 4`.
+    pub shards: Option<usize>,
+    /// `no-pin = true`.
+    pub no_pin: Option<bool>,
+    /// `oversubscribe = true`.
+    pub oversubscribe: Option<bool>,
+    /// `identity = "bep42"`.
+    pub identity: Option<IdentityMode>,
+    /// `state-dir = "/var/lib/dht-hunter"`.
+    pub state_dir: Option<PathBuf>,
+    /// `allow-private = true`.
+    pub allow_private: Option<bool>,
+    /// `max-pps = 20000`.
+    pub max_pps: Option<u32>,
+    /// `per-ip-pps = 5`.
+    pub per_ip_pps: Option<u32>,
+    /// `duration = 3600` (seconds).
+    pub duration: Option<u64>,
+    /// `db = "sqlite:/var/lib/dht-hunter/db.sqlite"`.
+    pub db: Option<String>,
+    /// `fetch-concurrency = 256`.
+    pub fetch_concurrency: Option<usize>,
+    /// `fetch-timeout = 20` (seconds).
+    pub fetch_timeout: Option<u64>,
+    /// `max-metadata-size = 10485760`.
+    pub max_metadata_size: Option<u64>,
+    /// `metrics = "127.0.0.1:9100"`.
+    pub metrics: Option<SocketAddr>,
+    /// `keyspace = "0/4"`.
+    pub keyspace: Option<String>,
+    /// `udp-rcvbuf = 8388608`.
+    pub udp_rcvbuf: Option<usize>,
+    /// `udp-sndbuf = 8388608`.
+    pub udp_sndbuf: Option<usize>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text (`path` is only for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Fills every field that is unset here from `lower` (flags over file).
+    pub fn or(self, lower: FileConfig) -> FileConfig {
+        FileConfig {
+            bind: self.bind.or(lower.bind),
+            bootstrap: self.bootstrap.or(lower.bootstrap),
+            cores: self.cores.or(lower.cores),
+            shards: self.shards.or(lower.shards),
+            no_pin: self.no_pin.or(lower.no_pin),
+            oversubscribe: self.oversubscribe.or(lower.oversubscribe),
+            identity: self.identity.or(lower.identity),
+            state_dir: self.state_dir.or(lower.state_dir),
+            allow_private: self.allow_private.or(lower.allow_private),
+            max_pps: self.max_pps.or(lower.max_pps),
+            per_ip_pps: self.per_ip_pps.or(lower.per_ip_pps),
+            duration: self.duration.or(lower.duration),
+            db: self.db.or(lower.db),
+            fetch_concurrency: self.fetch_concurrency.or(lower.fetch_concurrency),
+            fetch_timeout: self.fetch_timeout.or(lower.fetch_timeout),
+            max_metadata_size: self.max_metadata_size.or(lower.max_metadata_size),
+            metrics: self.metrics.or(lower.metrics),
+            keyspace: self.keyspace.or(lower.keyspace),
+            udp_rcvbuf: self.udp_rcvbuf.or(lower.udp_rcvbuf),
+            udp_sndbuf: self.udp_sndbuf.or(lower.udp_sndbuf),
+        }
+    }
+}
+
+/// The resolved crawl settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrawlConfig {
+    /// UDP bind addresses (IPv4 and IPv6).
+    pub bind: Vec<SocketAddr>,
+    /// Bootstrap nodes as `HOST:PORT`, resolved by DNS at start.
+    pub bootstrap: Vec<String>,
+    /// Core list (`0-3,6`), or all online cores.
+    pub cores: Option<String>,
+    /// Shard count, or one per core.
+    pub shards: Option<usize>,
+    /// Pin each shard to its core.
+    pub pin: bool,
+    /// Allow more shards than cores.
+    pub oversubscribe: bool,
+    /// Identity mode.
+    pub identity: IdentityMode,
+    /// Where ids, known nodes and the default database live.
+    pub state_dir: PathBuf,
+    /// Accept loopback and private addresses (tests and demos).
+    pub allow_private: bool,
+    /// Global outbound packet budget per second, over all shards.
+    pub max_pps: u32,
+    /// Outbound packets per second to one remote IP, over all shards.
+    pub per_ip_pps: u32,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Store URL (`sqlite:PATH` or `postgres://…`).
+    pub db: String,
+    /// Concurrent metadata fetches per shard.
+    pub fetch_concurrency: usize,
+    /// Hard deadline of one metadata fetch.
+    pub fetch_timeout: Duration,
+    /// Largest metadata accepted.
+    pub max_metadata_size: u64,
+    /// Prometheus listen address.
+    pub metrics: Option<SocketAddr>,
+    /// This instance's part of the keyspace.
+    pub keyspace: Slice,
+    /// The keyspace spec as given (for messages).
+    pub keyspace_spec: String,
+    /// SO_RCVBUF per shard socket.
+    pub udp_rcvbuf: usize,
+    /// SO_SNDBUF per shard socket.
+    pub udp_sndbuf: usize,
+}
+
+/// The default state directory: `$XDG_DATA_HOME/dht-hunter`, else
+/// `$HOME/.local/share/dht-hunter`, else `./dht-hunter-state`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("dht-hunter");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/dht-hunter");
+    }
+    PathBuf::from("dht-hunter-state")
+}
+
+impl CrawlConfig {
+    /// Resolves merged settings against the defaults and validates them.
+    pub fn resolve(c: FileConfig) -> Result<CrawlConfig, ConfigError> {
+        let bind = c.bind.unwrap_or_else(|| {
+            vec![
+                SocketAddr::from(([0, 0, 0, 0], 6881)),
+                SocketAddr::from(([0u16; 8], 6881)),
+            ]
+        });
+        if bind.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "bind",
+                message: "at least one address is needed".into(),
+            });
+        }
+        if bind.len() > 255 {
+            return Err(ConfigError::Invalid {
+                key: "bind",
+                message: "at most 255 addresses".into(),
+            });
+        }
+        let bootstrap = c
+            .bootstrap
+            .unwrap_or_else(|| DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect());
+        for b in &bootstrap {
+            match b.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "bootstrap",
+                        message: format!("{b:?} is not HOST:PORT"),
+                    })
+                }
+            }
+        }
+        if let Some(0) = c.shards {
+            return Err(ConfigError::Invalid {
+                key: "shards",
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Some(n) = c.shards.filter(|n| *n > 255) {
+            return Err(ConfigError::Invalid {
+                key: "shards",
+                message: format!("{n} is more than the 255 shards a transaction id can name"),
+            });
+        }
+        let max_pps = c.max_pps.unwrap_or(20_000);
+        let per_ip_pps = c.per_ip_pps.unwrap_or(5);
+        let fetch_concurrency = c.fetch_concurrency.unwrap_or(256);
+        if fetch_concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                key: "fetch-concurrency",
+                message: "must be at least 1".into(),
+            });
+        }
+        let fetch_timeout = c.fetch_timeout.unwrap_or(20);
+        if fetch_timeout == 0 || fetch_timeout > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "fetch-timeout",
+                message: format!("{fetch_timeout} s is outside 1..=3600"),
+            });
+        }
+        let max_metadata_size = c.max_metadata_size.unwrap_or(10 * 1024 * 1024);
+        if !(1..=1 << 30).contains(&max_metadata_size) {
+            return Err(ConfigError::Invalid {
+                key: "max-metadata-size",
+                message: format!("{max_metadata_size} is outside 1..=1 GiB"),
+            });
+        }
+        let keyspace_spec = c.keyspace.unwrap_or_else(|| "0/1".to_string());
+        let keyspace = Slice::parse_spec(&keyspace_spec).map_err(|e| ConfigError::Invalid {
+            key: "keyspace",
+            message: e.to_string(),
+        })?;
+        let state_dir = c.state_dir.unwrap_or_else(default_state_dir);
+        let db = c
+            .db
+            .unwrap_or_else(|| format!("sqlite:{}", state_dir.join("dht-hunter.sqlite").display()));
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "db",
+                message: format!("{db:?} is neither sqlite:PATH nor postgres://…"),
+            });
+        }
+        Ok(CrawlConfig {
+            bind,
+            bootstrap,
+            cores: c.cores,
+            shards: c.shards,
+            pin: !c.no_pin.unwrap_or(false),
+            oversubscribe: c.oversubscribe.unwrap_or(false),
+            identity: c.identity.unwrap_or_default(),
+            state_dir,
+            allow_private: c.allow_private.unwrap_or(false),
+            max_pps,
+            per_ip_pps,
+            duration: c.duration.map(Duration::from_secs),
+            db,
+            fetch_concurrency,
+            fetch_timeout: Duration::from_secs(fetch_timeout),
+            max_metadata_size,
+            metrics: c.metrics,
+            keyspace,
+            keyspace_spec,
+            udp_rcvbuf: c.udp_rcvbuf.unwrap_or(8 << 20),
+            udp_sndbuf: c.udp_sndbuf.unwrap_or(8 << 20),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_are_for_a_real_server() {
+        let c = CrawlConfig::resolve(FileConfig::default()).unwrap();
+        assert_eq!(c.bind.len(), 2);
+        assert!(c.bind.iter().all(|b| b.port() == 6881));
+        assert_eq!(c.bootstrap.len(), 4);
+        assert!(c.pin);
+        assert!(!c.allow_private);
+        assert_eq!(c.identity, IdentityMode::Bep42);
+        assert!(c.db.starts_with("sqlite:"));
+        assert_eq!(c.keyspace, Slice::full());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = parse("bnid = [\"127.0.0.1:1\"]").unwrap_err().to_string();
+        assert!(e.contains("bnid"), "{e}");
+        let e = parse("shards = \"two\"").unwrap_err().to_string();
+        assert!(e.contains("shards"), "{e}");
+        let e = parse("identity = \"sybil\"").unwrap_err().to_string();
+        assert!(e.contains("identity") || e.contains("sybil"), "{e}");
+        let e = parse("bind = [\"nonsense\"]").unwrap_err().to_string();
+        assert!(e.contains("bind"), "{e}");
+        let bad = parse("fetch-timeout = 0").unwrap();
+        let e = CrawlConfig::resolve(bad).unwrap_err().to_string();
+        assert!(e.contains("fetch-timeout"), "{e}");
+        let bad = parse("keyspace = \"4/4\"").unwrap();
+        let e = CrawlConfig::resolve(bad).unwrap_err().to_string();
+        assert!(e.contains("keyspace"), "{e}");
+        let bad = parse("bootstrap = [\"nohost\"]").unwrap();
+        let e = CrawlConfig::resolve(bad).unwrap_err().to_string();
+        assert!(e.contains("bootstrap"), "{e}");
+        let bad = parse("db = \"mysql://x\"").unwrap();
+        assert!(CrawlConfig::resolve(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("db"));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = parse(
+            "bind = [\"127.0.0.1:7000\"]\nshards = 2\nallow-private = true\nper-ip-pps = 9\n",
+        )
+        .unwrap();
+        let flags = FileConfig {
+            shards: Some(1),
+            ..FileConfig::default()
+        };
+        let c = CrawlConfig::resolve(flags.or(file)).unwrap();
+        assert_eq!(c.shards, Some(1));
+        assert_eq!(
+            c.bind,
+            vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(c.allow_private);
+        assert_eq!(c.per_ip_pps, 9);
+    }
+
+    #[test]
+    fn shipped_example_configs_are_valid() {
+        for (name, text) in [
+            ("small", include_str!("../tuning/examples/small.toml")),
+            ("medium", include_str!("../tuning/examples/medium.toml")),
+            ("large", include_str!("../tuning/examples/large.toml")),
+        ] {
+            let c = parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            CrawlConfig::resolve(c).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
