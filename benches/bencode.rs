@@ -90,7 +90,7 @@ fn mix() -> Mix {
             port: 6881,
             implied_port: true,
             token: b"\x01\x02\x03\x04\x05\x06\x07\x08",
-            seed: false,
+            seed: Some(false),
         },
         Want::default(),
         false,
@@ -140,8 +140,7 @@ fn ours(pkt: &[u8]) -> usize {
         Ok(m) => match m.body {
             Body::Query(q) => q.id.0[0] as usize + m.tid.len(),
             Body::Response(r) => {
-                r.nodes.iter().count()
-                    + r.as_samples().map(|s| s.samples().count()).unwrap_or(0)
+                r.nodes.iter().count() + r.as_samples().map(|s| s.samples().count()).unwrap_or(0)
             }
             Body::Error(_) => 1,
         },
@@ -228,7 +227,7 @@ fn encode_like(buf: &mut Vec<u8>, name: &str) {
                 port: 6881,
                 implied_port: true,
                 token: b"\x01\x02\x03\x04\x05\x06\x07\x08",
-                seed: false,
+                seed: Some(false),
             },
             Want::default(),
             false,

@@ -87,8 +87,9 @@ pub enum Method<'a> {
         implied_port: bool,
         /// `token`.
         token: &'a [u8],
-        /// BEP 33 `seed`.
-        seed: bool,
+        /// BEP 33 `seed`, when present (libtorrent always sends it, as 0
+        /// or 1; keeping absence apart lets its queries re-encode exactly).
+        seed: Option<bool>,
     },
     /// `sample_infohashes` (BEP 51).
     SampleInfohashes {
@@ -128,6 +129,9 @@ pub struct Query<'a> {
     pub method: Method<'a>,
     /// `want`.
     pub want: Want,
+    /// libtorrent's `bs = 1`: a bootstrap query whose sender asks not to be
+    /// added to routing tables (treated like BEP 43 `ro`).
+    pub bootstrap: bool,
 }
 
 /// A response body. KRPC responses do not name their method: the caller
@@ -318,7 +322,12 @@ fn query<'a>(raw: &RawMessage<'a>, tid: &'a [u8]) -> Result<Query<'a>, KrpcError
                 .or_else(|| a.info_hash.and_then(Id::from_slice)),
         },
     };
-    Ok(Query { id, method, want })
+    Ok(Query {
+        id,
+        method,
+        want,
+        bootstrap: a.bs.is_some_and(|v| v != 0),
+    })
 }
 
 fn announce<'a>(a: &RawBody<'a>, tid: &'a [u8]) -> Result<Method<'a>, KrpcError<'a>> {
@@ -343,7 +352,7 @@ fn announce<'a>(a: &RawBody<'a>, tid: &'a [u8]) -> Result<Method<'a>, KrpcError<
         port,
         implied_port,
         token,
-        seed: a.seed.unwrap_or(0) != 0,
+        seed: a.seed.map(|s| s != 0),
     })
 }
 
@@ -483,8 +492,24 @@ pub fn encode_query(
     want: Want,
     read_only: bool,
 ) {
+    encode_query_full(out, h, id, method, want, read_only, false);
+}
+
+/// Appends a query, with libtorrent's `bs` flag when `bootstrap` is set.
+pub fn encode_query_full(
+    out: &mut Vec<u8>,
+    h: &Header<'_>,
+    id: &Id,
+    method: &Method<'_>,
+    want: Want,
+    read_only: bool,
+    bootstrap: bool,
+) {
     let mut e = Encoder::new(out);
     e.dict().bytes(b"a").dict();
+    if bootstrap {
+        e.kv_int(b"bs", 1);
+    }
     e.kv_bytes(b"id", id.as_bytes());
     match method {
         Method::Ping => {}
@@ -516,8 +541,8 @@ pub fn encode_query(
             }
             e.kv_bytes(b"info_hash", info_hash.as_bytes());
             e.kv_int(b"port", i64::from(*port));
-            if *seed {
-                e.kv_int(b"seed", 1);
+            if let Some(s) = seed {
+                e.kv_int(b"seed", i64::from(*s));
             }
             e.kv_bytes(b"token", token);
         }

@@ -436,7 +436,7 @@ fn property_queries_round_trip() {
                     },
                     implied_port: implied,
                     token: &token,
-                    seed: rng.below(2) == 1,
+                    seed: [None, Some(false), Some(true)][rng.below(3) as usize],
                 }
             }
             4 => Method::SampleInfohashes {
@@ -477,7 +477,8 @@ fn property_queries_round_trip() {
             Body::Query(Query {
                 id: sender,
                 method,
-                want
+                want,
+                bootstrap: false,
             })
         );
     }

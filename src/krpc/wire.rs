@@ -33,6 +33,8 @@ pub struct RawBody<'a> {
     pub noseed: Option<i64>,
     /// `scrape` (get_peers, BEP 33).
     pub scrape: Option<i64>,
+    /// `bs` (libtorrent 2.0: a bootstrap query; do not add the sender).
+    pub bs: Option<i64>,
     /// `want` contained `n4`.
     pub want_n4: bool,
     /// `want` contained `n6`.
@@ -148,6 +150,7 @@ fn body<'a>(p: &mut Parser<'a>) -> Result<Option<RawBody<'a>>, DecodeError> {
     while let Some(key) = p.next_key()? {
         match key {
             b"id" => b.id = opt_bytes(p)?,
+            b"bs" => b.bs = opt_int(p)?,
             b"target" => b.target = opt_bytes(p)?,
             b"info_hash" => b.info_hash = opt_bytes(p)?,
             b"port" => b.port = opt_int(p)?,
