@@ -186,10 +186,22 @@ mod tests {
 
     #[test]
     fn spec_errors() {
-        assert!(matches!(Slice::parse_spec("3/3"), Err(SliceSpecError::Range { .. })));
-        assert!(matches!(Slice::parse_spec("0/0"), Err(SliceSpecError::Range { .. })));
-        assert!(matches!(Slice::parse_spec("x"), Err(SliceSpecError::Syntax(_))));
-        assert!(matches!(Slice::parse_spec("-1/2"), Err(SliceSpecError::Syntax(_))));
+        assert!(matches!(
+            Slice::parse_spec("3/3"),
+            Err(SliceSpecError::Range { .. })
+        ));
+        assert!(matches!(
+            Slice::parse_spec("0/0"),
+            Err(SliceSpecError::Range { .. })
+        ));
+        assert!(matches!(
+            Slice::parse_spec("x"),
+            Err(SliceSpecError::Syntax(_))
+        ));
+        assert!(matches!(
+            Slice::parse_spec("-1/2"),
+            Err(SliceSpecError::Syntax(_))
+        ));
         assert_eq!(Slice::parse_spec("0/1").unwrap(), Slice::full());
     }
 }

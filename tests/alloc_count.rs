@@ -49,7 +49,10 @@ fn decoding_a_query_allocates_at_most_once() {
             noseed: false,
             scrape: false,
         },
-        Want { n4: true, n6: false },
+        Want {
+            n4: true,
+            n6: false,
+        },
         false,
     );
     let before = allocs();

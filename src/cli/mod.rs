@@ -1,0 +1,516 @@
+//! The `dht-hunter` command line: the binary's edge, where errors become
+//! messages and exit codes.
+//!
+//! Exit codes: 0 success; 1 a runtime failure (store, sockets, a shard);
+//! 2 bad usage or configuration (clap's own code for usage errors); 3 the
+//! demo ran but its verification failed.
+
+mod logger;
+mod metrics_http;
+pub mod status;
+
+use std::io::{BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode};
+use crate::engine::{self, EngineParts, Telemetry};
+use crate::store::{rfc3339, Store};
+
+/// Exit code for configuration and usage errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a failed demo verification.
+pub const EXIT_VERIFY: u8 = 3;
+
+/// DHT-Hunter: a thread-per-core BitTorrent DHT crawler and metadata
+/// harvester.
+#[derive(Debug, Parser)]
+#[command(name = "dht-hunter", version, about, long_about = None)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "info", value_parser = parse_level)]
+    pub log_level: log::LevelFilter,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join the DHT and crawl: harvest infohashes, fetch metadata, store it.
+    Crawl(Box<CrawlArgs>),
+    /// Run a simulated swarm and a crawler on loopback, then verify.
+    Demo(crate::demo::DemoArgs),
+    /// Search stored torrents by name and file path.
+    Search {
+        /// Words to look for.
+        text: String,
+        /// Most results.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Export every stored torrent as JSON lines.
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Import JSON lines (as written by export) into the store.
+    Import {
+        /// The JSONL file.
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Counts, rates, database size and sources.
+    Stats {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the store is.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Store URL: sqlite:PATH or postgres://USER:PASS@HOST/DB.
+    #[arg(long)]
+    pub db: Option<String>,
+    /// State directory (the default database lives there).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl DbArgs {
+    fn url(&self) -> String {
+        if let Some(u) = &self.db {
+            return u.clone();
+        }
+        let dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::config::default_state_dir);
+        format!("sqlite:{}", dir.join("dht-hunter.sqlite").display())
+    }
+}
+
+/// Flags of `crawl`. Every one can also be set in the config file.
+#[derive(Debug, Args, Default)]
+pub struct CrawlArgs {
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// UDP address to bind (repeatable; IPv4 and IPv6). Default: 0.0.0.0:6881 and [::]:6881.
+    #[arg(long)]
+    pub bind: Vec<SocketAddr>,
+    /// Bootstrap node HOST:PORT (repeatable; replaces the well-known routers).
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// Cores to run on, e.g. 0-3,6 (default: all online cores).
+    #[arg(long)]
+    pub cores: Option<String>,
+    /// Number of shards (default: one per core).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Do not pin shards to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Allow more shards than cores.
+    #[arg(long)]
+    pub oversubscribe: bool,
+    /// Node identity mode: bep42 (one id per bind address) or spread.
+    #[arg(long)]
+    pub identity: Option<IdentityMode>,
+    /// State directory: ids, known nodes, the default database.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Accept loopback and private addresses (tests and demos only).
+    #[arg(long)]
+    pub allow_private: bool,
+    /// Outbound packets per second, all shards together.
+    #[arg(long)]
+    pub max_pps: Option<u32>,
+    /// Outbound packets per second to one remote IP, all shards together.
+    #[arg(long)]
+    pub per_ip_pps: Option<u32>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Store URL: sqlite:PATH or postgres://…
+    #[arg(long)]
+    pub db: Option<String>,
+    /// Concurrent metadata fetches per shard.
+    #[arg(long)]
+    pub fetch_concurrency: Option<usize>,
+    /// Hard deadline of one metadata fetch, seconds.
+    #[arg(long)]
+    pub fetch_timeout: Option<u64>,
+    /// Largest metadata accepted, bytes.
+    #[arg(long)]
+    pub max_metadata_size: Option<u64>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Crawl only part I of N of the keyspace (scale-out), e.g. 0/4.
+    #[arg(long)]
+    pub keyspace: Option<String>,
+    /// SO_RCVBUF per shard socket, bytes.
+    #[arg(long)]
+    pub udp_rcvbuf: Option<usize>,
+    /// SO_SNDBUF per shard socket, bytes.
+    #[arg(long)]
+    pub udp_sndbuf: Option<usize>,
+    /// Status line: auto (when stderr is a terminal), always, never.
+    #[arg(long, default_value = "auto")]
+    pub status: status::StatusMode,
+}
+
+impl CrawlArgs {
+    /// The flags as a config layer (unset flags are `None`).
+    pub fn as_file_config(&self) -> FileConfig {
+        let flag = |b: bool| b.then_some(true);
+        FileConfig {
+            bind: (!self.bind.is_empty()).then(|| self.bind.clone()),
+            bootstrap: (!self.bootstrap.is_empty()).then(|| self.bootstrap.clone()),
+            cores: self.cores.clone(),
+            shards: self.shards,
+            no_pin: flag(self.no_pin),
+            oversubscribe: flag(self.oversubscribe),
+            identity: self.identity,
+            state_dir: self.state_dir.clone(),
+            allow_private: flag(self.allow_private),
+            max_pps: self.max_pps,
+            per_ip_pps: self.per_ip_pps,
+            duration: self.duration,
+            db: self.db.clone(),
+            fetch_concurrency: self.fetch_concurrency,
+            fetch_timeout: self.fetch_timeout,
+            max_metadata_size: self.max_metadata_size,
+            metrics: self.metrics,
+            keyspace: self.keyspace.clone(),
+            udp_rcvbuf: self.udp_rcvbuf,
+            udp_sndbuf: self.udp_sndbuf,
+        }
+    }
+
+    /// Flags over the config file over the defaults.
+    pub fn resolve(&self) -> Result<CrawlConfig, ConfigError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        CrawlConfig::resolve(self.as_file_config().or(file))
+    }
+}
+
+fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not one of off, error, warn, info, debug, trace"))
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logger::init(cli.log_level);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<ConfigError>().is_some() {
+                eprintln!("dht-hunter: {e:#}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            eprintln!("dht-hunter: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crawl(args) => {
+            let cfg = args.resolve()?;
+            crawl(&cfg, args.status)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => crate::demo::run(&args),
+        Command::Search {
+            text,
+            limit,
+            json,
+            db,
+        } => {
+            let store = open_existing(&db)?;
+            let hits = store.search(&text, limit)?;
+            let mut out = std::io::stdout().lock();
+            for h in hits {
+                let ih = rfc3339::hex(&h.infohash);
+                if json {
+                    let v = serde_json::json!({
+                        "infohash": ih,
+                        "name": h.name,
+                        "size": h.total_size,
+                        "files": h.file_count,
+                        "source": h.source.as_str(),
+                        "fetched_at": rfc3339::format(unix(h.fetched_at)),
+                    });
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{ih}  {:>10}  {:>5} files  {}",
+                        human_bytes(h.total_size),
+                        h.file_count,
+                        h.name
+                    )?;
+                }
+            }
+            store.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { out, db } => {
+            let store = open_existing(&db)?;
+            let n = match out {
+                Some(path) => {
+                    let f = std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    let n = store.export_jsonl(&mut w)?;
+                    w.flush()?;
+                    n
+                }
+                None => {
+                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    let n = store.export_jsonl(&mut w)?;
+                    w.flush()?;
+                    n
+                }
+            };
+            log::info!("exported {n} torrents");
+            store.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { file, db } => {
+            let url = db.url();
+            ensure_parent(&url)?;
+            let store = Store::open(&url).with_context(|| format!("opening {url}"))?;
+            let f = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let report = store.import_jsonl(&mut BufReader::new(f))?;
+            store.close()?;
+            eprintln!(
+                "imported {}, duplicates {}, bad lines {}",
+                report.imported,
+                report.duplicates,
+                report.errors.len()
+            );
+            for (line, msg) in report.errors.iter().take(20) {
+                eprintln!("  line {line}: {msg}");
+            }
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Stats { json, db } => {
+            let store = open_existing(&db)?;
+            let s = store.stats()?;
+            store.close()?;
+            let ts = |t: Option<std::time::SystemTime>| t.map(|t| rfc3339::format(unix(t)));
+            if json {
+                let by: serde_json::Map<String, serde_json::Value> = s
+                    .by_source
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), (*v).into()))
+                    .collect();
+                let v = serde_json::json!({
+                    "torrents": s.torrents,
+                    "files": s.files,
+                    "pending": s.pending,
+                    "db_bytes": s.db_bytes,
+                    "by_source": by,
+                    "first_fetched": ts(s.first_fetched),
+                    "last_fetched": ts(s.last_fetched),
+                    "fetched_last_hour": s.fetched_last_hour,
+                    "fetched_last_day": s.fetched_last_day,
+                    "rate_last_hour_per_s": s.rate_last_hour(),
+                });
+                println!("{v}");
+            } else {
+                println!("torrents       {}", s.torrents);
+                println!("files          {}", s.files);
+                println!("pending        {}", s.pending);
+                println!("database size  {}", human_bytes(s.db_bytes));
+                for (src, n) in s.by_source {
+                    println!("  from {:<10}{n}", src.as_str());
+                }
+                println!(
+                    "last hour      {} ({:.3}/s)",
+                    s.fetched_last_hour,
+                    s.rate_last_hour()
+                );
+                println!("last day       {}", s.fetched_last_day);
+                if let (Some(a), Some(b)) = (ts(s.first_fetched), ts(s.last_fetched)) {
+                    println!("fetched        {a} .. {b}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn unix(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ensure_parent(url: &str) -> anyhow::Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens a store that must already exist (search, export, stats never
+/// create an empty database by accident).
+fn open_existing(db: &DbArgs) -> anyhow::Result<Store> {
+    let url = db.url();
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        anyhow::ensure!(
+            std::path::Path::new(path).exists(),
+            "no database at {path} (use --db or --state-dir)"
+        );
+    }
+    Store::open(&url).with_context(|| format!("opening {url}"))
+}
+
+/// Runs a crawl until its duration ends or a signal arrives.
+pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Result<()> {
+    ensure_parent(&cfg.db)?;
+    let store = Store::open(&cfg.db).with_context(|| format!("opening {}", cfg.db))?;
+    if let Some(addr) = cfg.metrics {
+        metrics_http::serve(addr).with_context(|| format!("metrics on {addr}"))?;
+    }
+    let known = engine::nodes_file::load(&cfg.state_dir).unwrap_or_else(|e| {
+        log::warn!("known nodes not loaded: {e}");
+        Vec::new()
+    });
+    log::info!("{} known nodes loaded", known.len());
+    let telemetry = Arc::new(Telemetry::default());
+    let parts = EngineParts {
+        store: store.writer(),
+        telemetry: telemetry.clone(),
+        tweak: None,
+        known_nodes: Arc::new(known),
+    };
+    let eng = engine::start(cfg, parts)?;
+    log::info!("listening on {:?}", eng.udp_addrs);
+    let stop = eng.shutdown_handle();
+    let signals = signals::install(stop.clone())?;
+    if let Some(d) = cfg.duration {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("duration".into())
+            .spawn(move || {
+                std::thread::sleep(d);
+                stop.trigger();
+            })?;
+    }
+    let status = status::spawn(status_mode, telemetry.clone(), stop.clone());
+    let reports = eng.join();
+    status.stop();
+    drop(signals);
+    let reports = reports?;
+    let nodes: Vec<_> = reports
+        .iter()
+        .flat_map(|r| r.known_nodes.iter().copied())
+        .collect();
+    if let Err(e) = engine::nodes_file::save(&cfg.state_dir, &nodes) {
+        log::warn!("known nodes not saved: {e}");
+    }
+    store.flush()?;
+    store.close()?;
+    let t = telemetry.totals();
+    log::info!(
+        "stopped: {} infohashes, {} torrents fetched, {} queries answered",
+        t.infohashes,
+        t.fetched,
+        t.answered
+    );
+    Ok(())
+}
+
+/// SIGINT/SIGTERM: the first stops the engine gracefully, the second exits
+/// at once (SQLite's WAL keeps the database consistent either way).
+mod signals {
+    use shards::ShutdownHandle;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::{Handle, Signals};
+
+    pub struct Installed {
+        handle: Handle,
+    }
+
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            self.handle.close();
+        }
+    }
+
+    pub fn install(stop: ShutdownHandle) -> std::io::Result<Installed> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for sig in signals.forever() {
+                    seen += 1;
+                    if seen == 1 {
+                        log::info!("signal {sig}: stopping (again to exit at once)");
+                        stop.trigger();
+                    } else {
+                        log::warn!("second signal: exiting now");
+                        std::process::exit(130);
+                    }
+                }
+            })?;
+        Ok(Installed { handle })
+    }
+}
+
+pub use status::{spawn as status_spawn, StatusMode};

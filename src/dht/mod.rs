@@ -1,0 +1,505 @@
+//! The DHT node: a sans-IO state machine, one per shard.
+//!
+//! # Shape
+//!
+//! Like quinn-proto, a [`Node`] owns no socket, no clock and no thread.
+//! Bytes and time go in through `handle_*` methods ([`Node::handle_datagram`],
+//! [`Node::handle_shard_msg`], [`Node::handle_timeout`]); what must go out
+//! comes back through `poll_*` methods ([`Node::poll_transmit`] for
+//! datagrams, [`Node::poll_action`] for messages to other shards and
+//! harvested infohashes, [`Node::poll_timeout`] for when to call back).
+//! Randomness comes from a seeded [`crate::rng::Rng`], so a simulation of a
+//! thousand nodes ([`sim`], tests only) replays exactly.
+//!
+//! # Ownership by keyspace
+//!
+//! The engine runs one node per core. Shard `s` of `n` owns slice `s` of the
+//! machine's slice of the keyspace (`machine.part(s, n)`, see
+//! [`crate::keyspace`]), and owning means three things:
+//! * the remote nodes whose ids fall in the slice: the shard tracks them,
+//!   walks them in id order and asks each for BEP 51 samples;
+//! * the infohashes that fall in the slice: the shard deduplicates them, in
+//!   one bounded set ([`dedup`]), so an infohash is emitted (and fetched)
+//!   once, by one shard, with no locks;
+//! * the find_node walks that fill the slice.
+//!
+//! Work is partitioned, not shared: two shards never sample the same node
+//! for the same reason, never look up the same infohash, never emit the same
+//! infohash.
+//!
+//! # Reply routing by transaction id
+//!
+//! All shards of a machine share one UDP port per bind address
+//! (SO_REUSEPORT), and the kernel hashes each datagram to any of them. Our
+//! transaction ids are 4 bytes, `[shard, identity, slot_hi, slot_lo]`
+//! ([`crate::krpc::tid`]), so the shard that receives a reply reads byte 0
+//! and, when it is another shard's, passes the raw bytes on as
+//! [`ShardMsg::Reply`]; the origin shard matches the slot against the exact
+//! endpoint (ip **and** port) it asked, so a guessed or replayed tid from
+//! anywhere else matches nothing. No shared table, no lock, one mesh hop for
+//! the replies that land on the wrong core.
+//!
+//! # Queries for another shard's keys: answered locally
+//!
+//! A find_node, get_peers or sample_infohashes whose target lies in another
+//! shard's slice could be forwarded so the owner answers (it may send from
+//! its own socket: the bound address is the same). We answer locally
+//! instead. Forwarding costs a mesh hop and a copy per inbound query, adds
+//! latency to every answer, and lets a remote flood of queries become a
+//! flood across cores; what it buys is answer quality, since the owner knows
+//! more nodes near the target. But each shard already keeps a Kademlia-like
+//! spread of nodes outside its slice (`max_out_per_bucket` per distance
+//! bucket), which is what an ordinary node answers from, and values for
+//! get_peers are stored on the shard that received the announce, which is
+//! usually the one that receives the same peer's next queries (the kernel
+//! hashes by source). Answers are therefore those of an ordinary good node,
+//! at a fraction of the cost. What must never be local is deduplication:
+//! infohashes harvested on the wrong shard (passive get_peers and
+//! announce_peer, and samples) always go to the owner ([`ShardMsg::Harvested`],
+//! [`ShardMsg::Sampled`]).
+//!
+//! # Harvesting: exploration and exploitation
+//!
+//! * **Passive**: the info_hash of every get_peers we receive, and of every
+//!   announce_peer whose token verifies, with the announcing peer.
+//! * **Active**: mldht's keyspace traversal. The shard walks the nodes of
+//!   its slice in id order, asking each one `sample_infohashes` and
+//!   honouring each node's `interval` (and at least `min_resample`) before
+//!   asking again. The target is the middle of the stretch between that
+//!   node and the next one we know, so the reply's `nodes` fill exactly the
+//!   gap the walk is about to cross (asking about the node's own id returns
+//!   XOR-close nodes, which stop at prefix boundaries: the simulation lost
+//!   whole regions that way).
+//!   Every sample counts (magnetico read only the first correctly). For
+//!   each new sample the owner sends get_peers to the node that returned it:
+//!   it holds the peers, no lookup needed. Only if it has no `values` does
+//!   an iterative lookup ([`lookup`]) run.
+//! * **Filling the slice**: bootstrap from the configured addresses, then
+//!   find_node walks into the slice, alternately at a random target and at
+//!   the widest stretch of the slice where we know no node; out-of-slice
+//!   nodes we hear of are verified with a find_node aimed at our slice.
+//!   Stale confirmed nodes (15 minutes silent) are pinged, failing ones
+//!   dropped, and the table is bounded (`max_nodes`; outside the slice,
+//!   `max_out_per_bucket` per distance bucket).
+//!
+//! Outbound traffic is in three tiers ([`limiter::Tier`]): exploitation
+//! (get_peers to a holder, lookups) may drain the budget; answering others
+//! keeps a small reserve; exploration (sampling, walks, pings) uses only
+//! what is above half the burst. When the budget is short, exploration is
+//! what stops (bitmagnet/magnetico report large gains from this). Lookups
+//! for infohashes seen only in someone's get_peers count as exploration:
+//! anyone can send get_peers for random infohashes, and each lookup costs up
+//! to 24 datagrams to third parties.
+//!
+//! An infohash is emitted as [`Action::Harvested`] once, when its peer
+//! search is over (at once for an announce, which brings its peer). Later
+//! peers for an already emitted infohash come as [`Action::MorePeers`].
+//!
+//! # Hygiene (and where the rules come from)
+//!
+//! * Never amplify (libtorrent `node.cpp`, SF-DRDoS): no reply to garbage,
+//!   to packets failing decode, to responses or errors, to unknown tids.
+//!   Responses stay under 1500 bytes (the encoder caps). A per-shard packet
+//!   and byte budget, and a per-remote-IP limit on what we send (the
+//!   machine's per-IP rate split evenly over shards, so all shards together
+//!   stay under it) and on what we accept (libtorrent's dos_blocker), both in
+//!   a fixed-size table that millions of spoofed sources cannot grow.
+//! * Routing (libtorrent `routing_table.cpp`, mldht): one table entry per
+//!   IP; a node is confirmed only by answering our query from the exact
+//!   endpoint with the expected id; a confirmed endpoint answering with a
+//!   new id is evicted and its neighbourhood re-pinged (libtorrent PR #961);
+//!   unsolicited packets never change the table's view of a known IP;
+//!   `ro=1` senders are answered but not inserted (BEP 43).
+//! * Addresses ([`addr`]): martian and bogon sources and destinations are
+//!   dropped (jech/dht), private ranges unless `allow_private`; our own id
+//!   from elsewhere (a reflector) and the zero id are dropped (jech, mldht);
+//!   peers with port 0 or 1 are dropped from `values` (libtorrent #2284).
+//! * Tokens ([`crate::krpc::token`]): bound to the sender's IP and the
+//!   infohash, keyed, valid for the current and the previous rotation. A bad,
+//!   foreign or expired token, or a bad port, gets error 203 and stores
+//!   nothing.
+
+pub mod addr;
+pub mod dedup;
+pub mod limiter;
+pub mod lookup;
+mod node;
+pub mod store;
+pub mod table;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use node::Node;
+
+use crate::id::Id;
+use crate::keyspace::Slice;
+use crate::krpc::NodeInfo;
+
+/// One bind address and the node id used on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// The bound address (shared by all shards through SO_REUSEPORT).
+    pub addr: SocketAddr,
+    /// The node id on that address (stable across restarts).
+    pub id: Id,
+}
+
+/// How an infohash was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A BEP 51 sample.
+    Sample,
+    /// Someone's get_peers.
+    GetPeers,
+    /// A valid announce_peer.
+    Announce,
+}
+
+/// A message between shards of one machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardMsg {
+    /// A reply whose tid names the receiving shard, delivered to another.
+    Reply {
+        /// The identity (socket) it arrived on.
+        identity: u8,
+        /// Its source.
+        from: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// An infohash seen passively by a shard that does not own it.
+    Harvested {
+        /// The infohash.
+        info_hash: Id,
+        /// How it was seen.
+        source: Source,
+        /// Peers that came with it (an announce's peer).
+        peers: Vec<SocketAddr>,
+    },
+    /// A BEP 51 sample whose infohash another shard owns, with the node that
+    /// returned it (which holds its peers).
+    Sampled {
+        /// The infohash.
+        info_hash: Id,
+        /// The node that sampled it.
+        holder: NodeInfo,
+    },
+}
+
+/// Something for the runtime to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Deliver `msg` to shard `shard`.
+    ToShard {
+        /// The destination shard.
+        shard: u8,
+        /// The message.
+        msg: ShardMsg,
+    },
+    /// A new infohash owned by this shard (emitted once per infohash).
+    Harvested {
+        /// The infohash.
+        info_hash: Id,
+        /// How it was first seen.
+        source: Source,
+        /// Peers known for it (may be empty when none could be found).
+        peers: Vec<SocketAddr>,
+    },
+    /// More peers for an infohash already emitted.
+    MorePeers {
+        /// The infohash.
+        info_hash: Id,
+        /// The new peers.
+        peers: Vec<SocketAddr>,
+    },
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The identity (socket) to send from.
+    pub identity: u8,
+    /// The destination.
+    pub to: SocketAddr,
+    /// The datagram; give the buffer back with [`Node::recycle`].
+    pub bytes: Vec<u8>,
+}
+
+/// Why a [`NodeConfig`] is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No identity.
+    #[error("a node needs at least one identity")]
+    NoIdentity,
+    /// More than 256 identities (the tid has one byte for it).
+    #[error("at most 256 identities")]
+    TooManyIdentities,
+    /// `shard` not below `nr_shards`, or no shard.
+    #[error("shard {shard} out of range for {nr_shards} shards")]
+    Shard {
+        /// The shard.
+        shard: u8,
+        /// The number of shards.
+        nr_shards: u8,
+    },
+}
+
+/// A node's configuration. [`NodeConfig::new`] gives working defaults.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This shard.
+    pub shard: u8,
+    /// Shards on this machine.
+    pub nr_shards: u8,
+    /// The machine's slice of the keyspace (the whole keyspace on one
+    /// machine); this shard owns `machine_slice.part(shard, nr_shards)`.
+    pub machine_slice: Slice,
+    /// Bind addresses and their ids.
+    pub identities: Vec<Identity>,
+    /// Where to bootstrap from.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Accept private and loopback addresses (tests, LANs).
+    pub allow_private: bool,
+    /// Set `ro=1` in our queries (BEP 43).
+    pub read_only: bool,
+    /// Crawl: sample the slice, harvest and emit infohashes. Off, the node
+    /// is an ordinary DHT node (the simulation's population).
+    pub crawl: bool,
+    /// Table entries at most.
+    pub max_nodes: usize,
+    /// Table entries per distance bucket outside the slice.
+    pub max_out_per_bucket: u16,
+    /// This shard's share of the outbound packet budget, per second.
+    pub max_pps: u32,
+    /// This shard's share of the outbound byte budget, per second.
+    pub max_bps: u64,
+    /// Burst window of the budget.
+    pub budget_window: Duration,
+    /// Packets per second we may send to one remote IP, all shards together
+    /// (each shard enforces `1/nr_shards` of it).
+    pub per_ip_pps: u32,
+    /// Burst of the above, all shards together.
+    pub per_ip_burst: u32,
+    /// Packets per second one remote IP may send us (this shard).
+    pub inbound_per_ip_pps: u32,
+    /// Burst of the above.
+    pub inbound_per_ip_burst: u32,
+    /// Slots of each per-IP limiter table (fixed memory).
+    pub limiter_slots: usize,
+    /// The `interval` we serve in BEP 51 replies, seconds (at most 21600).
+    pub sample_interval: u32,
+    /// The least time before asking a node for samples again, whatever its
+    /// `interval` says.
+    pub min_resample: Duration,
+    /// How long to wait for a reply.
+    pub query_timeout: Duration,
+    /// How often `handle_timeout` wants to run.
+    pub tick: Duration,
+    /// How often a find_node walk into the slice starts.
+    pub walk_interval: Duration,
+    /// Queries in flight at most (at most 65536).
+    pub max_inflight: usize,
+    /// Exploration queries in flight at most.
+    pub max_explore_inflight: usize,
+    /// Lookups running at once at most.
+    pub max_lookups: usize,
+    /// Infohashes remembered by the dedup set at most.
+    pub dedup_capacity: usize,
+    /// Torrents in the announce store at most.
+    pub max_torrents: usize,
+    /// Peers per torrent at most.
+    pub max_peers: usize,
+    /// Infohashes in the BEP 51 sample pool.
+    pub sample_pool: usize,
+    /// Token rotation period (tokens live one to two periods).
+    pub token_rotation: Duration,
+    /// Seed of the node's RNG.
+    pub seed: u64,
+    /// Token master key (the same on all shards, so any shard verifies).
+    pub token_key: [u8; 32],
+    /// The `v` we send.
+    pub version: Option<[u8; 4]>,
+}
+
+impl NodeConfig {
+    /// Defaults for shard `shard` of `nr_shards` on the whole keyspace.
+    pub fn new(
+        shard: u8,
+        nr_shards: u8,
+        identities: Vec<Identity>,
+        seed: u64,
+        token_key: [u8; 32],
+    ) -> Self {
+        NodeConfig {
+            shard,
+            nr_shards,
+            machine_slice: Slice::full(),
+            identities,
+            bootstrap: Vec::new(),
+            allow_private: false,
+            read_only: false,
+            crawl: true,
+            max_nodes: 20_000,
+            max_out_per_bucket: 8,
+            max_pps: 2_000,
+            max_bps: 2_000_000,
+            budget_window: Duration::from_secs(1),
+            per_ip_pps: 5,
+            per_ip_burst: 10,
+            inbound_per_ip_pps: 5,
+            inbound_per_ip_burst: 50,
+            limiter_slots: 1 << 16,
+            sample_interval: 21_600,
+            min_resample: Duration::from_secs(300),
+            query_timeout: Duration::from_secs(3),
+            tick: Duration::from_millis(100),
+            walk_interval: Duration::from_secs(1),
+            max_inflight: 8192,
+            max_explore_inflight: 1024,
+            max_lookups: 256,
+            dedup_capacity: 16_000_000,
+            max_torrents: 2_000,
+            max_peers: 200,
+            sample_pool: 4096,
+            token_rotation: crate::krpc::token::ROTATION,
+            seed,
+            token_key,
+            version: Some(*b"DH\x00\x01"),
+        }
+    }
+
+    /// The slice this shard owns.
+    pub fn slice(&self) -> Slice {
+        self.machine_slice
+            .part(usize::from(self.shard), usize::from(self.nr_shards))
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.identities.is_empty() {
+            return Err(ConfigError::NoIdentity);
+        }
+        if self.identities.len() > 256 {
+            return Err(ConfigError::TooManyIdentities);
+        }
+        if self.nr_shards == 0 || self.shard >= self.nr_shards {
+            return Err(ConfigError::Shard {
+                shard: self.shard,
+                nr_shards: self.nr_shards,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Counters by query method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MethodCounts {
+    /// ping.
+    pub ping: u64,
+    /// find_node.
+    pub find_node: u64,
+    /// get_peers.
+    pub get_peers: u64,
+    /// announce_peer.
+    pub announce_peer: u64,
+    /// sample_infohashes.
+    pub sample_infohashes: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+/// Why packets were dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// Martian or bogon source.
+    pub martian: u64,
+    /// Failed to decode (no reply is ever sent for these).
+    pub garbage: u64,
+    /// A response or error with a tid that is not ours, or not in flight.
+    pub unknown_tid: u64,
+    /// A tid in flight but from another endpoint or identity.
+    pub wrong_endpoint: u64,
+    /// Over the inbound per-IP limit.
+    pub per_ip_in: u64,
+    /// Not sent: over the outbound per-IP limit.
+    pub per_ip_out: u64,
+    /// Not sent: over the shard's budget.
+    pub budget: u64,
+    /// Zero id.
+    pub zero_id: u64,
+    /// Our own id from someone else.
+    pub own_id: u64,
+    /// Not sent: no free transaction slot.
+    pub inflight_full: u64,
+    /// Infohash not in this machine's slice.
+    pub foreign_key: u64,
+    /// Infohash dropped: dedup set at its bound.
+    pub dedup_full: u64,
+}
+
+/// New infohashes by source (counted on the owner shard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    /// BEP 51 samples.
+    pub sample: u64,
+    /// Passive get_peers.
+    pub get_peers: u64,
+    /// Valid announces.
+    pub announce: u64,
+}
+
+/// A node's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeStats {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Replies forwarded to their origin shard.
+    pub forwarded_out: u64,
+    /// Replies received from other shards.
+    pub forwarded_in: u64,
+    /// Queries answered, by method.
+    pub answered: MethodCounts,
+    /// Error replies sent.
+    pub errors_sent: u64,
+    /// Queries sent, by method.
+    pub queries_sent: MethodCounts,
+    /// Replies matched to a query of ours.
+    pub replies: u64,
+    /// Queries that timed out.
+    pub timeouts: u64,
+    /// Drops, by reason.
+    pub dropped: DropCounts,
+    /// New infohashes, by source.
+    pub infohashes: SourceCounts,
+    /// Infohashes emitted as [`Action::Harvested`].
+    pub emitted: u64,
+    /// BEP 51 samples received (each sample of each reply).
+    pub samples_received: u64,
+    /// Confirmed nodes whose id changed, evicted.
+    pub evicted_id_change: u64,
+    /// Table entries (candidates included).
+    pub nodes_known: usize,
+    /// Confirmed table entries.
+    pub nodes_confirmed: usize,
+    /// Infohashes remembered by the dedup set.
+    pub dedup_len: usize,
+    /// Heap bytes per remembered infohash.
+    pub bytes_per_infohash: f64,
+    /// Lookups started.
+    pub lookups: u64,
+    /// Torrents in the announce store.
+    pub torrents: usize,
+}

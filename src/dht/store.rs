@@ -1,0 +1,138 @@
+//! What this node serves: announced peers (get_peers `values`) and the pool
+//! of infohashes it hands out as BEP 51 samples.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::id::Id;
+use crate::rng::Rng;
+
+/// How long an announced peer is kept (libtorrent: 30 minutes).
+pub const PEER_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Announced peers, bounded in torrents and peers per torrent.
+#[derive(Debug, Clone)]
+pub struct PeerStore {
+    torrents: HashMap<Id, Vec<(SocketAddr, Instant)>>,
+    max_torrents: usize,
+    max_peers: usize,
+}
+
+impl PeerStore {
+    /// An empty store.
+    pub fn new(max_torrents: usize, max_peers: usize) -> Self {
+        PeerStore {
+            torrents: HashMap::new(),
+            max_torrents,
+            max_peers: max_peers.max(1),
+        }
+    }
+
+    /// Records `peer` for `ih`. Returns false when there was no room.
+    pub fn announce(&mut self, ih: Id, peer: SocketAddr, now: Instant) -> bool {
+        if !self.torrents.contains_key(&ih) && self.torrents.len() >= self.max_torrents {
+            return false;
+        }
+        let peers = self.torrents.entry(ih).or_default();
+        if let Some(p) = peers.iter_mut().find(|(a, _)| *a == peer) {
+            p.1 = now;
+            return true;
+        }
+        if peers.len() >= self.max_peers {
+            // Replace the stalest.
+            if let Some(p) = peers.iter_mut().min_by_key(|(_, t)| *t) {
+                *p = (peer, now);
+            }
+            return true;
+        }
+        peers.push((peer, now));
+        true
+    }
+
+    /// The peers of `ih`, in the family of `ipv4` first.
+    pub fn peers(&self, ih: &Id, out: &mut Vec<SocketAddr>) {
+        if let Some(p) = self.torrents.get(ih) {
+            out.extend(p.iter().map(|(a, _)| *a));
+        }
+    }
+
+    /// Torrents held.
+    pub fn len(&self) -> usize {
+        self.torrents.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.torrents.is_empty()
+    }
+
+    /// Drops peers older than [`PEER_TTL`].
+    pub fn expire(&mut self, now: Instant) {
+        self.torrents.retain(|_, peers| {
+            peers.retain(|(_, t)| now.saturating_duration_since(*t) < PEER_TTL);
+            !peers.is_empty()
+        });
+    }
+}
+
+/// The infohashes we hand out as BEP 51 samples: a bounded pool; once full,
+/// a new one replaces a random old one, so the pool stays a fair sample.
+#[derive(Debug, Clone)]
+pub struct SamplePool {
+    ids: Vec<Id>,
+    max: usize,
+    seen: u64,
+}
+
+impl SamplePool {
+    /// An empty pool of at most `max` infohashes.
+    pub fn new(max: usize) -> Self {
+        SamplePool {
+            ids: Vec::new(),
+            max,
+            seen: 0,
+        }
+    }
+
+    /// Offers `ih` to the pool (callers offer each infohash once).
+    pub fn offer(&mut self, ih: Id, rng: &mut Rng) {
+        self.seen = self.seen.saturating_add(1);
+        if self.ids.len() < self.max {
+            self.ids.push(ih);
+        } else if let Some(slot) = self.ids.get_mut(rng.below(self.max as u64) as usize) {
+            *slot = ih;
+        }
+    }
+
+    /// Whether `ih` is in the pool (linear; for small pools and tests).
+    pub fn contains(&self, ih: &Id) -> bool {
+        self.ids.contains(ih)
+    }
+
+    /// Up to `n` samples: a random window of the pool.
+    pub fn sample(&self, n: usize, rng: &mut Rng, out: &mut Vec<Id>) {
+        let len = self.ids.len();
+        if len <= n {
+            out.extend_from_slice(&self.ids);
+            return;
+        }
+        let start = rng.below(len as u64) as usize;
+        out.extend(self.ids.iter().cycle().skip(start).take(n));
+    }
+
+    /// How many infohashes we know (for `num`).
+    pub fn num(&self) -> u32 {
+        u32::try_from(self.seen).unwrap_or(u32::MAX)
+    }
+
+    /// Infohashes in the pool.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}

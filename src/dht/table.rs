@@ -1,0 +1,600 @@
+//! The routing table: every node this shard knows, ordered by id.
+//!
+//! Ordered by id (not a bucket tree) because the shard's main job is to walk
+//! its slice in id order (mldht's keyspace traversal), and because the k
+//! XOR-closest ids to a target can be found exactly in an ordered map: all
+//! ids sharing a prefix with the target form one contiguous range.
+//!
+//! Rules (libtorrent `routing_table.cpp`, mldht `sanitizing-algorithms`):
+//! * One entry per IP address, and one per id.
+//! * Entries start as candidates (heard of in `nodes`, or a query's sender)
+//!   and become confirmed only when they answer one of our queries from the
+//!   exact endpoint we asked, with the id we expected. [`Table::known`]
+//!   returns confirmed nodes only.
+//! * Nodes outside the slice are kept for routing only, at most
+//!   `max_out_per_bucket` per distance bucket from the slice; nodes inside
+//!   the slice are kept up to the table bound.
+//! * When full, candidates are evicted oldest first; confirmed nodes leave
+//!   only by failing or by an id change.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::id::Id;
+use crate::keyspace::Slice;
+use crate::krpc::NodeInfo;
+
+/// Failures in a row before a confirmed node is dropped.
+pub const MAX_FAILS: u8 = 3;
+
+/// What the table knows about a node.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Whether it has answered a query of ours as expected.
+    pub confirmed: bool,
+    /// Last matched reply.
+    pub last_reply: Option<Instant>,
+    /// Last query we sent it.
+    pub last_query: Option<Instant>,
+    /// Failures in a row.
+    pub fails: u8,
+    /// Earliest time for the next BEP 51 query (its `interval`).
+    pub next_sample: Option<Instant>,
+    /// When it entered the table.
+    pub added: Instant,
+}
+
+/// The table (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Table {
+    nodes: BTreeMap<Id, Entry>,
+    by_ip: HashMap<IpAddr, Id>,
+    candidates: VecDeque<Id>,
+    slice: Slice,
+    reference: Id,
+    out_per_bucket: Vec<u16>,
+    max_nodes: usize,
+    max_out_per_bucket: u16,
+    confirmed: usize,
+}
+
+fn prefix_range(t: &Id, p: u32) -> (Id, Id) {
+    let mut lo = *t;
+    let mut hi = *t;
+    for bit in p..160 {
+        let byte = (bit / 8) as usize;
+        let mask = 0x80u8 >> (bit % 8);
+        if let (Some(l), Some(h)) = (lo.0.get_mut(byte), hi.0.get_mut(byte)) {
+            *l &= !mask;
+            *h |= mask;
+        }
+    }
+    (lo, hi)
+}
+
+fn flip_bit(t: &Id, bit: u32) -> Id {
+    let mut o = *t;
+    if let Some(b) = o.0.get_mut((bit / 8) as usize) {
+        *b ^= 0x80u8 >> (bit % 8);
+    }
+    o
+}
+
+impl Table {
+    /// An empty table for a shard owning `slice`.
+    pub fn new(slice: Slice, max_nodes: usize, max_out_per_bucket: u16) -> Self {
+        // Distance buckets for out-of-slice nodes are measured from the
+        // slice's middle.
+        let mid = {
+            let f = slice.first().prefix64();
+            let l = slice.last().prefix64();
+            let m = f.wrapping_add(l.wrapping_sub(f) / 2);
+            let mut b = [0u8; 20];
+            b[..8].copy_from_slice(&m.to_be_bytes());
+            Id(b)
+        };
+        Table {
+            nodes: BTreeMap::new(),
+            by_ip: HashMap::new(),
+            candidates: VecDeque::new(),
+            slice,
+            reference: mid,
+            out_per_bucket: vec![0; 161],
+            max_nodes: max_nodes.max(1),
+            max_out_per_bucket,
+            confirmed: 0,
+        }
+    }
+
+    fn bucket(&self, id: &Id) -> usize {
+        self.reference.bucket_index(id).unwrap_or(160)
+    }
+
+    /// Entries (candidates included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Confirmed entries.
+    pub fn confirmed_len(&self) -> usize {
+        self.confirmed
+    }
+
+    /// The entry for `id`.
+    pub fn get(&self, id: &Id) -> Option<&Entry> {
+        self.nodes.get(id)
+    }
+
+    /// The entry for `id`, mutably.
+    pub fn get_mut(&mut self, id: &Id) -> Option<&mut Entry> {
+        self.nodes.get_mut(id)
+    }
+
+    /// The id the table holds for `ip`.
+    pub fn id_of_ip(&self, ip: &IpAddr) -> Option<Id> {
+        self.by_ip.get(ip).copied()
+    }
+
+    /// Whether `id` falls in the shard's slice.
+    pub fn in_slice(&self, id: &Id) -> bool {
+        self.slice.contains(id)
+    }
+
+    fn evict_candidate(&mut self) -> bool {
+        while let Some(id) = self.candidates.pop_front() {
+            if self.nodes.get(&id).is_some_and(|e| !e.confirmed) {
+                self.remove(&id);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Adds `node` as a candidate. Refused when its IP or id is already
+    /// present (one entry per IP: a known IP never changes id this way), or
+    /// when there is no room.
+    pub fn insert_candidate(&mut self, node: NodeInfo, now: Instant) -> bool {
+        self.insert(node, false, now)
+    }
+
+    /// Adds `node` as confirmed (it answered us from this endpoint with this
+    /// id), or confirms the existing entry.
+    pub fn confirm(&mut self, node: NodeInfo, now: Instant) -> bool {
+        if let Some(e) = self.nodes.get_mut(&node.id) {
+            if e.addr != node.addr {
+                return false;
+            }
+            if !e.confirmed {
+                e.confirmed = true;
+                self.confirmed += 1;
+            }
+            e.fails = 0;
+            e.last_reply = Some(now);
+            return true;
+        }
+        self.insert(node, true, now)
+    }
+
+    fn insert(&mut self, node: NodeInfo, confirmed: bool, now: Instant) -> bool {
+        if self.nodes.contains_key(&node.id) || self.by_ip.contains_key(&node.addr.ip()) {
+            return false;
+        }
+        let inside = self.slice.contains(&node.id);
+        let bucket = self.bucket(&node.id);
+        if !inside
+            && self.out_per_bucket.get(bucket).copied().unwrap_or(u16::MAX)
+                >= self.max_out_per_bucket
+        {
+            return false;
+        }
+        if self.nodes.len() >= self.max_nodes && !self.evict_candidate() {
+            return false;
+        }
+        self.nodes.insert(
+            node.id,
+            Entry {
+                addr: node.addr,
+                confirmed,
+                last_reply: confirmed.then_some(now),
+                last_query: None,
+                fails: 0,
+                next_sample: None,
+                added: now,
+            },
+        );
+        self.by_ip.insert(node.addr.ip(), node.id);
+        if confirmed {
+            self.confirmed += 1;
+        } else {
+            self.candidates.push_back(node.id);
+            if self.candidates.len() > 2 * self.max_nodes {
+                let nodes = &self.nodes;
+                self.candidates
+                    .retain(|id| nodes.get(id).is_some_and(|e| !e.confirmed));
+            }
+        }
+        if !inside {
+            if let Some(c) = self.out_per_bucket.get_mut(bucket) {
+                *c += 1;
+            }
+        }
+        true
+    }
+
+    /// Removes `id`.
+    pub fn remove(&mut self, id: &Id) -> Option<Entry> {
+        let e = self.nodes.remove(id)?;
+        if self.by_ip.get(&e.addr.ip()) == Some(id) {
+            self.by_ip.remove(&e.addr.ip());
+        }
+        if e.confirmed {
+            self.confirmed -= 1;
+        }
+        if !self.slice.contains(id) {
+            let b = self.bucket(id);
+            if let Some(c) = self.out_per_bucket.get_mut(b) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        Some(e)
+    }
+
+    /// Records a failed query to `id`: candidates go at once, confirmed
+    /// nodes after [`MAX_FAILS`] in a row. Returns whether it was removed.
+    pub fn fail(&mut self, id: &Id) -> bool {
+        let Some(e) = self.nodes.get_mut(id) else {
+            return false;
+        };
+        e.fails = e.fails.saturating_add(1);
+        if !e.confirmed || e.fails >= MAX_FAILS {
+            self.remove(id);
+            return true;
+        }
+        false
+    }
+
+    fn count_range(&self, lo: Id, hi: Id, cap: usize) -> usize {
+        self.nodes.range(lo..=hi).take(cap).count()
+    }
+
+    /// The (up to) `k` entries XOR-closest to `target`, closest first.
+    pub fn closest(&self, target: &Id, k: usize, confirmed_only: bool) -> Vec<NodeInfo> {
+        let mut out = Vec::with_capacity(k);
+        // Candidates are filtered afterwards, so ask for more when needed.
+        let want = if confirmed_only { k * 3 } else { k };
+        self.closest_in(target, 0, want, &mut out);
+        if confirmed_only {
+            out.retain(|n| self.nodes.get(&n.id).is_some_and(|e| e.confirmed));
+        }
+        out.sort_by_key(|n| n.id.distance(target));
+        out.truncate(k);
+        out
+    }
+
+    /// The `need` closest to `t` among ids sharing `p0` leading bits with `t`.
+    fn closest_in(&self, t: &Id, p0: u32, need: usize, out: &mut Vec<NodeInfo>) {
+        if need == 0 {
+            return;
+        }
+        let (lo, hi) = prefix_range(t, p0);
+        if self.count_range(lo, hi, need + 1) <= need {
+            out.extend(self.nodes.range(lo..=hi).map(|(id, e)| NodeInfo {
+                id: *id,
+                addr: e.addr,
+            }));
+            return;
+        }
+        // Largest p >= p0 whose range still holds at least `need`.
+        let (mut a, mut b) = (p0, 160);
+        while a < b {
+            let m = (a + b).div_ceil(2);
+            let (l, h) = prefix_range(t, m);
+            if self.count_range(l, h, need) >= need {
+                a = m;
+            } else {
+                b = m - 1;
+            }
+        }
+        let p = a;
+        if p >= 160 {
+            if let Some(e) = self.nodes.get(t) {
+                out.push(NodeInfo {
+                    id: *t,
+                    addr: e.addr,
+                });
+            }
+            return;
+        }
+        // Everything sharing p+1 bits (fewer than `need`), then the rest
+        // from the sibling half, which orders by distance exactly like the
+        // target with that bit flipped.
+        let (l, h) = prefix_range(t, p + 1);
+        let before = out.len();
+        out.extend(self.nodes.range(l..=h).map(|(id, e)| NodeInfo {
+            id: *id,
+            addr: e.addr,
+        }));
+        let got = out.len() - before;
+        self.closest_in(&flip_bit(t, p), p + 1, need.saturating_sub(got), out);
+    }
+
+    /// The first in-slice entry with an id above `after` (wrapping to the
+    /// slice's start) for which `pick` holds, looking at most `max_scan`.
+    pub fn next_in_slice(
+        &self,
+        after: &Id,
+        max_scan: usize,
+        mut pick: impl FnMut(&Id, &Entry) -> bool,
+    ) -> Option<(Id, SocketAddr)> {
+        let (first, last) = (self.slice.first(), self.slice.last());
+        let start = if self.slice.contains(after) {
+            *after
+        } else {
+            first
+        };
+        let tail = self.nodes.range((
+            std::ops::Bound::Excluded(start),
+            std::ops::Bound::Included(last),
+        ));
+        let head = self.nodes.range(first..=start);
+        tail.chain(head)
+            .take(max_scan)
+            .find(|(id, e)| pick(id, e))
+            .map(|(id, e)| (*id, e.addr))
+    }
+
+    /// A target between `id` and the next entry of the slice (or the slice's
+    /// end): what the sweep asks about, so that replies fill the gap after
+    /// `id`. (Asking about `id` itself returns only XOR-close nodes, which
+    /// stop at prefix boundaries and leave whole regions unexplored.)
+    pub fn gap_after(&self, id: &Id) -> Id {
+        let next = self
+            .nodes
+            .range((std::ops::Bound::Excluded(*id), std::ops::Bound::Unbounded))
+            .map(|(k, _)| *k)
+            .find(|k| self.slice.contains(k));
+        let (id, next) = match next {
+            Some(n) => (*id, n),
+            None => {
+                // The last node: the gap runs to the slice's end and on from
+                // its start to the first node; aim at the larger part.
+                let first = self
+                    .nodes
+                    .range(self.slice.first()..)
+                    .map(|(k, _)| *k)
+                    .find(|k| self.slice.contains(k))
+                    .unwrap_or(*id);
+                let tail = self.slice.last().prefix64().wrapping_sub(id.prefix64());
+                let head = first.prefix64().wrapping_sub(self.slice.first().prefix64());
+                if tail >= head {
+                    (*id, self.slice.last())
+                } else {
+                    (self.slice.first(), first)
+                }
+            }
+        };
+        let id = &id;
+        let (a, b) = (id.prefix64(), next.prefix64());
+        let mid = a.wrapping_add(b.wrapping_sub(a) / 2);
+        let mut t = *id;
+        t.0[..8].copy_from_slice(&mid.to_be_bytes());
+        if mid == a {
+            t = next;
+        }
+        t
+    }
+
+    /// The middle of the widest stretch of the slice holding no entry,
+    /// skipping stretches that start at any prefix in `skip`, with that
+    /// start's prefix. O(entries in the slice).
+    pub fn widest_gap(&self, skip: &[u64]) -> Option<(Id, u64)> {
+        let (first, last) = (self.slice.first(), self.slice.last());
+        let mut prev = first.prefix64();
+        let mut best: Option<(u64, u64)> = None; // (width, start)
+        let mut consider = |start: u64, end: u64| {
+            let w = end.wrapping_sub(start);
+            if !skip.contains(&start) && best.is_none_or(|(bw, _)| w > bw) {
+                best = Some((w, start));
+            }
+        };
+        for id in self.nodes.range(first..=last).map(|(k, _)| k.prefix64()) {
+            consider(prev, id);
+            prev = id;
+        }
+        consider(prev, last.prefix64());
+        let (w, start) = best?;
+        if w < 2 {
+            return None;
+        }
+        let mut t = Id([0x55; 20]);
+        t.0[..8].copy_from_slice(&start.wrapping_add(w / 2).to_be_bytes());
+        Some((t, start))
+    }
+
+    /// Entries with ids above `after`, in id order.
+    pub fn iter_after(&self, after: &Id) -> impl Iterator<Item = (&Id, &Entry)> {
+        self.nodes.range((
+            std::ops::Bound::Excluded(*after),
+            std::ops::Bound::Unbounded,
+        ))
+    }
+
+    /// All entries.
+    pub fn iter(&self) -> impl Iterator<Item = (&Id, &Entry)> {
+        self.nodes.iter()
+    }
+
+    /// Confirmed nodes (to persist across restarts).
+    pub fn known(&self) -> impl Iterator<Item = NodeInfo> + '_ {
+        self.nodes
+            .iter()
+            .filter(|(_, e)| e.confirmed)
+            .map(|(id, e)| NodeInfo {
+                id: *id,
+                addr: e.addr,
+            })
+    }
+
+    /// Up to `n` entries around `id` (in id order), to re-ping a region.
+    pub fn neighbours(&self, id: &Id, n: usize) -> Vec<NodeInfo> {
+        self.closest(id, n, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn addr(i: u32) -> SocketAddr {
+        SocketAddr::from((std::net::Ipv4Addr::from(0x7f00_0000 | i), 6881))
+    }
+
+    #[test]
+    fn closest_is_exact() {
+        let mut rng = Rng::seed_from_u64(5);
+        let now = Instant::now();
+        let mut t = Table::new(Slice::full(), 10_000, 8);
+        let mut all = Vec::new();
+        for i in 0..2000 {
+            let id = Id::random(&mut rng);
+            // Clustered ids too, to exercise deep prefixes.
+            let id = if i % 3 == 0 {
+                let mut c = id;
+                c.0[..6].copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+                c
+            } else {
+                id
+            };
+            let n = NodeInfo {
+                id,
+                addr: addr(i + 1),
+            };
+            assert!(t.insert_candidate(n, now));
+            all.push(n);
+        }
+        for round in 0..100 {
+            let mut target = Id::random(&mut rng);
+            if round % 2 == 0 {
+                target.0[..6].copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+            }
+            if round % 7 == 0 {
+                target = all[round].id;
+            }
+            let mut sorted = all.clone();
+            sorted.sort_by_cached_key(|n| n.id.distance(&target));
+            for k in [1usize, 3, 8, 20] {
+                let got = t.closest(&target, k, false);
+                assert_eq!(got, sorted[..k], "round {round} k {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_entry_per_ip_and_bounds() {
+        let now = Instant::now();
+        let mut t = Table::new(Slice::full().part(0, 2), 4, 1);
+        let inside = |b: u8| {
+            let mut id = Id([b; 20]);
+            id.0[0] = 0x10;
+            id
+        };
+        assert!(t.insert_candidate(
+            NodeInfo {
+                id: inside(1),
+                addr: addr(1)
+            },
+            now
+        ));
+        // Same IP, other id (and other port): refused.
+        let mut a = addr(1);
+        a.set_port(9);
+        assert!(!t.insert_candidate(
+            NodeInfo {
+                id: inside(2),
+                addr: a
+            },
+            now
+        ));
+        // Same id, other IP: refused.
+        assert!(!t.insert_candidate(
+            NodeInfo {
+                id: inside(1),
+                addr: addr(2)
+            },
+            now
+        ));
+        // Outside the slice: one per bucket.
+        let out1 = Id([0xf0; 20]);
+        let mut out2 = Id([0xf0; 20]);
+        out2.0[19] = 1;
+        assert!(t.insert_candidate(
+            NodeInfo {
+                id: out1,
+                addr: addr(3)
+            },
+            now
+        ));
+        assert!(!t.insert_candidate(
+            NodeInfo {
+                id: out2,
+                addr: addr(4)
+            },
+            now
+        ));
+        // Bound: confirmed nodes push out candidates, oldest first.
+        assert!(t.confirm(
+            NodeInfo {
+                id: inside(3),
+                addr: addr(5)
+            },
+            now
+        ));
+        assert!(t.confirm(
+            NodeInfo {
+                id: inside(4),
+                addr: addr(6)
+            },
+            now
+        ));
+        assert!(t.confirm(
+            NodeInfo {
+                id: inside(5),
+                addr: addr(7)
+            },
+            now
+        ));
+        assert_eq!(t.len(), 4);
+        assert!(t.get(&inside(1)).is_none());
+        assert_eq!(t.confirmed_len(), 3);
+        assert!(t.confirm(
+            NodeInfo {
+                id: inside(6),
+                addr: addr(8)
+            },
+            now
+        ));
+        assert!(!t.confirm(
+            NodeInfo {
+                id: inside(7),
+                addr: addr(9)
+            },
+            now
+        ));
+        assert_eq!(t.known().count(), 4);
+        // Failures: confirmed nodes survive MAX_FAILS - 1.
+        for _ in 0..MAX_FAILS - 1 {
+            assert!(!t.fail(&inside(3)));
+        }
+        assert!(t.fail(&inside(3)));
+        assert!(t.id_of_ip(&addr(5).ip()).is_none());
+    }
+}

@@ -1,0 +1,1013 @@
+//! Protocol cases of the reference (section 5, cases 6–24 as they apply to
+//! a node), each asserting the exact outcome.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::krpc::message::{encode_query, encode_response, Header, ResponseBody};
+use crate::krpc::tid::Tid;
+use crate::krpc::{decode, Body, Message, Method, Want};
+
+const ME: Id = Id([0xaa; 20]);
+
+fn me() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 6881))
+}
+
+fn peer(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 1, i, 1], 7000 + u16::from(i)))
+}
+
+fn cfg() -> NodeConfig {
+    let mut c = NodeConfig::new(0, 1, vec![Identity { addr: me(), id: ME }], 1, [3; 32]);
+    c.allow_private = true;
+    c.dedup_capacity = 1 << 16;
+    c.limiter_slots = 1024;
+    c
+}
+
+fn quiet_cfg() -> NodeConfig {
+    let mut c = cfg();
+    c.crawl = false;
+    c
+}
+
+fn query(tid: &[u8], id: Id, method: Method<'_>, want: Want, ro: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_query(
+        &mut out,
+        &Header { tid, version: None },
+        &id,
+        &method,
+        want,
+        ro,
+    );
+    out
+}
+
+fn ping(tid: &[u8], id: Id) -> Vec<u8> {
+    query(tid, id, Method::Ping, Want::default(), false)
+}
+
+fn out(n: &mut Node) -> Vec<Transmit> {
+    std::iter::from_fn(|| n.poll_transmit()).collect()
+}
+
+fn actions(n: &mut Node) -> Vec<Action> {
+    std::iter::from_fn(|| n.poll_action()).collect()
+}
+
+fn only_reply(n: &mut Node, to: SocketAddr) -> Vec<u8> {
+    let mut t = out(n);
+    assert_eq!(t.len(), 1, "expected exactly one datagram");
+    let t = t.remove(0);
+    assert_eq!(t.to, to);
+    t.bytes
+}
+
+fn method_of<'a>(m: &Message<'a>) -> Option<Method<'a>> {
+    match m.body {
+        Body::Query(q) => Some(q.method),
+        _ => None,
+    }
+}
+
+fn response(tid: &[u8], id: Id, body: &ResponseBody<'_>) -> Vec<u8> {
+    let mut o = Vec::new();
+    encode_response(&mut o, &Header { tid, version: None }, None, &id, body);
+    o
+}
+
+fn get_token(n: &mut Node, from: SocketAddr, ih: Id, now: Instant) -> Vec<u8> {
+    let q = query(
+        b"gp",
+        Id([5; 20]),
+        Method::GetPeers {
+            info_hash: ih,
+            noseed: false,
+            scrape: false,
+        },
+        Want::default(),
+        true,
+    );
+    n.handle_datagram(0, from, &q, now);
+    let r = only_reply(n, from);
+    let m = decode(&r).unwrap();
+    let Body::Response(r) = m.body else {
+        panic!("not a response")
+    };
+    r.token.unwrap().to_vec()
+}
+
+fn announce(token: &[u8], ih: Id, port: u16, implied: bool) -> Vec<u8> {
+    query(
+        b"an",
+        Id([5; 20]),
+        Method::AnnouncePeer {
+            info_hash: ih,
+            port,
+            implied_port: implied,
+            token,
+            seed: None,
+        },
+        Want::default(),
+        true,
+    )
+}
+
+fn error_code(bytes: &[u8]) -> Option<i64> {
+    match decode(bytes).ok()?.body {
+        Body::Error(e) => e.code,
+        _ => None,
+    }
+}
+
+#[test]
+fn case6_7_garbage_and_bad_y_get_no_reply() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    let from = peer(1);
+    let packets: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae".to_vec(),
+        b"l1:t2:aa1:y1:q1:q4:pinge".to_vec(),
+        b"i1e-------------------------".to_vec(),
+        vec![b'd'; 5000],
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:xxe".to_vec(),
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:xx1:y2:qqe".to_vec(),
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:xx1:yi1ee".to_vec(),
+    ];
+    for p in &packets {
+        n.handle_datagram(0, from, p, t0);
+        assert!(out(&mut n).is_empty(), "{:?}", String::from_utf8_lossy(p));
+    }
+    assert_eq!(n.stats().dropped.garbage, packets.len() as u64);
+    // A well-formed ping from port 0 is dropped as martian.
+    let mut zero = from;
+    zero.set_port(0);
+    n.handle_datagram(0, zero, &ping(b"aa", Id([1; 20])), t0);
+    assert!(out(&mut n).is_empty());
+    assert_eq!(n.stats().dropped.martian, 1);
+    // Zero id and our own id (a reflector) are dropped.
+    n.handle_datagram(0, from, &ping(b"aa", Id::ZERO), t0);
+    n.handle_datagram(0, from, &ping(b"aa", ME), t0);
+    assert!(out(&mut n).is_empty());
+    assert_eq!(n.stats().dropped.zero_id, 1);
+    assert_eq!(n.stats().dropped.own_id, 1);
+}
+
+#[test]
+fn private_sources_and_destinations_refused_unless_allowed() {
+    let t0 = Instant::now();
+    let mut c = quiet_cfg();
+    c.allow_private = false;
+    c.identities = vec![Identity {
+        addr: SocketAddr::from(([1, 2, 3, 4], 6881)),
+        id: ME,
+    }];
+    c.bootstrap = vec![
+        SocketAddr::from(([10, 0, 0, 1], 6881)),
+        SocketAddr::from(([192, 168, 1, 1], 6881)),
+        SocketAddr::from(([8, 8, 8, 8], 6881)),
+    ];
+    let mut n = Node::new(c, t0);
+    n.handle_datagram(0, peer(1), &ping(b"aa", Id([1; 20])), t0);
+    assert!(out(&mut n).is_empty());
+    n.handle_timeout(t0);
+    let t = out(&mut n);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].to, SocketAddr::from(([8, 8, 8, 8], 6881)));
+}
+
+#[test]
+fn case8_tid_echoed_and_ip_in_every_response() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    for (i, len) in [0usize, 1, 2, 4, 8, 255].into_iter().enumerate() {
+        let tid: Vec<u8> = (0..len).map(|x| (x * 7 + 1) as u8).collect();
+        let from = peer(i as u8 + 1);
+        n.handle_datagram(0, from, &ping(&tid, Id([1; 20])), t0);
+        let r = only_reply(&mut n, from);
+        let m = decode(&r).unwrap();
+        assert_eq!(m.tid, &tid[..]);
+        assert_eq!(m.ip, Some(from));
+        let Body::Response(r) = m.body else { panic!() };
+        assert_eq!(r.id, ME);
+    }
+    assert_eq!(n.stats().answered.ping, 6);
+}
+
+#[test]
+fn unknown_tids_and_stray_errors_get_no_reply() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    let tid = Tid {
+        shard: 0,
+        identity: 0,
+        slot: 5,
+    }
+    .to_bytes();
+    for t in [&b"xx"[..], &tid[..], b"toolongtid"] {
+        n.handle_datagram(
+            0,
+            peer(1),
+            &response(t, Id([1; 20]), &ResponseBody::default()),
+            t0,
+        );
+        let mut e = Vec::new();
+        crate::krpc::message::encode_error(
+            &mut e,
+            &Header {
+                tid: t,
+                version: None,
+            },
+            None,
+            crate::krpc::ErrorCode::Generic,
+            "x",
+        );
+        n.handle_datagram(0, peer(1), &e, t0);
+    }
+    assert!(out(&mut n).is_empty());
+    assert!(actions(&mut n).is_empty());
+    assert_eq!(n.stats().dropped.unknown_tid, 6);
+}
+
+#[test]
+fn case10_11_bad_arguments_and_unknown_methods() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    let from = peer(1);
+    n.add_known_node(
+        NodeInfo {
+            id: Id([3; 20]),
+            addr: peer(3),
+        },
+        t0,
+    );
+    // id of 19 bytes.
+    n.handle_datagram(
+        0,
+        from,
+        b"d1:ad2:id19:aaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:xx1:y1:qe",
+        t0,
+    );
+    assert_eq!(error_code(&only_reply(&mut n, from)), Some(203));
+    // find_node without target.
+    n.handle_datagram(
+        0,
+        from,
+        b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q9:find_node1:t2:xx1:y1:qe",
+        t0,
+    );
+    let r = only_reply(&mut n, from);
+    assert_eq!(error_code(&r), Some(203));
+    assert_eq!(decode(&r).unwrap().tid, b"xx");
+    // Unknown method with a target: answered like find_node.
+    let q = query(
+        b"uk",
+        Id([1; 20]),
+        Method::Unknown {
+            name: b"vote",
+            target: Some(Id([3; 20])),
+        },
+        Want::default(),
+        false,
+    );
+    n.handle_datagram(0, from, &q, t0);
+    let r = only_reply(&mut n, from);
+    let Body::Response(r) = decode(&r).unwrap().body else {
+        panic!()
+    };
+    assert_eq!(r.nodes.iter().next().map(|x| x.id), Some(Id([3; 20])));
+    // Unknown method without one: 204.
+    let q = query(
+        b"uk",
+        Id([1; 20]),
+        Method::Unknown {
+            name: b"vote",
+            target: None,
+        },
+        Want::default(),
+        false,
+    );
+    n.handle_datagram(0, from, &q, t0);
+    assert_eq!(error_code(&only_reply(&mut n, from)), Some(204));
+}
+
+#[test]
+fn want_selects_families() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    let v6: SocketAddr = "[fd00::5]:6881".parse().unwrap();
+    n.add_known_node(
+        NodeInfo {
+            id: Id([3; 20]),
+            addr: peer(3),
+        },
+        t0,
+    );
+    n.add_known_node(
+        NodeInfo {
+            id: Id([4; 20]),
+            addr: v6,
+        },
+        t0,
+    );
+    let ask = |n: &mut Node, from: SocketAddr, want: Want| {
+        let q = query(
+            b"fn",
+            Id([1; 20]),
+            Method::FindNode {
+                target: Id([3; 20]),
+            },
+            want,
+            false,
+        );
+        n.handle_datagram(0, from, &q, t0);
+        let r = only_reply(n, from);
+        let Body::Response(r) = decode(&r).unwrap().body else {
+            panic!()
+        };
+        (r.nodes.len(), r.nodes6.len())
+    };
+    assert_eq!(ask(&mut n, peer(1), Want::default()), (1, 0));
+    let from6: SocketAddr = "[fd00::9]:6881".parse().unwrap();
+    assert_eq!(ask(&mut n, from6, Want::default()), (0, 1));
+    assert_eq!(ask(&mut n, peer(2), Want { n4: true, n6: true }), (1, 1));
+    assert_eq!(
+        ask(
+            &mut n,
+            peer(4),
+            Want {
+                n4: false,
+                n6: true
+            }
+        ),
+        (0, 1)
+    );
+}
+
+#[test]
+fn passive_get_peers_harvested_once() {
+    let t0 = Instant::now();
+    let mut n = Node::new(cfg(), t0);
+    let ih = Id([0x42; 20]);
+    let tok = get_token(&mut n, peer(1), ih, t0);
+    assert_eq!(tok.len(), 8);
+    // An empty table: the lookup ends at once, with no peers.
+    assert_eq!(
+        actions(&mut n),
+        vec![Action::Harvested {
+            info_hash: ih,
+            source: Source::GetPeers,
+            peers: vec![]
+        }]
+    );
+    get_token(&mut n, peer(2), ih, t0);
+    assert!(actions(&mut n).is_empty());
+    assert_eq!(n.stats().infohashes.get_peers, 1);
+}
+
+#[test]
+fn announce_stores_and_harvests_with_implied_port() {
+    let t0 = Instant::now();
+    let mut n = Node::new(cfg(), t0);
+    let ih = Id([0x43; 20]);
+    let from = peer(1);
+    let tok = get_token(&mut n, from, ih, t0);
+    actions(&mut n);
+    n.handle_datagram(0, from, &announce(&tok, ih, 0, true), t0);
+    let r = only_reply(&mut n, from);
+    assert!(matches!(decode(&r).unwrap().body, Body::Response(_)));
+    assert_eq!(n.stored_peers(&ih), vec![from]);
+    // Already harvested via get_peers: the announce brings more peers.
+    assert_eq!(
+        actions(&mut n),
+        vec![Action::MorePeers {
+            info_hash: ih,
+            peers: vec![from]
+        }]
+    );
+    // A fresh infohash announced directly is emitted with its peer.
+    let ih2 = Id([0x44; 20]);
+    let from2 = peer(2);
+    let tok2 = get_token(&mut n, from2, ih2, t0);
+    let _ = actions(&mut n);
+    let mut n2 = Node::new(cfg(), t0);
+    n2.handle_datagram(0, from2, &announce(&tok2, ih2, 9999, false), t0);
+    let expect = SocketAddr::new(from2.ip(), 9999);
+    assert_eq!(n2.stored_peers(&ih2), vec![expect]);
+    assert_eq!(
+        actions(&mut n2),
+        vec![Action::Harvested {
+            info_hash: ih2,
+            source: Source::Announce,
+            peers: vec![expect]
+        }]
+    );
+    assert_eq!(n2.stats().infohashes.announce, 1);
+}
+
+#[test]
+fn case12_bad_announces_get_203_and_store_nothing() {
+    let t0 = Instant::now();
+    let mut n = Node::new(cfg(), t0);
+    let ih = Id([0x45; 20]);
+    let from = peer(1);
+    let tok = get_token(&mut n, from, ih, t0);
+    let foreign = get_token(&mut n, peer(2), ih, t0);
+    actions(&mut n);
+    let mut cases: Vec<(Vec<u8>, Instant)> = vec![
+        (announce(b"garbage!", ih, 7000, false), t0),
+        (announce(&foreign, ih, 7000, false), t0),
+        (announce(&tok, Id([0x46; 20]), 7000, false), t0),
+        (announce(&tok, ih, 1, false), t0),
+    ];
+    // Ports out of range and implied_port with port 0 on a port-0 source
+    // never get that far: -1 and 70000 are rejected by the decoder.
+    for p in ["i-1e", "i70000e"] {
+        let s = format!(
+            "d1:ad2:id20:aaaaaaaaaaaaaaaaaaaa9:info_hash20:EEEEEEEEEEEEEEEEEEEE4:port{p}5:token8:{}e1:q13:announce_peer1:t2:an1:y1:qe",
+            "x".repeat(8)
+        );
+        cases.push((s.into_bytes(), t0));
+    }
+    // Expired: two rotations later.
+    cases.push((
+        announce(&tok, ih, 7000, false),
+        t0 + 2 * crate::krpc::token::ROTATION,
+    ));
+    for (i, (q, at)) in cases.into_iter().enumerate() {
+        n.handle_datagram(0, from, &q, at);
+        let t = out(&mut n);
+        assert_eq!(t.len(), 1, "case {i}: {:?}", n.stats().dropped);
+        assert_eq!(error_code(&t[0].bytes), Some(203), "case {i}");
+    }
+    assert!(n.stored_peers(&ih).is_empty());
+    assert_eq!(n.stats().torrents, 0);
+    assert!(actions(&mut n).is_empty());
+}
+
+#[test]
+fn case24_token_survives_one_rotation_fails_after_two() {
+    let t0 = Instant::now();
+    let rot = crate::krpc::token::ROTATION;
+    let ih = Id([0x47; 20]);
+    let from = peer(1);
+    // Issued one second before the first rotation: it survives that one
+    // (and the epoch after it) and dies at the second.
+    for (later, ok) in [
+        (Duration::ZERO, true),
+        (Duration::from_secs(1), true),
+        (rot, true),
+        (rot + Duration::from_secs(1), false),
+        (rot * 2, false),
+    ] {
+        let mut n = Node::new(cfg(), t0);
+        // Token issued at the very end of the first epoch.
+        let issued = t0 + rot - Duration::from_secs(1);
+        let tok = get_token(&mut n, from, ih, issued);
+        n.handle_datagram(0, from, &announce(&tok, ih, 7000, false), issued + later);
+        let r = only_reply(&mut n, from);
+        assert_eq!(error_code(&r).is_none(), ok, "{later:?}");
+        assert_eq!(n.stored_peers(&ih).len(), usize::from(ok));
+    }
+}
+
+#[test]
+fn sample_infohashes_served_with_interval_and_num() {
+    let t0 = Instant::now();
+    let mut n = Node::new(cfg(), t0);
+    for i in 0..25u8 {
+        let from = peer(i + 1);
+        let ih = Id([i + 100; 20]);
+        let tok = get_token(&mut n, from, ih, t0);
+        n.handle_datagram(0, from, &announce(&tok, ih, 7000, false), t0);
+        out(&mut n);
+    }
+    let q = query(
+        b"si",
+        Id([1; 20]),
+        Method::SampleInfohashes {
+            target: Id([9; 20]),
+        },
+        Want::default(),
+        false,
+    );
+    let from = peer(200);
+    n.handle_datagram(0, from, &q, t0);
+    let r = only_reply(&mut n, from);
+    let Body::Response(r) = decode(&r).unwrap().body else {
+        panic!()
+    };
+    let s = r.as_samples().unwrap();
+    assert_eq!(s.len(), 20);
+    assert_eq!(s.num, 25);
+    assert_eq!(s.interval, 21_600);
+    assert!(s.samples().all(|x| x.0[0] >= 100 && x.0[0] < 125));
+    assert_eq!(n.stats().answered.sample_infohashes, 1);
+}
+
+/// Makes `n` send one sample_infohashes to `holder` and returns its tid.
+fn provoke_sample(n: &mut Node, holder: NodeInfo, now: Instant) -> Vec<u8> {
+    n.add_known_node(holder, now);
+    n.handle_timeout(now);
+    let t = out(n);
+    let q = t
+        .iter()
+        .find(|t| t.to == holder.addr)
+        .expect("a query to the holder");
+    let m = decode(&q.bytes).unwrap();
+    assert!(matches!(
+        method_of(&m),
+        Some(Method::SampleInfohashes { .. })
+    ));
+    m.tid.to_vec()
+}
+
+#[test]
+fn all_twenty_samples_count_and_get_peers_goes_to_the_holder() {
+    let t0 = Instant::now();
+    let mut c = cfg();
+    c.query_timeout = Duration::from_secs(60);
+    let mut n = Node::new(c, t0);
+    let holder = NodeInfo {
+        id: Id([0x31; 20]),
+        addr: peer(9),
+    };
+    let tid = provoke_sample(&mut n, holder, t0);
+    let samples: Vec<Id> = (0..20u8).map(|i| Id([i + 1; 20])).collect();
+    let r = response(
+        &tid,
+        holder.id,
+        &ResponseBody {
+            samples: Some((&samples, 60, 20)),
+            ..Default::default()
+        },
+    );
+    n.handle_datagram(0, holder.addr, &r, t0);
+    assert_eq!(n.stats().samples_received, 20);
+    assert_eq!(n.stats().infohashes.sample, 20);
+    // Exploitation: get_peers for each, to the holder (per-IP permitting:
+    // its burst now, the rest as its rate allows).
+    let mut asked = Vec::new();
+    let mut at = t0;
+    for _ in 0..100 {
+        for t in out(&mut n) {
+            assert_eq!(t.to, holder.addr);
+            let m = decode(&t.bytes).unwrap();
+            if let Some(Method::GetPeers { info_hash, .. }) = method_of(&m) {
+                asked.push((info_hash, m.tid.to_vec()));
+            }
+        }
+        at += Duration::from_millis(100);
+        n.handle_timeout(at);
+    }
+    let mut ids: Vec<Id> = asked.iter().map(|a| a.0).collect();
+    ids.sort();
+    assert_eq!(ids, samples);
+    // The holder answers one with values (port 0 and 1 peers dropped):
+    // emitted with the good peer only.
+    let (ih, tid) = &asked[0];
+    let peers = [
+        SocketAddr::from(([127, 9, 9, 9], 0)),
+        SocketAddr::from(([127, 9, 9, 9], 1)),
+        SocketAddr::from(([127, 9, 9, 9], 6000)),
+    ];
+    let r = response(
+        tid,
+        holder.id,
+        &ResponseBody {
+            values: &peers,
+            token: Some(b"tok"),
+            ..Default::default()
+        },
+    );
+    n.handle_datagram(0, holder.addr, &r, at);
+    assert_eq!(
+        actions(&mut n),
+        vec![Action::Harvested {
+            info_hash: *ih,
+            source: Source::Sample,
+            peers: vec![peers[2]]
+        }]
+    );
+    // Another answers without values: a lookup starts (the holder is the
+    // only node known, already asked... so it ends empty-handed).
+    let (ih2, tid2) = &asked[1];
+    let r = response(tid2, holder.id, &ResponseBody::default());
+    n.handle_datagram(0, holder.addr, &r, at);
+    n.handle_timeout(at + Duration::from_secs(61));
+    let acts = actions(&mut n);
+    assert!(acts.contains(&Action::Harvested {
+        info_hash: *ih2,
+        source: Source::Sample,
+        peers: vec![]
+    }));
+    assert!(n.stats().lookups >= 1);
+}
+
+#[test]
+fn case13_reply_from_wrong_port_not_matched() {
+    let t0 = Instant::now();
+    let mut n = Node::new(cfg(), t0);
+    let holder = NodeInfo {
+        id: Id([0x31; 20]),
+        addr: peer(9),
+    };
+    let tid = provoke_sample(&mut n, holder, t0);
+    let r = response(
+        &tid,
+        holder.id,
+        &ResponseBody {
+            samples: Some((&[Id([1; 20])], 60, 1)),
+            ..Default::default()
+        },
+    );
+    let mut wrong = holder.addr;
+    wrong.set_port(holder.addr.port() + 1);
+    n.handle_datagram(0, wrong, &r, t0);
+    assert_eq!(n.stats().dropped.wrong_endpoint, 1);
+    assert_eq!(n.stats().samples_received, 0);
+    assert!(out(&mut n).is_empty());
+    // Same IP, right port: matched.
+    n.handle_datagram(0, holder.addr, &r, t0);
+    assert_eq!(n.stats().samples_received, 1);
+    assert_eq!(n.stats().replies, 1);
+}
+
+#[test]
+fn case19_id_change_on_confirmed_endpoint_evicts_and_repings() {
+    let t0 = Instant::now();
+    let mut n = Node::new(cfg(), t0);
+    let a = NodeInfo {
+        id: Id([0x31; 20]),
+        addr: peer(9),
+    };
+    let neighbours: Vec<NodeInfo> = (0..4u8)
+        .map(|i| {
+            let mut id = Id([0x31; 20]);
+            id.0[19] = i;
+            NodeInfo {
+                id,
+                addr: peer(20 + i),
+            }
+        })
+        .collect();
+    for nb in &neighbours {
+        n.add_known_node(*nb, t0);
+    }
+    let tid = provoke_sample(&mut n, a, t0);
+    assert_eq!(n.table_entry(&a.id), Some((a.addr, true)));
+
+    // Spoofed, unsolicited: a query and a stray response from A's endpoint
+    // with another id change nothing.
+    let other = Id([0x99; 20]);
+    n.handle_datagram(0, a.addr, &ping(b"sp", other), t0);
+    n.handle_datagram(
+        0,
+        a.addr,
+        &response(b"zz", other, &ResponseBody::default()),
+        t0,
+    );
+    let stray = Tid {
+        shard: 0,
+        identity: 0,
+        slot: 999,
+    }
+    .to_bytes();
+    n.handle_datagram(
+        0,
+        a.addr,
+        &response(&stray, other, &ResponseBody::default()),
+        t0,
+    );
+    // The same tid from another port with the new id: not matched either.
+    let mut wrong = a.addr;
+    wrong.set_port(1234);
+    n.handle_datagram(
+        0,
+        wrong,
+        &response(&tid, other, &ResponseBody::default()),
+        t0,
+    );
+    assert_eq!(n.table_entry(&a.id), Some((a.addr, true)));
+    assert_eq!(n.table_entry(&other), None);
+    assert_eq!(n.stats().evicted_id_change, 0);
+    out(&mut n);
+
+    // The real reply to our query, with a new id: evicted.
+    n.handle_datagram(
+        0,
+        a.addr,
+        &response(&tid, other, &ResponseBody::default()),
+        t0,
+    );
+    assert_eq!(n.table_entry(&a.id), None);
+    assert_eq!(n.table_entry(&other), None);
+    assert_eq!(n.stats().evicted_id_change, 1);
+    // And its neighbourhood is re-pinged.
+    n.handle_timeout(t0 + Duration::from_millis(100));
+    let pinged: Vec<SocketAddr> = out(&mut n)
+        .into_iter()
+        .filter(|t| matches!(method_of(&decode(&t.bytes).unwrap()), Some(Method::Ping)))
+        .map(|t| t.to)
+        .collect();
+    for nb in &neighbours {
+        assert!(pinged.contains(&nb.addr), "{nb:?} not re-pinged");
+    }
+}
+
+#[test]
+fn case20_read_only_senders_answered_not_inserted() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    let ro = query(b"ro", Id([0x51; 20]), Method::Ping, Want::default(), true);
+    n.handle_datagram(0, peer(1), &ro, t0);
+    only_reply(&mut n, peer(1));
+    assert_eq!(n.table_entry(&Id([0x51; 20])), None);
+    let rw = query(b"rw", Id([0x52; 20]), Method::Ping, Want::default(), false);
+    n.handle_datagram(0, peer(2), &rw, t0);
+    only_reply(&mut n, peer(2));
+    // A candidate, not confirmed until it answers us.
+    assert_eq!(n.table_entry(&Id([0x52; 20])), Some((peer(2), false)));
+    assert_eq!(n.known_nodes().count(), 0);
+}
+
+#[test]
+fn our_queries_carry_ro_when_read_only() {
+    let t0 = Instant::now();
+    let mut c = quiet_cfg();
+    c.read_only = true;
+    c.bootstrap = vec![peer(1)];
+    let mut n = Node::new(c, t0);
+    n.handle_timeout(t0);
+    let t = out(&mut n);
+    assert_eq!(t.len(), 1);
+    assert!(decode(&t[0].bytes).unwrap().read_only);
+}
+
+#[test]
+fn case21_flood_from_one_ip_throttled_others_pass() {
+    let t0 = Instant::now();
+    let mut c = quiet_cfg();
+    c.inbound_per_ip_pps = 5;
+    c.inbound_per_ip_burst = 50;
+    c.per_ip_pps = 1000;
+    c.per_ip_burst = 1000;
+    let mut n = Node::new(c, t0);
+    let flooder = peer(1);
+    let mut flood_answered = 0;
+    let mut others_answered = 0;
+    for ms in 0..10_000u64 {
+        let now = t0 + Duration::from_millis(ms);
+        n.handle_datagram(0, flooder, &ping(b"fl", Id([1; 20])), now);
+        flood_answered += out(&mut n).len();
+        if ms % 100 == 0 {
+            let other = peer(2 + (ms / 100 % 50) as u8);
+            n.handle_datagram(0, other, &ping(b"ok", Id([2; 20])), now);
+            others_answered += out(&mut n).len();
+        }
+    }
+    // 50 burst + 5/s for 10 s.
+    assert!((99..=101).contains(&flood_answered), "{flood_answered}");
+    assert_eq!(others_answered, 100);
+    assert_eq!(n.stats().dropped.per_ip_in, 10_000 - flood_answered as u64);
+}
+
+#[test]
+fn case21_global_budget_held_within_5_percent() {
+    let t0 = Instant::now();
+    let mut c = quiet_cfg();
+    c.max_pps = 100;
+    c.max_bps = u64::MAX;
+    c.per_ip_pps = 1000;
+    c.per_ip_burst = 1000;
+    let mut n = Node::new(c, t0);
+    let secs = 40u64;
+    let mut received = 0u64;
+    let mut sent = 0u64;
+    // 300 queries/s from 3000 different IPs.
+    for i in 0..(secs * 300) {
+        let now = t0 + Duration::from_micros(i * 1_000_000 / 300);
+        let from = SocketAddr::from(([127, 2, (i / 250 % 250) as u8, (i % 250) as u8 + 1], 6881));
+        n.handle_datagram(0, from, &ping(b"gb", Id([1; 20])), now);
+        received += 1;
+        sent += out(&mut n).len() as u64;
+    }
+    let limit = 100 * secs;
+    let err = (sent as f64 - limit as f64).abs() / limit as f64;
+    assert!(err <= 0.05, "sent {sent} for a budget of {limit}");
+    let s = n.stats();
+    assert_eq!(s.answered.ping, sent);
+    assert_eq!(s.packets_out, sent);
+    assert_eq!(s.dropped.budget + sent, received);
+}
+
+#[test]
+fn replies_route_home_by_tid_and_harvests_go_to_the_owner() {
+    let t0 = Instant::now();
+    let mk = |s: u8| {
+        let mut c = cfg();
+        c.shard = s;
+        c.nr_shards = 2;
+        Node::new(c, t0)
+    };
+    let (mut s0, mut s1) = (mk(0), mk(1));
+    // Shard 1 samples a node in its slice.
+    let mut id = Id([0x91; 20]);
+    id.0[0] = 0xc0;
+    let holder = NodeInfo { id, addr: peer(9) };
+    let tid = provoke_sample(&mut s1, holder, t0);
+    assert_eq!(Tid::from_bytes(&tid).unwrap().shard, 1);
+    // Its reply lands on shard 0: forwarded, not processed there.
+    let mut low = Id([0x05; 20]);
+    low.0[0] = 0x10; // owned by shard 0
+    let mut high = Id([0x06; 20]);
+    high.0[0] = 0xd0; // owned by shard 1
+    let r = response(
+        &tid,
+        holder.id,
+        &ResponseBody {
+            samples: Some((&[low, high], 60, 2)),
+            ..Default::default()
+        },
+    );
+    s0.handle_datagram(0, holder.addr, &r, t0);
+    assert!(out(&mut s0).is_empty());
+    let mut acts = actions(&mut s0);
+    assert_eq!(acts.len(), 1);
+    let Action::ToShard { shard: 1, msg } = acts.remove(0) else {
+        panic!("not forwarded to shard 1")
+    };
+    s1.handle_shard_msg(msg, t0);
+    assert_eq!(s1.stats().samples_received, 2);
+    assert_eq!(s1.stats().replies, 1);
+    // The sample owned by shard 0 goes there with its holder...
+    let acts = actions(&mut s1);
+    let sampled: Vec<_> = acts
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::ToShard { shard: 0, msg } => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sampled,
+        vec![ShardMsg::Sampled {
+            info_hash: low,
+            holder
+        }]
+    );
+    for m in sampled {
+        s0.handle_shard_msg(m, t0);
+    }
+    // ... and shard 0 asks the holder for its peers.
+    let t = out(&mut s0);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].to, holder.addr);
+    assert!(matches!(
+        method_of(&decode(&t[0].bytes).unwrap()),
+        Some(Method::GetPeers { info_hash, .. }) if info_hash == low
+    ));
+    assert_eq!(s0.stats().infohashes.sample, 1);
+    assert_eq!(s1.stats().infohashes.sample, 1);
+
+    // A passive get_peers for shard 1's key on shard 0: sent to shard 1,
+    // which emits it; shard 0 never does.
+    let mut ih = Id([0x77; 20]);
+    ih.0[0] = 0xe0;
+    get_token(&mut s0, peer(3), ih, t0);
+    let acts = actions(&mut s0);
+    assert_eq!(
+        acts,
+        vec![Action::ToShard {
+            shard: 1,
+            msg: ShardMsg::Harvested {
+                info_hash: ih,
+                source: Source::GetPeers,
+                peers: vec![]
+            }
+        }]
+    );
+    for a in acts {
+        if let Action::ToShard { msg, .. } = a {
+            s1.handle_shard_msg(msg.clone(), t0);
+            s1.handle_shard_msg(msg, t0); // a duplicate changes nothing
+        }
+    }
+    s1.handle_timeout(t0 + Duration::from_secs(10));
+    let emitted: Vec<_> = actions(&mut s1)
+        .into_iter()
+        .filter(|a| matches!(a, Action::Harvested { info_hash, .. } if *info_hash == ih))
+        .collect();
+    assert_eq!(emitted.len(), 1);
+    assert_eq!(s0.stats().emitted, 0);
+}
+
+#[test]
+fn exploitation_goes_before_exploration_when_budget_is_short() {
+    let t0 = Instant::now();
+    let mut c = cfg();
+    c.max_pps = 20;
+    c.budget_window = Duration::from_secs(1);
+    c.per_ip_pps = 1000;
+    c.per_ip_burst = 1000;
+    let mut n = Node::new(c, t0);
+    let holder = NodeInfo {
+        id: Id([0x31; 20]),
+        addr: peer(9),
+    };
+    let tid = provoke_sample(&mut n, holder, t0);
+    // Plenty of other nodes to explore.
+    for i in 0..200u8 {
+        let mut id = Id([i; 20]);
+        id.0[1] = 0xee;
+        n.add_known_node(
+            NodeInfo {
+                id,
+                addr: SocketAddr::from(([127, 3, i, 1], 6881)),
+            },
+            t0,
+        );
+    }
+    let samples: Vec<Id> = (0..20u8).map(|i| Id([i + 1; 20])).collect();
+    let r = response(
+        &tid,
+        holder.id,
+        &ResponseBody {
+            samples: Some((&samples, 60, 20)),
+            ..Default::default()
+        },
+    );
+    n.handle_datagram(0, holder.addr, &r, t0);
+    // Exploitation first: by the first tick all 20 get_peers are out and
+    // nothing has been explored, though 200 nodes wait to be sampled.
+    let count = |n: &mut Node| {
+        let (mut exploit, mut explore) = (0, 0);
+        for t in out(n) {
+            match method_of(&decode(&t.bytes).unwrap()) {
+                Some(Method::GetPeers { .. }) => exploit += 1,
+                _ => explore += 1,
+            }
+        }
+        (exploit, explore)
+    };
+    let (mut exploit, mut explore) = count(&mut n);
+    n.handle_timeout(t0 + Duration::from_millis(100));
+    let (a, b) = count(&mut n);
+    exploit += a;
+    explore += b;
+    assert_eq!((exploit, explore), (20, 0));
+    // Later, exploration gets what the budget has left above its reserve.
+    for step in 2..=20u64 {
+        n.handle_timeout(t0 + Duration::from_millis(step * 100));
+        let (a, b) = count(&mut n);
+        exploit += a;
+        explore += b;
+    }
+    assert_eq!(exploit, 20);
+    assert!((1..=30).contains(&explore), "{explore}");
+}
+
+#[test]
+fn known_nodes_round_trip() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    let nodes: Vec<NodeInfo> = (0..10u8)
+        .map(|i| NodeInfo {
+            id: Id([i + 1; 20]),
+            addr: peer(i + 1),
+        })
+        .collect();
+    for x in &nodes {
+        assert!(n.add_known_node(*x, t0));
+    }
+    // Our own id, the zero id and a martian are refused.
+    assert!(!n.add_known_node(
+        NodeInfo {
+            id: ME,
+            addr: peer(50)
+        },
+        t0
+    ));
+    assert!(!n.add_known_node(
+        NodeInfo {
+            id: Id::ZERO,
+            addr: peer(51)
+        },
+        t0
+    ));
+    assert!(!n.add_known_node(
+        NodeInfo {
+            id: Id([0x60; 20]),
+            addr: SocketAddr::from(([224, 0, 0, 1], 6881))
+        },
+        t0
+    ));
+    let mut back: Vec<NodeInfo> = n.known_nodes().collect();
+    back.sort_by_key(|x| x.id);
+    assert_eq!(back, nodes);
+    let _ = IpAddr::from([0, 0, 0, 0]);
+}

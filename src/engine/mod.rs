@@ -1,0 +1,382 @@
+//! The crawl engine: runs one [`Node`] and one [`FetchPool`] per shard on
+//! the `shards` runtime, and connects them to the sockets, the mesh, the
+//! timers and the store.
+//!
+//! Everything protocol-shaped lives in the sans-IO state machines; this
+//! module only moves bytes and time in and actions out. Each shard runs
+//! three kinds of task around one `Rc<RefCell<Node>>`: a receive loop per
+//! UDP socket (readiness, then a recvmmsg drain, then one `handle_datagram`
+//! per datagram), a mesh loop (messages from other shards), and a timer
+//! loop (`poll_timeout` → `handle_timeout`). After each unit of work the
+//! shard *pumps* the node: transmits go to the socket's send batch (flushed
+//! with sendmmsg), infohashes go to the fetch pool and the store, mesh
+//! messages go to their shard. No borrow of the node is held across an
+//! await.
+
+mod identity;
+pub mod nodes_file;
+pub mod telemetry;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use shards::{CoreList, ShardContext, ShardsBuilder, ShutdownHandle, TcpOptions};
+
+pub use identity::{load_or_create_identities, IdentityError};
+pub use telemetry::{ShardTelemetry, Telemetry};
+
+use crate::config::CrawlConfig;
+use crate::dht::{Action, Identity, Node, NodeConfig, ShardMsg};
+use crate::fetch::{FetchJob, FetchPool, PoolConfig};
+use crate::krpc::NodeInfo;
+use crate::store::{Source as StoreSource, StoreWriter};
+
+/// Why the engine could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The runtime refused to start or a shard failed.
+    #[error(transparent)]
+    Shards(#[from] shards::ShardsError),
+    /// A bad core list.
+    #[error(transparent)]
+    Cores(#[from] shards::CoreListError),
+    /// Identities could not be loaded or saved.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A node configuration was rejected.
+    #[error("node configuration: {0}")]
+    Node(#[from] crate::dht::ConfigError),
+    /// The state directory could not be created.
+    #[error("state directory {0}: {1}")]
+    StateDir(std::path::PathBuf, std::io::Error),
+}
+
+/// What a shard hands back when it stops.
+#[derive(Debug, Clone)]
+pub struct ShardReport {
+    /// The shard.
+    pub shard: usize,
+    /// Nodes known at the end (persisted for the next start).
+    pub known_nodes: Vec<NodeInfo>,
+}
+
+/// Tweaks applied to every shard's [`NodeConfig`] after the defaults (the
+/// demo and the tests use it for faster timers).
+pub type NodeTweak = Arc<dyn Fn(&mut NodeConfig) + Send + Sync>;
+
+/// Everything `run` needs besides the configuration.
+#[derive(Clone)]
+pub struct EngineParts {
+    /// Where fetched torrents and discoveries go.
+    pub store: StoreWriter,
+    /// Counters shared with the status line and the summary.
+    pub telemetry: Arc<Telemetry>,
+    /// Optional node tweaks.
+    pub tweak: Option<NodeTweak>,
+    /// Nodes to seed the tables with (from the state directory).
+    pub known_nodes: Arc<Vec<NodeInfo>>,
+}
+
+impl std::fmt::Debug for EngineParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineParts").finish_non_exhaustive()
+    }
+}
+
+/// A started engine.
+pub struct Engine {
+    shards: shards::Shards<ShardReport>,
+    /// The bound UDP addresses (with real ports when 0 was asked for).
+    pub udp_addrs: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("udp_addrs", &self.udp_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A handle that stops every shard.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shards.shutdown_handle()
+    }
+
+    /// Waits for every shard to stop.
+    pub fn join(self) -> Result<Vec<ShardReport>, EngineError> {
+        Ok(self.shards.join()?)
+    }
+}
+
+/// Resolves `HOST:PORT` bootstrap entries; the ones that fail are logged.
+pub fn resolve_bootstrap(entries: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for e in entries {
+        match e.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs),
+            Err(err) => log::warn!("bootstrap {e}: {err}"),
+        }
+    }
+    out
+}
+
+/// Starts the engine.
+pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineError> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| EngineError::StateDir(cfg.state_dir.clone(), e))?;
+    let mut builder = ShardsBuilder::new()
+        .pin(cfg.pin)
+        .oversubscribe(cfg.oversubscribe)
+        .udp_bind(cfg.bind.clone())
+        .udp_buffers(Some(cfg.udp_rcvbuf), Some(cfg.udp_sndbuf))
+        .tcp(TcpOptions {
+            connect_timeout: cfg.fetch_timeout.min(Duration::from_secs(10)),
+            read_timeout: None,
+            write_timeout: Some(cfg.fetch_timeout),
+            max_per_shard: cfg.fetch_concurrency.saturating_mul(2).max(2),
+            max_per_ip: 2,
+        })
+        .name("dht-hunter");
+    if let Some(list) = &cfg.cores {
+        builder = builder.cores(list.parse::<CoreList>()?);
+    }
+    if let Some(n) = cfg.shards {
+        builder = builder.shards(n);
+    }
+    let nr_shards = builder.plan()?.nr_shards();
+    parts.telemetry.ensure_shards(nr_shards);
+
+    // Bind first (the builder does it in spawn), then learn the real
+    // addresses; identities need them, so they are created inside each
+    // shard from the shared list below.
+    let identities_base = load_or_create_identities(&cfg.state_dir, &cfg.bind, cfg.identity)?;
+    let mut token_key = [0u8; 32];
+    crate::rng::Rng::from_entropy().fill(&mut token_key);
+    let bootstrap = resolve_bootstrap(&cfg.bootstrap);
+    if bootstrap.is_empty() {
+        log::warn!("no bootstrap address resolved; relying on known nodes and inbound traffic");
+    }
+    let cfg = Arc::new(cfg.clone());
+    let ids = Arc::new(identities_base);
+    let bootstrap = Arc::new(bootstrap);
+    let shards = builder.spawn(move |ctx: ShardContext<ShardMsg>| {
+        let cfg = cfg.clone();
+        let ids = ids.clone();
+        let bootstrap = bootstrap.clone();
+        let parts = parts.clone();
+        async move { run_shard(ctx, &cfg, &ids, &bootstrap, token_key, parts).await }
+    })?;
+    let udp_addrs = shards.udp_addrs().to_vec();
+    Ok(Engine { shards, udp_addrs })
+}
+
+fn to_store_source(s: crate::dht::Source) -> StoreSource {
+    match s {
+        crate::dht::Source::Sample => StoreSource::Sample,
+        crate::dht::Source::GetPeers => StoreSource::GetPeers,
+        crate::dht::Source::Announce => StoreSource::Announce,
+    }
+}
+
+struct Shard {
+    ctx: ShardContext<ShardMsg>,
+    node: RefCell<Node>,
+    pool: Rc<FetchPool>,
+    store: StoreWriter,
+    tele: Arc<Telemetry>,
+}
+
+async fn run_shard(
+    ctx: ShardContext<ShardMsg>,
+    cfg: &CrawlConfig,
+    ids: &[crate::id::Id],
+    bootstrap: &[SocketAddr],
+    token_key: [u8; 32],
+    parts: EngineParts,
+) -> Result<ShardReport, EngineError> {
+    let shard = ctx.shard_id();
+    let n = ctx.nr_shards();
+    // The sockets' real addresses (port 0 resolved) with their ids.
+    let identities: Vec<Identity> = ctx
+        .udp_addrs()
+        .into_iter()
+        .zip(ids.iter())
+        .map(|(addr, id)| Identity { addr, id: *id })
+        .collect();
+    let mut nc = NodeConfig::new(shard as u8, n as u8, identities, seed_for(shard), token_key);
+    nc.machine_slice = cfg.keyspace;
+    nc.bootstrap = bootstrap.to_vec();
+    nc.allow_private = cfg.allow_private;
+    nc.max_pps = (cfg.max_pps / n as u32).max(1);
+    nc.per_ip_pps = cfg.per_ip_pps;
+    if let Some(t) = &parts.tweak {
+        t(&mut nc);
+    }
+    nc.validate()?;
+    let now = Instant::now();
+    let mut node = Node::new(nc, now);
+    for k in parts.known_nodes.iter() {
+        node.add_known_node(*k, now);
+    }
+    let mut pool_cfg = PoolConfig {
+        concurrency: cfg.fetch_concurrency,
+        ..PoolConfig::default()
+    };
+    pool_cfg.fetch.max_metadata_size = cfg.max_metadata_size as usize;
+    pool_cfg.fetch.hard_deadline = cfg.fetch_timeout;
+    pool_cfg.fetch.handshake_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.handshake_timeout);
+    pool_cfg.fetch.idle_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.idle_timeout);
+    let pool = FetchPool::new(pool_cfg);
+    let me = Rc::new(Shard {
+        ctx: ctx.clone(),
+        node: RefCell::new(node),
+        pool: pool.clone(),
+        store: parts.store.clone(),
+        tele: parts.telemetry.clone(),
+    });
+
+    let tcp = Rc::new(ctx.tcp().clone());
+    let fetcher = glommio::spawn_local(pool.clone().run(tcp, parts.store.clone(), ctx.shutdown()));
+
+    let mut tasks = Vec::new();
+    for (i, sock) in ctx.udp_sockets().iter().enumerate() {
+        let me = me.clone();
+        let sock = sock.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let mut batch = shards::RecvBatch::new(64);
+            let stop = me.ctx.shutdown();
+            let recv = async {
+                loop {
+                    match sock.recv_batch(&mut batch).await {
+                        Ok(_) => {
+                            let now = Instant::now();
+                            {
+                                let mut node = me.node.borrow_mut();
+                                for d in batch.iter() {
+                                    if !d.truncated {
+                                        node.handle_datagram(i as u8, d.from, d.data, now);
+                                    }
+                                }
+                            }
+                            me.pump().await;
+                        }
+                        Err(e) => {
+                            log::warn!("shard {}: recv: {e}", me.ctx.shard_id());
+                            shards::timers::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            };
+            futures_lite::future::or(recv, stop).await;
+        }));
+    }
+    {
+        let me = me.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let stop = me.ctx.shutdown();
+            let mesh = async {
+                while let Some((_from, msg)) = me.ctx.recv().await {
+                    me.node.borrow_mut().handle_shard_msg(msg, Instant::now());
+                    me.pump().await;
+                }
+            };
+            futures_lite::future::or(mesh, stop).await;
+        }));
+    }
+    {
+        let me = me.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let stop = me.ctx.shutdown();
+            let timers = async {
+                loop {
+                    let next = me.node.borrow().poll_timeout();
+                    let at = next.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+                    shards::timers::sleep_until(at).await;
+                    me.node.borrow_mut().handle_timeout(Instant::now());
+                    me.pump().await;
+                    me.publish();
+                }
+            };
+            futures_lite::future::or(timers, stop).await;
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    fetcher.await;
+    me.publish();
+    let known_nodes: Vec<NodeInfo> = me.node.borrow().known_nodes().collect();
+    Ok(ShardReport { shard, known_nodes })
+}
+
+fn seed_for(shard: usize) -> u64 {
+    crate::rng::Rng::from_entropy().next_u64() ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+impl Shard {
+    /// Moves everything the node produced to where it goes.
+    async fn pump(&self) {
+        let mut to_shards: HashMap<u8, Vec<ShardMsg>> = HashMap::new();
+        {
+            let mut node = self.node.borrow_mut();
+            let socks = self.ctx.udp_sockets();
+            while let Some(t) = node.poll_transmit() {
+                if let Some(s) = socks.get(usize::from(t.identity)) {
+                    if s.queue_send(t.to, &t.bytes).is_err() {
+                        s.record_budget_drops(1);
+                    }
+                }
+                node.recycle(t.bytes);
+            }
+            while let Some(a) = node.poll_action() {
+                match a {
+                    Action::ToShard { shard, msg } => to_shards.entry(shard).or_default().push(msg),
+                    Action::Harvested {
+                        info_hash,
+                        source,
+                        peers,
+                    } => {
+                        let source = to_store_source(source);
+                        let now = SystemTime::now();
+                        let _ = self.store.discovered(info_hash.0, source, now);
+                        let job = FetchJob {
+                            info_hash,
+                            source,
+                            discovered_at: now,
+                            peers,
+                        };
+                        if self.pool.submit(job).is_err() {
+                            log::debug!("fetch queue full: {info_hash} stays pending in the store");
+                        }
+                    }
+                    Action::MorePeers { info_hash, peers } => {
+                        self.pool.add_peers(info_hash, &peers)
+                    }
+                }
+            }
+        }
+        for s in self.ctx.udp_sockets().iter() {
+            s.flush().await;
+        }
+        for (shard, msgs) in to_shards {
+            if let Err(e) = self.ctx.send_batch_to(usize::from(shard), msgs).await {
+                log::debug!("mesh send to shard {shard} failed: {e}");
+            }
+        }
+    }
+
+    /// Copies counters to the shared telemetry.
+    fn publish(&self) {
+        let stats = self.node.borrow().stats();
+        let f = self.pool.stats();
+        if let Some(t) = self.tele.shard(self.ctx.shard_id()) {
+            t.update(&stats, &f, self.pool.queue_len());
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Counters shared between the shards and the status line / summary.
+//!
+//! Each shard copies its own counters here a few times a second (relaxed
+//! atomics, one writer per slot), so reading them never touches a shard's
+//! state.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+use crate::dht::NodeStats;
+use crate::fetch::{FailureKind, FetchStats};
+
+/// One shard's published counters.
+#[derive(Debug, Default)]
+pub struct ShardTelemetry {
+    /// Datagrams received.
+    pub packets_in: AtomicU64,
+    /// Datagrams sent.
+    pub packets_out: AtomicU64,
+    /// Queries answered (all methods).
+    pub answered: AtomicU64,
+    /// New infohashes from samples.
+    pub ih_sample: AtomicU64,
+    /// New infohashes from get_peers.
+    pub ih_get_peers: AtomicU64,
+    /// New infohashes from announces.
+    pub ih_announce: AtomicU64,
+    /// Infohashes handed to the fetcher.
+    pub emitted: AtomicU64,
+    /// Torrents fetched and stored.
+    pub fetched: AtomicU64,
+    /// Jobs that ended without metadata.
+    pub fetch_failed: AtomicU64,
+    /// Fetch queue length.
+    pub queue: AtomicU64,
+    /// Known nodes.
+    pub nodes: AtomicU64,
+    /// Remembered infohashes.
+    pub dedup_len: AtomicU64,
+    /// Bytes per remembered infohash, as f64 bits.
+    pub bytes_per_infohash: AtomicU64,
+    /// Fetch failures by kind (indexed like [`FailureKind::ALL`]).
+    pub failures: [AtomicU64; 13],
+}
+
+impl ShardTelemetry {
+    /// Copies a shard's counters.
+    pub fn update(&self, n: &NodeStats, f: &FetchStats, queue: usize) {
+        self.packets_in.store(n.packets_in, Relaxed);
+        self.packets_out.store(n.packets_out, Relaxed);
+        let a = &n.answered;
+        self.answered.store(
+            a.ping + a.find_node + a.get_peers + a.announce_peer + a.sample_infohashes + a.other,
+            Relaxed,
+        );
+        self.ih_sample.store(n.infohashes.sample, Relaxed);
+        self.ih_get_peers.store(n.infohashes.get_peers, Relaxed);
+        self.ih_announce.store(n.infohashes.announce, Relaxed);
+        self.emitted.store(n.emitted, Relaxed);
+        self.fetched.store(f.fetched.get(), Relaxed);
+        self.fetch_failed.store(f.jobs_failed.get(), Relaxed);
+        self.queue.store(queue as u64, Relaxed);
+        self.nodes.store(n.nodes_known as u64, Relaxed);
+        self.dedup_len.store(n.dedup_len as u64, Relaxed);
+        self.bytes_per_infohash
+            .store(n.bytes_per_infohash.to_bits(), Relaxed);
+        for (i, k) in FailureKind::ALL.iter().enumerate() {
+            self.failures[i].store(f.failures(*k), Relaxed);
+        }
+    }
+}
+
+/// All shards' counters.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    shards: OnceLock<Box<[ShardTelemetry]>>,
+}
+
+/// A sum over shards.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    /// Datagrams received.
+    pub packets_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Queries answered.
+    pub answered: u64,
+    /// New infohashes (all sources).
+    pub infohashes: u64,
+    /// Torrents fetched.
+    pub fetched: u64,
+    /// Jobs failed.
+    pub fetch_failed: u64,
+    /// Fetch queue length.
+    pub queue: u64,
+    /// Known nodes.
+    pub nodes: u64,
+    /// Failures by kind.
+    pub failures: Vec<(FailureKind, u64)>,
+    /// Infohashes per shard (for the imbalance figure).
+    pub per_shard_infohashes: Vec<u64>,
+}
+
+impl Telemetry {
+    /// Allocates `n` slots (once; later calls keep the first size).
+    pub fn ensure_shards(&self, n: usize) {
+        let _ = self
+            .shards
+            .get_or_init(|| (0..n).map(|_| ShardTelemetry::default()).collect());
+    }
+
+    /// Shard `i`'s slot.
+    pub fn shard(&self, i: usize) -> Option<&ShardTelemetry> {
+        self.shards.get().and_then(|s| s.get(i))
+    }
+
+    /// Sums every shard.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            failures: FailureKind::ALL.iter().map(|k| (*k, 0)).collect(),
+            ..Totals::default()
+        };
+        for s in self.shards.get().map(|b| &b[..]).unwrap_or(&[]) {
+            t.packets_in += s.packets_in.load(Relaxed);
+            t.packets_out += s.packets_out.load(Relaxed);
+            t.answered += s.answered.load(Relaxed);
+            let ih = s.ih_sample.load(Relaxed)
+                + s.ih_get_peers.load(Relaxed)
+                + s.ih_announce.load(Relaxed);
+            t.infohashes += ih;
+            t.per_shard_infohashes.push(ih);
+            t.fetched += s.fetched.load(Relaxed);
+            t.fetch_failed += s.fetch_failed.load(Relaxed);
+            t.queue += s.queue.load(Relaxed);
+            t.nodes += s.nodes.load(Relaxed);
+            for (i, f) in t.failures.iter_mut().enumerate() {
+                f.1 += s.failures[i].load(Relaxed);
+            }
+        }
+        t
+    }
+}

@@ -1,0 +1,117 @@
+//! Fetch counters, kept in `Cell`s: a pool lives on one shard.
+
+use std::cell::Cell;
+
+/// Why one attempt (one peer) or one job failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The connection was refused or reset before the handshake.
+    Refused,
+    /// Connect, handshake, idle or hard deadline.
+    Timeout,
+    /// The peer lacks BEP 10, ut_metadata or metadata_size.
+    NoExtension,
+    /// The peer rejected our request.
+    Reject,
+    /// The metadata did not hash to the infohash.
+    HashMismatch,
+    /// metadata_size or a frame over the caps.
+    Oversize,
+    /// Any other protocol violation (bad handshake, wrong infohash, bad pieces).
+    Malformed,
+    /// The peer closed mid-exchange.
+    Closed,
+    /// The TCP layer's connection caps were full.
+    Capped,
+    /// The peer is penalised for lying earlier.
+    Penalised,
+    /// A job with no peer left to try.
+    NoPeers,
+    /// Verified bytes that are not a usable info dictionary.
+    Unparsable,
+    /// The store is gone (shutting down).
+    StoreClosed,
+}
+
+impl FailureKind {
+    /// Every kind, in report order.
+    pub const ALL: [FailureKind; 13] = [
+        FailureKind::Refused,
+        FailureKind::Timeout,
+        FailureKind::NoExtension,
+        FailureKind::Reject,
+        FailureKind::HashMismatch,
+        FailureKind::Oversize,
+        FailureKind::Malformed,
+        FailureKind::Closed,
+        FailureKind::Capped,
+        FailureKind::Penalised,
+        FailureKind::NoPeers,
+        FailureKind::Unparsable,
+        FailureKind::StoreClosed,
+    ];
+
+    /// The label used in metrics and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::Timeout => "timeout",
+            FailureKind::NoExtension => "no_extension",
+            FailureKind::Reject => "reject",
+            FailureKind::HashMismatch => "hash_mismatch",
+            FailureKind::Oversize => "oversize",
+            FailureKind::Malformed => "malformed",
+            FailureKind::Closed => "closed",
+            FailureKind::Capped => "capped",
+            FailureKind::Penalised => "penalised",
+            FailureKind::NoPeers => "no_peers",
+            FailureKind::Unparsable => "unparsable",
+            FailureKind::StoreClosed => "store_closed",
+        }
+    }
+
+    /// Whether the peer lied and should be skipped for a while.
+    pub fn penalises(self) -> bool {
+        matches!(
+            self,
+            FailureKind::HashMismatch | FailureKind::Malformed | FailureKind::Oversize
+        )
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-pool counters.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    /// Jobs accepted into the queue.
+    pub queued: Cell<u64>,
+    /// Jobs handed back because the queue was full.
+    pub rejected: Cell<u64>,
+    /// Jobs running now.
+    pub running: Cell<u64>,
+    /// Torrents fetched, verified and sent to the store.
+    pub fetched: Cell<u64>,
+    /// Jobs that ended without metadata.
+    pub jobs_failed: Cell<u64>,
+    /// Sum of successful jobs' durations, microseconds.
+    pub fetch_micros: Cell<u64>,
+    failures: [Cell<u64>; 13],
+}
+
+impl FetchStats {
+    /// Counts one failure.
+    pub fn count_failure(&self, kind: FailureKind) {
+        let c = &self.failures[kind.index()];
+        c.set(c.get() + 1);
+        metrics::counter!("dht_hunter_fetch_failures_total", "reason" => kind.as_str())
+            .increment(1);
+    }
+
+    /// Failures of one kind.
+    pub fn failures(&self, kind: FailureKind) -> u64 {
+        self.failures[kind.index()].get()
+    }
+}

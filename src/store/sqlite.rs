@@ -1,0 +1,387 @@
+//! SQLite back end (embedded default).
+//!
+//! * WAL mode with `synchronous=NORMAL`: a commit is one sequential WAL append
+//!   with no fsync; the WAL is fsynced when it is checkpointed (and on
+//!   [`Backend::sync`], i.e. flush). A power cut can lose the last few
+//!   batches, never corrupt the database.
+//! * WAL growth is bounded three ways: `wal_autocheckpoint` (SQLite's own
+//!   passive checkpoint every N pages), a `TRUNCATE` checkpoint from the writer
+//!   every few batches and whenever it goes idle, and `journal_size_limit` so a
+//!   WAL that did grow (e.g. behind a long-lived reader) is cut back after the
+//!   next complete checkpoint. Magnetico's unbounded WAL came from never
+//!   completing a checkpoint while readers were always active; the periodic
+//!   `TRUNCATE` checkpoint waits (busy timeout) for readers to let go.
+//! * Search uses a **contentless** FTS5 table (`content=''`) whose rowid is
+//!   `torrents.id`. The indexed text (name plus every file path, tokenized) is
+//!   not a column of any table, so external-content mode would need a view or
+//!   a duplicate column; contentless stores only the index. The cost — the
+//!   text cannot be read back from the FTS table — does not matter because
+//!   hits are joined back to `torrents`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, Row, TransactionBehavior};
+
+use super::{
+    name_columns, path_columns, search_body, to_i64, unix_secs, Backend, ExportRow, ExportSink, Op,
+    PendingEntry, SearchHit, Source, Stats, StoreError, StoreOptions, SCHEMA_VERSION,
+};
+
+/// Schema migrations, applied in order; entry `i` takes version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    "CREATE TABLE torrents (
+        id            INTEGER PRIMARY KEY,
+        infohash      BLOB    NOT NULL UNIQUE CHECK (length(infohash) = 20),
+        name          TEXT    NOT NULL,
+        name_raw      BLOB,
+        total_size    INTEGER NOT NULL,
+        piece_length  INTEGER NOT NULL,
+        private       INTEGER NOT NULL,
+        file_count    INTEGER NOT NULL,
+        discovered_at INTEGER NOT NULL,
+        fetched_at    INTEGER NOT NULL,
+        source        TEXT    NOT NULL
+    );
+    CREATE INDEX torrents_fetched_at ON torrents (fetched_at);
+    CREATE TABLE files (
+        torrent_id INTEGER NOT NULL REFERENCES torrents (id),
+        idx        INTEGER NOT NULL,
+        path       TEXT    NOT NULL,
+        path_raw   BLOB,
+        size       INTEGER NOT NULL,
+        PRIMARY KEY (torrent_id, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE pending (
+        infohash      BLOB    PRIMARY KEY CHECK (length(infohash) = 20),
+        source        TEXT    NOT NULL,
+        discovered_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX pending_discovered_at ON pending (discovered_at);
+    CREATE VIRTUAL TABLE torrents_fts USING fts5 (
+        body,
+        content = '',
+        contentless_delete = 1,
+        tokenize = 'unicode61 remove_diacritics 0'
+    );",
+];
+
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
+
+pub(super) struct SqliteBackend {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteBackend {
+    /// Opens a connection; the writer's (`migrate`) creates and upgrades the
+    /// schema, and is opened first.
+    pub(super) fn open(
+        path: &Path,
+        opts: &StoreOptions,
+        migrate: bool,
+    ) -> Result<SqliteBackend, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "could not switch {} to WAL mode (journal_mode = {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", opts.wal_autocheckpoint_pages)?;
+        conn.pragma_update(None, "journal_size_limit", opts.journal_size_limit)?;
+        if migrate {
+            run_migrations(&mut conn)?;
+        }
+        Ok(SqliteBackend {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+}
+
+fn run_migrations(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for sql in MIGRATIONS.iter().skip(current.max(0) as usize) {
+        tx.execute_batch(sql)?;
+    }
+    if current < SCHEMA_VERSION {
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [SCHEMA_VERSION],
+        )?;
+        log::info!("sqlite schema migrated from version {current} to {SCHEMA_VERSION}");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn infohash(row: &Row<'_>, idx: usize) -> Result<[u8; 20], StoreError> {
+    let v: Vec<u8> = row.get(idx)?;
+    v.try_into()
+        .map_err(|v: Vec<u8>| StoreError::Corrupt(format!("infohash of {} bytes", v.len())))
+}
+
+fn source(row: &Row<'_>, idx: usize) -> Result<Source, StoreError> {
+    row.get_ref(idx)?
+        .as_str()
+        .map_err(rusqlite::Error::from)?
+        .parse()
+}
+
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn write(&mut self, ops: &[Op]) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut new = 0;
+        {
+            let mut pend = tx.prepare_cached(
+                "INSERT INTO pending (infohash, source, discovered_at)
+                 SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM torrents WHERE infohash = ?1)
+                 ON CONFLICT (infohash) DO NOTHING",
+            )?;
+            let mut tor = tx.prepare_cached(
+                "INSERT INTO torrents (infohash, name, name_raw, total_size, piece_length, private,
+                                       file_count, discovered_at, fetched_at, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (infohash) DO NOTHING",
+            )?;
+            let mut file = tx.prepare_cached(
+                "INSERT INTO files (torrent_id, idx, path, path_raw, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut fts =
+                tx.prepare_cached("INSERT INTO torrents_fts (rowid, body) VALUES (?1, ?2)")?;
+            let mut unpend = tx.prepare_cached("DELETE FROM pending WHERE infohash = ?1")?;
+            for op in ops {
+                match op {
+                    Op::Discovered {
+                        infohash,
+                        source,
+                        at,
+                    } => {
+                        pend.execute(params![&infohash[..], source.as_str(), at])?;
+                    }
+                    Op::Fetched(r) => {
+                        let t = &r.torrent;
+                        let (name, name_raw) = name_columns(&t.name);
+                        let inserted = tor.execute(params![
+                            &r.infohash[..],
+                            name,
+                            name_raw,
+                            to_i64(t.total_size, "total size")?,
+                            to_i64(t.piece_length, "piece length")?,
+                            t.private,
+                            t.files.len() as i64,
+                            unix_secs(r.discovered_at),
+                            unix_secs(r.fetched_at),
+                            r.source.as_str(),
+                        ])?;
+                        if inserted == 1 {
+                            let id = tx.last_insert_rowid();
+                            for (idx, f) in t.files.iter().enumerate() {
+                                let (path, raw) = path_columns(f);
+                                file.execute(params![
+                                    id,
+                                    idx as i64,
+                                    path,
+                                    raw,
+                                    to_i64(f.size, "file size")?
+                                ])?;
+                            }
+                            fts.execute(params![id, search_body(t)])?;
+                            new += 1;
+                        }
+                        unpend.execute([&r.infohash[..]])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        // A passive checkpoint fsyncs the WAL before copying it into the
+        // database file, which is what makes NORMAL-mode commits durable.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    fn maintain(&mut self) -> Result<(), StoreError> {
+        let (busy, log, done): (i64, i64, i64) =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+        if busy != 0 {
+            log::debug!(
+                "sqlite checkpoint incomplete: {done} of {log} WAL frames (readers active)"
+            );
+        }
+        Ok(())
+    }
+
+    fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
+        // Each token as a quoted FTS5 string: implicit AND, no operators.
+        let query = tokens
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.infohash, t.name, t.total_size, t.file_count, t.source, t.fetched_at
+             FROM torrents_fts JOIN torrents t ON t.id = torrents_fts.rowid
+             WHERE torrents_fts MATCH ?1
+             ORDER BY torrents_fts.rank, t.infohash
+             LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![query, limit.min(i64::MAX as usize) as i64])?;
+        let mut hits = Vec::new();
+        while let Some(row) = rows.next()? {
+            hits.push(SearchHit {
+                infohash: infohash(row, 0)?,
+                name: row.get(1)?,
+                total_size: row.get::<_, i64>(2)? as u64,
+                file_count: row.get::<_, i64>(3)? as u64,
+                source: source(row, 4)?,
+                fetched_at: super::from_unix_secs(row.get(5)?),
+            });
+        }
+        Ok(hits)
+    }
+
+    fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
+        let mut s = Stats::default();
+        self.conn.query_row(
+            "SELECT count(*), coalesce(sum(file_count), 0), min(fetched_at), max(fetched_at),
+                    coalesce(sum(fetched_at >= ?1), 0), coalesce(sum(fetched_at >= ?2), 0)
+             FROM torrents",
+            params![now - 3600, now - 86_400],
+            |r| {
+                s.torrents = r.get::<_, i64>(0)? as u64;
+                s.files = r.get::<_, i64>(1)? as u64;
+                s.first_fetched = r.get::<_, Option<i64>>(2)?.map(super::from_unix_secs);
+                s.last_fetched = r.get::<_, Option<i64>>(3)?.map(super::from_unix_secs);
+                s.fetched_last_hour = r.get::<_, i64>(4)? as u64;
+                s.fetched_last_day = r.get::<_, i64>(5)? as u64;
+                Ok(())
+            },
+        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT source, count(*) FROM torrents GROUP BY source")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let src = source(row, 0)?;
+            let n = row.get::<_, i64>(1)? as u64;
+            for (s, count) in &mut s.by_source {
+                if *s == src {
+                    *count = n;
+                }
+            }
+        }
+        drop(rows);
+        drop(stmt);
+        s.pending = self
+            .conn
+            .query_row("SELECT count(*) FROM pending", [], |r| r.get::<_, i64>(0))?
+            as u64;
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        s.db_bytes = (pages * page_size) as u64 + self.wal_bytes();
+        Ok(s)
+    }
+
+    fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT infohash, source, discovered_at FROM pending
+             ORDER BY discovered_at, infohash LIMIT ?1",
+        )?;
+        let mut rows = stmt.query([limit.min(i64::MAX as usize) as i64])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(PendingEntry {
+                infohash: infohash(row, 0)?,
+                source: source(row, 1)?,
+                discovered_at: super::from_unix_secs(row.get(2)?),
+            });
+        }
+        Ok(out)
+    }
+
+    fn is_known(&mut self, ih: &[u8; 20]) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM torrents WHERE infohash = ?1)
+                 OR EXISTS (SELECT 1 FROM pending WHERE infohash = ?1)",
+        )?;
+        Ok(stmt.query_row([&ih[..]], |r| r.get(0))?)
+    }
+
+    fn export(&mut self, sink: &mut ExportSink<'_>) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?; // one consistent snapshot
+        let mut stmt = tx.prepare(
+            "SELECT t.infohash, t.name, t.total_size, t.discovered_at, t.fetched_at, t.source,
+                    f.path, f.size
+             FROM torrents t LEFT JOIN files f ON f.torrent_id = t.id
+             ORDER BY t.infohash, f.idx",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut count = 0;
+        let mut cur: Option<ExportRow> = None;
+        while let Some(row) = rows.next()? {
+            let ih = infohash(row, 0)?;
+            if cur.as_ref().is_none_or(|c| c.infohash != ih) {
+                if let Some(done) = cur.take() {
+                    sink(done)?;
+                    count += 1;
+                }
+                cur = Some(ExportRow {
+                    infohash: ih,
+                    name: row.get(1)?,
+                    size: row.get::<_, i64>(2)? as u64,
+                    files: Vec::new(),
+                    discovered_at: row.get(3)?,
+                    fetched_at: row.get(4)?,
+                    source: source(row, 5)?,
+                });
+            }
+            if let (Some(c), Some(path)) = (cur.as_mut(), row.get::<_, Option<String>>(6)?) {
+                c.files.push((path, row.get::<_, i64>(7)? as u64));
+            }
+        }
+        if let Some(done) = cur.take() {
+            sink(done)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,929 @@
+//! Store tests, run against both back ends.
+//!
+//! SQLite tests always run. PostgreSQL tests need `DHT_HUNTER_TEST_PG`
+//! (a URL to a database where the role may create schemas; see
+//! `.ci/postgres.sh`). Without it they print a notice and pass, unless `CI`
+//! is set, in which case a missing URL fails them so CI cannot skip silently.
+//! Each PostgreSQL test works in its own schema, so tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use dht_hunter::metainfo::{Torrent, TorrentFile, TorrentName};
+use dht_hunter::store::{
+    ImportReport, Source, Store, StoreError, StoreOptions, TorrentRecord, SCHEMA_VERSION,
+};
+
+// ---------------------------------------------------------------- harness
+
+enum Kind {
+    Sqlite { dir: PathBuf, path: PathBuf },
+    Pg { base: String, schema: String },
+}
+
+struct TestDb {
+    url: String,
+    kind: Kind,
+}
+
+fn pg_base() -> Option<String> {
+    match std::env::var("DHT_HUNTER_TEST_PG") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but DHT_HUNTER_TEST_PG is not: run `eval \"$(.ci/postgres.sh)\"` first"
+            );
+            eprintln!("notice: DHT_HUNTER_TEST_PG is unset; skipping PostgreSQL store test");
+            None
+        }
+    }
+}
+
+fn pg_admin(base: &str) -> postgres::Client {
+    postgres::Client::connect(base, postgres::NoTls).unwrap()
+}
+
+impl TestDb {
+    fn sqlite(name: &str) -> TestDb {
+        let dir =
+            std::env::temp_dir().join(format!("dht-hunter-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        TestDb {
+            url: format!("sqlite:{}", path.display()),
+            kind: Kind::Sqlite { dir, path },
+        }
+    }
+
+    fn postgres(name: &str) -> Option<TestDb> {
+        let base = pg_base()?;
+        let schema = format!("t_{}_{name}", std::process::id());
+        pg_admin(&base)
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
+            ))
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some(TestDb {
+            url: format!("{base}{sep}options=-csearch_path%3D{schema}"),
+            kind: Kind::Pg { base, schema },
+        })
+    }
+
+    /// Another, empty database of the same kind.
+    fn sibling(&self, suffix: &str) -> TestDb {
+        match &self.kind {
+            Kind::Sqlite { dir, .. } => {
+                let name = format!("{}-{suffix}", dir.file_name().unwrap().to_string_lossy());
+                let dir = dir.with_file_name(name);
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("db.sqlite");
+                TestDb {
+                    url: format!("sqlite:{}", path.display()),
+                    kind: Kind::Sqlite { dir, path },
+                }
+            }
+            Kind::Pg { schema, .. } => {
+                let name = schema
+                    .strip_prefix(&format!("t_{}_", std::process::id()))
+                    .unwrap();
+                TestDb::postgres(&format!("{name}_{suffix}")).unwrap()
+            }
+        }
+    }
+
+    fn open(&self) -> Store {
+        Store::open(&self.url).unwrap()
+    }
+
+    fn is_pg(&self) -> bool {
+        matches!(self.kind, Kind::Pg { .. })
+    }
+
+    /// Runs raw SQL on a side connection (for fault injection and checks).
+    fn exec(&self, sql: &str) {
+        match &self.kind {
+            Kind::Sqlite { path, .. } => {
+                rusqlite::Connection::open(path)
+                    .unwrap()
+                    .execute_batch(sql)
+                    .unwrap();
+            }
+            Kind::Pg { base, schema } => {
+                pg_admin(base)
+                    .batch_execute(&format!("SET search_path TO {schema}; {sql}"))
+                    .unwrap();
+            }
+        }
+    }
+
+    fn query_i64(&self, sql: &str) -> i64 {
+        match &self.kind {
+            Kind::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Kind::Pg { base, schema } => {
+                let mut c = pg_admin(base);
+                c.batch_execute(&format!("SET search_path TO {schema}"))
+                    .unwrap();
+                c.query_one(sql, &[]).unwrap().get(0)
+            }
+        }
+    }
+
+    fn query_bytes(&self, sql: &str) -> Option<Vec<u8>> {
+        match &self.kind {
+            Kind::Sqlite { path, .. } => rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Kind::Pg { base, schema } => {
+                let mut c = pg_admin(base);
+                c.batch_execute(&format!("SET search_path TO {schema}"))
+                    .unwrap();
+                c.query_one(sql, &[]).unwrap().get(0)
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.kind {
+            Kind::Sqlite { dir, .. } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Kind::Pg { base, schema } => {
+                if let Ok(mut c) = postgres::Client::connect(base, postgres::NoTls) {
+                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `fn $name(&TestDb)` once per back end.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::TestDb::sqlite(stringify!($name)));
+            }
+            #[test]
+            fn postgres() {
+                if let Some(db) = super::TestDb::postgres(stringify!($name)) {
+                    super::$name(&db);
+                }
+            }
+        }
+    )*};
+}
+
+both_backends!(
+    round_trip,
+    dedup,
+    pending_resume,
+    search,
+    export_import_identical,
+    import_reports_bad_lines,
+    migrations,
+    writer_errors_surface,
+    nothing_lost_on_close,
+    stats,
+);
+
+// ---------------------------------------------------------------- helpers
+
+const T0: u64 = 1_795_705_445; // 2026-11-26T15:04:05Z
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn ih(i: u32) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    for (k, b) in h.iter_mut().enumerate() {
+        *b = (i.rotate_left(k as u32 * 5) as u8) ^ (k as u8);
+    }
+    h[..4].copy_from_slice(&i.to_be_bytes());
+    h
+}
+
+fn record(i: u32, name: TorrentName, files: &[(&str, u64)], source: Source) -> TorrentRecord {
+    let files: Vec<TorrentFile> = files
+        .iter()
+        .map(|(p, size)| TorrentFile {
+            path: p.split('/').map(TorrentName::from).collect(),
+            size: *size,
+        })
+        .collect();
+    TorrentRecord {
+        infohash: ih(i),
+        torrent: Torrent {
+            name,
+            total_size: files.iter().map(|f| f.size).sum(),
+            piece_length: 16384,
+            private: false,
+            files,
+        },
+        source,
+        discovered_at: at(T0 + u64::from(i)),
+        fetched_at: at(T0 + u64::from(i) + 60),
+    }
+}
+
+fn simple(i: u32, name: &str) -> TorrentRecord {
+    record(
+        i,
+        name.into(),
+        &[(name, 1000 + u64::from(i))],
+        Source::Sample,
+    )
+}
+
+fn export(store: &Store) -> (u64, Vec<u8>) {
+    let mut out = Vec::new();
+    let n = store.export_jsonl(&mut out).unwrap();
+    (n, out)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// ---------------------------------------------------------------- tests
+
+fn round_trip(db: &TestDb) {
+    let cp1251: Vec<u8> = vec![0xCF, 0xF0, 0xE8, 0xE2, 0xE5, 0xF2];
+    let store = db.open();
+    let w = store.writer();
+    w.fetched(simple(1, "debian-12.iso")).unwrap();
+    w.fetched(record(
+        2,
+        "Album".into(),
+        &[("CD1/01 Intro.flac", 30), ("cover.jpg", 12)],
+        Source::Announce,
+    ))
+    .unwrap();
+    let mut raw = record(
+        3,
+        TorrentName::Raw(cp1251.clone()),
+        &[("a.txt", 5)],
+        Source::GetPeers,
+    );
+    raw.torrent.files[0].path = vec![TorrentName::Raw(vec![0x93, 0xFA]), "a.txt".into()];
+    raw.torrent.private = true;
+    w.fetched(raw).unwrap();
+    store.flush().unwrap();
+
+    let s = store.stats().unwrap();
+    assert_eq!((s.torrents, s.files, s.pending), (3, 4, 0));
+
+    let (n, out) = export(&store);
+    assert_eq!(n, 3);
+    let lines: Vec<serde_json::Value> = out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let album = lines.iter().find(|l| l["infohash"] == hex(&ih(2))).unwrap();
+    let mut keys: Vec<&str> = album
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "discovered_at",
+            "fetched_at",
+            "files",
+            "infohash",
+            "name",
+            "size",
+            "source"
+        ]
+    );
+    assert_eq!(album["name"], "Album");
+    assert_eq!(album["size"], 42);
+    assert_eq!(album["source"], "announce");
+    assert_eq!(album["discovered_at"], "2026-11-26T15:04:07Z");
+    assert_eq!(album["fetched_at"], "2026-11-26T15:05:07Z");
+    assert_eq!(
+        album["files"],
+        serde_json::json!([{"path": "CD1/01 Intro.flac", "size": 30}, {"path": "cover.jpg", "size": 12}])
+    );
+    let rawline = lines.iter().find(|l| l["infohash"] == hex(&ih(3))).unwrap();
+    assert_eq!(rawline["name"], "\u{FFFD}".repeat(6));
+    assert_eq!(rawline["files"][0]["path"], "\u{FFFD}\u{FFFD}/a.txt");
+    // Exported in infohash order.
+    let order: Vec<String> = lines
+        .iter()
+        .map(|l| l["infohash"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+
+    // The non-UTF-8 bytes are kept exactly; UTF-8 names store no raw copy.
+    let q = |h: [u8; 20], col: &str, table: &str, key: &str| {
+        let lit = if db.is_pg() {
+            format!("'\\x{}'::bytea", hex(&h))
+        } else {
+            format!("x'{}'", hex(&h))
+        };
+        db.query_bytes(&format!("SELECT {col} FROM {table} WHERE {key} = {lit}"))
+    };
+    assert_eq!(q(ih(3), "name_raw", "torrents", "infohash"), Some(cp1251));
+    assert_eq!(q(ih(1), "name_raw", "torrents", "infohash"), None);
+    let path_raw_sql = if db.is_pg() {
+        format!(
+            "SELECT path_raw FROM files WHERE infohash = '\\x{}'::bytea",
+            hex(&ih(3))
+        )
+    } else {
+        format!(
+            "SELECT f.path_raw FROM files f JOIN torrents t ON t.id = f.torrent_id WHERE t.infohash = x'{}'",
+            hex(&ih(3))
+        )
+    };
+    assert_eq!(
+        db.query_bytes(&path_raw_sql),
+        Some(b"\x93\xFA/a.txt".to_vec())
+    );
+    let private = db.query_i64(&format!(
+        "SELECT {} FROM torrents WHERE piece_length = 16384 AND name = '{}'",
+        if db.is_pg() {
+            "count(*) FILTER (WHERE private)"
+        } else {
+            "sum(private)"
+        },
+        "\u{FFFD}".repeat(6)
+    ));
+    assert_eq!(private, 1);
+    store.close().unwrap();
+}
+
+fn dedup(db: &TestDb) {
+    let store = db.open();
+    let w = store.writer();
+    // Same infohash twice in one batch, then again in a later batch.
+    w.fetched(record(
+        7,
+        "first".into(),
+        &[("a", 1), ("b", 2)],
+        Source::Sample,
+    ))
+    .unwrap();
+    w.fetched(record(7, "second".into(), &[("c", 3)], Source::Announce))
+        .unwrap();
+    store.flush().unwrap();
+    w.fetched(record(7, "third".into(), &[("d", 4)], Source::GetPeers))
+        .unwrap();
+    w.discovered(ih(7), Source::GetPeers, at(T0)).unwrap();
+    store.flush().unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!((s.torrents, s.files, s.pending), (1, 2, 0));
+    assert_eq!(store.search("first", 10).unwrap().len(), 1);
+    assert!(store.search("second", 10).unwrap().is_empty());
+    assert!(store.search("third", 10).unwrap().is_empty());
+    store.close().unwrap();
+}
+
+fn pending_resume(db: &TestDb) {
+    let store = db.open();
+    let w = store.writer();
+    w.fetched(simple(3, "already-stored")).unwrap();
+    w.discovered(ih(2), Source::Announce, at(T0 + 20)).unwrap();
+    w.discovered(ih(1), Source::Sample, at(T0 + 10)).unwrap();
+    w.discovered(ih(1), Source::GetPeers, at(T0 + 30)).unwrap(); // first sighting wins
+    w.discovered(ih(3), Source::Sample, at(T0)).unwrap(); // stored: not pending
+    drop(w);
+    store.close().unwrap();
+
+    let store = db.open();
+    let pending = store.pending(10).unwrap();
+    let got: Vec<_> = pending
+        .iter()
+        .map(|p| (p.infohash, p.source, p.discovered_at))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ih(1), Source::Sample, at(T0 + 10)),
+            (ih(2), Source::Announce, at(T0 + 20))
+        ]
+    );
+    assert_eq!(store.pending(1).unwrap().len(), 1);
+    assert!(store.is_known(&ih(1)).unwrap());
+    assert!(store.is_known(&ih(3)).unwrap());
+    assert!(!store.is_known(&ih(99)).unwrap());
+
+    store.writer().fetched(simple(1, "now-fetched")).unwrap();
+    store.flush().unwrap();
+    let left: Vec<_> = store
+        .pending(10)
+        .unwrap()
+        .iter()
+        .map(|p| p.infohash)
+        .collect();
+    assert_eq!(left, [ih(2)]);
+    assert!(store.is_known(&ih(1)).unwrap());
+    assert_eq!(store.stats().unwrap().pending, 1);
+    store.close().unwrap();
+}
+
+fn search(db: &TestDb) {
+    let store = db.open();
+    let w = store.writer();
+    w.fetched(record(
+        1,
+        "Ubuntu 24.04 Desktop amd64".into(),
+        &[("ubuntu-24.04-desktop-amd64.iso", 5)],
+        Source::Sample,
+    ))
+    .unwrap();
+    w.fetched(record(
+        2,
+        "Война и мир".into(),
+        &[("Том 1/Глава 01.txt", 1), ("Том 2/Глава 01.txt", 1)],
+        Source::Sample,
+    ))
+    .unwrap();
+    w.fetched(record(
+        3,
+        "日本語 ドラマ".into(),
+        &[("第1話.mkv", 9)],
+        Source::Sample,
+    ))
+    .unwrap();
+    w.fetched(record(
+        4,
+        "Some Show".into(),
+        &[
+            ("Season 1/Episode 01.mkv", 9),
+            ("Season 1/Extras/Making-Of.mkv", 2),
+        ],
+        Source::Sample,
+    ))
+    .unwrap();
+    w.fetched(record(
+        5,
+        "Café Müller".into(),
+        &[("cafe.ogg", 9)],
+        Source::Sample,
+    ))
+    .unwrap();
+    w.fetched(record(
+        6,
+        "Ubuntu 22.04 Server".into(),
+        &[("ubuntu-22.04-server.iso", 5)],
+        Source::Sample,
+    ))
+    .unwrap();
+    store.flush().unwrap();
+
+    let names = |q: &str| -> Vec<String> {
+        let mut v: Vec<String> = store
+            .search(q, 10)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names("ubuntu"),
+        ["Ubuntu 22.04 Server", "Ubuntu 24.04 Desktop amd64"]
+    );
+    assert_eq!(names("UBUNTU desktop"), ["Ubuntu 24.04 Desktop amd64"]);
+    assert_eq!(names("ВОЙНА"), ["Война и мир"]);
+    assert_eq!(names("глава"), ["Война и мир"]); // file path only
+    assert_eq!(names("日本語"), ["日本語 ドラマ"]);
+    assert_eq!(names("episode"), ["Some Show"]); // file path only
+    assert_eq!(names("making of"), ["Some Show"]);
+    assert_eq!(names("müller"), ["Café Müller"]);
+    assert_eq!(names("café"), ["Café Müller"]);
+    // Whole words only: no prefix matching, no accent folding.
+    assert!(names("ubunt").is_empty());
+    assert!(names("ubuntu nonexistent").is_empty());
+    assert!(names("   ").is_empty());
+    assert_eq!(store.search("ubuntu", 1).unwrap().len(), 1);
+    let hit = &store.search("müller", 1).unwrap()[0];
+    assert_eq!(
+        (
+            hit.infohash,
+            hit.total_size,
+            hit.file_count,
+            hit.source,
+            hit.fetched_at
+        ),
+        (ih(5), 9, 1, Source::Sample, at(T0 + 65))
+    );
+    // Quotes and FTS/tsquery operators in the query are just separators.
+    assert_eq!(
+        names("\"ubuntu\" AND 'desktop' | !x*"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names("\"ubuntu\" 'desktop'"),
+        ["Ubuntu 24.04 Desktop amd64"]
+    );
+    store.close().unwrap();
+}
+
+fn sample_records() -> Vec<TorrentRecord> {
+    let mut v = vec![
+        simple(1, "one.iso"),
+        record(
+            2,
+            "Двa".into(),
+            &[("d/ü.txt", 3), ("e.bin", 0)],
+            Source::Announce,
+        ),
+        record(3, "日本".into(), &[("x", 1)], Source::GetPeers),
+    ];
+    for i in 10..60 {
+        let files: Vec<(String, u64)> = (0..(i % 7 + 1))
+            .map(|k| {
+                (
+                    format!("dir {i}/file {k}.dat"),
+                    u64::from(i) * 1000 + u64::from(k),
+                )
+            })
+            .collect();
+        let files: Vec<(&str, u64)> = files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        v.push(record(
+            i,
+            format!("Torrent number {i}").into(),
+            &files,
+            Source::ALL[i as usize % 3],
+        ));
+    }
+    v
+}
+
+fn export_import_identical(db: &TestDb) {
+    let store = db.open();
+    for r in sample_records() {
+        store.writer().fetched(r).unwrap();
+    }
+    store
+        .writer()
+        .discovered(ih(500), Source::Sample, at(T0))
+        .unwrap();
+    store.flush().unwrap();
+    let (n, first) = export(&store);
+    assert_eq!(n, 53);
+    store.close().unwrap();
+
+    let target = db.sibling("copy");
+    let copy = target.open();
+    let report = copy.import_jsonl(&mut BufReader::new(&first[..])).unwrap();
+    assert_eq!(
+        report,
+        ImportReport {
+            imported: 53,
+            duplicates: 0,
+            errors: vec![]
+        }
+    );
+    let (_, second) = export(&copy);
+    assert_eq!(
+        String::from_utf8(first.clone()).unwrap(),
+        String::from_utf8(second).unwrap()
+    );
+    // Importing again is all duplicates (merge semantics).
+    let again = copy.import_jsonl(&mut BufReader::new(&first[..])).unwrap();
+    assert_eq!((again.imported, again.duplicates), (0, 53));
+    copy.close().unwrap();
+
+    // When both back ends are available, they export byte-identical JSONL.
+    if !db.is_pg() {
+        if let Ok(url) = std::env::var("DHT_HUNTER_TEST_PG") {
+            if !url.is_empty() {
+                let pg = TestDb::postgres("export_cross").unwrap();
+                let pg_store = pg.open();
+                for r in sample_records() {
+                    pg_store.writer().fetched(r).unwrap();
+                }
+                pg_store.flush().unwrap();
+                assert_eq!(export(&pg_store).1, first);
+                pg_store.close().unwrap();
+            }
+        }
+    }
+}
+
+fn import_reports_bad_lines(db: &TestDb) {
+    let good = |i: u32, name: &str| {
+        format!(
+            r#"{{"infohash":"{}","name":"{name}","size":3,"files":[{{"path":"a/b","size":1}},{{"path":"c","size":2}}],"discovered_at":"2024-02-29T12:00:00Z","fetched_at":"2024-03-01T00:00:00+01:00","source":"get_peers"}}"#,
+            hex(&ih(i))
+        )
+    };
+    let bad_date = good(3, "x").replace("2024-02-29", "2023-02-29");
+    let bad_source = good(4, "x").replace("get_peers", "dht");
+    let bad_size = good(5, "x").replace(r#""size":3"#, r#""size":4"#);
+    let no_files = format!(
+        r#"{{"infohash":"{}","name":"n","size":0,"files":[],"discovered_at":"2024-01-01T00:00:00Z","fetched_at":"2024-01-01T00:00:00Z","source":"sample"}}"#,
+        hex(&ih(6))
+    );
+    let input = [
+        good(1, "good one"),                               // 1
+        "{not json".to_owned(),                            // 2
+        good(2, "x").replace(&hex(&ih(2)), "abcd"),        // 3
+        bad_date,                                          // 4
+        bad_source,                                        // 5
+        bad_size,                                          // 6
+        no_files,                                          // 7
+        String::new(),                                     // 8: blank, skipped
+        good(1, "duplicate of line 1"),                    // 9
+        good(8, "good two"),                               // 10
+        String::from_utf8_lossy(b"\xff\xfe").into_owned(), // 11
+    ]
+    .join("\n");
+    let store = db.open();
+    let report = store
+        .import_jsonl(&mut BufReader::new(input.as_bytes()))
+        .unwrap();
+    assert_eq!((report.imported, report.duplicates), (2, 1));
+    let lines: Vec<u64> = report.errors.iter().map(|(n, _)| *n).collect();
+    assert_eq!(lines, [2, 3, 4, 5, 6, 7, 11], "{:?}", report.errors);
+    assert!(
+        report.errors[2].1.contains("discovered_at"),
+        "{}",
+        report.errors[2].1
+    );
+    assert!(report.errors[4].1.contains("sum"), "{}", report.errors[4].1);
+
+    let s = store.stats().unwrap();
+    assert_eq!((s.torrents, s.files), (2, 4));
+    assert_eq!(store.search("good", 10).unwrap().len(), 2);
+    let (_, out) = export(&store);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            r#""discovered_at":"2024-02-29T12:00:00Z","fetched_at":"2024-02-29T23:00:00Z""#
+        ),
+        "{text}"
+    );
+    store.close().unwrap();
+}
+
+fn migrations(db: &TestDb) {
+    db.open().close().unwrap();
+    assert_eq!(
+        db.query_i64("SELECT max(version) FROM schema_version"),
+        SCHEMA_VERSION
+    );
+    assert_eq!(db.query_i64("SELECT count(*) FROM schema_version"), 1);
+    // Reopening at the current version changes nothing.
+    db.open().close().unwrap();
+    assert_eq!(db.query_i64("SELECT count(*) FROM schema_version"), 1);
+
+    db.exec(&format!(
+        "UPDATE schema_version SET version = {}",
+        SCHEMA_VERSION + 1
+    ));
+    match Store::open(&db.url) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+fn writer_errors_surface(db: &TestDb) {
+    let store = db.open();
+    let w = store.writer();
+    w.fetched(simple(1, "fine")).unwrap();
+    store.flush().unwrap();
+
+    let inject = if db.is_pg() {
+        "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_insert BEFORE INSERT ON torrents FOR EACH ROW EXECUTE FUNCTION fail();"
+    } else {
+        "CREATE TRIGGER fail_insert BEFORE INSERT ON torrents BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+    };
+    db.exec(inject);
+    w.fetched(simple(2, "doomed")).unwrap();
+    match store.flush() {
+        Err(StoreError::Write { lost, message }) => {
+            assert_eq!(lost, 1);
+            assert!(message.contains("injected failure"), "{message}");
+        }
+        other => panic!("expected a write error, got {other:?}"),
+    }
+    // Reported once; the store keeps working when the fault goes away.
+    store.flush().unwrap();
+    db.exec(if db.is_pg() {
+        "DROP TRIGGER fail_insert ON torrents"
+    } else {
+        "DROP TRIGGER fail_insert"
+    });
+    w.fetched(simple(4, "after")).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.stats().unwrap().torrents, 2);
+
+    // An error after the last flush comes out of close().
+    db.exec(
+        inject
+            .replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+            .as_str(),
+    );
+    w.fetched(simple(5, "doomed too")).unwrap();
+    match store.close() {
+        Err(StoreError::Write { lost: 1, .. }) => {}
+        other => panic!("expected a write error from close, got {other:?}"),
+    }
+    // And the writer handle now refuses instead of dropping silently.
+    assert!(matches!(
+        w.fetched(simple(6, "late")),
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(w.flush(), Err(StoreError::Closed)));
+}
+
+fn nothing_lost_on_close(db: &TestDb) {
+    const THREADS: u32 = 4;
+    const PER_THREAD: u32 = 1500;
+    let store = db.open();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let w = store.writer();
+            std::thread::spawn(move || {
+                for k in 0..PER_THREAD {
+                    let i = t * PER_THREAD + k;
+                    if k % 3 == 0 {
+                        w.discovered(ih(i + 1_000_000), Source::GetPeers, at(T0))
+                            .unwrap();
+                    }
+                    w.fetched(simple(i, &format!("t{t} k{k}"))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // No flush: close alone must write everything.
+    store.close().unwrap();
+    let store = db.open();
+    let s = store.stats().unwrap();
+    assert_eq!(s.torrents, u64::from(THREADS * PER_THREAD));
+    assert_eq!(s.files, u64::from(THREADS * PER_THREAD));
+    assert_eq!(s.pending, u64::from(THREADS * PER_THREAD.div_ceil(3)));
+    store.close().unwrap();
+}
+
+fn stats(db: &TestDb) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let store = db.open();
+    assert_eq!(store.stats().unwrap().torrents, 0);
+    assert_eq!(store.stats().unwrap().first_fetched, None);
+    let w = store.writer();
+    for (i, age, src) in [
+        (1, 10, Source::Sample),
+        (2, 7200, Source::Announce),
+        (3, 2 * 86_400, Source::Announce),
+    ] {
+        let mut r = simple(i, &format!("s{i}"));
+        r.fetched_at = at(now - age);
+        r.source = src;
+        w.fetched(r).unwrap();
+    }
+    w.discovered(ih(9), Source::Sample, at(now)).unwrap();
+    store.flush().unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!((s.torrents, s.files, s.pending), (3, 3, 1));
+    assert_eq!((s.fetched_last_hour, s.fetched_last_day), (1, 2));
+    assert_eq!(
+        s.by_source,
+        [
+            (Source::Sample, 1),
+            (Source::GetPeers, 0),
+            (Source::Announce, 2)
+        ]
+    );
+    assert_eq!(s.first_fetched, Some(at(now - 2 * 86_400)));
+    assert_eq!(s.last_fetched, Some(at(now - 10)));
+    assert!(s.db_bytes > 0);
+    assert!((s.rate_last_hour() - 1.0 / 3600.0).abs() < 1e-12);
+    store.close().unwrap();
+}
+
+// ------------------------------------------------------ SQLite-only tests
+
+/// Writes 4000 torrents (~9 MiB) without flushing, sampling the WAL size as
+/// the writer goes; returns (largest WAL seen, database size).
+fn wal_run(name: &str, opts: StoreOptions) -> (u64, u64) {
+    let db = TestDb::sqlite(name);
+    let Kind::Sqlite { path, .. } = &db.kind else {
+        unreachable!()
+    };
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let store = Store::open_with(&db.url, opts).unwrap();
+    let w = store.writer();
+    let mut max_wal = 0;
+    let long = "x".repeat(200);
+    for chunk in 0..40u32 {
+        for k in 0..100u32 {
+            let i = chunk * 100 + k;
+            let files: Vec<(String, u64)> = (0..8)
+                .map(|f| (format!("dir {i}/{long} {f}.bin"), 10))
+                .collect();
+            let files: Vec<(&str, u64)> = files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+            w.fetched(record(
+                i,
+                format!("wal test {i}").into(),
+                &files,
+                Source::Sample,
+            ))
+            .unwrap();
+        }
+        while w.queue_len() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        max_wal = max_wal.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    store.close().unwrap();
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 4000);
+    let db_bytes = std::fs::metadata(path).unwrap().len();
+    eprintln!("{name}: max WAL {max_wal} bytes, database {db_bytes} bytes");
+    (max_wal, db_bytes)
+}
+
+#[test]
+fn sqlite_wal_stays_bounded() {
+    let batches = StoreOptions {
+        batch_max: 100,
+        ..StoreOptions::default()
+    };
+    let (max_wal, db_bytes) = wal_run(
+        "wal_bound",
+        StoreOptions {
+            wal_autocheckpoint_pages: 64,
+            journal_size_limit: 512 << 10,
+            checkpoint_every_batches: 4,
+            ..batches.clone()
+        },
+    );
+    assert!(db_bytes > 8 << 20, "database only {db_bytes} bytes");
+    assert!(max_wal < 2 << 20, "WAL grew to {max_wal} bytes");
+
+    // Control: with every checkpoint disabled the same load does grow the
+    // WAL past the bound, so the assertion above is not vacuous.
+    let (max_wal, _) = wal_run(
+        "wal_unbounded",
+        StoreOptions {
+            wal_autocheckpoint_pages: 0,
+            checkpoint_every_batches: u32::MAX,
+            idle_checkpoint: Duration::from_secs(3600),
+            ..batches
+        },
+    );
+    assert!(max_wal > 4 << 20, "control WAL only {max_wal} bytes");
+}
+
+#[test]
+fn bad_urls_are_clear_errors() {
+    for url in ["mysql://localhost/db", "sqlite:", "dht.sqlite"] {
+        let err = Store::open(url).unwrap_err();
+        assert!(matches!(err, StoreError::BadUrl { .. }), "{url}: {err}");
+    }
+    let err = Store::open("sqlite:/nonexistent-dir-for-dht-hunter/x.sqlite").unwrap_err();
+    assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
+}
+
+#[test]
+fn sqlite_search_index_survives_reopen() {
+    let db = TestDb::sqlite("fts_reopen");
+    let store = db.open();
+    store
+        .writer()
+        .fetched(simple(1, "persistent-name"))
+        .unwrap();
+    store.close().unwrap();
+    let store = db.open();
+    assert_eq!(store.search("persistent", 5).unwrap().len(), 1);
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM torrents_fts WHERE torrents_fts MATCH 'name'"),
+        1
+    );
+    store.close().unwrap();
+}
