@@ -418,6 +418,9 @@ fn open_existing(db: &DbArgs) -> anyhow::Result<Store> {
     Store::open(&url).with_context(|| format!("opening {url}"))
 }
 
+/// Most unfetched infohashes resumed at start.
+const PENDING_RESUME_MAX: usize = 1_000_000;
+
 /// Runs a crawl until its duration ends or a signal arrives.
 pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Result<()> {
     ensure_parent(&cfg.db)?;
@@ -430,12 +433,21 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Resu
         Vec::new()
     });
     log::info!("{} known nodes loaded", known.len());
+    let pending: Vec<_> = store
+        .pending(PENDING_RESUME_MAX)?
+        .into_iter()
+        .map(|p| (crate::id::Id(p.infohash), p.source))
+        .collect();
+    if !pending.is_empty() {
+        log::info!("resuming {} unfetched infohashes", pending.len());
+    }
     let telemetry = Arc::new(Telemetry::default());
     let parts = EngineParts {
         store: store.writer(),
         telemetry: telemetry.clone(),
         tweak: None,
         known_nodes: Arc::new(known),
+        pending: Arc::new(pending),
     };
     let eng = engine::start(cfg, parts)?;
     log::info!("listening on {:?}", eng.udp_addrs);

@@ -196,6 +196,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
             telemetry: telemetry.clone(),
             tweak: Some(tweak),
             known_nodes: Arc::new(Vec::new()),
+            pending: Arc::new(Vec::new()),
         },
     )?;
     if let Some(addr) = eng.udp_addrs.first() {

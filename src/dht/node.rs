@@ -432,11 +432,17 @@ impl Node {
         self.table.get(id).map(|e| (e.addr, e.confirmed))
     }
 
-    /// Whether `ih` is in the announce store with `peer`.
+    /// The peers the announce store holds for `ih`.
     pub fn stored_peers(&self, ih: &Id) -> Vec<SocketAddr> {
         let mut v = Vec::new();
         self.store.peers(ih, &mut v);
         v
+    }
+
+    /// Resumes an infohash found in an earlier run but never fetched: it is
+    /// deduplicated like a fresh discovery and its peers are looked up.
+    pub fn resume(&mut self, ih: Id, source: Source, now: Instant) {
+        self.harvest(ih, source, Vec::new(), None, now);
     }
 
     /// Stores `peer` for `ih` as if it had announced (and offers `ih` to

@@ -79,6 +79,8 @@ pub struct EngineParts {
     pub tweak: Option<NodeTweak>,
     /// Nodes to seed the tables with (from the state directory).
     pub known_nodes: Arc<Vec<NodeInfo>>,
+    /// Infohashes found earlier but never fetched (from the store).
+    pub pending: Arc<Vec<(crate::id::Id, StoreSource)>>,
 }
 
 impl std::fmt::Debug for EngineParts {
@@ -165,15 +167,31 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     let cfg = Arc::new(cfg.clone());
     let ids = Arc::new(identities_base);
     let bootstrap = Arc::new(bootstrap);
+    // One start instant for every shard: token epochs are counted from it,
+    // so a token issued by one shard verifies on any other.
+    let t0 = Instant::now();
     let shards = builder.spawn(move |ctx: ShardContext<ShardMsg>| {
         let cfg = cfg.clone();
         let ids = ids.clone();
         let bootstrap = bootstrap.clone();
         let parts = parts.clone();
-        async move { run_shard(ctx, &cfg, &ids, &bootstrap, token_key, parts).await }
+        async move { run_shard(ctx, &cfg, &ids, &bootstrap, (token_key, t0), parts).await }
     })?;
     let udp_addrs = shards.udp_addrs().to_vec();
     Ok(Engine { shards, udp_addrs })
+}
+
+/// How long after start resumed infohashes are looked up.
+const RESUME_DELAY: Duration = Duration::from_secs(5);
+/// Resumed infohashes per shard per second.
+const RESUME_BATCH: usize = 200;
+
+fn from_store_source(s: StoreSource) -> crate::dht::Source {
+    match s {
+        StoreSource::Sample => crate::dht::Source::Sample,
+        StoreSource::GetPeers => crate::dht::Source::GetPeers,
+        StoreSource::Announce => crate::dht::Source::Announce,
+    }
 }
 
 fn to_store_source(s: crate::dht::Source) -> StoreSource {
@@ -197,7 +215,7 @@ async fn run_shard(
     cfg: &CrawlConfig,
     ids: &[crate::id::Id],
     bootstrap: &[SocketAddr],
-    token_key: [u8; 32],
+    (token_key, t0): ([u8; 32], Instant),
     parts: EngineParts,
 ) -> Result<ShardReport, EngineError> {
     let shard = ctx.shard_id();
@@ -219,8 +237,8 @@ async fn run_shard(
         t(&mut nc);
     }
     nc.validate()?;
+    let mut node = Node::new(nc, t0);
     let now = Instant::now();
-    let mut node = Node::new(nc, now);
     for k in parts.known_nodes.iter() {
         node.add_known_node(*k, now);
     }
@@ -287,6 +305,36 @@ async fn run_shard(
                 }
             };
             futures_lite::future::or(mesh, stop).await;
+        }));
+    }
+    if !parts.pending.is_empty() {
+        // Resume unfetched infohashes once the table has had time to fill,
+        // a few hundred a second, each shard only those it owns.
+        let me = me.clone();
+        let pending = parts.pending.clone();
+        let slice = cfg.keyspace;
+        tasks.push(glommio::spawn_local(async move {
+            let stop = me.ctx.shutdown();
+            let resume = async {
+                shards::timers::sleep(RESUME_DELAY).await;
+                let mine = pending
+                    .iter()
+                    .filter(|(ih, _)| slice.part_of(ih, n) == Some(shard));
+                let mut in_batch = 0;
+                for (ih, src) in mine {
+                    me.node
+                        .borrow_mut()
+                        .resume(*ih, from_store_source(*src), Instant::now());
+                    in_batch += 1;
+                    if in_batch == RESUME_BATCH {
+                        in_batch = 0;
+                        me.pump().await;
+                        shards::timers::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                me.pump().await;
+            };
+            futures_lite::future::or(resume, stop).await;
         }));
     }
     {
@@ -371,12 +419,13 @@ impl Shard {
         }
     }
 
-    /// Copies counters to the shared telemetry.
+    /// Copies counters to the shared telemetry and the metrics recorder.
     fn publish(&self) {
         let stats = self.node.borrow().stats();
         let f = self.pool.stats();
         if let Some(t) = self.tele.shard(self.ctx.shard_id()) {
             t.update(&stats, &f, self.pool.queue_len());
         }
+        telemetry::export_metrics(self.ctx.shard_id(), &stats, &f, self.pool.queue_len());
     }
 }

@@ -140,3 +140,60 @@ impl Telemetry {
         t
     }
 }
+
+/// Publishes one shard's counters through the `metrics` crate, labelled
+/// with the shard, for `--metrics` (Prometheus). Counters are cumulative,
+/// so they are set absolutely from the shard's own totals.
+pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize) {
+    use metrics::{counter, gauge};
+    let s = shard.to_string();
+    counter!("dht_hunter_packets_in_total", "shard" => s.clone()).absolute(n.packets_in);
+    counter!("dht_hunter_packets_out_total", "shard" => s.clone()).absolute(n.packets_out);
+    counter!("dht_hunter_bytes_in_total", "shard" => s.clone()).absolute(n.bytes_in);
+    counter!("dht_hunter_bytes_out_total", "shard" => s.clone()).absolute(n.bytes_out);
+    let a = &n.answered;
+    for (m, v) in [
+        ("ping", a.ping),
+        ("find_node", a.find_node),
+        ("get_peers", a.get_peers),
+        ("announce_peer", a.announce_peer),
+        ("sample_infohashes", a.sample_infohashes),
+        ("other", a.other),
+    ] {
+        counter!("dht_hunter_queries_answered_total", "shard" => s.clone(), "method" => m)
+            .absolute(v);
+    }
+    for (src, v) in [
+        ("sample", n.infohashes.sample),
+        ("get_peers", n.infohashes.get_peers),
+        ("announce", n.infohashes.announce),
+    ] {
+        counter!("dht_hunter_infohashes_discovered_total", "shard" => s.clone(), "source" => src)
+            .absolute(v);
+    }
+    let d = &n.dropped;
+    for (why, v) in [
+        ("budget", d.budget),
+        ("per_ip_out", d.per_ip_out),
+        ("per_ip_in", d.per_ip_in),
+        ("garbage", d.garbage),
+        ("martian", d.martian),
+        ("unknown_tid", d.unknown_tid),
+        ("wrong_endpoint", d.wrong_endpoint),
+        ("inflight_full", d.inflight_full),
+        ("dedup_full", d.dedup_full),
+    ] {
+        counter!("dht_hunter_dropped_total", "shard" => s.clone(), "reason" => why).absolute(v);
+    }
+    counter!("dht_hunter_fetches_total", "shard" => s.clone(), "outcome" => "ok")
+        .absolute(f.fetched.get());
+    for k in FailureKind::ALL {
+        counter!("dht_hunter_fetch_attempt_failures_total", "shard" => s.clone(), "reason" => k.as_str())
+            .absolute(f.failures(k));
+    }
+    gauge!("dht_hunter_fetch_queue", "shard" => s.clone()).set(queue as f64);
+    gauge!("dht_hunter_fetch_running", "shard" => s.clone()).set(f.running.get() as f64);
+    gauge!("dht_hunter_nodes_known", "shard" => s.clone()).set(n.nodes_known as f64);
+    gauge!("dht_hunter_infohashes_remembered", "shard" => s.clone()).set(n.dedup_len as f64);
+    gauge!("dht_hunter_bytes_per_infohash", "shard" => s).set(n.bytes_per_infohash);
+}

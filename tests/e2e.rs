@@ -1,0 +1,298 @@
+//! End to end through the real binary, on loopback: a small swarm with
+//! every kind of misbehaving peer, crawled by 2 shards into SQLite; then
+//! search, export, import and stats on the result; a SIGTERM in the middle
+//! of a crawl; a restart that keeps its ids.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dht-hunter"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dh-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dht-hunter")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn demo(dir: &Path) -> serde_json::Value {
+    let out = run(&[
+        "demo",
+        "--json",
+        "--status",
+        "never",
+        "--nodes",
+        "400",
+        "--torrents",
+        "60",
+        "--peers-per-torrent",
+        "3",
+        "--bad-fraction",
+        "0.5",
+        "--large-torrents",
+        "1",
+        "--shards",
+        "2",
+        "--timeout",
+        "60",
+        "--state-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let v = json(&out);
+    assert!(
+        out.status.success(),
+        "demo failed: {v}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v
+}
+
+#[test]
+fn demo_swarm_search_export_import_stats() {
+    let dir = tmp("demo");
+    let v = demo(&dir);
+    // What the demo asserts, checked again here from its summary.
+    assert_eq!(v["torrents"], 60);
+    let fetchable = v["fetchable"].as_u64().unwrap();
+    assert!(fetchable > 0 && fetchable < 60, "{v}");
+    assert_eq!(v["fetched"].as_u64().unwrap(), fetchable, "{v}");
+    assert_eq!(v["invalid_accepted"], 0, "{v}");
+    assert_eq!(v["missed"], 0, "{v}");
+    assert!(v["discovered"].as_u64().unwrap() >= fetchable, "{v}");
+    // Misbehaving peers were met and refused.
+    let failures = &v["fetch_failures"];
+    let refused: u64 = ["hash_mismatch", "oversize", "reject"]
+        .iter()
+        .map(|k| failures[k].as_u64().unwrap_or(0))
+        .sum();
+    assert!(refused > 0, "no misbehaving peer was refused: {v}");
+
+    let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
+    // stats
+    let out = run(&["stats", "--json", "--db", &db]);
+    assert!(out.status.success());
+    let s = json(&out);
+    assert_eq!(s["torrents"].as_u64().unwrap(), fetchable);
+    // search: the synthetic names include Japanese ones.
+    let out = run(&[
+        "search",
+        "トレント",
+        "--json",
+        "--limit",
+        "100",
+        "--db",
+        &db,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hits: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!hits.is_empty());
+    assert!(hits
+        .iter()
+        .all(|h| h["name"].as_str().unwrap().contains("トレント")));
+    // export, then import into a fresh database, then export again: equal.
+    let export1 = dir.join("export1.jsonl");
+    let out = run(&["export", "--out", export1.to_str().unwrap(), "--db", &db]);
+    assert!(out.status.success());
+    let text1 = std::fs::read_to_string(&export1).unwrap();
+    assert_eq!(text1.lines().count() as u64, fetchable);
+    for line in text1.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let keys: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "discovered_at",
+                "fetched_at",
+                "files",
+                "infohash",
+                "name",
+                "size",
+                "source"
+            ]
+        );
+        assert_eq!(row["infohash"].as_str().unwrap().len(), 40);
+    }
+    let db2 = format!("sqlite:{}", dir.join("copy.sqlite").display());
+    let out = run(&["import", export1.to_str().unwrap(), "--db", &db2]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export2 = dir.join("export2.jsonl");
+    let out = run(&["export", "--out", export2.to_str().unwrap(), "--db", &db2]);
+    assert!(out.status.success());
+    let mut a: Vec<&str> = text1.lines().collect();
+    let text2 = std::fs::read_to_string(&export2).unwrap();
+    let mut b: Vec<&str> = text2.lines().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // Importing the same file again adds nothing.
+    let out = run(&["import", export1.to_str().unwrap(), "--db", &db2]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imported 0"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_flags_and_config_are_clear_errors() {
+    let out = run(&["crawl", "--shards", "0", "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shards"));
+    let dir = tmp("cfg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "bind = [\"127.0.0.1:0\"]\nper-ip-ppz = 3\n").unwrap();
+    let out = run(&["crawl", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("per-ip-ppz"));
+    let out = run(&["crawl", "--bind", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["stats", "--db", "sqlite:/nonexistent/dir/x.sqlite"]);
+    assert_eq!(out.status.code(), Some(1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn restart_keeps_ids() {
+    let dir = tmp("restart");
+    let state = dir.to_str().unwrap();
+    let args = [
+        "crawl",
+        "--bind",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--allow-private",
+        "--state-dir",
+        state,
+        "--duration",
+        "1",
+        "--shards",
+        "1",
+        "--no-pin",
+        "--status",
+        "never",
+    ];
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids1 = std::fs::read_to_string(dir.join("identities")).unwrap();
+    let out = run(&args);
+    assert!(out.status.success());
+    let ids2 = std::fs::read_to_string(dir.join("identities")).unwrap();
+    assert_eq!(ids1, ids2);
+    assert!(ids1.lines().any(|l| l.starts_with("127.0.0.1:0 ")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_metrics_are_served() {
+    let dir = tmp("sigterm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut child = Command::new(bin())
+        .args([
+            "--log-level",
+            "warn",
+            "crawl",
+            "--metrics",
+            &metrics,
+            "--bind",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--allow-private",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--shards",
+            "2",
+            "--no-pin",
+            "--status",
+            "never",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = http_get(&metrics);
+    assert!(
+        body.contains("dht_hunter_packets_out_total{shard=\"0\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("dht_hunter_packets_out_total{shard=\"1\"}"),
+        "{body}"
+    );
+    assert!(body.contains("dht_hunter_fetch_queue"), "{body}");
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(dir.join("nodes").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
