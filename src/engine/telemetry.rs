@@ -27,6 +27,10 @@ pub struct ShardTelemetry {
     pub ih_announce: AtomicU64,
     /// Infohashes handed to the fetcher.
     pub emitted: AtomicU64,
+    /// BEP 51 samples received (every sample of every reply).
+    pub samples_received: AtomicU64,
+    /// announce_peer queries accepted (token valid).
+    pub announces_accepted: AtomicU64,
     /// Torrents fetched and stored.
     pub fetched: AtomicU64,
     /// Jobs that ended without metadata.
@@ -57,6 +61,9 @@ impl ShardTelemetry {
         self.ih_get_peers.store(n.infohashes.get_peers, Relaxed);
         self.ih_announce.store(n.infohashes.announce, Relaxed);
         self.emitted.store(n.emitted, Relaxed);
+        self.samples_received.store(n.samples_received, Relaxed);
+        self.announces_accepted
+            .store(n.answered.announce_peer, Relaxed);
         self.fetched.store(f.fetched.get(), Relaxed);
         self.fetch_failed.store(f.jobs_failed.get(), Relaxed);
         self.queue.store(queue as u64, Relaxed);
@@ -87,6 +94,12 @@ pub struct Totals {
     pub answered: u64,
     /// New infohashes (all sources).
     pub infohashes: u64,
+    /// New infohashes from announces.
+    pub announced: u64,
+    /// BEP 51 samples received.
+    pub samples_received: u64,
+    /// announce_peer queries accepted.
+    pub announces_accepted: u64,
     /// Torrents fetched.
     pub fetched: u64,
     /// Jobs failed.
@@ -128,6 +141,9 @@ impl Telemetry {
                 + s.ih_get_peers.load(Relaxed)
                 + s.ih_announce.load(Relaxed);
             t.infohashes += ih;
+            t.announced += s.ih_announce.load(Relaxed);
+            t.samples_received += s.samples_received.load(Relaxed);
+            t.announces_accepted += s.announces_accepted.load(Relaxed);
             t.per_shard_infohashes.push(ih);
             t.fetched += s.fetched.load(Relaxed);
             t.fetch_failed += s.fetch_failed.load(Relaxed);

@@ -792,18 +792,50 @@ fn from_unix_secs(s: i64) -> SystemTime {
 pub fn search_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
+    let mut push = |w: String| {
+        if seen.insert(w.clone()) {
+            out.push(w);
+        }
+    };
     for text in texts {
         for word in text.split(|c: char| !c.is_alphanumeric()) {
-            if word.is_empty() {
-                continue;
-            }
-            let w = word.to_lowercase();
-            if seen.insert(w.clone()) {
-                out.push(w);
+            // Scripts written without spaces (Han, kana, Hangul) are indexed
+            // as overlapping character bigrams, as CJK search engines do, so
+            // any substring of two or more characters finds its name.
+            let chars: Vec<char> = word.chars().collect();
+            let mut i = 0;
+            while i < chars.len() {
+                let cjk = is_cjk(chars[i]);
+                let start = i;
+                while i < chars.len() && is_cjk(chars[i]) == cjk {
+                    i += 1;
+                }
+                let run = &chars[start..i];
+                if !cjk {
+                    push(run.iter().collect::<String>().to_lowercase());
+                } else if run.len() == 1 {
+                    push(run[0].to_string());
+                } else {
+                    for pair in run.windows(2) {
+                        push(pair.iter().collect());
+                    }
+                }
             }
         }
     }
     out
+}
+
+/// Han, Hiragana, Katakana and Hangul: scripts written without spaces.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30ff      // Hiragana, Katakana
+        | 0x3400..=0x4dbf    // CJK extension A
+        | 0x4e00..=0x9fff    // CJK unified ideographs
+        | 0xac00..=0xd7af    // Hangul syllables
+        | 0xf900..=0xfaff    // CJK compatibility ideographs
+        | 0xff66..=0xff9f    // half-width Katakana
+        | 0x20000..=0x2fa1f) // CJK extensions B–F, compatibility supplement
 }
 
 /// The text to index for a torrent: name and file paths, tokenized.
@@ -979,8 +1011,14 @@ mod tests {
         );
         assert_eq!(
             search_tokens(["Война и МИР", "日本語"]),
-            ["война", "и", "мир", "日本語"]
+            ["война", "и", "мир", "日本", "本語"]
         );
+        // Mixed scripts in one word: the CJK run becomes bigrams.
+        assert_eq!(
+            search_tokens(["日本語のトレント2024"]),
+            ["日本", "本語", "語の", "のト", "トレ", "レン", "ント", "2024"]
+        );
+        assert_eq!(search_tokens(["中"]), ["中"]);
         assert!(search_tokens(["--- ..."]).is_empty());
     }
 
