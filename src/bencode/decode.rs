@@ -402,6 +402,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Parses `<len>:<bytes>` at `pos`.
+    #[inline]
     fn read_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let start = self.pos;
         let mut p = self.pos;
@@ -462,8 +463,38 @@ impl<'a> Parser<'a> {
         Ok(&self.buf[start..self.pos])
     }
 
+    /// Whether a value (not a key) may start here, and bookkeeping for it:
+    /// counts the token and, inside a dictionary, marks the pair complete.
+    #[inline]
+    fn enter_value(&mut self) -> Result<bool, DecodeError> {
+        if self.depth == 0 {
+            if self.done {
+                return Ok(false);
+            }
+        } else {
+            let bit = self.top_bit();
+            if self.is_dict & bit != 0 {
+                if self.want_key & bit != 0 {
+                    return Ok(false);
+                }
+                self.want_key |= bit;
+            }
+        }
+        self.count_token()?;
+        Ok(true)
+    }
+
     /// Reads a byte string value.
+    #[inline]
     pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        // Fast path: a string where a value is expected.
+        if matches!(self.buf.get(self.pos), Some(b'0'..=b'9')) && self.enter_value()? {
+            let v = self.read_bytes()?;
+            if self.depth == 0 {
+                self.done = true;
+            }
+            return Ok(v);
+        }
         let at = self.pos;
         match self.next_item()? {
             Item::Bytes(b) => Ok(b),
@@ -472,7 +503,15 @@ impl<'a> Parser<'a> {
     }
 
     /// Reads an integer value.
+    #[inline]
     pub fn int(&mut self) -> Result<i64, DecodeError> {
+        if self.buf.get(self.pos) == Some(&b'i') && self.enter_value()? {
+            let v = self.read_int()?;
+            if self.depth == 0 {
+                self.done = true;
+            }
+            return Ok(v);
+        }
         let at = self.pos;
         match self.next_item()? {
             Item::Int(v) => Ok(v),
@@ -499,15 +538,31 @@ impl<'a> Parser<'a> {
     }
 
     /// Inside a dictionary: the next key, or `None` at its end (consumed).
+    #[inline]
     pub fn next_key(&mut self) -> Result<Option<&'a [u8]>, DecodeError> {
-        if !self.in_dict() || self.want_key & self.top_bit() == 0 {
+        if self.depth == 0 {
             return Err(self.err(DecodeErrorKind::NotInDict));
         }
-        match self.next_item()? {
-            Item::Bytes(k) => Ok(Some(k)),
-            Item::End => Ok(None),
-            // next_item rejects any other key type.
-            _ => Err(self.err(DecodeErrorKind::KeyNotString)),
+        let bit = self.top_bit();
+        if self.is_dict & bit == 0 || self.want_key & bit == 0 {
+            return Err(self.err(DecodeErrorKind::NotInDict));
+        }
+        match self.buf.get(self.pos) {
+            Some(b'e') => {
+                self.close();
+                Ok(None)
+            }
+            Some(b'0'..=b'9') => {
+                let start = self.pos;
+                let key = self.read_bytes()?;
+                if self.limits.strict {
+                    self.check_key_order(key, start)?;
+                }
+                self.want_key &= !bit;
+                Ok(Some(key))
+            }
+            Some(_) => Err(self.err(DecodeErrorKind::KeyNotString)),
+            None => Err(self.err(DecodeErrorKind::UnexpectedEof)),
         }
     }
 

@@ -249,7 +249,10 @@ pub fn from_raw<'a>(raw: &RawMessage<'a>) -> Result<Message<'a>, KrpcError<'a>> 
     let body = match raw.y {
         Some(b"q") => Body::Query(query(raw, tid)?),
         Some(b"r") => {
-            let r = raw.r.ok_or(KrpcError::BadResponse { tid })?;
+            let r = raw
+                .body
+                .filter(|_| raw.body_key == b'r')
+                .ok_or(KrpcError::BadResponse { tid })?;
             let id =
                 r.id.and_then(Id::from_slice)
                     .ok_or(KrpcError::BadResponse { tid })?;
@@ -284,7 +287,7 @@ fn query<'a>(raw: &RawMessage<'a>, tid: &'a [u8]) -> Result<Query<'a>, KrpcError
     let Some(name) = raw.q else {
         return Err(bad(tid, ErrorCode::Protocol, "missing 'q' key"));
     };
-    let Some(a) = raw.a else {
+    let Some(a) = raw.body.filter(|_| raw.body_key == b'a') else {
         return Err(bad(tid, ErrorCode::Protocol, "missing 'a' key"));
     };
     let id = match a.id.map(Id::from_slice) {

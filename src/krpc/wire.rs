@@ -79,10 +79,11 @@ pub struct RawMessage<'a> {
     pub ip: Option<&'a [u8]>,
     /// `ro` (BEP 43).
     pub ro: Option<i64>,
-    /// `a`.
-    pub a: Option<RawBody<'a>>,
-    /// `r`.
-    pub r: Option<RawBody<'a>>,
+    /// `a` or `r`, whichever came last (a message never needs both; one
+    /// slot keeps the struct small, and decoding copies it).
+    pub body: Option<RawBody<'a>>,
+    /// Which key `body` came from: `b'a'` or `b'r'`.
+    pub body_key: u8,
     /// `e`: the raw bencoded value, of whatever type it was.
     pub e: Option<&'a [u8]>,
 }
@@ -108,8 +109,12 @@ pub fn decode_raw(buf: &[u8]) -> Result<RawMessage<'_>, DecodeError> {
             b"v" => m.v = opt_bytes(&mut p)?,
             b"ip" => m.ip = opt_bytes(&mut p)?,
             b"ro" => m.ro = opt_int(&mut p)?,
-            b"a" => m.a = body(&mut p)?,
-            b"r" => m.r = body(&mut p)?,
+            b"a" | b"r" => {
+                if let Some(b) = body(&mut p)? {
+                    m.body = Some(b);
+                    m.body_key = key[0];
+                }
+            }
             b"e" => m.e = Some(p.skip()?),
             _ => {
                 p.skip()?;

@@ -1,0 +1,162 @@
+//! Metadata fetches completed per second by one shard's fetch pool, against
+//! the load generator's honest peers on loopback, and the heap held per
+//! in-flight fetch.
+//!
+//! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]`. Results:
+//! `tuning/runs/`. The swarm's peers run on their own shard (the load
+//! generator's), so on a 2-core machine each side has one core.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use dht_hunter::fetch::{FetchJob, FetchPool, PoolConfig};
+use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+use dht_hunter::store::{Source, Store};
+
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarding the caller's layout.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: p was allocated by System with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn main() {
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let torrents: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let swarm = Swarm::start(&SwarmConfig {
+        nodes: 16,
+        torrents,
+        peers_per_torrent: 1,
+        bad_fraction: 0.0,
+        unfetchable_fraction: 0.0,
+        large_torrents: 0,
+        client_rate: 0,
+        ..SwarmConfig::default()
+    })
+    .unwrap();
+    let jobs: Vec<FetchJob> = swarm
+        .truth
+        .iter()
+        .map(|t| FetchJob {
+            info_hash: t.infohash.parse().unwrap(),
+            source: Source::Sample,
+            discovered_at: SystemTime::now(),
+            peers: t.peers.iter().map(|p| p.addr.parse().unwrap()).collect(),
+        })
+        .collect();
+    let mean_info: f64 =
+        swarm.truth.iter().map(|t| t.info_len as f64).sum::<f64>() / swarm.truth.len() as f64;
+    let dir = std::env::temp_dir().join(format!("dh-bench-fetch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&format!("sqlite:{}", dir.join("db.sqlite").display())).unwrap();
+    let writer = store.writer();
+    let baseline = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (b2, p2) = (baseline.clone(), peak.clone());
+    let n = jobs.len();
+    let result = shards::ShardsBuilder::new()
+        .shards(1)
+        .pin(false)
+        .tcp(shards::TcpOptions {
+            max_per_shard: concurrency * 2,
+            max_per_ip: 4,
+            ..shards::TcpOptions::default()
+        })
+        .spawn(move |ctx: shards::ShardContext<()>| {
+            let jobs = jobs.clone();
+            let writer = writer.clone();
+            let (baseline, peak) = (b2.clone(), p2.clone());
+            async move {
+                let pool = FetchPool::new(PoolConfig {
+                    concurrency,
+                    max_queue: jobs.len() + 1,
+                    ..PoolConfig::default()
+                });
+                let stats = pool.stats();
+                baseline.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+                let start = Instant::now();
+                for j in jobs {
+                    pool.submit(j)
+                        .map_err(|_| std::io::Error::other("queue full"))?;
+                }
+                let tcp = Rc::new(ctx.tcp().clone());
+                let stop = ctx.shutdown();
+                let runner = glommio::spawn_local(pool.clone().run(tcp, writer, stop));
+                loop {
+                    let done = stats.fetched.get() + stats.jobs_failed.get();
+                    let live = LIVE.load(Ordering::Relaxed);
+                    peak.fetch_max(live, Ordering::Relaxed);
+                    if done as usize >= n || start.elapsed() > Duration::from_secs(120) {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+                let elapsed = start.elapsed();
+                ctx.shutdown_handle().trigger();
+                runner.await;
+                Ok::<_, std::io::Error>((elapsed, stats.fetched.get(), stats.jobs_failed.get()))
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let (elapsed, fetched, failed) = result[0];
+    store.flush().unwrap();
+    let stored = store.stats().unwrap().torrents;
+    store.close().unwrap();
+    swarm.stop();
+    let rate = fetched as f64 / elapsed.as_secs_f64();
+    let held = peak
+        .load(Ordering::Relaxed)
+        .saturating_sub(baseline.load(Ordering::Relaxed));
+    println!(
+        "machine: {} cpus, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    println!("torrents {n}, concurrency {concurrency}, mean info dict {mean_info:.0} B");
+    println!(
+        "fetched {fetched}, failed {failed}, stored {stored}, elapsed {:.3} s",
+        elapsed.as_secs_f64()
+    );
+    println!("fetches/s (one shard): {rate:.0}");
+    println!(
+        "peak heap above baseline: {held} B over {concurrency} in flight = {:.0} B per in-flight fetch (upper bound: includes queued jobs and store queue)",
+        held as f64 / concurrency as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default()
+}
