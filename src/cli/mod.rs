@@ -113,7 +113,7 @@ pub struct CrawlArgs {
     /// TOML config file; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// UDP address to bind (repeatable; IPv4 and IPv6). Default: 0.0.0.0:6881 and [::]:6881.
+    /// UDP address to bind (repeatable; IPv4 and IPv6). Default: `0.0.0.0:6881` and `[::]:6881`.
     #[arg(long)]
     pub bind: Vec<SocketAddr>,
     /// Bootstrap node HOST:PORT (repeatable; replaces the well-known routers).

@@ -9,7 +9,7 @@
 //! datagrams, [`Node::poll_action`] for messages to other shards and
 //! harvested infohashes, [`Node::poll_timeout`] for when to call back).
 //! Randomness comes from a seeded [`crate::rng::Rng`], so a simulation of a
-//! thousand nodes ([`sim`], tests only) replays exactly.
+//! thousand nodes (`sim.rs`, tests only) replays exactly.
 //!
 //! # Ownership by keyspace
 //!
