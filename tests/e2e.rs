@@ -296,3 +296,98 @@ fn http_get(addr: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn sigterm_mid_crawl_keeps_every_completed_fetch() {
+    use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+    let dir = tmp("sigterm-fetch");
+    let swarm = Swarm::start(&SwarmConfig {
+        nodes: 300,
+        torrents: 400,
+        peers_per_torrent: 1,
+        bad_fraction: 0.0,
+        unfetchable_fraction: 0.0,
+        large_torrents: 0,
+        client_rate: 100,
+        seed: 7,
+        ..SwarmConfig::default()
+    })
+    .unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut args: Vec<String> = [
+        "crawl",
+        "--bind",
+        &bind,
+        "--allow-private",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--shards",
+        "2",
+        "--no-pin",
+        "--oversubscribe",
+        "--fetch-timeout",
+        "5",
+        "--per-ip-pps",
+        "50",
+        "--status",
+        "never",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for n in swarm.node_addrs.iter().take(8) {
+        args.push("--bootstrap".into());
+        args.push(n.to_string());
+    }
+    let mut child = Command::new(bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    swarm.set_target(bind.parse().unwrap());
+    // Let it fetch for a while, but stop well before it is done.
+    let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let out = run(&["stats", "--json", "--db", &db]);
+        if out.status.success() && json(&out)["torrents"].as_u64().unwrap_or(0) >= 10 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(40), "nothing fetched");
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    swarm.stop();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // "stopped: X infohashes, Y torrents fetched, Z queries answered"
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let fetched: u64 = line
+        .split("infohashes, ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let s = json(&run(&["stats", "--json", "--db", &db]));
+    assert!(fetched >= 10, "{line}");
+    assert_eq!(s["torrents"].as_u64().unwrap(), fetched, "{line}");
+    assert!(
+        fetched < 400,
+        "the crawl finished before the signal: {line}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
