@@ -102,6 +102,8 @@ pub struct FileConfig {
     pub max_pps: Option<u32>,
     /// `per-ip-pps = 5`.
     pub per_ip_pps: Option<u32>,
+    /// `inbound-per-ip-pps = 5`.
+    pub inbound_per_ip_pps: Option<u32>,
     /// `duration = 3600` (seconds).
     pub duration: Option<u64>,
     /// `db = "sqlite:/var/lib/dht-hunter/db.sqlite"`.
@@ -154,6 +156,7 @@ impl FileConfig {
             allow_private: self.allow_private.or(lower.allow_private),
             max_pps: self.max_pps.or(lower.max_pps),
             per_ip_pps: self.per_ip_pps.or(lower.per_ip_pps),
+            inbound_per_ip_pps: self.inbound_per_ip_pps.or(lower.inbound_per_ip_pps),
             duration: self.duration.or(lower.duration),
             db: self.db.or(lower.db),
             fetch_concurrency: self.fetch_concurrency.or(lower.fetch_concurrency),
@@ -192,6 +195,9 @@ pub struct CrawlConfig {
     pub max_pps: u32,
     /// Outbound packets per second to one remote IP, over all shards.
     pub per_ip_pps: u32,
+    /// Queries per second accepted from one remote IP (per shard; the
+    /// kernel sends one ip:port to one shard).
+    pub inbound_per_ip_pps: u32,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Store URL (`sqlite:PATH` or `postgres://…`).
@@ -327,6 +333,7 @@ impl CrawlConfig {
             allow_private: c.allow_private.unwrap_or(false),
             max_pps,
             per_ip_pps,
+            inbound_per_ip_pps: c.inbound_per_ip_pps.unwrap_or(5),
             duration: c.duration.map(Duration::from_secs),
             db,
             fetch_concurrency,

@@ -146,6 +146,10 @@ pub struct CrawlArgs {
     /// Outbound packets per second to one remote IP, all shards together.
     #[arg(long)]
     pub per_ip_pps: Option<u32>,
+    /// Queries per second accepted from one remote IP (libtorrent's
+    /// dos_blocker allows 5); the burst is ten times this.
+    #[arg(long)]
+    pub inbound_per_ip_pps: Option<u32>,
     /// Stop after this many seconds.
     #[arg(long)]
     pub duration: Option<u64>,
@@ -194,6 +198,7 @@ impl CrawlArgs {
             allow_private: flag(self.allow_private),
             max_pps: self.max_pps,
             per_ip_pps: self.per_ip_pps,
+            inbound_per_ip_pps: self.inbound_per_ip_pps,
             duration: self.duration,
             db: self.db.clone(),
             fetch_concurrency: self.fetch_concurrency,

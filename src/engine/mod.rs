@@ -232,7 +232,13 @@ async fn run_shard(
     nc.bootstrap = bootstrap.to_vec();
     nc.allow_private = cfg.allow_private;
     nc.max_pps = (cfg.max_pps / n as u32).max(1);
+    // The byte budget follows the packet budget at 1 KiB per packet: KRPC
+    // replies average a few hundred bytes, so the packet budget binds first.
+    nc.max_bps = u64::from(nc.max_pps).saturating_mul(1024);
     nc.per_ip_pps = cfg.per_ip_pps;
+    nc.per_ip_burst = cfg.per_ip_pps.saturating_mul(2).max(10);
+    nc.inbound_per_ip_pps = cfg.inbound_per_ip_pps;
+    nc.inbound_per_ip_burst = cfg.inbound_per_ip_pps.saturating_mul(10).max(50);
     if let Some(t) = &parts.tweak {
         t(&mut nc);
     }
