@@ -3,8 +3,9 @@
 //! in-flight fetch.
 //!
 //! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]`. Results:
-//! `tuning/runs/`. The swarm's peers run on their own shard (the load
-//! generator's), so on a 2-core machine each side has one core.
+//! `tuning/runs/`. The swarm's peers run in a child process (this binary
+//! again, on its own shard), so the heap counted here is the fetcher's
+//! alone; on a 2-core machine each side has one core.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dht_hunter::fetch::{FetchJob, FetchPool, PoolConfig};
 use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+
 use dht_hunter::store::{Source, Store};
 
 struct Counting;
@@ -42,10 +44,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn main() {
-    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
-    let torrents: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
-    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+const CHILD: &str = "DH_BENCH_FETCH_SWARM";
+
+/// The child: runs the swarm, prints its ground truth, serves until stdin
+/// closes.
+fn child(torrents: usize) {
     let swarm = Swarm::start(&SwarmConfig {
         nodes: 16,
         torrents,
@@ -57,8 +60,47 @@ fn main() {
         ..SwarmConfig::default()
     })
     .unwrap();
-    let jobs: Vec<FetchJob> = swarm
-        .truth
+    println!("{}", serde_json::to_string(&swarm.truth).unwrap());
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    swarm.stop();
+}
+
+#[derive(serde::Deserialize)]
+struct Truth {
+    infohash: String,
+    info_len: usize,
+    peers: Vec<TruthPeer>,
+}
+
+#[derive(serde::Deserialize)]
+struct TruthPeer {
+    addr: String,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let torrents: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
+    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+    if std::env::var_os(CHILD).is_some() {
+        child(torrents);
+        return;
+    }
+    let mut swarm = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--bench", &torrents.to_string(), &concurrency.to_string()])
+        .env(CHILD, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(swarm.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let truth: Vec<Truth> = serde_json::from_str(&first).unwrap();
+    let jobs: Vec<FetchJob> = truth
         .iter()
         .map(|t| FetchJob {
             info_hash: t.infohash.parse().unwrap(),
@@ -67,8 +109,10 @@ fn main() {
             peers: t.peers.iter().map(|p| p.addr.parse().unwrap()).collect(),
         })
         .collect();
-    let mean_info: f64 =
-        swarm.truth.iter().map(|t| t.info_len as f64).sum::<f64>() / swarm.truth.len() as f64;
+    let mean_info: f64 = truth.iter().map(|t| t.info_len as f64).sum::<f64>() / truth.len() as f64;
+    let mut sizes: Vec<usize> = truth.iter().map(|t| t.info_len).collect();
+    sizes.sort_unstable();
+    let median_info = sizes[sizes.len() / 2];
     let dir = std::env::temp_dir().join(format!("dh-bench-fetch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::open(&format!("sqlite:{}", dir.join("db.sqlite").display())).unwrap();
@@ -127,7 +171,8 @@ fn main() {
     store.flush().unwrap();
     let stored = store.stats().unwrap().torrents;
     store.close().unwrap();
-    swarm.stop();
+    drop(swarm.stdin.take());
+    let _ = swarm.wait();
     let rate = fetched as f64 / elapsed.as_secs_f64();
     let held = peak
         .load(Ordering::Relaxed)
@@ -137,14 +182,16 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
-    println!("torrents {n}, concurrency {concurrency}, mean info dict {mean_info:.0} B");
+    println!(
+        "torrents {n}, concurrency {concurrency}, info dict mean {mean_info:.0} B, median {median_info} B"
+    );
     println!(
         "fetched {fetched}, failed {failed}, stored {stored}, elapsed {:.3} s",
         elapsed.as_secs_f64()
     );
     println!("fetches/s (one shard): {rate:.0}");
     println!(
-        "peak heap above baseline: {held} B over {concurrency} in flight = {:.0} B per in-flight fetch (upper bound: includes queued jobs and store queue)",
+        "peak heap above baseline: {held} B over {concurrency} in flight = {:.0} B per in-flight fetch (upper bound: includes the queued jobs and the store's queue)",
         held as f64 / concurrency as f64
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -33,7 +33,14 @@ const NAMES: [&str; 8] = [
     "plain-ascii-dataset-{}",
 ];
 
-const PIECE_LENGTH: u64 = 256 * 1024;
+/// Piece length as torrent makers choose it: a power of two giving about
+/// 1500 pieces, between 16 KiB and 16 MiB.
+fn piece_length(total: u64) -> u64 {
+    (total / 1500)
+        .max(1)
+        .next_power_of_two()
+        .clamp(16 << 10, 16 << 20)
+}
 
 /// Builds torrent number `i`. `large` makes a multi-file torrent whose info
 /// dictionary is about `large` bytes (many files with long paths).
@@ -63,7 +70,8 @@ pub fn synth(i: usize, rng: &mut Rng, large: Option<usize>) -> SynthTorrent {
         files.push((name.clone(), 1 + rng.below(4 << 30)));
     }
     let total_size: u64 = files.iter().map(|(_, s)| *s).sum();
-    let pieces = total_size.div_ceil(PIECE_LENGTH).min(4096) as usize;
+    let plen = piece_length(total_size);
+    let pieces = total_size.div_ceil(plen) as usize;
     let mut piece_hashes = vec![0u8; pieces * 20];
     rng.fill(&mut piece_hashes);
 
@@ -87,7 +95,7 @@ pub fn synth(i: usize, rng: &mut Rng, large: Option<usize>) -> SynthTorrent {
         e.kv_int(b"length", total_size as i64);
     }
     e.kv_bytes(b"name", name.as_bytes())
-        .kv_int(b"piece length", PIECE_LENGTH as i64)
+        .kv_int(b"piece length", plen as i64)
         .kv_bytes(b"pieces", &piece_hashes)
         .end();
     let info_hash = sha1_info_hash(&info);
