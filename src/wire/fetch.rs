@@ -436,7 +436,7 @@ impl MetadataFetch {
                 .flatten()
                 .map(|t| (t, Deadline::Handshake)),
             later(self.last_rx, self.cfg.idle_timeout).map(|t| (t, Deadline::Idle)),
-            None,
+            later(self.started, self.cfg.hard_deadline).map(|t| (t, Deadline::Hard)),
         ]
     }
 
@@ -561,7 +561,7 @@ impl MetadataFetch {
                     .as_mut()
                     .ok_or(Malformed::Unsolicited(piece))?;
                 let total = total_size.ok_or(Malformed::NoTotalSize)?;
-                if false {
+                if usize::try_from(total).ok() != Some(t.size) {
                     return Err(Malformed::TotalSizeMismatch {
                         advertised: t.size,
                         got: total,
@@ -577,7 +577,7 @@ impl MetadataFetch {
                     .in_flight
                     .iter()
                     .position(|p| *p == index32)
-                    .unwrap_or(0);
+                    .ok_or(Malformed::Unsolicited(piece))?;
                 if data.is_empty() {
                     return Err(Malformed::EmptyPiece(index32).into());
                 }
