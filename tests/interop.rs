@@ -193,6 +193,44 @@ fn libtorrent_seeds_metadata_to_our_fetcher() {
             &theirs[..theirs.len().min(3)]
         );
     }
+    // Through the store: what is stored (and exported) equals what
+    // libtorrent holds.
+    let db = format!("sqlite:{}", dir.join("db.sqlite").display());
+    let store = Store::open(&db).unwrap();
+    let w = store.writer();
+    for ((ih, result), _) in fetched.iter().zip(&torrents) {
+        let torrent = dht_hunter::metainfo::parse_info(result.as_ref().unwrap()).unwrap();
+        w.fetched(dht_hunter::store::TorrentRecord {
+            infohash: ih.0,
+            torrent,
+            source: dht_hunter::store::Source::Sample,
+            discovered_at: std::time::SystemTime::now(),
+            fetched_at: std::time::SystemTime::now(),
+        })
+        .unwrap();
+    }
+    store.flush().unwrap();
+    let mut out = Vec::new();
+    store.export_jsonl(&mut out).unwrap();
+    store.close().unwrap();
+    let rows: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), torrents.len());
+    for t in &torrents {
+        let row = rows
+            .iter()
+            .find(|r| r["infohash"] == t.infohash.as_str())
+            .unwrap();
+        assert_eq!(row["name"], t.name.as_str());
+        assert_eq!(row["size"], t.total_size);
+        let files = row["files"].as_array().unwrap();
+        let sizes: u64 = files.iter().map(|f| f["size"].as_u64().unwrap()).sum();
+        assert_eq!(sizes, t.total_size);
+        assert!(files.len() >= t.files.len());
+    }
     // Closing stdin stops the seeder.
     drop(seeder.stdin.take());
     let _ = seeder.wait();
