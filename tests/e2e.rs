@@ -391,3 +391,67 @@ fn sigterm_mid_crawl_keeps_every_completed_fetch() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn loadgen_swarm_writes_ground_truth_and_stays_on_loopback() {
+    let dir = tmp("swarm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let truth = dir.join("truth.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_dht-loadgen"))
+        .args([
+            "swarm",
+            "--nodes",
+            "50",
+            "--torrents",
+            "12",
+            "--duration",
+            "1",
+            "--truth",
+        ])
+        .arg(&truth)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["nodes"], 50);
+    assert_eq!(v["torrents"], 12);
+    assert!(v["bootstrap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a.as_str().unwrap().starts_with("127.64.")));
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&truth).unwrap()).unwrap();
+    let t = t.as_array().unwrap();
+    assert_eq!(t.len(), 12);
+    for row in t {
+        assert_eq!(row["infohash"].as_str().unwrap().len(), 40);
+        let honest = row["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["honest"] == true);
+        assert_eq!(row["fetchable"], honest);
+    }
+    // A target outside loopback is refused before anything is sent.
+    let out = Command::new(env!("CARGO_BIN_EXE_dht-loadgen"))
+        .args([
+            "swarm",
+            "--nodes",
+            "5",
+            "--torrents",
+            "1",
+            "--duration",
+            "1",
+            "--target",
+            "192.0.2.1:6881",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -26,7 +26,8 @@ struct Cli {
 enum Command {
     /// Blast valid KRPC queries at one node and report answers and latency.
     Flood(FloodArgs),
-    // `Swarm(...)` (a simulated DHT and BitTorrent swarm) goes here.
+    /// Run a simulated DHT and BitTorrent swarm on loopback, with a ground truth.
+    Swarm(dht_hunter::cli::swarm::SwarmArgs),
 }
 
 /// Flags of `flood`.
@@ -124,6 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Flood(args) => run_flood(args),
+        Command::Swarm(args) => dht_hunter::cli::swarm::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@
 mod logger;
 mod metrics_http;
 pub mod status;
+pub mod swarm;
 
 use std::io::{BufReader, Write};
 use std::net::SocketAddr;
