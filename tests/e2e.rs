@@ -344,7 +344,7 @@ fn sigterm_mid_crawl_keeps_every_completed_fetch() {
         args.push("--bootstrap".into());
         args.push(n.to_string());
     }
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -328,6 +328,25 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// A small, ordinary (non-crawling) node for simulated populations:
+    /// the simulation's and the load generator's DHT nodes. It answers like
+    /// any good node, with small tables and no walks of its own.
+    pub fn population(identity: Identity, seed: u64, token_key: [u8; 32]) -> Self {
+        let mut cfg = NodeConfig::new(0, 1, vec![identity], seed, token_key);
+        cfg.allow_private = true;
+        cfg.crawl = false;
+        cfg.max_nodes = 64;
+        cfg.tick = Duration::from_secs(5);
+        cfg.walk_interval = Duration::from_secs(1 << 20);
+        cfg.limiter_slots = 64;
+        cfg.sample_interval = 60;
+        cfg.max_inflight = 64;
+        cfg.dedup_capacity = 16;
+        cfg.max_pps = 1000;
+        cfg.max_bps = 1 << 30;
+        cfg
+    }
+
     /// Defaults for shard `shard` of `nr_shards` on the whole keyspace.
     pub fn new(
         shard: u8,

@@ -132,27 +132,14 @@ impl Sim {
         let mut pop = Vec::with_capacity(n);
         let mut by_addr = HashMap::new();
         for (i, info) in pop_info.iter().enumerate() {
-            let mut cfg = NodeConfig::new(
-                0,
-                1,
-                vec![Identity {
+            let cfg = NodeConfig::population(
+                Identity {
                     addr: info.addr,
                     id: info.id,
-                }],
+                },
                 seed ^ (i as u64 + 1),
                 [i as u8; 32],
             );
-            cfg.allow_private = true;
-            cfg.crawl = false;
-            cfg.max_nodes = 64;
-            cfg.tick = Duration::from_secs(5);
-            cfg.walk_interval = Duration::from_secs(1 << 20);
-            cfg.limiter_slots = 64;
-            cfg.sample_interval = 60;
-            cfg.max_inflight = 64;
-            cfg.dedup_capacity = 16;
-            cfg.max_pps = 1000;
-            cfg.max_bps = 1 << 30;
             pop.push(Node::new(cfg, t0));
             by_addr.insert(info.addr, Dest::Pop(i));
         }

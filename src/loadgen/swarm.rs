@@ -316,27 +316,17 @@ impl Swarm {
             .collect();
         let mut nodes: Vec<Node> = Vec::with_capacity(cfg.nodes);
         for (i, info) in infos_ids.iter().enumerate() {
-            let mut nc = NodeConfig::new(
-                0,
-                1,
-                vec![Identity {
+            let mut nc = NodeConfig::population(
+                Identity {
                     addr: info.addr,
                     id: info.id,
-                }],
+                },
                 cfg.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9),
                 [(i % 251) as u8; 32],
             );
-            nc.allow_private = true;
-            nc.crawl = false;
-            nc.max_nodes = 64;
-            nc.tick = Duration::from_secs(5);
-            nc.walk_interval = Duration::from_secs(1 << 20);
-            nc.limiter_slots = 64;
+            // Loopback load: no per-IP throttling of the crawler under test.
             nc.sample_interval = 30;
-            nc.max_inflight = 64;
-            nc.dedup_capacity = 16;
             nc.max_pps = 100_000;
-            nc.max_bps = 1 << 30;
             nc.per_ip_pps = 100_000;
             nc.per_ip_burst = 100_000;
             nc.inbound_per_ip_pps = 100_000;
