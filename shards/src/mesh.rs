@@ -23,16 +23,13 @@
 
 use std::{
     cell::{Cell, RefCell},
-    pin::Pin,
     rc::Rc,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    task::Poll,
 };
 
-use futures_lite::{future::poll_fn, Stream};
 use glommio::{
     channels::shared_channel::{
         self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
@@ -40,6 +37,10 @@ use glommio::{
     GlommioError,
 };
 use metrics::{counter, gauge, Counter, Gauge};
+
+/// Packets buffered in a shard's inbox between the per-peer forwarders and
+/// `recv` (each packet is one message or one batch).
+const INBOX_CAPACITY: usize = 1024;
 
 /// Why a message (or batch) was handed back.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -209,12 +210,13 @@ pub struct Mesh<M: Send + 'static> {
     shard: usize,
     n: usize,
     senders: Vec<Option<ConnectedSender<Packet<M>>>>,
-    receivers: RefCell<Vec<Option<ConnectedReceiver<Packet<M>>>>>,
+    /// Everything received from any peer, in arrival order per peer (see
+    /// `connect` for why this is not the peers' receivers themselves).
+    inbox: glommio::channels::local_channel::LocalReceiver<(usize, Packet<M>)>,
     /// Leftover of a batch partly consumed by `recv`.
     current: RefCell<Option<(usize, std::vec::IntoIter<M>)>>,
     outbox: RefCell<Vec<Vec<M>>>,
     batch: usize,
-    next_rx: Cell<usize>,
     counters: Arc<PairCounters>,
     stats: Cell<MeshStats>,
     metrics: MeshMetrics,
@@ -243,13 +245,32 @@ impl<M: Send + 'static> Mesh<M> {
                 None => None,
             });
         }
-        let mut receivers = Vec::with_capacity(n);
-        for t in recv_tasks {
-            receivers.push(match t {
-                Some(t) => Some(t.await),
-                None => None,
-            });
+        // One forwarding task per peer moves that peer's packets into a
+        // local inbox. Polling all peer receivers from one task would be
+        // simpler, but glommio 0.9 pushes a new waker clone into a shared
+        // channel's wait list on every pending poll and drains only as many
+        // as there are messages: a quiet peer polled after every message of
+        // a busy one accumulates clones until the task's 16-bit reference
+        // count overflows (seen at 4 shards under load). A task that polls
+        // only its own channel leaves at most one waker there. The inbox is
+        // bounded by the mesh capacity, so back-pressure still reaches the
+        // senders.
+        let (inbox_tx, inbox) = glommio::channels::local_channel::new_bounded(INBOX_CAPACITY);
+        let inbox_tx = std::rc::Rc::new(inbox_tx);
+        for (from, t) in recv_tasks.into_iter().enumerate() {
+            let Some(t) = t else { continue };
+            let rx: ConnectedReceiver<Packet<M>> = t.await;
+            let tx = inbox_tx.clone();
+            glommio::spawn_local(async move {
+                while let Some(p) = rx.recv().await {
+                    if tx.send((from, p)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .detach();
         }
+        drop(inbox_tx);
         let s = ends.shard.to_string();
         let c = |name: &'static str| counter!(name, "shard" => s.clone(), "mesh" => label);
         let metrics = MeshMetrics {
@@ -263,11 +284,10 @@ impl<M: Send + 'static> Mesh<M> {
             shard: ends.shard,
             n,
             senders,
-            receivers: RefCell::new(receivers),
+            inbox,
             current: RefCell::new(None),
             outbox: RefCell::new((0..n).map(|_| Vec::new()).collect()),
             batch: batch.max(1),
-            next_rx: Cell::new((ends.shard + 1) % n.max(1)),
             counters: ends.counters,
             stats: Cell::new(MeshStats::default()),
             metrics,
@@ -477,33 +497,11 @@ impl<M: Send + 'static> Mesh<M> {
         self.metrics.received.increment(k as u64);
     }
 
-    /// Next packet from any peer, polling peers round robin so one busy
-    /// peer cannot starve the others.
+    /// Next packet from any peer (from the inbox the forwarders fill).
     async fn recv_packet(&self) -> Option<(usize, Packet<M>)> {
-        poll_fn(|cx| {
-            let mut rx = self.receivers.borrow_mut();
-            let start = self.next_rx.get();
-            let mut open = 0;
-            for k in 0..self.n {
-                let from = (start + k) % self.n;
-                let Some(r) = rx[from].as_mut() else { continue };
-                match Pin::new(r).poll_next(cx) {
-                    Poll::Ready(Some(p)) => {
-                        self.next_rx.set((from + 1) % self.n);
-                        self.on_received(from, p.len());
-                        return Poll::Ready(Some((from, p)));
-                    }
-                    Poll::Ready(None) => rx[from] = None,
-                    Poll::Pending => open += 1,
-                }
-            }
-            if open == 0 {
-                Poll::Ready(None)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        let (from, p) = self.inbox.recv().await?;
+        self.on_received(from, p.len());
+        Some((from, p))
     }
 
     /// Next batch from any peer, with the sender's index; `None` once every

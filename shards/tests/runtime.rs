@@ -511,3 +511,48 @@ fn timers_deadline_and_ticker() {
         "{ticks:?}"
     );
 }
+
+/// Regression: with three or more shards, one busy peer and one quiet one,
+/// glommio 0.9's shared channel keeps a waker clone per pending poll of the
+/// quiet peer's channel; polled from one task, 2^15 of them overflowed the
+/// task's reference count ("Waker invariant broken", seen at 4 shards under
+/// a flood). The mesh now polls each peer from its own task.
+#[test]
+fn a_quiet_peer_does_not_exhaust_the_receivers_wakers() {
+    const N: u64 = 100_000;
+    let shards = ShardsBuilder::new()
+        .shards(3)
+        .pin(false)
+        .oversubscribe(true)
+        .spawn(|ctx: ShardContext<u64>| async move {
+            let me = ctx.shard_id();
+            let mesh = ctx.mesh().clone();
+            let mut got = 0u64;
+            match me {
+                0 => {
+                    // One message at a time, each received before the next
+                    // arrives: the worst case for the quiet channel.
+                    while got < N {
+                        if mesh.recv().await.is_none() {
+                            break;
+                        }
+                        got += 1;
+                    }
+                }
+                1 => {
+                    for i in 0..N {
+                        mesh.send_to(0, i).await.unwrap();
+                    }
+                }
+                _ => {
+                    // Quiet, but open until shard 0 is done.
+                    shards::timers::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            mesh.close();
+            Res::Ok(got)
+        })
+        .unwrap();
+    let out = shards.join().unwrap();
+    assert_eq!(out[0], N);
+}

@@ -568,7 +568,8 @@ impl Histogram {
         }
         let shift = i / SUB - 1;
         let sub = i % SUB;
-        (((SUB + sub + 1) << shift) - 1).max(1)
+        let top = (u128::from(SUB + sub + 1) << shift) - 1;
+        u64::try_from(top).unwrap_or(u64::MAX)
     }
 
     fn record(&mut self, v: u64) {
@@ -892,7 +893,7 @@ impl Flood<'_> {
         let now_ns = self.elapsed_ns(Instant::now());
         let id = self.sources[src].id;
         let mut kinds = [QueryKind::Ping; MAX_BATCH];
-        for i in 0..n {
+        for (i, sent_kind) in kinds.iter_mut().enumerate().take(n) {
             let seq = self.next_seq + i as u64;
             let tid = (seq as u32).to_be_bytes();
             let mut kind = self.cfg.mix.pick(&mut self.rng);
@@ -934,7 +935,7 @@ impl Flood<'_> {
                 Want::default(),
                 self.cfg.read_only,
             );
-            kinds[i] = kind;
+            *sent_kind = kind;
         }
         let fd = self.sources[src].sock.as_raw_fd();
         let took = match tx.send(fd, n) {
@@ -991,19 +992,11 @@ impl Flood<'_> {
             self.r.undecodable += 1;
             return;
         }
-        let msg = match decode(data) {
-            Ok(m) => m,
-            Err(crate::krpc::KrpcError::BadResponse { tid }) => {
-                // A response without a valid id still answers the query,
-                // but the answer is malformed.
-                self.r.undecodable += 1;
-                let _ = tid;
-                return;
-            }
-            Err(_) => {
-                self.r.undecodable += 1;
-                return;
-            }
+        // A response without a valid 20-byte id is malformed too: it
+        // counts as undecodable and its query stays pending.
+        let Ok(msg) = decode(data) else {
+            self.r.undecodable += 1;
+            return;
         };
         let is_error = match msg.body {
             Body::Query(_) => {

@@ -1,0 +1,560 @@
+//! KRPC queries answered per second by one server core under a flood of
+//! valid mixed queries (ping, find_node, get_peers), measured side by side
+//! in one run, on the same cores, with the same generator
+//! (`dht_hunter::loadgen::flood`):
+//!
+//! 0. the generator alone against a socket that never reads (what one core
+//!    of generator can send);
+//! 1. a raw `recvmmsg`/`sendmmsg` echo on one thread: the ceiling. It
+//!    answers each query with a KRPC response of about the query's size,
+//!    doing no KRPC work beyond finding the tid;
+//! 2. DHT-Hunter's engine, one shard (crawling on, as in production);
+//! 3. libtorrent 2.0.8 (Debian python3-libtorrent) as a DHT node
+//!    (`benches/lt_dht_node.py`), per-IP and upload limits raised.
+//!
+//! The server under test runs on CPU 0 (the engine's shard is pinned there;
+//! the store writer inherits CPU 0; libtorrent runs under `taskset -c 0`),
+//! the generator on CPU 1. Loopback only.
+//!
+//! Two load shapes per server: closed loop (as fast as possible with at
+//! most `WINDOW` queries in flight: capacity without overload) and open
+//! loop (as fast as the generator can, no window: behaviour under
+//! overload, where the kernel drops what the server cannot take).
+//!
+//! Run: `CARGO_TARGET_DIR=/work/main/target-flood cargo bench --bench krpc_answer`
+//! Optional: `KRPC_BENCH_SECS=3` (seconds per case), `KRPC_BENCH_ROUNDS=2`,
+//! `KRPC_BENCH_SKIP_LT=1`, `KRPC_BENCH_ONLY=gen|raw|dht|lt` (one server,
+//! for profiling). Everything stops by itself.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dht_hunter::config::{CrawlConfig, FileConfig};
+use dht_hunter::engine::{self, EngineParts, Telemetry};
+use dht_hunter::loadgen::flood::{self, thread_cpu_time, FloodConfig, FloodReport};
+use dht_hunter::store::Store;
+
+const SERVER_CPU: usize = 0;
+const GEN_CPU: usize = 1;
+const WINDOW: usize = 512;
+const SOURCES: usize = 64;
+const MIX: &str = "ping=1,find_node=1,get_peers=1";
+const INFOHASHES: u32 = 10_000;
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET stays in bounds for cpu
+    // < CPU_SETSIZE; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            println!("warning: could not pin to CPU {cpu}");
+        }
+    }
+}
+
+fn process_cpu() -> Duration {
+    let mut ru: libc::rusage = unsafe { zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// utime + stime of another process, from /proc (clock-tick resolution).
+fn child_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After the comm field: state is field 3, utime 14, stime 15.
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    Closed,
+    Open,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Closed => "closed",
+            Shape::Open => "open",
+        }
+    }
+}
+
+fn flood_cfg(target: SocketAddr, shape: Shape, secs: f64) -> FloodConfig {
+    let mut c = FloodConfig::new(target);
+    c.sources = SOURCES;
+    c.rate = 0;
+    c.window = if shape == Shape::Closed { WINDOW } else { 0 };
+    c.duration = Duration::from_secs_f64(secs);
+    c.mix = MIX.parse().unwrap();
+    c.infohashes = INFOHASHES;
+    c.timeout = Duration::from_millis(500);
+    c
+}
+
+/// Runs the flood on this thread, pinned to the generator CPU.
+fn run_flood(target: SocketAddr, shape: Shape, secs: f64) -> FloodReport {
+    pin(GEN_CPU);
+    let r = flood::run(&flood_cfg(target, shape, secs)).unwrap();
+    assert_eq!(r.undecodable, 0, "undecodable answers");
+    assert_eq!(r.unmatched, 0, "unmatched tids");
+    assert_eq!(r.answered + r.unanswered, r.sent);
+    r
+}
+
+struct Case {
+    server: &'static str,
+    shape: Shape,
+    report: FloodReport,
+    /// Server-side CPU over the flood (None if not measured).
+    server_cpu: Option<Duration>,
+}
+
+// ---------------------------------------------------------------------------
+// 0. Generator alone.
+
+fn generator_alone(secs: f64) -> Case {
+    let sink = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let report = run_flood(sink.local_addr().unwrap(), Shape::Open, secs);
+    Case {
+        server: "none (sink never reads)",
+        shape: Shape::Open,
+        report,
+        server_cpu: None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Raw echo.
+
+const BATCH: usize = 64;
+
+struct EchoBufs {
+    rx: Vec<[u8; 2048]>,
+    tx: Vec<Vec<u8>>,
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl EchoBufs {
+    fn new() -> Self {
+        Self {
+            rx: vec![[0u8; 2048]; BATCH],
+            tx: (0..BATCH).map(|_| Vec::with_capacity(2048)).collect(),
+            names: vec![unsafe { zeroed() }; BATCH],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ],
+            hdrs: vec![unsafe { zeroed() }; BATCH],
+        }
+    }
+
+    fn recv(&mut self, fd: i32) -> usize {
+        for i in 0..BATCH {
+            self.iovs[i].iov_base = self.rx[i].as_mut_ptr().cast();
+            self.iovs[i].iov_len = 2048;
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+        }
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        r.max(0) as usize
+    }
+
+    /// Answers the first `n` datagrams: a response carrying the query's
+    /// tid, padded to about the query's length. Datagrams without a tid
+    /// are echoed as they are.
+    fn reply(&mut self, fd: i32, n: usize) {
+        for i in 0..n {
+            let len = self.hdrs[i].msg_len as usize;
+            let q = &self.rx[i][..len];
+            let out = &mut self.tx[i];
+            out.clear();
+            match find_tid(q) {
+                Some(tid) => krpc_reply(out, tid, len),
+                None => out.extend_from_slice(q),
+            }
+            self.iovs[i].iov_base = out.as_mut_ptr().cast();
+            self.iovs[i].iov_len = out.len();
+        }
+        let mut off = 0;
+        while off < n {
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[off..].as_mut_ptr(),
+                    (n - off) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r <= 0 {
+                break;
+            }
+            off += r as usize;
+        }
+    }
+}
+
+/// The 4-byte tid of a query encoded with sorted keys (`…1:t4:XXXX…`).
+fn find_tid(q: &[u8]) -> Option<&[u8]> {
+    let pat = b"1:t4:";
+    let at = q.windows(pat.len()).rposition(|w| w == pat)?;
+    q.get(at + pat.len()..at + pat.len() + 4)
+}
+
+/// `d1:rd2:id20:…3:pad<N>:…e1:t4:XXXX1:y1:re`, about `want` bytes long.
+fn krpc_reply(out: &mut Vec<u8>, tid: &[u8], want: usize) {
+    const FIXED: usize = 57; // the message above with a 2-digit pad length, no pad
+    let pad = want.saturating_sub(FIXED).max(10);
+    out.extend_from_slice(b"d1:rd2:id20:");
+    out.extend_from_slice(&[0x42; 20]);
+    out.extend_from_slice(format!("3:pad{pad}:").as_bytes());
+    out.resize(out.len() + pad, b'x');
+    out.extend_from_slice(b"e1:t4:");
+    out.extend_from_slice(tid);
+    out.extend_from_slice(b"1:y1:re");
+}
+
+fn raw_echo(shape: Shape, secs: f64) -> Case {
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let v: libc::c_int = 8 << 20;
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        };
+    }
+    let addr = sock.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            pin(SERVER_CPU);
+            let fd = sock.as_raw_fd();
+            let mut b = EchoBufs::new();
+            let cpu0 = thread_cpu_time();
+            while !stop.load(Ordering::Relaxed) {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                unsafe { libc::poll(&mut p, 1, 50) };
+                loop {
+                    let n = b.recv(fd);
+                    if n == 0 {
+                        break;
+                    }
+                    b.reply(fd, n);
+                    if n < BATCH {
+                        break;
+                    }
+                }
+            }
+            thread_cpu_time() - cpu0
+        })
+    };
+    thread::sleep(Duration::from_millis(50));
+    let report = run_flood(addr, shape, secs);
+    stop.store(true, Ordering::Relaxed);
+    let cpu = server.join().unwrap();
+    Case {
+        server: "raw recvmmsg/sendmmsg echo",
+        shape,
+        report,
+        server_cpu: Some(cpu),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. DHT-Hunter, one shard.
+
+fn dht_hunter(shape: Shape, secs: f64) -> Case {
+    let dir = std::env::temp_dir().join(format!(
+        "dh-krpc-bench-{}-{:x}",
+        std::process::id(),
+        rand_u64()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A bootstrap address that never answers.
+    let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let db = format!("sqlite:{}", dir.join("db.sqlite").display());
+    let cfg = CrawlConfig::resolve(FileConfig {
+        bind: Some(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))]),
+        bootstrap: Some(vec![silent.local_addr().unwrap().to_string()]),
+        shards: Some(1),
+        cores: Some(SERVER_CPU.to_string()),
+        allow_private: Some(true),
+        state_dir: Some(dir.join("state")),
+        db: Some(db.clone()),
+        max_pps: Some(10_000_000),
+        per_ip_pps: Some(10_000_000),
+        ..FileConfig::default()
+    })
+    .unwrap();
+    // Threads started from here (the store writer) inherit CPU 0.
+    pin(SERVER_CPU);
+    let store = Store::open(&db).unwrap();
+    let tweak: engine::NodeTweak = Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
+        nc.inbound_per_ip_pps = 10_000_000;
+        nc.inbound_per_ip_burst = 10_000_000;
+        nc.per_ip_pps = 10_000_000;
+        nc.per_ip_burst = 10_000_000;
+        nc.max_pps = 10_000_000;
+        nc.max_bps = 10_000_000_000;
+    });
+    let eng = engine::start(
+        &cfg,
+        EngineParts {
+            store: store.writer(),
+            telemetry: Arc::new(Telemetry::default()),
+            tweak: Some(tweak),
+            known_nodes: Arc::new(Vec::new()),
+            pending: Arc::new(Vec::new()),
+        },
+    )
+    .unwrap();
+    let target = eng.udp_addrs[0];
+    thread::sleep(Duration::from_millis(200));
+    let cpu0 = process_cpu();
+    let report = run_flood(target, shape, secs);
+    let cpu = process_cpu()
+        .saturating_sub(cpu0)
+        .saturating_sub(Duration::from_secs_f64(report.generator_cpu_seconds));
+    eng.shutdown_handle().trigger();
+    eng.join().unwrap();
+    store.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Case {
+        server: "DHT-Hunter engine, 1 shard",
+        shape,
+        report,
+        server_cpu: Some(cpu),
+    }
+}
+
+fn rand_u64() -> u64 {
+    dht_hunter::rng::Rng::from_entropy().next_u64()
+}
+
+// ---------------------------------------------------------------------------
+// 3. libtorrent.
+
+struct Lt {
+    child: Child,
+    port: u16,
+}
+
+fn start_lt() -> Option<Lt> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/lt_dht_node.py");
+    let mut child = Command::new("taskset")
+        .args(["-c", &SERVER_CPU.to_string(), "/usr/bin/python3", script])
+        .args(["--port", "0", "--seconds", "120"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let out = child.stdout.take()?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).ok()?;
+    let port = line.trim().strip_prefix("READY ")?.parse().ok()?;
+    Some(Lt { child, port })
+}
+
+fn stop_lt(mut lt: Lt) {
+    if let Some(mut stdin) = lt.child.stdin.take() {
+        let _ = stdin.flush();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = lt.child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = lt.child.kill();
+    let _ = lt.child.wait();
+}
+
+fn libtorrent(shape: Shape, secs: f64) -> Option<Case> {
+    let lt = start_lt()?;
+    let pid = lt.child.id();
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, lt.port));
+    thread::sleep(Duration::from_millis(200));
+    let cpu0 = child_cpu(pid);
+    let report = run_flood(target, shape, secs);
+    let cpu = child_cpu(pid).saturating_sub(cpu0);
+    stop_lt(lt);
+    Some(Case {
+        server: "libtorrent 2.0.8 DHT node (python3-libtorrent)",
+        shape,
+        report,
+        server_cpu: Some(cpu),
+    })
+}
+
+// ---------------------------------------------------------------------------
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn row(c: &Case) {
+    let r = &c.report;
+    let cpu = c
+        .server_cpu
+        .map(|d| {
+            format!(
+                "{:.2} s ({:.0} ns/answer)",
+                d.as_secs_f64(),
+                d.as_nanos() as f64 / r.answered.max(1) as f64
+            )
+        })
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "| {} | {} | {} | {:.0} | {:.0} | {:.2}% | {:.0} / {:.0} / {:.0} | {} | {:.0} | {} |",
+        c.server,
+        c.shape.name(),
+        r.sent,
+        r.sent_per_sec,
+        r.answers_per_sec,
+        100.0 * r.answered as f64 / r.sent.max(1) as f64,
+        r.latency.p50_us,
+        r.latency.p99_us,
+        r.latency.max_us,
+        cpu,
+        r.generator_ns_per_datagram,
+        r.queries_received,
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let secs = env_f64("KRPC_BENCH_SECS", 3.0).clamp(0.5, 30.0);
+    let rounds = env_f64("KRPC_BENCH_ROUNDS", 2.0).clamp(1.0, 10.0) as usize;
+    let skip_lt = std::env::var_os("KRPC_BENCH_SKIP_LT").is_some();
+    println!("# krpc_answer bench");
+    println!(
+        "machine: nproc={} kernel={} cpu={}",
+        sh("nproc"),
+        sh("uname -r"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
+    );
+    println!(
+        "server CPU {SERVER_CPU}, generator CPU {GEN_CPU}; {SOURCES} sources on 127.1.0.x; \
+         mix {MIX}; {INFOHASHES} distinct info_hashes; closed loop window {WINDOW}; \
+         {secs:.1} s per case, {rounds} rounds"
+    );
+    println!("loadavg at start: {}", sh("cat /proc/loadavg"));
+    println!();
+
+    // KRPC_BENCH_ONLY=gen|raw|dht|lt runs one server (for profiling).
+    let only = std::env::var("KRPC_BENCH_ONLY").unwrap_or_default();
+    let want = |name: &str| only.is_empty() || only == name;
+    let mut cases = Vec::new();
+    if want("gen") {
+        cases.push(generator_alone(secs));
+    }
+    // Interleave servers so drift on a shared machine hits all of them.
+    for _ in 0..rounds {
+        for shape in [Shape::Closed, Shape::Open] {
+            if want("raw") {
+                cases.push(raw_echo(shape, secs));
+            }
+            if want("dht") {
+                cases.push(dht_hunter(shape, secs));
+            }
+            if want("lt") && !skip_lt {
+                match libtorrent(shape, secs) {
+                    Some(c) => cases.push(c),
+                    None => println!("libtorrent case skipped: could not start the node"),
+                }
+            }
+        }
+    }
+    println!(
+        "| server | load | sent | sent/s | answers/s | answered | latency p50 / p99 / max us | server CPU | gen ns/dgram | queries from server |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for c in &cases {
+        row(c);
+    }
+    println!();
+    let best = |name: &str, shape: Shape| {
+        cases
+            .iter()
+            .filter(|c| c.server.starts_with(name) && c.shape == shape)
+            .map(|c| c.report.answers_per_sec)
+            .fold(0.0, f64::max)
+    };
+    for shape in [Shape::Closed, Shape::Open] {
+        let raw = best("raw", shape);
+        let dh = best("DHT-Hunter", shape);
+        let lt = best("libtorrent", shape);
+        println!(
+            "{} loop, best of rounds: raw {:.0}/s, DHT-Hunter {:.0}/s, libtorrent {:.0}/s; \
+             DHT-Hunter/libtorrent = {:.2}x (target >= 2), DHT-Hunter/raw = {:.2}x (target >= 0.9)",
+            shape.name(),
+            raw,
+            dh,
+            lt,
+            if lt > 0.0 { dh / lt } else { f64::NAN },
+            dh / raw.max(1.0)
+        );
+    }
+    println!("loadavg at end: {}", sh("cat /proc/loadavg"));
+}
