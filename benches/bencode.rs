@@ -2,6 +2,7 @@
 //! serde_bencode into equivalent structs, side by side in one run.
 //!
 //! Run: `cargo bench --bench bencode`. Results: `tuning/runs/`.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::net::SocketAddr;

@@ -691,12 +691,7 @@ impl Node {
         peers.clear();
         samples.clear();
         let fill_nodes = |table: &Table, target: &Id, nodes: &mut Vec<NodeInfo>| {
-            nodes.extend(
-                table
-                    .closest(target, 3 * K, true)
-                    .into_iter()
-                    .filter(|n| (n.addr.is_ipv4() && n4) || (n.addr.is_ipv6() && n6)),
-            );
+            table.nearby_confirmed(target, K, n4, n6, nodes);
         };
         let mut buf = self.buffer();
         let answered;

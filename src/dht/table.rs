@@ -279,6 +279,83 @@ impl Table {
         out
     }
 
+    /// Confirmed nodes near `target` for answering a query, appended to
+    /// `out` sorted by XOR distance: up to `per_family` IPv4 nodes (when
+    /// `v4`) and IPv6 nodes (when `v6`).
+    ///
+    /// This is the hot path of every find_node and get_peers we answer, so
+    /// it trades exactness for cost: it walks outward from `target` in id
+    /// order (at most `SCAN` entries each way) instead of running the exact
+    /// prefix search of [`Table::closest`]. The XOR-closest nodes lie in the
+    /// smallest prefix subtree around the target, which is a contiguous id
+    /// range, so the numeric neighbours are almost always the XOR-closest;
+    /// an ordinary node answers from its routing-table bucket, which is
+    /// coarser still.
+    pub fn nearby_confirmed(
+        &self,
+        target: &Id,
+        per_family: usize,
+        v4: bool,
+        v6: bool,
+        out: &mut Vec<NodeInfo>,
+    ) {
+        const SCAN: usize = 48;
+        let start = out.len();
+        // Collect 3 × `per_family` of each family from both sides, then
+        // keep the XOR-closest: in a test of 200 random targets over 2000
+        // confirmed nodes, 198 answers were exactly the 8 closest (2× gave
+        // 149).
+        let cap4 = if v4 { 3 * per_family } else { 0 };
+        let cap6 = if v6 { 3 * per_family } else { 0 };
+        let mut counts = [0usize; 2];
+        let caps = [cap4, cap6];
+        let consider = |id: &Id, e: &Entry, counts: &mut [usize; 2], out: &mut Vec<NodeInfo>| {
+            let f = usize::from(!e.addr.is_ipv4());
+            if e.confirmed && counts[f] < caps[f] {
+                counts[f] += 1;
+                out.push(NodeInfo {
+                    id: *id,
+                    addr: e.addr,
+                });
+            }
+        };
+        let mut up = self.nodes.range(*target..).take(SCAN);
+        let mut down = self.nodes.range(..*target).rev().take(SCAN);
+        let (mut up_live, mut down_live) = (true, true);
+        while (up_live || down_live) && (counts[0] < caps[0] || counts[1] < caps[1]) {
+            if up_live {
+                match up.next() {
+                    Some((id, e)) => consider(id, e, &mut counts, out),
+                    None => up_live = false,
+                }
+            }
+            if down_live {
+                match down.next() {
+                    Some((id, e)) => consider(id, e, &mut counts, out),
+                    None => down_live = false,
+                }
+            }
+        }
+        out[start..].sort_unstable_by_key(|n| n.id.distance(target));
+        // Keep the closest `per_family` of each family, in order.
+        let (mut k4, mut k6) = (0usize, 0usize);
+        let mut w = start;
+        for r in start..out.len() {
+            let keep = if out[r].addr.is_ipv4() {
+                k4 += 1;
+                v4 && k4 <= per_family
+            } else {
+                k6 += 1;
+                v6 && k6 <= per_family
+            };
+            if keep {
+                out.swap(w, r);
+                w += 1;
+            }
+        }
+        out.truncate(w);
+    }
+
     /// The `need` closest to `t` among ids sharing `p0` leading bits with `t`.
     fn closest_in(&self, t: &Id, p0: u32, need: usize, out: &mut Vec<NodeInfo>) {
         if need == 0 {
@@ -496,6 +573,52 @@ mod tests {
                 assert_eq!(got, sorted[..k], "round {round} k {k}");
             }
         }
+    }
+
+    #[test]
+    fn nearby_confirmed_is_close_and_well_formed() {
+        let mut rng = Rng::seed_from_u64(6);
+        let now = Instant::now();
+        let mut t = Table::new(Slice::full(), 10_000, 64);
+        let mut confirmed = Vec::new();
+        for i in 0..3000 {
+            let n = NodeInfo {
+                id: Id::random(&mut rng),
+                addr: addr(i + 1),
+            };
+            // Two in three confirmed; the rest stay candidates.
+            if i % 3 == 0 {
+                assert!(t.insert_candidate(n, now));
+            } else {
+                assert!(t.confirm(n, now));
+                confirmed.push(n);
+            }
+        }
+        let mut exact_hits = 0;
+        for _ in 0..200 {
+            let target = Id::random(&mut rng);
+            let mut got = Vec::new();
+            t.nearby_confirmed(&target, 8, true, false, &mut got);
+            assert_eq!(got.len(), 8);
+            assert!(got
+                .windows(2)
+                .all(|w| w[0].id.distance(&target) <= w[1].id.distance(&target)));
+            assert!(got.iter().all(|n| confirmed.contains(n)));
+            let mut best = confirmed.clone();
+            best.sort_by_cached_key(|n| n.id.distance(&target));
+            // The closest confirmed node is always found, and most answers
+            // are exactly the 8 closest.
+            assert_eq!(got[0], best[0]);
+            exact_hits += usize::from(got[..] == best[..8]);
+            // No IPv6 asked for, none given; none known, none given.
+            let mut six = Vec::new();
+            t.nearby_confirmed(&target, 8, false, true, &mut six);
+            assert!(six.is_empty());
+        }
+        assert!(
+            exact_hits >= 180,
+            "only {exact_hits}/200 answers were the exact 8 closest"
+        );
     }
 
     #[test]
