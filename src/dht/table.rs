@@ -301,6 +301,9 @@ impl Table {
     ) {
         const SCAN: usize = 48;
         let start = out.len();
+        if self.confirmed == 0 || !(v4 || v6) || per_family == 0 {
+            return;
+        }
         // Collect 3 × `per_family` of each family from both sides, then
         // keep the XOR-closest: in a test of 200 random targets over 2000
         // confirmed nodes, 198 answers were exactly the 8 closest (2× gave
