@@ -455,3 +455,117 @@ fn loadgen_swarm_writes_ground_truth_and_stays_on_loopback() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn restart_resumes_unfetched_infohashes() {
+    use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+    use dht_hunter::store::Store;
+    let dir = tmp("resume");
+    let swarm = Swarm::start(&SwarmConfig {
+        nodes: 300,
+        torrents: 150,
+        peers_per_torrent: 1,
+        bad_fraction: 0.0,
+        unfetchable_fraction: 0.0,
+        large_torrents: 0,
+        client_rate: 0,
+        seed: 11,
+        ..SwarmConfig::default()
+    })
+    .unwrap();
+    let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
+    let crawl = |duration: &str, max_metadata: &str| {
+        let mut args: Vec<String> = [
+            "crawl",
+            "--bind",
+            "127.0.0.1:0",
+            "--allow-private",
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "--shards",
+            "2",
+            "--no-pin",
+            "--oversubscribe",
+            "--per-ip-pps",
+            "50",
+            "--max-metadata-size",
+            max_metadata,
+            "--fetch-timeout",
+            "5",
+            "--duration",
+            duration,
+            "--status",
+            "never",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in swarm.node_addrs.iter().take(8) {
+            args.push("--bootstrap".into());
+            args.push(n.to_string());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+    // First run: a metadata cap no torrent fits, so everything discovered
+    // fails its fetch and stays pending.
+    let out = crawl("4", "100");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pending: Vec<[u8; 20]> = {
+        let s = Store::open(&db).unwrap();
+        let p = s
+            .pending(10_000)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.infohash)
+            .collect();
+        s.close().unwrap();
+        p
+    };
+    assert!(
+        pending.len() >= 10,
+        "only {} pending after run 1",
+        pending.len()
+    );
+    // Second run: it says it resumes exactly those, and fetches them.
+    let out = crawl("12", "10485760");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("resuming {} unfetched infohashes", pending.len())),
+        "{stderr}"
+    );
+    let s = Store::open(&db).unwrap();
+    let left = s.pending(10_000).unwrap();
+    let mut jsonl = Vec::new();
+    s.export_jsonl(&mut jsonl).unwrap();
+    s.close().unwrap();
+    swarm.stop();
+    let stored: std::collections::HashSet<String> = String::from_utf8(jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["infohash"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let missing: Vec<String> = pending
+        .iter()
+        .map(|ih| dht_hunter::id::Id(*ih).to_hex())
+        .filter(|h| !stored.contains(h))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} not fetched after restart",
+        missing.len(),
+        pending.len()
+    );
+    assert!(left.is_empty(), "{} still pending", left.len());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
