@@ -15,7 +15,10 @@ CPUS=$(nproc)
 HALF=$((CPUS / 2))
 GENS=${GENS:-$HALF}
 SECS=${SECS:-6}
-echo "cpus $CPUS, generators $GENS, $SECS s per point" | tee "$OUT/summary.txt"
+# WINDOW > 0: closed loop (each generator keeps at most WINDOW queries in
+# flight, so the offered load follows capacity); 0: open loop (overload).
+WINDOW=${WINDOW:-256}
+echo "cpus $CPUS, generators $GENS, window $WINDOW, $SECS s per point" | tee "$OUT/summary.txt"
 grep -m1 "model name" /proc/cpuinfo | tee -a "$OUT/summary.txt"
 uname -r | tee -a "$OUT/summary.txt"
 for N in 1 2 4 8; do
@@ -31,7 +34,7 @@ for N in 1 2 4 8; do
     PIDS=()
     for g in $(seq 0 $((GENS - 1))); do
         taskset -c $((HALF + g % HALF)) "$BIN/dht-loadgen" flood --target 127.0.0.1:$PORT \
-            --sources 64 --source-base 127.$((20 + g)).0.1 --rate 0 --duration $SECS \
+            --sources 64 --source-base 127.$((20 + g)).0.1 --rate 0 --window $WINDOW --duration $SECS \
             --json > "$OUT/flood-$N-$g.json" 2> "$OUT/flood-$N-$g.err" &
         PIDS+=($!)
     done
