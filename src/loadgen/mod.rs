@@ -6,6 +6,7 @@
 //! * [`flood`]: valid KRPC queries at a fixed rate or as fast as possible,
 //!   for measuring how many queries a node answers.
 
+pub mod echo;
 pub mod flood;
 pub mod peers;
 pub mod pktinfo;
