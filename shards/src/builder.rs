@@ -61,6 +61,7 @@ pub struct ShardsBuilder {
     pin: bool,
     oversubscribe: bool,
     udp_bind: Vec<SocketAddr>,
+    udp_spread: bool,
     udp: UdpOptions,
     udp_batch: usize,
     mesh_capacity: usize,
@@ -88,6 +89,7 @@ impl ShardsBuilder {
             pin: true,
             oversubscribe: false,
             udp_bind: Vec::new(),
+            udp_spread: false,
             udp: UdpOptions::default(),
             udp_batch: DEFAULT_UDP_BATCH,
             mesh_capacity: DEFAULT_MESH_CAPACITY,
@@ -127,9 +129,23 @@ impl ShardsBuilder {
     }
 
     /// UDP addresses to serve; each gets one `SO_REUSEPORT` socket per
-    /// shard. Port 0 picks a free port, shared by all shards.
+    /// shard. Port 0 picks a free port, shared by all shards. Replaces an
+    /// earlier [`Self::udp_bind_spread`].
     pub fn udp_bind(mut self, addrs: Vec<SocketAddr>) -> Self {
         self.udp_bind = addrs;
+        self.udp_spread = false;
+        self
+    }
+
+    /// UDP addresses to serve with one port per shard: for each address,
+    /// shard `i` binds its own socket on port `port + i` (its own
+    /// kernel-chosen port when `port` is 0), without `SO_REUSEPORT`, so a
+    /// port held by anyone is an error at [`Self::spawn`]. Each shard
+    /// receives exactly what is sent to its port. Replaces an earlier
+    /// [`Self::udp_bind`].
+    pub fn udp_bind_spread(mut self, addrs: Vec<SocketAddr>) -> Self {
+        self.udp_bind = addrs;
+        self.udp_spread = true;
         self
     }
 
@@ -259,12 +275,29 @@ impl ShardsBuilder {
         let mut per_shard_udp: Vec<Vec<(Socket, SocketAddr, usize, usize)>> =
             (0..n).map(|_| Vec::new()).collect();
         let mut udp_addrs = Vec::new();
+        let mut udp_addrs_by_shard: Vec<Vec<SocketAddr>> = (0..n).map(|_| Vec::new()).collect();
         for addr in &self.udp_bind {
-            let group = udp::bind_group(*addr, n, &self.udp)?;
-            udp_addrs.push(group.local);
-            for (i, s) in group.sockets.into_iter().enumerate() {
-                per_shard_udp[i].push((s, group.local, group.recv_buffer, group.send_buffer));
+            if self.udp_spread {
+                for (i, g) in udp::bind_spread(*addr, n, &self.udp)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    udp_addrs_by_shard[i].push(g.local);
+                    for s in g.sockets {
+                        per_shard_udp[i].push((s, g.local, g.recv_buffer, g.send_buffer));
+                    }
+                }
+            } else {
+                let group = udp::bind_group(*addr, n, &self.udp)?;
+                udp_addrs.push(group.local);
+                for (i, s) in group.sockets.into_iter().enumerate() {
+                    per_shard_udp[i].push((s, group.local, group.recv_buffer, group.send_buffer));
+                    udp_addrs_by_shard[i].push(group.local);
+                }
             }
+        }
+        if self.udp_spread {
+            udp_addrs = udp_addrs_by_shard.iter().flatten().copied().collect();
         }
 
         let app_mesh = mesh::wire::<M>(n, self.mesh_capacity);
@@ -325,6 +358,7 @@ impl ShardsBuilder {
                         handles,
                         shutdown: shutdown.clone(),
                         udp_addrs: udp_addrs.clone(),
+                        udp_addrs_by_shard: udp_addrs_by_shard.clone(),
                         plan: plan.clone(),
                     };
                     let mut failures = match started.join() {
@@ -343,6 +377,7 @@ impl ShardsBuilder {
             handles,
             shutdown,
             udp_addrs,
+            udp_addrs_by_shard,
             plan,
         })
     }
@@ -530,6 +565,7 @@ pub struct Shards<T: Send + 'static> {
     handles: Vec<ExecutorJoinHandle<Result<T, ShardFailure>>>,
     shutdown: ShutdownHandle,
     udp_addrs: Vec<SocketAddr>,
+    udp_addrs_by_shard: Vec<Vec<SocketAddr>>,
     plan: Plan,
 }
 
@@ -539,9 +575,20 @@ impl<T: Send + 'static> Shards<T> {
         self.shutdown.clone()
     }
 
-    /// The bound UDP addresses, in `udp_bind` order (ports resolved).
+    /// Every bound UDP address (ports resolved). Shared layout
+    /// ([`ShardsBuilder::udp_bind`]): one per address, in `udp_bind` order.
+    /// One port per shard ([`ShardsBuilder::udp_bind_spread`]): one per
+    /// shard per address, shard 0's first, then shard 1's, and so on.
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// Each shard's bound UDP addresses (index: shard, then bind address
+    /// in `udp_bind` order), which is what that shard's
+    /// [`ShardContext::udp_addrs`] returns. In the shared layout every
+    /// shard has the same list.
+    pub fn udp_addrs_by_shard(&self) -> &[Vec<SocketAddr>] {
+        &self.udp_addrs_by_shard
     }
 
     /// Placement in force.

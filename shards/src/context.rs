@@ -86,7 +86,8 @@ impl<M: Send + 'static> ShardContext<M> {
         self.cpu
     }
 
-    /// One socket per address given to `udp_bind`, in the same order.
+    /// This shard's sockets: one per address given to `udp_bind` (or
+    /// `udp_bind_spread`), in the same order.
     pub fn udp_sockets(&self) -> &[Rc<UdpSocket>] {
         &self.udp
     }
@@ -96,7 +97,8 @@ impl<M: Send + 'static> ShardContext<M> {
         self.udp.get(i)
     }
 
-    /// Local addresses of the sockets (same on all shards).
+    /// Local addresses of this shard's sockets: the same on all shards with
+    /// `udp_bind`, this shard's own ports with `udp_bind_spread`.
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.udp.iter().map(|u| u.local_addr()).collect()
     }

@@ -78,6 +78,7 @@
 //! | `oversubscribe(bool)` | `false` | more shards than CPUs costs context switches |
 //! | `io_memory(bytes)` | 1 MiB | locked 3× per executor; sockets do not use it |
 //! | `udp_bind(addrs)` | none | one socket per shard per address; port 0 picks one port for all |
+//! | `udp_bind_spread(addrs)` | off | instead of `udp_bind`: shard i binds port `port + i` alone (no `SO_REUSEPORT`); port 0: one ephemeral port each |
 //! | `udp_buffers(rcv, snd)` | system | bigger absorbs bursts, costs memory per shard |
 //! | `udp_batch(n)` | 64 | datagrams per `sendmmsg` in `queue_send` (max 1024) |
 //! | `udp_send_wait(d)` | 100 ms | how long `send_batch` waits on a full buffer before dropping |

@@ -1,4 +1,5 @@
-//! Shared-port UDP: one `SO_REUSEPORT` socket per shard, batched IO.
+//! Shard UDP sockets (one `SO_REUSEPORT` group per address, or one port
+//! per shard), batched IO.
 //!
 //! # Binding without stealing a port
 //!
@@ -16,6 +17,15 @@
 //! created *later* by a process of the same effective UID that also sets
 //! `SO_REUSEPORT`: the kernel lets it join the group (processes of another
 //! UID are refused by the kernel). Run the crawler under its own user.
+//!
+//! # One port per shard
+//!
+//! [`ShardsBuilder::udp_bind_spread`](crate::ShardsBuilder::udp_bind_spread)
+//! gives each shard a socket of its own instead: shard `i` binds the
+//! address with port `port + i` (or its own kernel-chosen port when the
+//! port is 0), *without* `SO_REUSEPORT`, so nothing else can join it and a
+//! held port is an error. Each shard then receives exactly what is sent to
+//! its port.
 //!
 //! # Receive
 //!
@@ -86,6 +96,18 @@ pub enum UdpBindError {
     InUse {
         /// The address asked for.
         addr: SocketAddr,
+    },
+    /// One port per shard was asked for, but `port + shard` passes 65535.
+    #[error("UDP address {addr}: {shards} shards need ports {first}..={last}, past 65535")]
+    PortRange {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The shard count.
+        shards: usize,
+        /// The first port (the one asked for).
+        first: u16,
+        /// The last port needed.
+        last: u32,
     },
     /// Any other socket error, with the step that failed.
     #[error("UDP socket for {addr}: {op}: {source}")]
@@ -183,15 +205,14 @@ fn new_socket(addr: SocketAddr, opts: &UdpOptions) -> Result<Socket, UdpBindErro
     Ok(sock)
 }
 
-/// Binds `n` sockets to `addr` (see the module docs for the order of
-/// operations that makes an occupied port an error).
-pub(crate) fn bind_group(
+/// One socket bound to `addr` without `SO_REUSEPORT` (so a held address
+/// is [`UdpBindError::InUse`]), with its real address and buffer sizes.
+pub(crate) fn bind_exclusive(
     addr: SocketAddr,
-    n: usize,
     opts: &UdpOptions,
 ) -> Result<BoundGroup, UdpBindError> {
-    let first = new_socket(addr, opts)?;
-    first.bind(&addr.into()).map_err(|e| {
+    let sock = new_socket(addr, opts)?;
+    sock.bind(&addr.into()).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
             UdpBindError::InUse { addr }
         } else {
@@ -202,10 +223,7 @@ pub(crate) fn bind_group(
             }
         }
     })?;
-    first
-        .set_reuse_port(true)
-        .map_err(io_err(addr, "SO_REUSEPORT"))?;
-    let local = first
+    let local = sock
         .local_addr()
         .map_err(io_err(addr, "getsockname"))?
         .as_socket()
@@ -214,27 +232,78 @@ pub(crate) fn bind_group(
             op: "getsockname",
             source: io::Error::other("not an IP address"),
         })?;
-    let recv_buffer = first
-        .recv_buffer_size()
-        .map_err(io_err(addr, "SO_RCVBUF"))?;
-    let send_buffer = first
-        .send_buffer_size()
-        .map_err(io_err(addr, "SO_SNDBUF"))?;
-    let mut sockets = vec![first];
+    let recv_buffer = sock.recv_buffer_size().map_err(io_err(addr, "SO_RCVBUF"))?;
+    let send_buffer = sock.send_buffer_size().map_err(io_err(addr, "SO_SNDBUF"))?;
+    Ok(BoundGroup {
+        local,
+        sockets: vec![sock],
+        recv_buffer,
+        send_buffer,
+    })
+}
+
+/// Binds `n` sockets to `addr` (see the module docs for the order of
+/// operations that makes an occupied port an error).
+pub(crate) fn bind_group(
+    addr: SocketAddr,
+    n: usize,
+    opts: &UdpOptions,
+) -> Result<BoundGroup, UdpBindError> {
+    let mut group = bind_exclusive(addr, opts)?;
+    for s in &group.sockets {
+        s.set_reuse_port(true)
+            .map_err(io_err(addr, "SO_REUSEPORT"))?;
+    }
+    let local = group.local;
     for _ in 1..n {
         let s = new_socket(addr, opts)?;
         s.set_reuse_port(true)
             .map_err(io_err(addr, "SO_REUSEPORT"))?;
         s.bind(&local.into())
             .map_err(io_err(local, "bind (shared)"))?;
-        sockets.push(s);
+        group.sockets.push(s);
     }
-    Ok(BoundGroup {
-        local,
-        sockets,
-        recv_buffer,
-        send_buffer,
-    })
+    Ok(group)
+}
+
+/// The address shard `shard` of `shards` binds in the one-port-per-shard
+/// layout: `addr` with port `port + shard`, or port 0 (its own ephemeral
+/// port) when `addr`'s port is 0.
+pub fn spread_addr(
+    addr: SocketAddr,
+    shard: usize,
+    shards: usize,
+) -> Result<SocketAddr, UdpBindError> {
+    if addr.port() == 0 {
+        return Ok(addr);
+    }
+    let base = u64::from(addr.port());
+    let last = base.saturating_add(shards.saturating_sub(1).max(shard) as u64);
+    let err = || UdpBindError::PortRange {
+        addr,
+        shards,
+        first: addr.port(),
+        last: u32::try_from(last).unwrap_or(u32::MAX),
+    };
+    let port = u16::try_from(base.saturating_add(shard as u64)).map_err(|_| err())?;
+    if last > u64::from(u16::MAX) {
+        return Err(err());
+    }
+    let mut a = addr;
+    a.set_port(port);
+    Ok(a)
+}
+
+/// Binds one socket per shard, shard `i` on [`spread_addr`]`(addr, i, n)`,
+/// each without `SO_REUSEPORT`. Returns them in shard order.
+pub(crate) fn bind_spread(
+    addr: SocketAddr,
+    n: usize,
+    opts: &UdpOptions,
+) -> Result<Vec<BoundGroup>, UdpBindError> {
+    (0..n)
+        .map(|i| bind_exclusive(spread_addr(addr, i, n)?, opts))
+        .collect()
 }
 
 /// One received datagram, borrowed from a [`RecvBatch`].

@@ -132,7 +132,8 @@ pub struct CrawlArgs {
     /// Allow more shards than cores.
     #[arg(long)]
     pub oversubscribe: bool,
-    /// Node identity mode: bep42 (one id per bind address) or spread.
+    /// Node identity mode: bep42 (one id per bind address, shared by all
+    /// shards) or spread (one id and one port, port + shard, per shard).
     #[arg(long)]
     pub identity: Option<IdentityMode>,
     /// State directory: ids, known nodes, the default database.

@@ -507,6 +507,8 @@ pub struct NodeStats {
     pub emitted: u64,
     /// BEP 51 samples received (each sample of each reply).
     pub samples_received: u64,
+    /// Valid BEP 51 replies received (with or without samples).
+    pub sample_replies: u64,
     /// Confirmed nodes whose id changed, evicted.
     pub evicted_id_change: u64,
     /// Table entries (candidates included).

@@ -910,6 +910,7 @@ impl Node {
                 self.add_nodes_from(r, now);
                 let next = match r.as_samples() {
                     Ok(s) => {
+                        self.stats.sample_replies = self.stats.sample_replies.saturating_add(1);
                         self.stats.samples_received =
                             self.stats.samples_received.saturating_add(s.len() as u64);
                         for ih in s.samples() {

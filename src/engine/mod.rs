@@ -29,7 +29,7 @@ use shards::{CoreList, ShardContext, ShardsBuilder, ShutdownHandle, TcpOptions};
 pub use identity::{load_or_create_identities, IdentityError};
 pub use telemetry::{ShardTelemetry, Telemetry};
 
-use crate::config::CrawlConfig;
+use crate::config::{CrawlConfig, IdentityMode};
 use crate::dht::{Action, Identity, Node, NodeConfig, ShardMsg};
 use crate::fetch::{FetchJob, FetchPool, PoolConfig};
 use crate::krpc::NodeInfo;
@@ -92,7 +92,9 @@ impl std::fmt::Debug for EngineParts {
 /// A started engine.
 pub struct Engine {
     shards: shards::Shards<ShardReport>,
-    /// The bound UDP addresses (with real ports when 0 was asked for).
+    /// The bound UDP addresses (with real ports when 0 was asked for): one
+    /// per bind address in `bep42` mode, one per shard per bind address
+    /// (shard 0's first) in `spread` mode.
     pub udp_addrs: Vec<SocketAddr>,
 }
 
@@ -132,19 +134,24 @@ pub fn resolve_bootstrap(entries: &[String]) -> Vec<SocketAddr> {
 pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineError> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| EngineError::StateDir(cfg.state_dir.clone(), e))?;
-    let mut builder = ShardsBuilder::new()
+    let builder = ShardsBuilder::new()
         .pin(cfg.pin)
-        .oversubscribe(cfg.oversubscribe)
-        .udp_bind(cfg.bind.clone())
-        .udp_buffers(Some(cfg.udp_rcvbuf), Some(cfg.udp_sndbuf))
-        .tcp(TcpOptions {
-            connect_timeout: cfg.fetch_timeout.min(Duration::from_secs(10)),
-            read_timeout: None,
-            write_timeout: Some(cfg.fetch_timeout),
-            max_per_shard: cfg.fetch_concurrency.saturating_mul(2).max(2),
-            max_per_ip: 2,
-        })
-        .name("dht-hunter");
+        .oversubscribe(cfg.oversubscribe);
+    // bep42: every shard shares each address (SO_REUSEPORT), one id per
+    // address. spread: shard s binds port + s alone, with its own id.
+    let mut builder = match cfg.identity {
+        IdentityMode::Bep42 => builder.udp_bind(cfg.bind.clone()),
+        IdentityMode::Spread => builder.udp_bind_spread(cfg.bind.clone()),
+    }
+    .udp_buffers(Some(cfg.udp_rcvbuf), Some(cfg.udp_sndbuf))
+    .tcp(TcpOptions {
+        connect_timeout: cfg.fetch_timeout.min(Duration::from_secs(10)),
+        read_timeout: None,
+        write_timeout: Some(cfg.fetch_timeout),
+        max_per_shard: cfg.fetch_concurrency.saturating_mul(2).max(2),
+        max_per_ip: 2,
+    })
+    .name("dht-hunter");
     if let Some(list) = &cfg.cores {
         builder = builder.cores(list.parse::<CoreList>()?);
     }
@@ -154,10 +161,16 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     let nr_shards = builder.plan()?.nr_shards();
     parts.telemetry.ensure_shards(nr_shards);
 
-    // Bind first (the builder does it in spawn), then learn the real
-    // addresses; identities need them, so they are created inside each
-    // shard from the shared list below.
-    let identities_base = load_or_create_identities(&cfg.state_dir, &cfg.bind, cfg.identity)?;
+    // Ids are keyed on the configured addresses (spread: port + shard), so
+    // they are known before binding; each shard pairs its own list with
+    // its sockets' real addresses.
+    let identities_base = load_or_create_identities(
+        &cfg.state_dir,
+        &cfg.bind,
+        cfg.identity,
+        cfg.keyspace,
+        nr_shards,
+    )?;
     let mut token_key = [0u8; 32];
     crate::rng::Rng::from_entropy().fill(&mut token_key);
     let bootstrap = resolve_bootstrap(&cfg.bootstrap);
@@ -213,18 +226,19 @@ struct Shard {
 async fn run_shard(
     ctx: ShardContext<ShardMsg>,
     cfg: &CrawlConfig,
-    ids: &[crate::id::Id],
+    ids: &[Vec<crate::id::Id>],
     bootstrap: &[SocketAddr],
     (token_key, t0): ([u8; 32], Instant),
     parts: EngineParts,
 ) -> Result<ShardReport, EngineError> {
     let shard = ctx.shard_id();
     let n = ctx.nr_shards();
-    // The sockets' real addresses (port 0 resolved) with their ids.
+    // This shard's sockets' real addresses (port 0 resolved) with their
+    // ids: the same for every shard in bep42 mode, its own in spread mode.
     let identities: Vec<Identity> = ctx
         .udp_addrs()
         .into_iter()
-        .zip(ids.iter())
+        .zip(ids.get(shard).into_iter().flatten())
         .map(|(addr, id)| Identity { addr, id: *id })
         .collect();
     let mut nc = NodeConfig::new(shard as u8, n as u8, identities, seed_for(shard), token_key);

@@ -31,6 +31,8 @@ pub struct ShardTelemetry {
     pub samples_received: AtomicU64,
     /// announce_peer queries accepted (token valid).
     pub announces_accepted: AtomicU64,
+    /// Valid BEP 51 replies received.
+    pub sample_replies: AtomicU64,
     /// Torrents fetched and stored.
     pub fetched: AtomicU64,
     /// Jobs that ended without metadata.
@@ -64,6 +66,7 @@ impl ShardTelemetry {
         self.samples_received.store(n.samples_received, Relaxed);
         self.announces_accepted
             .store(n.answered.announce_peer, Relaxed);
+        self.sample_replies.store(n.sample_replies, Relaxed);
         self.fetched.store(f.fetched.get(), Relaxed);
         self.fetch_failed.store(f.jobs_failed.get(), Relaxed);
         self.queue.store(queue as u64, Relaxed);
@@ -100,6 +103,8 @@ pub struct Totals {
     pub samples_received: u64,
     /// announce_peer queries accepted.
     pub announces_accepted: u64,
+    /// Valid BEP 51 replies received.
+    pub sample_replies: u64,
     /// Torrents fetched.
     pub fetched: u64,
     /// Jobs failed.
@@ -144,6 +149,7 @@ impl Telemetry {
             t.announced += s.ih_announce.load(Relaxed);
             t.samples_received += s.samples_received.load(Relaxed);
             t.announces_accepted += s.announces_accepted.load(Relaxed);
+            t.sample_replies += s.sample_replies.load(Relaxed);
             t.per_shard_infohashes.push(ih);
             t.fetched += s.fetched.load(Relaxed);
             t.fetch_failed += s.fetch_failed.load(Relaxed);

@@ -176,36 +176,6 @@ def main():
         sessions.append({"i": i, "ses": s, "port": p, "node_id": None, "sent": {}, "received": {},
                          "handles": []})
 
-    # learn node ids, then add the bootstrap node explicitly too
-    deadline = time.time() + 10
-    pending = []
-    while time.time() < deadline and any(x["node_id"] is None for x in sessions):
-        for x in sessions:
-            for a in x["ses"].pop_alerts():
-                m = a.message()
-                if "DHT tracker with node id" in m and x["node_id"] is None:
-                    x["node_id"] = m.split("node id: ")[1].strip()
-                    emit({"event": "session", "session": x["i"], "port": x["port"], "node_id": x["node_id"]})
-                else:
-                    pending.append((x, a))
-        time.sleep(0.05)
-    for x in sessions:
-        if x["node_id"] is None:
-            emit({"event": "error", "session": x["i"], "type": "startup", "message": "DHT did not start"})
-        x["ses"].add_dht_node(boot_ep)
-
-    # announce: add every infohash as an info-hash-only torrent in every session
-    tmp = os.path.join("/tmp", "lt_dht_%d" % os.getpid())
-    for x in sessions:
-        for ih in announce:
-            p = lt.add_torrent_params()
-            p.info_hashes = lt.info_hash_t(lt.sha1_hash(ih))
-            p.save_path = os.path.join(tmp, str(x["i"]))
-            p.name = ih.hex()
-            p.flags &= ~lt.torrent_flags.auto_managed
-            p.flags &= ~lt.torrent_flags.paused
-            x["handles"].append(x["ses"].add_torrent(p))
-
     def handle(x, a):
         i = x["i"]
         name = type(a).__name__
@@ -272,8 +242,38 @@ def main():
         elif isinstance(a, lt.dht_log_alert) and args.log:
             emit({"event": "dht_log", "session": i, "message": a.message()})
 
-    for x, a in pending:
-        handle(x, a)
+    # learn node ids, then add the bootstrap node explicitly too
+    deadline = time.time() + 10
+    while time.time() < deadline and any(x["node_id"] is None for x in sessions):
+        for x in sessions:
+            for a in x["ses"].pop_alerts():
+                m = a.message()
+                if "DHT tracker with node id" in m and x["node_id"] is None:
+                    x["node_id"] = m.split("node id: ")[1].strip()
+                    emit({"event": "session", "session": x["i"], "port": x["port"], "node_id": x["node_id"]})
+                else:
+                    # Alerts are only valid until the next pop_alerts():
+                    # handle them now (keeping them for later crashed
+                    # python3-libtorrent with a use-after-free).
+                    handle(x, a)
+        time.sleep(0.05)
+    for x in sessions:
+        if x["node_id"] is None:
+            emit({"event": "error", "session": x["i"], "type": "startup", "message": "DHT did not start"})
+        x["ses"].add_dht_node(boot_ep)
+
+    # announce: add every infohash as an info-hash-only torrent in every session
+    tmp = os.path.join("/tmp", "lt_dht_%d" % os.getpid())
+    for x in sessions:
+        for ih in announce:
+            p = lt.add_torrent_params()
+            p.info_hashes = lt.info_hash_t(lt.sha1_hash(ih))
+            p.save_path = os.path.join(tmp, str(x["i"]))
+            p.name = ih.hex()
+            p.flags &= ~lt.torrent_flags.auto_managed
+            p.flags &= ~lt.torrent_flags.paused
+            x["handles"].append(x["ses"].add_torrent(p))
+
 
     t_start = time.time()
     end = t_start + args.seconds
