@@ -144,7 +144,8 @@ use crate::krpc::NodeInfo;
 /// One bind address and the node id used on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
-    /// The bound address (shared by all shards through SO_REUSEPORT).
+    /// The bound address (shared by all shards through SO_REUSEPORT in the
+    /// `bep42` identity mode; one per shard in `spread`).
     pub addr: SocketAddr,
     /// The node id on that address (stable across restarts).
     pub id: Id,
