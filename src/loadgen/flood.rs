@@ -1280,7 +1280,7 @@ mod tests {
             "192.0.2.1:6881",
             "0.0.0.0:6881",
             "[2001:db8::1]:6881",
-            "[::ffff:10.0.0.1]:1",
+            "[::ffff:198.51.100.1]:1",
         ] {
             let cfg = FloodConfig::new(t.parse().unwrap());
             assert!(
@@ -1297,7 +1297,7 @@ mod tests {
         cfg.validate().unwrap();
         // A loopback target with a non-loopback source range is refused.
         let mut cfg = FloodConfig::new("127.0.0.1:6881".parse().unwrap());
-        cfg.source_base = Some("10.0.0.1".parse().unwrap());
+        cfg.source_base = Some("198.51.100.1".parse().unwrap());
         assert!(cfg.validate().is_err());
         cfg.source_base = Some("127.255.255.250".parse().unwrap());
         cfg.sources = 10;

@@ -311,8 +311,8 @@ mod tests {
             }
         }
         assert_eq!(ok, 3);
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.51.100.1".parse().unwrap();
+        let v4: IpAddr = "198.51.100.1".parse().unwrap();
         let mut l = PerIpLimiter::new(1024, 1, 1, t0);
         assert!(l.check(t0, mapped));
         assert!(!l.check(t0, v4), "mapped and plain IPv4 are one source");
