@@ -231,7 +231,6 @@ impl FetchPool {
         self.stats.running.set(self.stats.running.get() + 1);
         let mut peers: VecDeque<SocketAddr> = job.peers.iter().copied().collect();
         let mut tried = 0usize;
-        let mut last_failure: Option<FailureKind> = None;
         let (res_tx, res_rx) =
             local_channel::new_bounded::<AttemptResult>(self.cfg.peers_at_once.max(1));
         let res_tx = Rc::new(res_tx);
@@ -283,7 +282,6 @@ impl FetchPool {
                     if kind.penalises() {
                         self.penalise(peer.ip(), Instant::now());
                     }
-                    last_failure = Some(kind);
                 }
             }
         }
@@ -298,7 +296,6 @@ impl FetchPool {
                 self.stats.count_failure(FailureKind::NoPeers);
             }
             self.stats.jobs_failed.set(self.stats.jobs_failed.get() + 1);
-            let _ = last_failure;
             return;
         };
         match metainfo::parse_info(&v.info) {
