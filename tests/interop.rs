@@ -292,6 +292,10 @@ fn libtorrent_dht_sessions_use_our_node() {
             "3",
             "--base-port",
             &free_port().to_string(),
+            // One loopback address per session: we keep one routing entry
+            // per IP (as libtorrent does), so on one address we would see
+            // (and sample) only one of them.
+            "--distinct-ips",
             "--announce",
             &format!("{ih1},{ih2}"),
             "--interval",

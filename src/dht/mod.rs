@@ -191,6 +191,14 @@ pub enum ShardMsg {
         /// The node that sampled it.
         holder: NodeInfo,
     },
+    /// A node whose id lies in another shard's slice, heard of here: the
+    /// owner tracks and samples it. Without this a node that only ever
+    /// talks to the wrong shard (the kernel hashes its ip:port there) would
+    /// never be sampled.
+    Node {
+        /// The node.
+        node: NodeInfo,
+    },
 }
 
 /// Something for the runtime to do.

@@ -39,6 +39,8 @@ const MIN_CONFIRMED: usize = 8;
 const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
 /// A node that has not answered for this long is pinged (BEP 5: 15 min).
 const STALE: Duration = Duration::from_secs(15 * 60);
+/// Node ids remembered as already forwarded to their owner shard.
+const MAX_FORWARDED_NODES: usize = 4096;
 /// Re-ask a node whose sample_infohashes failed or errored after this.
 const SAMPLE_RETRY: Duration = Duration::from_secs(6 * 3600);
 /// Entries looked at per tick by the sweep and by the refresh scan.
@@ -223,6 +225,8 @@ pub struct Node {
     next_walk: Instant,
     next_expire: Instant,
     sweep_cursor: Id,
+    /// Ids of nodes recently handed to their owner shard.
+    forwarded_nodes: std::collections::HashSet<Id>,
     refresh_cursor: Id,
     walks: u64,
     recent_gaps: Vec<u64>,
@@ -297,6 +301,7 @@ impl Node {
             next_walk: now + cfg.walk_interval,
             next_expire: now + Duration::from_secs(60),
             sweep_cursor,
+            forwarded_nodes: std::collections::HashSet::new(),
             refresh_cursor: slice.first(),
             walks: 0,
             recent_gaps: Vec::new(),
@@ -348,6 +353,11 @@ impl Node {
             ShardMsg::Sampled { info_hash, holder } => {
                 if self.owner(&info_hash) == Some(self.cfg.shard) {
                     self.discover(info_hash, Source::Sample, Vec::new(), Some(holder), now);
+                }
+            }
+            ShardMsg::Node { node } => {
+                if self.owner(&node.id) == Some(self.cfg.shard) {
+                    self.add_candidate(node, now);
                 }
             }
         }
@@ -835,6 +845,21 @@ impl Node {
     fn add_candidate(&mut self, node: NodeInfo, now: Instant) {
         if !self.acceptable_node(&node) {
             return;
+        }
+        if self.cfg.crawl {
+            if let Some(owner) = self.owner(&node.id).filter(|o| *o != self.cfg.shard) {
+                // Forward once in a while per node: a small set of recently
+                // forwarded ids, forgotten wholesale when full.
+                if self.forwarded_nodes.len() >= MAX_FORWARDED_NODES {
+                    self.forwarded_nodes.clear();
+                }
+                if self.forwarded_nodes.insert(node.id) {
+                    self.actions.push_back(Action::ToShard {
+                        shard: owner,
+                        msg: ShardMsg::Node { node },
+                    });
+                }
+            }
         }
         if self.table.insert_candidate(node, now)
             && !self.table.in_slice(&node.id)

@@ -1010,3 +1010,78 @@ fn known_nodes_round_trip() {
     back.sort_by_key(|x| x.id);
     assert_eq!(back, nodes);
 }
+
+#[test]
+fn nodes_heard_on_the_wrong_shard_go_to_their_owner() {
+    let t0 = Instant::now();
+    let mk = |s: u8| {
+        let mut c = cfg();
+        c.shard = s;
+        c.nr_shards = 2;
+        Node::new(c, t0)
+    };
+    let (mut s0, mut s1) = (mk(0), mk(1));
+    // A node whose id lies in shard 1's half answers shard 0's find_node
+    // with itself among the nodes.
+    let mut far = Id([0x42; 20]);
+    far.0[0] = 0xd0;
+    let far_addr = peer(9);
+    let node = NodeInfo {
+        id: far,
+        addr: far_addr,
+    };
+    s0.add_known_node(
+        NodeInfo {
+            id: Id([0x10; 20]),
+            addr: peer(1),
+        },
+        t0,
+    );
+    // Learn of `node` through a response's nodes: look for the query shard
+    // 0 sends, answer it.
+    s0.handle_timeout(t0 + Duration::from_secs(1));
+    let sent = out(&mut s0);
+    let q = sent
+        .iter()
+        .find(|t| t.to == peer(1))
+        .expect("a query to the known node");
+    let m = decode(&q.bytes).unwrap();
+    let r = response(
+        m.tid,
+        Id([0x10; 20]),
+        &ResponseBody {
+            nodes: &[node],
+            ..Default::default()
+        },
+    );
+    s0.handle_datagram(0, peer(1), &r, t0 + Duration::from_secs(1));
+    let forwarded: Vec<ShardMsg> = actions(&mut s0)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::ToShard {
+                shard: 1,
+                msg: msg @ ShardMsg::Node { .. },
+            } => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forwarded, vec![ShardMsg::Node { node }]);
+    for m in forwarded {
+        s1.handle_shard_msg(m, t0 + Duration::from_secs(1));
+    }
+    // The owner now tracks it (and its sweep will sample it).
+    assert_eq!(s1.table_entry(&far).map(|(a, _)| a), Some(far_addr));
+    // A shard that does not own a node ignores it.
+    let mut near = Id([0x42; 20]);
+    near.0[0] = 0x10;
+    s1.handle_shard_msg(
+        ShardMsg::Node {
+            node: NodeInfo {
+                id: near,
+                addr: peer(8),
+            },
+        },
+        t0,
+    );
+    assert!(s1.table_entry(&near).is_none());
+}

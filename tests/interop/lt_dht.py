@@ -59,9 +59,9 @@ def emit(d):
     print(json.dumps(d, ensure_ascii=False), flush=True)
 
 
-def settings(port, bootstrap, announce_interval):
+def settings(ip, port, bootstrap, announce_interval):
     wanted = {
-        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_interfaces": "%s:%d" % (ip, port),
         "outgoing_interfaces": "",
         "enable_dht": True,
         "enable_lsd": False,
@@ -134,6 +134,9 @@ def main():
     ap.add_argument("--bootstrap", required=True, help="HOST:PORT of our DHT node (loopback only)")
     ap.add_argument("--sessions", type=int, default=1)
     ap.add_argument("--base-port", type=int, default=17600)
+    ap.add_argument("--distinct-ips", action="store_true",
+                    help="session i listens on 127.0.0.(2+i) instead of 127.0.0.1 (nodes that keep "
+                         "one routing entry per IP then see every session)")
     ap.add_argument("--announce", default="")
     ap.add_argument("--lookup", default="")
     ap.add_argument("--interval", type=float, default=2.0)
@@ -171,7 +174,8 @@ def main():
     filt = loopback_filter()
     for i in range(args.sessions):
         p = args.base_port + i
-        s = lt.session(settings(p, boot_str, args.announce_interval))
+        ip = "127.0.0.%d" % (2 + i) if args.distinct_ips else "127.0.0.1"
+        s = lt.session(settings(ip, p, boot_str, args.announce_interval))
         s.set_ip_filter(filt)
         sessions.append({"i": i, "ses": s, "port": p, "node_id": None, "sent": {}, "received": {},
                          "handles": []})
