@@ -21,11 +21,10 @@
     clippy::print_stdout
 )]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::zeroed;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,27 +41,9 @@ use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
 use dht_hunter::rng::Rng;
 use dht_hunter::store::{Source, Store};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        // SAFETY: forwarding the caller's layout.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p came from System with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{live, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -100,7 +81,7 @@ fn check(r: &FloodReport) {
 fn memory() -> (f64, f64) {
     let now = Instant::now();
     let mut rng = Rng::seed_from_u64(1);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut table = Table::new(Slice::full(), 200_000, 1 << 15);
     let mut added = 0usize;
     for i in 0..100_000u32 {
@@ -112,14 +93,14 @@ fn memory() -> (f64, f64) {
             added += 1;
         }
     }
-    let per_node = (LIVE.load(Ordering::Relaxed) - before) as f64 / added.max(1) as f64;
+    let per_node = (live() - before) as f64 / added.max(1) as f64;
     drop(table);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut set = InfohashSet::new(2_000_000, (7, 9));
     for _ in 0..1_000_000 {
         set.insert(&Id::random(&mut rng));
     }
-    let per_ih = (LIVE.load(Ordering::Relaxed) - before) as f64 / set.len() as f64;
+    let per_ih = (live() - before) as f64 / set.len() as f64;
     println!(
         "memory: {per_node:.0} B per known node ({added} confirmed nodes), {per_ih:.1} B per remembered infohash ({} in the set; the set's own figure: {:.1})",
         set.len(),

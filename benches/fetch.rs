@@ -8,7 +8,6 @@
 //! alone; on a 2-core machine each side has one core.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,27 +18,9 @@ use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
 
 use dht_hunter::store::{Source, Store};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        // SAFETY: forwarding the caller's layout.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: p was allocated by System with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{live, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -140,7 +121,7 @@ fn main() {
                     ..PoolConfig::default()
                 });
                 let stats = pool.stats();
-                baseline.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+                baseline.store(live(), Ordering::Relaxed);
                 let start = Instant::now();
                 for j in jobs {
                     pool.submit(j)
@@ -151,7 +132,7 @@ fn main() {
                 let runner = glommio::spawn_local(pool.clone().run(tcp, writer, stop));
                 loop {
                     let done = stats.fetched.get() + stats.jobs_failed.get();
-                    let live = LIVE.load(Ordering::Relaxed);
+                    let live = live();
                     peak.fetch_max(live, Ordering::Relaxed);
                     if done as usize >= n || start.elapsed() > Duration::from_secs(120) {
                         break;
