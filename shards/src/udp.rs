@@ -727,15 +727,12 @@ impl UdpSocket {
                 iov_base: batch.bufs[i].as_mut_ptr().cast(),
                 iov_len: DATAGRAM_BUF,
             };
-            let h = &mut hdrs[i];
-            h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            point_header(
+                &mut hdrs[i],
+                &mut names[i],
+                size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                &mut iovs[i],
+            );
         }
         // SAFETY: `hdrs[..n]` point into `iovs`, `names` and `batch.bufs`,
         // all alive and unaliased for the duration of the call; `n` ≤ 1024.
@@ -795,15 +792,7 @@ impl UdpSocket {
                 iov_base: batch.data[e.start..].as_ptr() as *mut libc::c_void,
                 iov_len: e.len,
             };
-            let h = &mut hdrs[i];
-            h.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = e.addr_len;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
+            point_header(&mut hdrs[i], &mut names[i], e.addr_len, &mut iovs[i]);
         }
         // SAFETY: the headers point into live buffers owned by `scratch`
         // and `batch` for the duration of the call; `n` ≤ 1024.
@@ -1013,6 +1002,25 @@ pub(crate) fn addr_to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, lib
             (s, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
         }
     }
+}
+
+/// Points one `mmsghdr` at one address and one buffer, with no control
+/// data: the shape both `recvmmsg` and `sendmmsg` use.
+#[inline]
+fn point_header(
+    h: &mut libc::mmsghdr,
+    name: &mut libc::sockaddr_storage,
+    name_len: libc::socklen_t,
+    iov: &mut libc::iovec,
+) {
+    h.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+    h.msg_hdr.msg_namelen = name_len;
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h.msg_hdr.msg_control = std::ptr::null_mut();
+    h.msg_hdr.msg_controllen = 0;
+    h.msg_hdr.msg_flags = 0;
+    h.msg_len = 0;
 }
 
 #[cfg(test)]
