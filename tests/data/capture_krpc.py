@@ -41,83 +41,9 @@ import time
 
 import libtorrent as lt
 
-# --------------------------------------------------------------------------
-# tiny bencode
-# --------------------------------------------------------------------------
-
-
-def bencode(x):
-    if isinstance(x, bool):
-        raise TypeError("bool")
-    if isinstance(x, int):
-        return b"i%de" % x
-    if isinstance(x, str):
-        x = x.encode()
-    if isinstance(x, (bytes, bytearray)):
-        return b"%d:%s" % (len(x), bytes(x))
-    if isinstance(x, (list, tuple)):
-        return b"l" + b"".join(bencode(i) for i in x) + b"e"
-    if isinstance(x, dict):
-        items = []
-        for k, v in x.items():
-            kb = k.encode() if isinstance(k, str) else bytes(k)
-            items.append((kb, v))
-        items.sort(key=lambda kv: kv[0])
-        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
-    raise TypeError(type(x))
-
-
-class BdecodeError(ValueError):
-    pass
-
-
-def bdecode(data):
-    """Decode; dict keys become str (latin-1 if not utf-8), values stay bytes."""
-
-    def dec(i):
-        c = data[i:i + 1]
-        if c == b"i":
-            j = data.index(b"e", i)
-            return int(data[i + 1:j]), j + 1
-        if c == b"l":
-            i += 1
-            out = []
-            while data[i:i + 1] != b"e":
-                v, i = dec(i)
-                out.append(v)
-            return out, i + 1
-        if c == b"d":
-            i += 1
-            out = {}
-            while data[i:i + 1] != b"e":
-                k, i = dec(i)
-                if not isinstance(k, bytes):
-                    raise BdecodeError("non-string key")
-                v, i = dec(i)
-                try:
-                    ks = k.decode()
-                except UnicodeDecodeError:
-                    ks = k.decode("latin-1")
-                out[ks] = v
-            return out, i + 1
-        if c.isdigit():
-            j = data.index(b":", i)
-            n = int(data[i:j])
-            s = data[j + 1:j + 1 + n]
-            if len(s) != n:
-                raise BdecodeError("short string")
-            return s, j + 1 + n
-        raise BdecodeError("bad byte %r at %d" % (c, i))
-
-    v, end = dec(0)
-    if end != len(data):
-        raise BdecodeError("trailing data")
-    return v
-
-
-# --------------------------------------------------------------------------
-# helpers for compact node / peer info
-# --------------------------------------------------------------------------
+# The bencode codec the interop scripts share (tests/interop/bencode_mini.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
+from bencode_mini import BdecodeError, bdecode, bencode  # noqa: E402,F401
 
 
 def compact_peer(ip, port):
