@@ -26,7 +26,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use dht_hunter::config::{CrawlConfig, FileConfig};
 use dht_hunter::dht::dedup::InfohashSet;
@@ -37,9 +37,8 @@ use dht_hunter::id::Id;
 use dht_hunter::keyspace::Slice;
 use dht_hunter::krpc::NodeInfo;
 use dht_hunter::loadgen::flood::{self, thread_cpu_time, FloodConfig, FloodReport};
-use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
 use dht_hunter::rng::Rng;
-use dht_hunter::store::{Source, Store};
+use dht_hunter::store::Store;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -48,7 +47,10 @@ use counting_alloc::{live, Counting};
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const CHILD: &str = "DH_BENCH_E2E_SWARM";
+#[path = "support/peer_swarm.rs"]
+mod peer_swarm;
+use peer_swarm::{serve_if_child, PeerSwarm};
+
 const SECS: f64 = 3.0;
 
 fn process_cpu() -> Duration {
@@ -178,27 +180,8 @@ fn engine_case(shards: usize) -> (f64, f64) {
     )
 }
 
-#[derive(serde::Deserialize)]
-struct Truth {
-    infohash: String,
-    peers: Vec<TruthPeer>,
-}
-
-#[derive(serde::Deserialize)]
-struct TruthPeer {
-    addr: String,
-}
-
-fn fetch_case(truth: &[Truth], shards: usize) -> f64 {
-    let jobs: Vec<FetchJob> = truth
-        .iter()
-        .map(|t| FetchJob {
-            info_hash: t.infohash.parse().unwrap(),
-            source: Source::Sample,
-            discovered_at: SystemTime::now(),
-            peers: t.peers.iter().map(|p| p.addr.parse().unwrap()).collect(),
-        })
-        .collect();
+fn fetch_case(swarm: &PeerSwarm, shards: usize) -> f64 {
+    let jobs = swarm.jobs();
     let dir = std::env::temp_dir().join(format!("dh-e2e-fetch-{}-{shards}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -256,22 +239,7 @@ fn fetch_case(truth: &[Truth], shards: usize) -> f64 {
 }
 
 fn main() {
-    if std::env::var_os(CHILD).is_some() {
-        let swarm = Swarm::start(&SwarmConfig {
-            nodes: 16,
-            torrents: 6000,
-            peers_per_torrent: 1,
-            bad_fraction: 0.0,
-            unfetchable_fraction: 0.0,
-            large_torrents: 0,
-            client_rate: 0,
-            ..SwarmConfig::default()
-        })
-        .unwrap();
-        println!("{}", serde_json::to_string(&swarm.truth).unwrap());
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-        swarm.stop();
+    if serve_if_child(6000) {
         return;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -302,27 +270,12 @@ fn main() {
             aps / raw
         );
     }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("--bench")
-        .env(CHILD, "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let truth: Vec<Truth> = serde_json::from_str(&first).unwrap();
+    let swarm = PeerSwarm::spawn(&["--bench".into()]);
     for n in [1usize, 2] {
-        let rate = fetch_case(&truth, n);
+        let rate = fetch_case(&swarm, n);
         println!(
             "fetch {n} shard(s): {rate:>8.0} metadata fetched/s ({} torrents)",
-            truth.len()
+            swarm.truth.len()
         );
     }
-    drop(child.stdin.take());
-    let _ = child.wait();
 }

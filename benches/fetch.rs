@@ -11,12 +11,11 @@
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use dht_hunter::fetch::{FetchJob, FetchPool, PoolConfig};
-use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+use dht_hunter::fetch::{FetchPool, PoolConfig};
 
-use dht_hunter::store::{Source, Store};
+use dht_hunter::store::Store;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -25,71 +24,24 @@ use counting_alloc::{live, Counting};
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const CHILD: &str = "DH_BENCH_FETCH_SWARM";
-
-/// The child: runs the swarm, prints its ground truth, serves until stdin
-/// closes.
-fn child(torrents: usize) {
-    let swarm = Swarm::start(&SwarmConfig {
-        nodes: 16,
-        torrents,
-        peers_per_torrent: 1,
-        bad_fraction: 0.0,
-        unfetchable_fraction: 0.0,
-        large_torrents: 0,
-        client_rate: 0,
-        ..SwarmConfig::default()
-    })
-    .unwrap();
-    println!("{}", serde_json::to_string(&swarm.truth).unwrap());
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    swarm.stop();
-}
-
-#[derive(serde::Deserialize)]
-struct Truth {
-    infohash: String,
-    info_len: usize,
-    peers: Vec<TruthPeer>,
-}
-
-#[derive(serde::Deserialize)]
-struct TruthPeer {
-    addr: String,
-}
+#[path = "support/peer_swarm.rs"]
+mod peer_swarm;
+use peer_swarm::{serve_if_child, PeerSwarm};
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let torrents: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
     let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
-    if std::env::var_os(CHILD).is_some() {
-        child(torrents);
+    if serve_if_child(torrents) {
         return;
     }
-    let mut swarm = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--bench", &torrents.to_string(), &concurrency.to_string()])
-        .env(CHILD, "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(swarm.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let truth: Vec<Truth> = serde_json::from_str(&first).unwrap();
-    let jobs: Vec<FetchJob> = truth
-        .iter()
-        .map(|t| FetchJob {
-            info_hash: t.infohash.parse().unwrap(),
-            source: Source::Sample,
-            discovered_at: SystemTime::now(),
-            peers: t.peers.iter().map(|p| p.addr.parse().unwrap()).collect(),
-        })
-        .collect();
+    let swarm = PeerSwarm::spawn(&[
+        "--bench".into(),
+        torrents.to_string(),
+        concurrency.to_string(),
+    ]);
+    let truth = &swarm.truth;
+    let jobs = swarm.jobs();
     let mean_info: f64 = truth.iter().map(|t| t.info_len as f64).sum::<f64>() / truth.len() as f64;
     let mut sizes: Vec<usize> = truth.iter().map(|t| t.info_len).collect();
     sizes.sort_unstable();
@@ -152,8 +104,7 @@ fn main() {
     store.flush().unwrap();
     let stored = store.stats().unwrap().torrents;
     store.close().unwrap();
-    drop(swarm.stdin.take());
-    let _ = swarm.wait();
+    drop(swarm);
     let rate = fetched as f64 / elapsed.as_secs_f64();
     let held = peak
         .load(Ordering::Relaxed)
