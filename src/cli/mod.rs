@@ -448,6 +448,17 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Resu
     if !pending.is_empty() {
         log::info!("resuming {} unfetched infohashes", pending.len());
     }
+    let stored: Vec<crate::id::Id> = store
+        .stored_infohashes()?
+        .into_iter()
+        .map(crate::id::Id)
+        .collect();
+    if !stored.is_empty() {
+        log::info!(
+            "{} stored infohashes will not be fetched again",
+            stored.len()
+        );
+    }
     let telemetry = Arc::new(Telemetry::default());
     let parts = EngineParts {
         store: store.writer(),
@@ -455,6 +466,7 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Resu
         tweak: None,
         known_nodes: Arc::new(known),
         pending: Arc::new(pending),
+        stored: Arc::new(stored),
     };
     let eng = engine::start(cfg, parts)?;
     log::info!("listening on {:?}", eng.udp_addrs);

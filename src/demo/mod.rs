@@ -48,9 +48,10 @@ pub struct DemoArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 55)]
     pub timeout: u64,
-    /// Hard deadline of one metadata fetch, seconds.
-    #[arg(long, default_value_t = 5)]
-    pub fetch_timeout: u64,
+    /// Hard deadline of one metadata fetch, seconds (default: the crawl
+    /// command's).
+    #[arg(long)]
+    pub fetch_timeout: Option<u64>,
     /// Where the database, the ids and the ground truth go.
     #[arg(long, default_value = "dht-hunter-demo")]
     pub state_dir: PathBuf,
@@ -168,35 +169,24 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         oversubscribe: Some(true),
         state_dir: Some(args.state_dir.clone()),
         allow_private: Some(true),
-        max_pps: Some(40_000),
-        per_ip_pps: Some(20),
         db: Some(db.clone()),
-        fetch_concurrency: Some(64),
-        fetch_timeout: Some(args.fetch_timeout),
-        udp_rcvbuf: Some(4 << 20),
-        udp_sndbuf: Some(4 << 20),
+        fetch_timeout: args.fetch_timeout,
+        // Everything else is the crawl command's default: the demo shows
+        // what a user gets, not a tuned run.
         ..FileConfig::default()
     };
     let cfg = CrawlConfig::resolve(flags)?;
     let store = Store::open(&db).with_context(|| format!("opening {db}"))?;
     let telemetry = Arc::new(Telemetry::default());
-    let tweak: engine::NodeTweak = Arc::new(|nc: &mut crate::dht::NodeConfig| {
-        // The swarm is small and local: walk and resample faster than on
-        // the real DHT, where these would be rude.
-        nc.walk_interval = Duration::from_millis(200);
-        nc.min_resample = Duration::from_secs(5);
-        nc.query_timeout = Duration::from_secs(2);
-        nc.inbound_per_ip_pps = 1000;
-        nc.inbound_per_ip_burst = 1000;
-    });
     let eng = engine::start(
         &cfg,
         EngineParts {
             store: store.writer(),
             telemetry: telemetry.clone(),
-            tweak: Some(tweak),
+            tweak: None,
             known_nodes: Arc::new(Vec::new()),
             pending: Arc::new(Vec::new()),
+            stored: Arc::new(Vec::new()),
         },
     )?;
     if let Some(addr) = eng.udp_addrs.first() {

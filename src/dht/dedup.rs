@@ -13,10 +13,14 @@
 //! neighbourhood. Capacity is not a power of two; the home slot is found by
 //! multiply-shift range reduction.
 //!
-//! Bound: at `max_entries` the set stops growing and refuses new entries
-//! ([`Insert::Full`]). The node then drops the infohash (counted) rather
-//! than emitting it without remembering it: forgetting would let the same
-//! infohash be fetched again and again. Size the bound for the run.
+//! Bound: the set never refuses and never grows past `max_entries`. It
+//! keeps two generations of at most `max_entries / 2` each; when the
+//! current one is full, the older one is dropped and the current one becomes
+//! the older. So at the bound it forgets its oldest half, never what is new:
+//! a full filter that refused new infohashes would stop the harvest until a
+//! restart (a spoofed get_peers flood of random infohashes could fill it).
+//! What is forgotten can be fetched again once; the store's own duplicate
+//! check keeps it stored once.
 
 use std::hash::{Hash, Hasher};
 
@@ -33,75 +37,25 @@ pub enum Insert {
     New,
     /// It was already there.
     Known,
-    /// Not there, and the set is at its bound.
-    Full,
 }
 
-/// A bounded set of infohashes (see the module docs).
-#[derive(Debug, Clone)]
-pub struct InfohashSet {
+/// One generation: open addressing over fingerprints.
+#[derive(Debug, Clone, Default)]
+struct Generation {
     slots: Vec<u128>,
     len: usize,
-    max_entries: usize,
-    key: (u64, u64),
 }
 
-impl InfohashSet {
-    /// An empty set that will hold at most `max_entries`, keyed by `key`.
-    pub fn new(max_entries: usize, key: (u64, u64)) -> Self {
-        InfohashSet {
-            slots: Vec::new(),
-            len: 0,
-            max_entries,
-            key,
-        }
-    }
-
-    fn fingerprint(&self, ih: &Id) -> u128 {
-        let half = |salt: u64| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (self.key.0, self.key.1, salt, ih.0).hash(&mut h);
-            h.finish()
-        };
-        let fp = (u128::from(half(1)) << 64) | u128::from(half(2));
-        fp.max(1) // 0 marks an empty slot
-    }
-
+impl Generation {
     fn home(fp: u128, cap: usize) -> usize {
         ((u128::from(fp as u64) * cap as u128) >> 64) as usize
     }
 
-    /// Number of infohashes remembered.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether none is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Slots allocated.
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Heap bytes per remembered infohash, from the real allocation.
-    pub fn bytes_per_infohash(&self) -> f64 {
-        let bytes = self.slots.capacity() * std::mem::size_of::<u128>();
-        if self.len == 0 {
-            return bytes as f64;
-        }
-        bytes as f64 / self.len as f64
-    }
-
-    /// Whether `ih` is remembered.
-    pub fn contains(&self, ih: &Id) -> bool {
+    fn contains(&self, fp: u128) -> bool {
         let cap = self.slots.len();
         if cap == 0 {
             return false;
         }
-        let fp = self.fingerprint(ih);
         let mut i = Self::home(fp, cap);
         for _ in 0..cap {
             match self.slots.get(i) {
@@ -113,24 +67,16 @@ impl InfohashSet {
         false
     }
 
-    /// Remembers `ih`.
-    pub fn insert(&mut self, ih: &Id) -> Insert {
-        if self.contains(ih) {
-            return Insert::Known;
-        }
-        if self.len >= self.max_entries {
-            return Insert::Full;
-        }
+    /// Adds `fp` (not present), growing by 5/4 up to what `bound` can use.
+    fn insert(&mut self, fp: u128, bound: usize) {
         if (self.len + 1) * MAX_LOAD_DEN > self.slots.len() * MAX_LOAD_NUM {
             let grown = (self.slots.len() + self.slots.len() / 4).max(MIN_CAPACITY);
             // Never allocate far beyond what the bound can use.
-            let cap_for_bound = self.max_entries.saturating_mul(MAX_LOAD_DEN) / MAX_LOAD_NUM + 1;
+            let cap_for_bound = bound.saturating_mul(MAX_LOAD_DEN) / MAX_LOAD_NUM + 1;
             self.resize(grown.min(cap_for_bound.max(MIN_CAPACITY)).max(self.len + 1));
         }
-        let fp = self.fingerprint(ih);
         self.place(fp);
         self.len += 1;
-        Insert::New
     }
 
     fn place(&mut self, fp: u128) {
@@ -156,6 +102,92 @@ impl InfohashSet {
         for fp in old.into_iter().filter(|&f| f != 0) {
             self.place(fp);
         }
+    }
+}
+
+/// A bounded set of infohashes (see the module docs).
+#[derive(Debug, Clone)]
+pub struct InfohashSet {
+    current: Generation,
+    older: Generation,
+    /// Entries per generation at most.
+    half: usize,
+    key: (u64, u64),
+    forgotten: u64,
+}
+
+impl InfohashSet {
+    /// An empty set that will hold at most `max_entries` (at least the
+    /// newest `max_entries / 2`), keyed by `key`.
+    pub fn new(max_entries: usize, key: (u64, u64)) -> Self {
+        InfohashSet {
+            current: Generation::default(),
+            older: Generation::default(),
+            half: (max_entries / 2).max(1),
+            key,
+            forgotten: 0,
+        }
+    }
+
+    fn fingerprint(&self, ih: &Id) -> u128 {
+        let half = |salt: u64| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (self.key.0, self.key.1, salt, ih.0).hash(&mut h);
+            h.finish()
+        };
+        let fp = (u128::from(half(1)) << 64) | u128::from(half(2));
+        fp.max(1) // 0 marks an empty slot
+    }
+
+    /// Number of infohashes remembered.
+    pub fn len(&self) -> usize {
+        self.current.len + self.older.len
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slots allocated.
+    pub fn capacity(&self) -> usize {
+        self.current.slots.len() + self.older.slots.len()
+    }
+
+    /// Infohashes forgotten so far to stay within the bound.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// Heap bytes per remembered infohash, from the real allocation.
+    pub fn bytes_per_infohash(&self) -> f64 {
+        let bytes = (self.current.slots.capacity() + self.older.slots.capacity())
+            * std::mem::size_of::<u128>();
+        if self.is_empty() {
+            return bytes as f64;
+        }
+        bytes as f64 / self.len() as f64
+    }
+
+    /// Whether `ih` is remembered.
+    pub fn contains(&self, ih: &Id) -> bool {
+        let fp = self.fingerprint(ih);
+        self.current.contains(fp) || self.older.contains(fp)
+    }
+
+    /// Remembers `ih`, forgetting the older generation when the current
+    /// one is full.
+    pub fn insert(&mut self, ih: &Id) -> Insert {
+        let fp = self.fingerprint(ih);
+        if self.current.contains(fp) || self.older.contains(fp) {
+            return Insert::Known;
+        }
+        if self.current.len >= self.half {
+            self.forgotten = self.forgotten.saturating_add(self.older.len as u64);
+            self.older = std::mem::take(&mut self.current);
+        }
+        self.current.insert(fp, self.half);
+        Insert::New
     }
 }
 
@@ -197,16 +229,20 @@ mod tests {
     }
 
     #[test]
-    fn bound_refuses_and_never_forgets() {
+    fn bound_forgets_the_oldest_never_refuses() {
         let mut set = InfohashSet::new(100, (1, 1));
-        let ids: Vec<Id> = (0..150u8).map(|i| Id([i; 20])).collect();
-        for (i, id) in ids.iter().enumerate() {
-            let r = set.insert(id);
-            assert_eq!(r, if i < 100 { Insert::New } else { Insert::Full });
+        let ids: Vec<Id> = (0..=255u8).map(|i| Id([i; 20])).collect();
+        for id in &ids {
+            assert_eq!(set.insert(id), Insert::New);
+            assert!(set.len() <= 100);
         }
-        assert_eq!(set.len(), 100);
-        for id in &ids[..100] {
+        // The newest 50 are always remembered; the oldest are forgotten.
+        for id in &ids[206..] {
+            assert!(set.contains(id));
             assert_eq!(set.insert(id), Insert::Known);
         }
+        assert!(!set.contains(&ids[0]));
+        assert!(set.forgotten() >= 150);
+        assert_eq!(set.forgotten() as usize + set.len(), 256);
     }
 }

@@ -39,24 +39,27 @@
 //! anywhere else matches nothing. No shared table, no lock, one mesh hop for
 //! the replies that land on the wrong core.
 //!
-//! # Queries for another shard's keys: answered locally
+//! # One node to the outside: queries answered by their key's owner
 //!
-//! A find_node, get_peers or sample_infohashes whose target lies in another
-//! shard's slice could be forwarded so the owner answers (it may send from
-//! its own socket: the bound address is the same). We answer locally
-//! instead. Forwarding costs a mesh hop and a copy per inbound query, adds
-//! latency to every answer, and lets a remote flood of queries become a
-//! flood across cores; what it buys is answer quality, since the owner knows
-//! more nodes near the target. But each shard already keeps a Kademlia-like
-//! spread of nodes outside its slice (`max_out_per_bucket` per distance
-//! bucket), which is what an ordinary node answers from, and values for
-//! get_peers are stored on the shard that received the announce, which is
-//! usually the one that receives the same peer's next queries (the kernel
-//! hashes by source). Answers are therefore those of an ordinary good node,
-//! at a fraction of the cost. What must never be local is deduplication:
-//! infohashes harvested on the wrong shard (passive get_peers and
-//! announce_peer, and samples) always go to the owner ([`ShardMsg::Harvested`],
-//! [`ShardMsg::Sampled`]).
+//! With one identity shared by all shards (`bep42`), a remote node must see
+//! one consistent node whichever shard the kernel hashes its datagram to.
+//! So a find_node, get_peers, announce_peer or sample_infohashes whose key
+//! lies in another shard's slice is passed, raw, to that owner
+//! ([`ShardMsg::Query`], after the receiving shard's per-IP admission), and
+//! the owner answers from its own socket, bound to the same address:
+//! * announces are stored at the infohash's owner, so get_peers `values`
+//!   are the same from every source port;
+//! * find_node is answered from the owner's dense table of the target's
+//!   neighbourhood, as close as a single-table node's answer;
+//! * every new infohash is offered to every shard's sample pool
+//!   ([`ShardMsg::Offer`]), so `num` and the samples come from one set.
+//!
+//! Pings stay local. The price is a mesh hop and a copy for (n−1)/n of the
+//! keyed queries. With `spread` identities (one id and port per shard) each
+//! shard is its own node and nothing is forwarded
+//! ([`NodeConfig::forward_queries`]). Harvesting is owner-only in both
+//! modes: infohashes heard on the wrong shard go to the owner
+//! ([`ShardMsg::Harvested`], [`ShardMsg::Sampled`]).
 //!
 //! # Harvesting: exploration and exploitation
 //!
@@ -91,9 +94,13 @@
 //! anyone can send get_peers for random infohashes, and each lookup costs up
 //! to 24 datagrams to third parties.
 //!
-//! An infohash is emitted as [`Action::Harvested`] once, when its peer
-//! search is over (at once for an announce, which brings its peer). Later
-//! peers for an already emitted infohash come as [`Action::MorePeers`].
+//! Each infohash's life, from seen to stored or given up, belongs to the
+//! owner shard's [`harvest::Harvester`]: it asks the node for peer searches
+//! and the runtime for fetches ([`Action::Fetch`], reported back through
+//! [`Node::handle_fetch_result`]), retries with backoff, and lets a peer
+//! arriving from anywhere wake an infohash that waits. Budget and per-IP
+//! limits are checked before a query is built; a search or a holder query
+//! that meets them waits for a later tick instead of failing.
 //!
 //! # Hygiene (and where the rules come from)
 //!
@@ -121,6 +128,7 @@
 
 pub mod addr;
 pub mod dedup;
+pub mod harvest;
 pub mod limiter;
 pub mod lookup;
 mod node;
@@ -199,6 +207,23 @@ pub enum ShardMsg {
         /// The node.
         node: NodeInfo,
     },
+    /// A query about a key this shard does not own, for the owner to
+    /// answer from its own socket on the same address (one node to the
+    /// outside; only when identities are shared, `forward_queries`).
+    Query {
+        /// The identity (socket) it arrived on.
+        identity: u8,
+        /// Its source.
+        from: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// A new infohash for every shard's BEP 51 sample pool, so that
+    /// `sample_infohashes` answers agree whichever shard gives them.
+    Offer {
+        /// The infohash.
+        info_hash: Id,
+    },
 }
 
 /// Something for the runtime to do.
@@ -211,16 +236,31 @@ pub enum Action {
         /// The message.
         msg: ShardMsg,
     },
-    /// A new infohash owned by this shard (emitted once per infohash).
-    Harvested {
+    /// A new infohash owned by this shard, for the store's pending table
+    /// (once per infohash life).
+    Discovered {
         /// The infohash.
         info_hash: Id,
         /// How it was first seen.
         source: Source,
-        /// Peers known for it (may be empty when none could be found).
+    },
+    /// Fetch this infohash's metadata from these peers, and report the
+    /// outcome with [`Node::handle_fetch_result`] (once per try).
+    Fetch {
+        /// The infohash.
+        info_hash: Id,
+        /// How it was first seen.
+        source: Source,
+        /// Its peers, untried ones first (never empty).
         peers: Vec<SocketAddr>,
     },
-    /// More peers for an infohash already emitted.
+    /// The harvester gave up on this infohash (bounded tries): the store
+    /// forgets it from its pending table.
+    GaveUp {
+        /// The infohash.
+        info_hash: Id,
+    },
+    /// More peers for an infohash being fetched.
     MorePeers {
         /// The infohash.
         info_hash: Id,
@@ -318,8 +358,11 @@ pub struct NodeConfig {
     pub max_explore_inflight: usize,
     /// Lookups running at once at most.
     pub max_lookups: usize,
-    /// Infohashes remembered by the dedup set at most.
-    pub dedup_capacity: usize,
+    /// The harvester's bounds and retry policy.
+    pub harvest: harvest::HarvestConfig,
+    /// Forward queries about keys another shard owns to that shard, which
+    /// answers from its own socket (shards share identities: `bep42`).
+    pub forward_queries: bool,
     /// Torrents in the announce store at most.
     pub max_torrents: usize,
     /// Peers per torrent at most.
@@ -350,7 +393,7 @@ impl NodeConfig {
         cfg.limiter_slots = 64;
         cfg.sample_interval = 60;
         cfg.max_inflight = 64;
-        cfg.dedup_capacity = 16;
+        cfg.harvest.stored_capacity = 16;
         cfg.max_pps = 1000;
         cfg.max_bps = 1 << 30;
         cfg
@@ -391,7 +434,8 @@ impl NodeConfig {
             max_inflight: 8192,
             max_explore_inflight: 1024,
             max_lookups: 256,
-            dedup_capacity: 16_000_000,
+            harvest: harvest::HarvestConfig::default(),
+            forward_queries: false,
             max_torrents: 2_000,
             max_peers: 200,
             sample_pool: 4096,
@@ -468,8 +512,9 @@ pub struct DropCounts {
     pub inflight_full: u64,
     /// Infohash not in this machine's slice.
     pub foreign_key: u64,
-    /// Infohash dropped: dedup set at its bound.
-    pub dedup_full: u64,
+    /// Infohash not taken in: the harvester's table is full of entries at
+    /// least as good.
+    pub harvest_full: u64,
 }
 
 /// New infohashes by source (counted on the owner shard).
@@ -498,6 +543,10 @@ pub struct NodeStats {
     pub forwarded_out: u64,
     /// Replies received from other shards.
     pub forwarded_in: u64,
+    /// Queries handed to the shard owning their key.
+    pub queries_forwarded_out: u64,
+    /// Queries answered for another shard that received them.
+    pub queries_forwarded_in: u64,
     /// Queries answered, by method.
     pub answered: MethodCounts,
     /// Error replies sent.
@@ -512,7 +561,7 @@ pub struct NodeStats {
     pub dropped: DropCounts,
     /// New infohashes, by source.
     pub infohashes: SourceCounts,
-    /// Infohashes emitted as [`Action::Harvested`].
+    /// Fetches handed out as [`Action::Fetch`].
     pub emitted: u64,
     /// BEP 51 samples received (each sample of each reply).
     pub samples_received: u64,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::addr::{is_martian, is_valid_peer};
-use super::dedup::{InfohashSet, Insert};
+use super::harvest::{Discovered, FetchOutcome, Harvester};
 use super::limiter::{Budget, PerIpLimiter, Tier};
 use super::lookup::Lookup;
 use super::store::{PeerStore, SamplePool};
@@ -25,8 +25,9 @@ use crate::rng::Rng;
 const MAX_POOLED_BUFFERS: usize = 256;
 /// Outstanding get_peers-to-holder jobs at most.
 const MAX_EXPLOIT_QUEUE: usize = 65_536;
-/// Infohashes waiting for their peer search at most.
-const MAX_PENDING: usize = 65_536;
+/// Peer searches queued in the node (holder queries plus lookups waiting
+/// for a lookup slot) at most; the rest wait in the harvester.
+const SEARCH_BACKLOG: usize = 1024;
 /// Out-of-slice candidates waiting for verification at most.
 const MAX_VERIFY_QUEUE: usize = 4096;
 /// Nodes waiting for a re-ping at most.
@@ -47,6 +48,9 @@ const SAMPLE_RETRY: Duration = Duration::from_secs(6 * 3600);
 const SCAN_PER_TICK: usize = 512;
 /// Gaps remembered as recently walked into.
 const RECENT_GAPS: usize = 16;
+/// A query's size for the budget's admission check (get_peers with a
+/// 4-byte tid and a version is about 100 bytes).
+const QUERY_SIZE_ESTIMATE: usize = 128;
 /// Nodes in find_node answers (per family).
 const K: usize = 8;
 
@@ -104,10 +108,6 @@ impl Inflight {
             return u16::try_from(self.slots.len() - 1).ok();
         }
         None
-    }
-
-    fn release(&mut self, slot: u16) {
-        self.free.push_front(slot);
     }
 
     fn insert(&mut self, slot: u16, p: Pending) {
@@ -178,12 +178,6 @@ enum Answered {
     Other,
 }
 
-#[derive(Debug)]
-struct PendingHarvest {
-    source: Source,
-    peers: Vec<SocketAddr>,
-}
-
 #[derive(Debug, Clone, Copy)]
 struct ExploitJob {
     info_hash: Id,
@@ -205,8 +199,7 @@ pub struct Node {
     per_ip_in: PerIpLimiter,
     store: PeerStore,
     pool: SamplePool,
-    dedup: InfohashSet,
-    pending: HashMap<Id, PendingHarvest>,
+    harvest: Harvester,
     exploit: VecDeque<ExploitJob>,
     lookups: HashMap<u32, Lookup>,
     lookup_queue: VecDeque<(Id, Vec<NodeInfo>)>,
@@ -269,7 +262,7 @@ impl Node {
             key(&mut rng),
             now,
         );
-        let dedup = InfohashSet::new(cfg.dedup_capacity, key(&mut rng));
+        let harvest = Harvester::new(cfg.harvest, key(&mut rng));
         let sweep_cursor = slice.random_id(&mut rng);
         Node {
             slice,
@@ -281,8 +274,7 @@ impl Node {
             per_ip_in,
             store: PeerStore::new(cfg.max_torrents, cfg.max_peers),
             pool: SamplePool::new(cfg.sample_pool),
-            dedup,
-            pending: HashMap::new(),
+            harvest,
             exploit: VecDeque::new(),
             lookups: HashMap::new(),
             lookup_queue: VecDeque::new(),
@@ -360,7 +352,34 @@ impl Node {
                     self.add_candidate(node, now);
                 }
             }
+            ShardMsg::Query {
+                identity,
+                from,
+                bytes,
+            } => {
+                count(&mut self.stats.queries_forwarded_in);
+                self.process(identity, from, &bytes, now, true);
+                self.recycle(bytes);
+            }
+            ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
         }
+    }
+
+    /// The fetch pool reports how a fetch of `ih` ended.
+    pub fn handle_fetch_result(&mut self, ih: Id, outcome: FetchOutcome, now: Instant) {
+        self.harvest.fetch_done(&ih, outcome, now);
+        self.drive_harvest(now);
+    }
+
+    /// Marks `ih` as already stored (loaded from the database at start): it
+    /// is never fetched again.
+    pub fn remember_stored(&mut self, ih: &Id) {
+        self.harvest.remember_stored(ih);
+    }
+
+    /// The harvester's counters.
+    pub fn harvest_stats(&self) -> super::harvest::HarvestStats {
+        self.harvest.stats()
     }
 
     /// Time has passed: expire queries, maintain the table, crawl.
@@ -373,6 +392,8 @@ impl Node {
             self.store.expire(now);
             self.next_expire = now + Duration::from_secs(60);
         }
+        self.harvest.handle_timeout(now);
+        self.drive_harvest(now);
         self.pump_exploit(now);
         self.pump_lookups(now);
         self.pump_reping(now);
@@ -416,8 +437,8 @@ impl Node {
         let mut s = self.stats.clone();
         s.nodes_known = self.table.len();
         s.nodes_confirmed = self.table.confirmed_len();
-        s.dedup_len = self.dedup.len();
-        s.bytes_per_infohash = self.dedup.bytes_per_infohash();
+        s.dedup_len = self.harvest.stored_filter().len();
+        s.bytes_per_infohash = self.harvest.stored_filter().bytes_per_infohash();
         s.torrents = self.store.len();
         s
     }
@@ -453,6 +474,7 @@ impl Node {
     /// deduplicated like a fresh discovery and its peers are looked up.
     pub fn resume(&mut self, ih: Id, source: Source, now: Instant) {
         self.harvest(ih, source, Vec::new(), None, now);
+        self.drive_harvest(now);
     }
 
     /// Stores `peer` for `ih` as if it had announced (and offers `ih` to
@@ -510,13 +532,7 @@ impl Node {
             }
         };
         match msg.body {
-            Body::Query(q) => {
-                if fwd {
-                    count(&mut self.stats.dropped.garbage);
-                } else {
-                    self.handle_query(identity, from, &msg, &q, now);
-                }
-            }
+            Body::Query(q) => self.handle_query(identity, from, &msg, &q, data, fwd, now),
             Body::Response(r) => {
                 if let Some(p) = self.match_reply(identity, from, msg.tid, data, fwd) {
                     self.on_response(p, from, &r, now);
@@ -653,15 +669,41 @@ impl Node {
         self.cfg.identities.get(usize::from(identity)).map(|i| i.id)
     }
 
+    /// The shard that answers a query about `key`: its owner when queries
+    /// are forwarded (one node to the outside), else this one.
+    fn answering_shard(&self, q: &Query<'_>) -> Option<u8> {
+        if !self.cfg.forward_queries || self.cfg.nr_shards < 2 {
+            return None;
+        }
+        let key = match q.method {
+            Method::FindNode { target }
+            | Method::SampleInfohashes { target }
+            | Method::Unknown {
+                target: Some(target),
+                ..
+            } => target,
+            Method::GetPeers { info_hash, .. } | Method::AnnouncePeer { info_hash, .. } => {
+                info_hash
+            }
+            Method::Ping | Method::Unknown { target: None, .. } => return None,
+        };
+        self.owner(&key).filter(|o| *o != self.cfg.shard)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn handle_query(
         &mut self,
         identity: u8,
         from: SocketAddr,
         msg: &Message<'_>,
         q: &Query<'_>,
+        data: &[u8],
+        fwd: bool,
         now: Instant,
     ) {
-        if !self.per_ip_in.check(now, from.ip()) {
+        // A forwarded query was admitted (per-IP, ids, table) by the shard
+        // the kernel gave it to.
+        if !fwd && !self.per_ip_in.check(now, from.ip()) {
             count(&mut self.stats.dropped.per_ip_in);
             return;
         }
@@ -679,7 +721,7 @@ impl Node {
         // BEP 43: a read-only sender is answered but never inserted. Others
         // become candidates, confirmed only if they answer us later; an IP
         // already in the table keeps its entry whatever id this packet claims.
-        if !msg.read_only {
+        if !msg.read_only && !fwd {
             self.add_candidate(
                 NodeInfo {
                     id: q.id,
@@ -687,6 +729,25 @@ impl Node {
                 },
                 now,
             );
+        }
+        if !fwd {
+            if let Some(owner) = self.answering_shard(q) {
+                // One node to the outside: the key's owner answers, from its
+                // own socket on the same address, with its store, its pool
+                // and its dense table of the key's neighbourhood.
+                count(&mut self.stats.queries_forwarded_out);
+                let mut bytes = self.buffer();
+                bytes.extend_from_slice(data);
+                self.actions.push_back(Action::ToShard {
+                    shard: owner,
+                    msg: ShardMsg::Query {
+                        identity,
+                        from,
+                        bytes,
+                    },
+                });
+                return;
+            }
         }
         let (n4, n6) = want_families(q.want, &from);
         let version = self.cfg.version;
@@ -961,7 +1022,8 @@ impl Node {
                     self.add_nodes_from(r, now);
                     self.start_lookup(info_hash, seeds, now);
                 } else {
-                    self.finish(info_hash, peers);
+                    self.finish(info_hash, peers, now);
+                    self.drive_harvest(now);
                 }
             }
             Kind::LookupGetPeers { lookup } => {
@@ -1075,7 +1137,8 @@ impl Node {
         }
     }
 
-    /// On the owner shard: deduplicate, then find peers or emit.
+    /// On the owner shard: the harvester takes the infohash in (or merges
+    /// its peers), then runs what it wants.
     fn discover(
         &mut self,
         ih: Id,
@@ -1087,93 +1150,96 @@ impl Node {
         if !self.cfg.crawl {
             return;
         }
-        match self.dedup.insert(&ih) {
-            Insert::Full => count(&mut self.stats.dropped.dedup_full),
-            Insert::Known => {
-                if peers.is_empty() {
-                    return;
-                }
-                if let Some(p) = self.pending.get_mut(&ih) {
-                    for x in peers {
-                        if !p.peers.contains(&x) {
-                            p.peers.push(x);
-                        }
-                    }
-                } else {
-                    self.actions.push_back(Action::MorePeers {
-                        info_hash: ih,
-                        peers,
-                    });
-                }
-            }
-            Insert::New => {
+        match self.harvest.discover(ih, source, &peers, holder) {
+            Discovered::New => {
                 match source {
                     Source::Sample => count(&mut self.stats.infohashes.sample),
                     Source::GetPeers => count(&mut self.stats.infohashes.get_peers),
                     Source::Announce => count(&mut self.stats.infohashes.announce),
                 }
                 self.pool.offer(ih, &mut self.rng);
-                if !peers.is_empty() || self.pending.len() >= MAX_PENDING {
-                    self.emit(ih, source, peers);
-                    return;
-                }
-                self.pending.insert(
-                    ih,
-                    PendingHarvest {
-                        source,
-                        peers: Vec::new(),
-                    },
-                );
-                match holder {
-                    Some(h) if self.exploit.len() < MAX_EXPLOIT_QUEUE => {
-                        self.exploit.push_back(ExploitJob {
-                            info_hash: ih,
-                            holder: h,
-                            since: now,
-                        });
-                        // Exploitation first: try at once.
-                        self.pump_exploit(now);
+                // Every shard serves samples from the same set.
+                if self.cfg.forward_queries {
+                    for shard in 0..self.cfg.nr_shards {
+                        if shard != self.cfg.shard {
+                            self.actions.push_back(Action::ToShard {
+                                shard,
+                                msg: ShardMsg::Offer { info_hash: ih },
+                            });
+                        }
                     }
-                    _ => self.start_lookup(ih, Vec::new(), now),
+                }
+                self.actions.push_back(Action::Discovered {
+                    info_hash: ih,
+                    source,
+                });
+            }
+            Discovered::InProgress => {
+                if !peers.is_empty() && self.harvest.is_fetching(&ih) {
+                    self.actions.push_back(Action::MorePeers {
+                        info_hash: ih,
+                        peers,
+                    });
                 }
             }
+            Discovered::Shed => count(&mut self.stats.dropped.harvest_full),
+            Discovered::Stored | Discovered::GivenUp => {}
         }
+        self.drive_harvest(now);
     }
 
-    fn emit(&mut self, ih: Id, source: Source, peers: Vec<SocketAddr>) {
-        count(&mut self.stats.emitted);
-        self.actions.push_back(Action::Harvested {
-            info_hash: ih,
-            source,
-            peers,
-        });
+    /// Hands out what the harvester wants: peer searches (while the node's
+    /// search backlog has room), fetches, and the given-up infohashes.
+    fn drive_harvest(&mut self, now: Instant) {
+        while self.exploit.len() + self.lookup_queue.len() < SEARCH_BACKLOG {
+            let Some(req) = self.harvest.poll_search() else {
+                break;
+            };
+            match req.holder {
+                Some(h) if self.exploit.len() < MAX_EXPLOIT_QUEUE => {
+                    self.exploit.push_back(ExploitJob {
+                        info_hash: req.info_hash,
+                        holder: h,
+                        since: now,
+                    });
+                }
+                _ => self.start_lookup(req.info_hash, Vec::new(), now),
+            }
+        }
+        if !self.exploit.is_empty() {
+            // Exploitation first: try at once.
+            self.pump_exploit(now);
+        }
+        while let Some(f) = self.harvest.poll_fetch() {
+            count(&mut self.stats.emitted);
+            self.actions.push_back(Action::Fetch {
+                info_hash: f.info_hash,
+                source: f.source,
+                peers: f.peers,
+            });
+        }
+        while let Some(ih) = self.harvest.poll_given_up() {
+            self.actions.push_back(Action::GaveUp { info_hash: ih });
+        }
     }
 
     /// The peer search for `ih` is over.
-    fn finish(&mut self, ih: Id, mut peers: Vec<SocketAddr>) {
-        if let Some(p) = self.pending.remove(&ih) {
-            for x in p.peers {
-                if !peers.contains(&x) {
-                    peers.push(x);
-                }
-            }
-            self.emit(ih, p.source, peers);
-        }
+    fn finish(&mut self, ih: Id, peers: Vec<SocketAddr>, now: Instant) {
+        self.harvest.search_done(&ih, &peers, now);
     }
 
     fn start_lookup(&mut self, ih: Id, seeds: Vec<NodeInfo>, now: Instant) {
-        if !self.pending.contains_key(&ih) {
+        let Some(source) = self.harvest.searching(&ih) else {
             return;
-        }
+        };
         if self.lookups.len() >= self.cfg.max_lookups {
-            if self.lookup_queue.len() >= MAX_PENDING {
-                self.finish(ih, Vec::new());
+            if self.lookup_queue.len() >= MAX_EXPLOIT_QUEUE {
+                self.finish(ih, Vec::new(), now);
             } else {
                 self.lookup_queue.push_back((ih, seeds));
             }
             return;
         }
-        let source = self.pending.get(&ih).map_or(Source::Sample, |p| p.source);
         let mut l = Lookup::new(ih, source, seeds);
         for n in self.table.closest(&ih, 16, false) {
             l.add(n);
@@ -1221,13 +1287,20 @@ impl Node {
                     ok = false;
                     break;
                 }
+                // That IP's share is used up for now: ask it next tick
+                // rather than count a healthy node as failed.
+                Err(SendError::PerIp) => {
+                    l.unsend(n.addr);
+                    break;
+                }
                 Err(_) => l.on_fail(n.addr),
             }
         }
         if l.done() {
             let peers = std::mem::take(&mut l.peers);
-            self.finish(l.target, peers);
+            self.finish(l.target, peers, now);
             self.start_queued_lookup(now);
+            self.drive_harvest(now);
         } else {
             self.lookups.insert(id, l);
         }
@@ -1281,6 +1354,16 @@ impl Node {
         }
         let identity = self.identity_for(&to).ok_or(SendError::NoIdentity)?;
         let our_id = self.our_id(identity).ok_or(SendError::NoIdentity)?;
+        // Admission before any work: a query the limits would refuse is
+        // never built (callers keep the job and retry on a later tick).
+        if !self.budget.can_send(now, QUERY_SIZE_ESTIMATE, tier) {
+            count(&mut self.stats.dropped.budget);
+            return Err(SendError::Budget);
+        }
+        if !self.per_ip_out.check(now, to.ip()) {
+            count(&mut self.stats.dropped.per_ip_out);
+            return Err(SendError::PerIp);
+        }
         let Some(slot) = self.inflight.reserve() else {
             count(&mut self.stats.dropped.inflight_full);
             return Err(SendError::InflightFull);
@@ -1304,18 +1387,6 @@ impl Node {
             Want::default(),
             self.cfg.read_only,
         );
-        if !self.budget.can_send(now, buf.len(), tier) {
-            self.inflight.release(slot);
-            self.recycle(buf);
-            count(&mut self.stats.dropped.budget);
-            return Err(SendError::Budget);
-        }
-        if !self.per_ip_out.check(now, to.ip()) {
-            self.inflight.release(slot);
-            self.recycle(buf);
-            count(&mut self.stats.dropped.per_ip_out);
-            return Err(SendError::PerIp);
-        }
         self.budget.try_send(now, buf.len(), tier);
         self.inflight.insert(
             slot,
@@ -1356,7 +1427,7 @@ impl Node {
             let Some(job) = self.exploit.pop_front() else {
                 break;
             };
-            if !self.pending.contains_key(&job.info_hash) {
+            if self.harvest.searching(&job.info_hash).is_none() {
                 continue;
             }
             if now.saturating_duration_since(job.since) > EXPLOIT_MAX_WAIT {
@@ -1439,6 +1510,12 @@ impl Node {
     /// mldht's keyspace traversal: the slice's nodes in id order, each asked
     /// for samples once per its interval.
     fn pump_sweep(&mut self, now: Instant) {
+        // Finish what was started first: while the holders of samples
+        // already received wait to be asked, sampling more only grows the
+        // backlog.
+        if self.exploit.len() >= SEARCH_BACKLOG / 2 {
+            return;
+        }
         let timeout = self.cfg.query_timeout;
         loop {
             if !self.explore_room() || !self.budget.can_send(now, 128, Tier::Explore) {

@@ -302,7 +302,8 @@ impl Sim {
                         self.drain_crawler(d);
                     }
                 }
-                Action::Harvested {
+                Action::Discovered { .. } | Action::GaveUp { .. } => {}
+                Action::Fetch {
                     info_hash,
                     source,
                     peers,
@@ -449,7 +450,7 @@ mod tests {
                 c.per_ip_burst = per_ip_burst;
                 c.limiter_slots = 8192;
                 c.min_resample = Duration::from_secs(600);
-                c.dedup_capacity = 100_000;
+                c.harvest.stored_capacity = 100_000;
                 c
             })
             .collect();

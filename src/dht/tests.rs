@@ -22,7 +22,7 @@ fn peer(i: u8) -> SocketAddr {
 fn cfg() -> NodeConfig {
     let mut c = NodeConfig::new(0, 1, vec![Identity { addr: me(), id: ME }], 1, [3; 32]);
     c.allow_private = true;
-    c.dedup_capacity = 1 << 16;
+    c.harvest.stored_capacity = 1 << 16;
     c.limiter_slots = 1024;
     c
 }
@@ -355,18 +355,20 @@ fn passive_get_peers_harvested_once() {
     let ih = Id([0x42; 20]);
     let tok = get_token(&mut n, peer(1), ih, t0);
     assert_eq!(tok.len(), 8);
-    // An empty table: the lookup ends at once, with no peers.
+    // An empty table: the lookup ends at once, with no peers; nothing to
+    // fetch, so the infohash waits in the harvester.
     assert_eq!(
         actions(&mut n),
-        vec![Action::Harvested {
+        vec![Action::Discovered {
             info_hash: ih,
             source: Source::GetPeers,
-            peers: vec![]
         }]
     );
     get_token(&mut n, peer(2), ih, t0);
     assert!(actions(&mut n).is_empty());
     assert_eq!(n.stats().infohashes.get_peers, 1);
+    let h = n.harvest_stats();
+    assert_eq!((h.discovered, h.in_progress, h.waiting), (1, 1, 1));
 }
 
 #[test]
@@ -381,14 +383,18 @@ fn announce_stores_and_harvests_with_implied_port() {
     let r = only_reply(&mut n, from);
     assert!(matches!(decode(&r).unwrap().body, Body::Response(_)));
     assert_eq!(n.stored_peers(&ih), vec![from]);
-    // Already harvested via get_peers: the announce brings more peers.
+    // Seen first in a get_peers with no peer to be found: the announce's
+    // peer wakes it and it is fetched at once (the bug that lost torrents
+    // whose clients search before they announce).
     assert_eq!(
         actions(&mut n),
-        vec![Action::MorePeers {
+        vec![Action::Fetch {
             info_hash: ih,
+            source: Source::GetPeers,
             peers: vec![from]
         }]
     );
+    assert_eq!(n.harvest_stats().woken_by_peer, 1);
     // A fresh infohash announced directly is emitted with its peer.
     let ih2 = Id([0x44; 20]);
     let from2 = peer(2);
@@ -400,11 +406,17 @@ fn announce_stores_and_harvests_with_implied_port() {
     assert_eq!(n2.stored_peers(&ih2), vec![expect]);
     assert_eq!(
         actions(&mut n2),
-        vec![Action::Harvested {
-            info_hash: ih2,
-            source: Source::Announce,
-            peers: vec![expect]
-        }]
+        vec![
+            Action::Discovered {
+                info_hash: ih2,
+                source: Source::Announce,
+            },
+            Action::Fetch {
+                info_hash: ih2,
+                source: Source::Announce,
+                peers: vec![expect]
+            }
+        ]
     );
     assert_eq!(n2.stats().infohashes.announce, 1);
 }
@@ -585,9 +597,13 @@ fn all_twenty_samples_count_and_get_peers_goes_to_the_holder() {
         },
     );
     n.handle_datagram(0, holder.addr, &r, at);
+    let acts: Vec<Action> = actions(&mut n)
+        .into_iter()
+        .filter(|a| !matches!(a, Action::Discovered { .. }))
+        .collect();
     assert_eq!(
-        actions(&mut n),
-        vec![Action::Harvested {
+        acts,
+        vec![Action::Fetch {
             info_hash: *ih,
             source: Source::Sample,
             peers: vec![peers[2]]
@@ -600,11 +616,11 @@ fn all_twenty_samples_count_and_get_peers_goes_to_the_holder() {
     n.handle_datagram(0, holder.addr, &r, at);
     n.handle_timeout(at + Duration::from_secs(61));
     let acts = actions(&mut n);
-    assert!(acts.contains(&Action::Harvested {
-        info_hash: *ih2,
-        source: Source::Sample,
-        peers: vec![]
-    }));
+    // No peers anywhere: nothing to fetch; it waits for a retry or a peer.
+    assert!(!acts
+        .iter()
+        .any(|a| matches!(a, Action::Fetch { info_hash, .. } if info_hash == ih2)));
+    assert!(n.harvest_stats().searches_empty >= 1);
     assert!(n.stats().lookups >= 1);
 }
 
@@ -873,6 +889,7 @@ fn replies_route_home_by_tid_and_harvests_go_to_the_owner() {
     ));
     assert_eq!(s0.stats().infohashes.sample, 1);
     assert_eq!(s1.stats().infohashes.sample, 1);
+    actions(&mut s0);
 
     // A passive get_peers for shard 1's key on shard 0: sent to shard 1,
     // which emits it; shard 0 never does.
@@ -898,12 +915,14 @@ fn replies_route_home_by_tid_and_harvests_go_to_the_owner() {
         }
     }
     s1.handle_timeout(t0 + Duration::from_secs(10));
-    let emitted: Vec<_> = actions(&mut s1)
+    let discovered: Vec<_> = actions(&mut s1)
         .into_iter()
-        .filter(|a| matches!(a, Action::Harvested { info_hash, .. } if *info_hash == ih))
+        .filter(|a| matches!(a, Action::Discovered { info_hash, .. } if *info_hash == ih))
         .collect();
-    assert_eq!(emitted.len(), 1);
-    assert_eq!(s0.stats().emitted, 0);
+    assert_eq!(discovered.len(), 1);
+    // Each shard: its own sample; shard 1 also this get_peers, once.
+    assert_eq!(s1.harvest_stats().discovered, 2);
+    assert_eq!(s0.harvest_stats().discovered, 1);
 }
 
 #[test]

@@ -81,6 +81,8 @@ pub struct EngineParts {
     pub known_nodes: Arc<Vec<NodeInfo>>,
     /// Infohashes found earlier but never fetched (from the store).
     pub pending: Arc<Vec<(crate::id::Id, StoreSource)>>,
+    /// Infohashes already stored (from the store): never fetched again.
+    pub stored: Arc<Vec<crate::id::Id>>,
 }
 
 impl std::fmt::Debug for EngineParts {
@@ -148,7 +150,7 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         connect_timeout: cfg.fetch_timeout.min(Duration::from_secs(10)),
         read_timeout: None,
         write_timeout: Some(cfg.fetch_timeout),
-        max_per_shard: cfg.fetch_concurrency.saturating_mul(2).max(2),
+        max_per_shard: tcp_cap(cfg),
         max_per_ip: 2,
     })
     .name("dht-hunter");
@@ -192,6 +194,11 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     })?;
     let udp_addrs = shards.udp_addrs().to_vec();
     Ok(Engine { shards, udp_addrs })
+}
+
+/// Connections one shard may hold: two attempts per concurrent job.
+fn tcp_cap(cfg: &CrawlConfig) -> usize {
+    cfg.fetch_concurrency.saturating_mul(2).max(2)
 }
 
 /// How long after start resumed infohashes are looked up.
@@ -253,6 +260,16 @@ async fn run_shard(
     nc.per_ip_burst = cfg.per_ip_pps.saturating_mul(2).max(10);
     nc.inbound_per_ip_pps = cfg.inbound_per_ip_pps;
     nc.inbound_per_ip_burst = cfg.inbound_per_ip_pps.saturating_mul(10).max(50);
+    // One node to the outside: with shared identities the key's owner
+    // answers keyed queries.
+    nc.forward_queries = cfg.identity == IdentityMode::Bep42 && n > 1;
+    // The harvester never hands the pool more than its queue holds.
+    let pool_defaults = PoolConfig::default();
+    nc.harvest.max_fetching = nc
+        .harvest
+        .max_fetching
+        .min(pool_defaults.max_queue)
+        .max(cfg.fetch_concurrency);
     if let Some(t) = &parts.tweak {
         t(&mut nc);
     }
@@ -262,14 +279,23 @@ async fn run_shard(
     for k in parts.known_nodes.iter() {
         node.add_known_node(*k, now);
     }
+    for ih in parts
+        .stored
+        .iter()
+        .filter(|ih| cfg.keyspace.part_of(ih, n) == Some(shard))
+    {
+        node.remember_stored(ih);
+    }
     let mut pool_cfg = PoolConfig {
         concurrency: cfg.fetch_concurrency,
-        ..PoolConfig::default()
+        max_connections: tcp_cap(cfg),
+        ..pool_defaults
     };
     pool_cfg.fetch.max_metadata_size = cfg.max_metadata_size as usize;
     pool_cfg.fetch.hard_deadline = cfg.fetch_timeout;
     pool_cfg.fetch.handshake_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.handshake_timeout);
     pool_cfg.fetch.idle_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.idle_timeout);
+    pool_cfg.job_budget = cfg.fetch_timeout.saturating_mul(2);
     let pool = FetchPool::new(pool_cfg);
     let me = Rc::new(Shard {
         ctx: ctx.clone(),
@@ -280,7 +306,20 @@ async fn run_shard(
     });
 
     let tcp = Rc::new(ctx.tcp().clone());
-    let fetcher = glommio::spawn_local(pool.clone().run(tcp, parts.store.clone(), ctx.shutdown()));
+    // Fetch outcomes go back to the harvester through an unbounded local
+    // channel (bounded in practice by the harvester's `max_fetching`): the
+    // pool never awaits the node.
+    let (out_tx, out_rx) = glommio::channels::local_channel::new_unbounded();
+    let sink: crate::fetch::OutcomeSink = Rc::new(move |ih, o| {
+        if out_tx.try_send((ih, o)).is_err() {
+            log::debug!("fetch outcome for {ih} dropped: the shard is stopping");
+        }
+    });
+    let fetcher =
+        glommio::spawn_local(
+            pool.clone()
+                .run(tcp, parts.store.clone(), sink, ctx.shutdown()),
+        );
 
     let mut tasks = Vec::new();
     for (i, sock) in ctx.udp_sockets().iter().enumerate() {
@@ -325,6 +364,21 @@ async fn run_shard(
                 }
             };
             futures_lite::future::or(mesh, stop).await;
+        }));
+    }
+    {
+        let me = me.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let stop = me.ctx.shutdown();
+            let outcomes = async {
+                while let Some((ih, o)) = out_rx.recv().await {
+                    me.node
+                        .borrow_mut()
+                        .handle_fetch_result(ih, o, Instant::now());
+                    me.pump().await;
+                }
+            };
+            futures_lite::future::or(outcomes, stop).await;
         }));
     }
     if !parts.pending.is_empty() {
@@ -391,6 +445,7 @@ impl Shard {
     /// Moves everything the node produced to where it goes.
     async fn pump(&self) {
         let mut to_shards: HashMap<u8, Vec<ShardMsg>> = HashMap::new();
+        let mut failed = Vec::new();
         {
             let mut node = self.node.borrow_mut();
             let socks = self.ctx.udp_sockets();
@@ -405,28 +460,52 @@ impl Shard {
             while let Some(a) = node.poll_action() {
                 match a {
                     Action::ToShard { shard, msg } => to_shards.entry(shard).or_default().push(msg),
-                    Action::Harvested {
+                    Action::Discovered { info_hash, source } => {
+                        let source = to_store_source(source);
+                        if let Err(e) =
+                            self.store
+                                .discovered(info_hash.0, source, SystemTime::now())
+                        {
+                            log::debug!("store: {info_hash} not recorded as pending: {e}");
+                        }
+                    }
+                    Action::Fetch {
                         info_hash,
                         source,
                         peers,
                     } => {
-                        let source = to_store_source(source);
-                        let now = SystemTime::now();
-                        let _ = self.store.discovered(info_hash.0, source, now);
                         let job = FetchJob {
                             info_hash,
-                            source,
-                            discovered_at: now,
+                            source: to_store_source(source),
+                            discovered_at: SystemTime::now(),
                             peers,
                         };
-                        if self.pool.submit(job).is_err() {
-                            log::debug!("fetch queue full: {info_hash} stays pending in the store");
+                        if let Err(job) = self.pool.submit(job) {
+                            // Cannot happen while max_fetching <= the queue;
+                            // if it does, the harvester retries later.
+                            log::warn!("fetch queue full: {info_hash} waits for a retry");
+                            failed.push((info_hash, job.peers));
+                        }
+                    }
+                    Action::GaveUp { info_hash } => {
+                        if let Err(e) = self.store.forget(info_hash.0) {
+                            log::debug!("store: {info_hash} not forgotten: {e}");
                         }
                     }
                     Action::MorePeers { info_hash, peers } => {
                         self.pool.add_peers(info_hash, &peers)
                     }
                 }
+            }
+        }
+        if !failed.is_empty() {
+            let mut node = self.node.borrow_mut();
+            for (ih, tried) in failed {
+                node.handle_fetch_result(
+                    ih,
+                    crate::dht::harvest::FetchOutcome::Failed { tried },
+                    Instant::now(),
+                );
             }
         }
         for s in self.ctx.udp_sockets().iter() {

@@ -203,7 +203,7 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
         ("unknown_tid", d.unknown_tid),
         ("wrong_endpoint", d.wrong_endpoint),
         ("inflight_full", d.inflight_full),
-        ("dedup_full", d.dedup_full),
+        ("harvest_full", d.harvest_full),
     ] {
         counter!("dht_hunter_dropped_total", "shard" => s.clone(), "reason" => why).absolute(v);
     }

@@ -1,27 +1,37 @@
-//! The per-shard metadata fetch pool: the glue between harvested
-//! infohashes, the `shards` TCP layer and the sans-IO exchange in
+//! The per-shard metadata fetch pool: the glue between the harvester's
+//! fetch requests, the `shards` TCP layer and the sans-IO exchange in
 //! [`crate::wire`].
 //!
 //! Each shard runs one pool. A job is one infohash with the peers known for
-//! it. The pool
+//! it; its outcome (stored, or failed with the peers tried) goes back to the
+//! harvester, which owns retries. The pool
 //! * bounds concurrency twice: `concurrency` jobs at once (a glommio
-//!   semaphore), and the TCP layer's per-shard and per-IP connection caps,
-//!   which are taken before any socket exists, so file descriptors stay
-//!   bounded under any load;
-//! * applies back-pressure: the queue is bounded, and a job that does not
-//!   fit is handed back to the caller and counted, never dropped silently;
-//! * tries a job's peers a few at a time (`peers_at_once`), stops at the
-//!   first verified metadata and cancels the other attempts;
+//!   semaphore) and `max_connections` connections at once (another), so
+//!   the TCP layer's shard cap is never what refuses an attempt;
+//! * treats capacity as something to wait for, never as a failure: an
+//!   attempt refused by the per-IP cap is put back and retried shortly;
+//! * keeps slow and silent peers from starving it: connects have their own
+//!   short deadline (the TCP layer's), exchanges theirs
+//!   ([`crate::wire::FetchConfig`]); a job holds at most `peers_at_once`
+//!   connections and lives at most `job_budget`, after which its attempts
+//!   are cancelled; peers that timed out recently are tried last;
+//! * tries a job's peers a few at a time, stops at the first verified
+//!   metadata and cancels the other attempts;
 //! * penalises peers that lie (hash mismatch, malformed data) for a while, in
 //!   a bounded table;
 //! * sends each verified torrent to the store with its source and timings,
 //!   and counts failures by reason.
+//!
+//! **Fair share.** A job's share of the pool is at most `peers_at_once`
+//! connection slots for at most `job_budget`, i.e. `peers_at_once ×
+//! job_budget` slot-seconds, whatever its peers do; `slot_micros` and
+//! `over_budget` in [`FetchStats`] measure what jobs really use.
 
 mod attempt;
 mod stats;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,6 +43,7 @@ use shards::TcpConnector;
 pub use attempt::{attempt, AttemptError};
 pub use stats::{FailureKind, FetchStats};
 
+use crate::dht::harvest::FetchOutcome;
 use crate::id::Id;
 use crate::metainfo;
 use crate::store::{Source, StoreWriter, TorrentRecord};
@@ -64,6 +75,13 @@ pub struct PoolConfig {
     pub max_peers_per_job: usize,
     /// Jobs waiting at most; beyond that `submit` hands the job back.
     pub max_queue: usize,
+    /// Connections open at once at most (keep it at or below the TCP
+    /// layer's per-shard cap).
+    pub max_connections: usize,
+    /// Wall time one job may take, all attempts together.
+    pub job_budget: Duration,
+    /// Pause before retrying an attempt refused by the per-IP cap.
+    pub cap_retry: Duration,
     /// How long a lying peer is skipped.
     pub penalty: Duration,
     /// Penalised IPs remembered at most.
@@ -83,6 +101,9 @@ impl Default for PoolConfig {
             peers_at_once: 2,
             max_peers_per_job: 16,
             max_queue: 65_536,
+            max_connections: 512,
+            job_budget: Duration::from_secs(45),
+            cap_retry: Duration::from_millis(200),
             penalty: Duration::from_secs(300),
             max_penalised: 65_536,
             fetch: FetchConfig::default(),
@@ -99,9 +120,16 @@ pub struct FetchPool {
     rx: RefCell<Option<LocalReceiver<FetchJob>>>,
     stats: Rc<FetchStats>,
     penalised: RefCell<HashMap<IpAddr, Instant>>,
+    /// IPs whose last attempt timed out, until when: tried last.
+    slow: RefCell<HashMap<IpAddr, Instant>>,
     /// Extra peers that arrived for jobs still queued or running.
     more_peers: RefCell<HashMap<Id, VecDeque<SocketAddr>>>,
+    /// Jobs queued or running.
+    active: RefCell<HashSet<Id>>,
 }
+
+/// Where a job's outcome goes (the harvester, through the engine).
+pub type OutcomeSink = Rc<dyn Fn(Id, FetchOutcome)>;
 
 impl FetchPool {
     /// A pool with its bounded queue.
@@ -113,7 +141,9 @@ impl FetchPool {
             rx: RefCell::new(Some(rx)),
             stats: Rc::new(FetchStats::default()),
             penalised: RefCell::new(HashMap::new()),
+            slow: RefCell::new(HashMap::new()),
             more_peers: RefCell::new(HashMap::new()),
+            active: RefCell::new(HashSet::new()),
         })
     }
 
@@ -125,8 +155,10 @@ impl FetchPool {
     /// Queues a job; when the queue is full the job comes back (and the
     /// drop is counted by the caller's choice of what to do with it).
     pub fn submit(&self, job: FetchJob) -> Result<(), FetchJob> {
+        let ih = job.info_hash;
         match self.tx.try_send(job) {
             Ok(()) => {
+                self.active.borrow_mut().insert(ih);
                 self.stats.queued.set(self.stats.queued.get() + 1);
                 Ok(())
             }
@@ -144,6 +176,9 @@ impl FetchPool {
 
     /// More peers for a job that may still be queued or running.
     pub fn add_peers(&self, info_hash: Id, peers: &[SocketAddr]) {
+        if !self.active.borrow().contains(&info_hash) {
+            return;
+        }
         let mut map = self.more_peers.borrow_mut();
         if map.len() >= self.cfg.max_queue && !map.contains_key(&info_hash) {
             return;
@@ -173,11 +208,38 @@ impl FetchPool {
         }
     }
 
+    fn is_slow(&self, ip: IpAddr, now: Instant) -> bool {
+        self.slow
+            .borrow()
+            .get(&ip)
+            .is_some_and(|until| *until > now)
+    }
+
     fn penalise(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.penalised.borrow_mut();
-        if map.len() >= self.cfg.max_penalised {
-            map.retain(|_, until| *until > now);
-            if map.len() >= self.cfg.max_penalised {
+        Self::mark(
+            &self.penalised,
+            self.cfg.max_penalised,
+            ip,
+            now + self.cfg.penalty,
+        );
+    }
+
+    fn mark_slow(&self, ip: IpAddr, now: Instant) {
+        Self::mark(
+            &self.slow,
+            self.cfg.max_penalised,
+            ip,
+            now + self.cfg.penalty,
+        );
+    }
+
+    /// Remembers `ip` until `until` in a bounded table.
+    fn mark(table: &RefCell<HashMap<IpAddr, Instant>>, max: usize, ip: IpAddr, until: Instant) {
+        let now = Instant::now();
+        let mut map = table.borrow_mut();
+        if map.len() >= max {
+            map.retain(|_, u| *u > now);
+            if map.len() >= max {
                 // Still full of live entries: forget an arbitrary one
                 // rather than grow.
                 if let Some(k) = map.keys().next().copied() {
@@ -185,21 +247,24 @@ impl FetchPool {
                 }
             }
         }
-        map.insert(ip, now + self.cfg.penalty);
+        map.insert(ip, until);
     }
 
     /// Runs the pool until the queue is closed (all senders dropped) or
-    /// `stop` resolves; in-flight jobs are awaited before returning.
+    /// `stop` resolves; in-flight jobs are awaited before returning. Each
+    /// job's outcome goes to `outcomes`.
     pub async fn run(
         self: Rc<Self>,
         tcp: Rc<TcpConnector>,
         store: StoreWriter,
+        outcomes: OutcomeSink,
         stop: impl std::future::Future<Output = ()>,
     ) {
         let Some(rx) = self.rx.borrow_mut().take() else {
             return;
         };
         let sem = Rc::new(Semaphore::new(self.cfg.concurrency.max(1) as u64));
+        let conns = Rc::new(Semaphore::new(self.cfg.max_connections.max(1) as u64));
         let dispatch = async {
             while let Some(job) = rx.recv().await {
                 let Ok(permit) = Semaphore::acquire_static_permit(&sem, 1).await else {
@@ -208,9 +273,15 @@ impl FetchPool {
                 let pool = self.clone();
                 let tcp = tcp.clone();
                 let store = store.clone();
+                let conns = conns.clone();
+                let outcomes = outcomes.clone();
                 glommio::spawn_local(async move {
-                    pool.fetch_job(job, &tcp, &store).await;
+                    let ih = job.info_hash;
+                    let outcome = pool.fetch_job(job, &tcp, &conns, &store).await;
+                    pool.active.borrow_mut().remove(&ih);
+                    pool.more_peers.borrow_mut().remove(&ih);
                     drop(permit);
+                    outcomes(ih, outcome);
                 })
                 .detach();
             }
@@ -221,16 +292,51 @@ impl FetchPool {
         let _all = sem.acquire(total).await;
     }
 
+    /// The job's next peer: new arrivals merged, penalised ones skipped
+    /// (and counted as tried), slow ones last.
+    fn next_peer(
+        &self,
+        ih: &Id,
+        peers: &mut VecDeque<SocketAddr>,
+        tried: &mut Vec<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        if let Some(more) = self.more_peers.borrow_mut().get_mut(ih) {
+            while let Some(p) = more.pop_front() {
+                if !peers.contains(&p) && !tried.contains(&p) {
+                    peers.push_back(p);
+                }
+            }
+        }
+        let now = Instant::now();
+        loop {
+            let i = peers
+                .iter()
+                .position(|p| !self.is_slow(p.ip(), now))
+                .unwrap_or(0);
+            let peer = peers.remove(i)?;
+            if self.is_penalised(peer.ip(), now) {
+                self.stats.count_failure(FailureKind::Penalised);
+                tried.push(peer);
+                continue;
+            }
+            return Some(peer);
+        }
+    }
+
     async fn fetch_job(
         self: &Rc<Self>,
         job: FetchJob,
         tcp: &Rc<TcpConnector>,
+        conns: &Rc<Semaphore>,
         store: &StoreWriter,
-    ) {
+    ) -> FetchOutcome {
         let started = Instant::now();
+        let budget_end = started + self.cfg.job_budget;
         self.stats.running.set(self.stats.running.get() + 1);
         let mut peers: VecDeque<SocketAddr> = job.peers.iter().copied().collect();
-        let mut tried = 0usize;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        // Peers refused by the per-IP cap: retried after `cap_retry`.
+        let mut capped: Vec<SocketAddr> = Vec::new();
         let (res_tx, res_rx) =
             local_channel::new_bounded::<AttemptResult>(self.cfg.peers_at_once.max(1));
         let res_tx = Rc::new(res_tx);
@@ -239,35 +345,51 @@ impl FetchPool {
         let mut verified = None;
         loop {
             // Top up the attempts.
-            while outstanding < self.cfg.peers_at_once.max(1) && tried < self.cfg.max_peers_per_job
+            while outstanding < self.cfg.peers_at_once.max(1)
+                && tried.len() < self.cfg.max_peers_per_job
+                && Instant::now() < budget_end
             {
-                if let Some(more) = self.more_peers.borrow_mut().get_mut(&job.info_hash) {
-                    while let Some(p) = more.pop_front() {
-                        if !peers.contains(&p) {
-                            peers.push_back(p);
-                        }
-                    }
-                }
-                let Some(peer) = peers.pop_front() else { break };
-                if self.is_penalised(peer.ip(), Instant::now()) {
-                    self.stats.count_failure(FailureKind::Penalised);
-                    continue;
-                }
-                tried += 1;
+                let Some(peer) = self.next_peer(&job.info_hash, &mut peers, &mut tried) else {
+                    break;
+                };
                 outstanding += 1;
                 let tcp = tcp.clone();
                 let tx = res_tx.clone();
                 let cfg = self.cfg;
                 let ih = job.info_hash;
+                let conns = conns.clone();
+                let stats = self.stats.clone();
                 running.push(glommio::spawn_local(async move {
-                    let r = attempt(&tcp, peer, ih, cfg.peer_id, cfg.fetch).await;
+                    // Waits for a connection slot: capacity is a queue.
+                    let r = match Semaphore::acquire_static_permit(&conns, 1).await {
+                        Ok(_slot) => {
+                            let t = Instant::now();
+                            let r = attempt(&tcp, peer, ih, cfg.peer_id, cfg.fetch).await;
+                            let used = t.elapsed().as_micros() as u64;
+                            stats.slot_micros.set(stats.slot_micros.get() + used);
+                            r
+                        }
+                        Err(_) => Err(AttemptError::Exchange(crate::wire::FailReason::Closed(
+                            crate::wire::Phase::Handshake,
+                        ))),
+                    };
                     let _ = tx.send((peer, r)).await;
                 }));
             }
             if outstanding == 0 {
-                break;
+                if capped.is_empty() || Instant::now() >= budget_end {
+                    break;
+                }
+                // Only capped peers are left: wait, then put them back.
+                shards::timers::sleep(self.cfg.cap_retry).await;
+                peers.extend(capped.drain(..));
+                continue;
             }
-            let Some((peer, result)) = res_rx.recv().await else {
+            let left = budget_end.saturating_duration_since(Instant::now());
+            let next = shards::timers::with_deadline(Instant::now() + left, res_rx.recv()).await;
+            let Ok(Some((peer, result))) = next else {
+                // The job's time budget is spent: cancel what still runs.
+                self.stats.over_budget.set(self.stats.over_budget.get() + 1);
                 break;
             };
             outstanding -= 1;
@@ -278,25 +400,34 @@ impl FetchPool {
                 }
                 Err(e) => {
                     let kind = e.kind();
+                    if kind == FailureKind::Capped {
+                        self.stats.deferred.set(self.stats.deferred.get() + 1);
+                        capped.push(peer);
+                        continue;
+                    }
+                    tried.push(peer);
                     self.stats.count_failure(kind);
                     if kind.penalises() {
                         self.penalise(peer.ip(), Instant::now());
+                    }
+                    if kind == FailureKind::Timeout {
+                        self.mark_slow(peer.ip(), Instant::now());
                     }
                 }
             }
         }
         // Cancels the attempts still running.
         drop(running);
-        self.more_peers.borrow_mut().remove(&job.info_hash);
         self.stats
             .running
             .set(self.stats.running.get().saturating_sub(1));
         let Some((_peer, v)) = verified else {
-            if tried == 0 {
+            if tried.is_empty() {
                 self.stats.count_failure(FailureKind::NoPeers);
             }
             self.stats.jobs_failed.set(self.stats.jobs_failed.get() + 1);
-            return;
+            tried.extend(capped);
+            return FetchOutcome::Failed { tried };
         };
         match metainfo::parse_info(&v.info) {
             Ok(torrent) => {
@@ -309,17 +440,22 @@ impl FetchPool {
                 };
                 if store.fetched(record).is_err() {
                     self.stats.count_failure(FailureKind::StoreClosed);
+                    FetchOutcome::NotRun
                 } else {
                     self.stats.fetched.set(self.stats.fetched.get() + 1);
                     self.stats
                         .fetch_micros
                         .set(self.stats.fetch_micros.get() + started.elapsed().as_micros() as u64);
+                    FetchOutcome::Stored
                 }
             }
             Err(_) => {
-                // The bytes hash correctly, so no peer can give better ones.
+                // The bytes hash correctly, so no peer can give better ones:
+                // the harvester gives up after its tries.
                 self.stats.count_failure(FailureKind::Unparsable);
                 self.stats.jobs_failed.set(self.stats.jobs_failed.get() + 1);
+                tried.extend(job.peers.iter().copied());
+                FetchOutcome::Failed { tried }
             }
         }
     }

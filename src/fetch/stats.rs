@@ -98,6 +98,13 @@ pub struct FetchStats {
     pub jobs_failed: Cell<u64>,
     /// Sum of successful jobs' durations, microseconds.
     pub fetch_micros: Cell<u64>,
+    /// Attempts that waited for a connection slot (the shard's or a peer
+    /// IP's cap) instead of failing.
+    pub deferred: Cell<u64>,
+    /// Connection-slot time used, microseconds (all attempts).
+    pub slot_micros: Cell<u64>,
+    /// Jobs stopped by their time budget with attempts still running.
+    pub over_budget: Cell<u64>,
     failures: [Cell<u64>; 13],
 }
 

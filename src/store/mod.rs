@@ -326,6 +326,10 @@ enum Op {
         at: i64,
     },
     Fetched(Box<TorrentRecord>),
+    /// The crawler gave up on it: out of `pending`.
+    Forget {
+        infohash: [u8; 20],
+    },
 }
 
 #[derive(Debug)]
@@ -363,6 +367,8 @@ trait Backend: Send {
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
     fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError>;
     fn is_known(&mut self, infohash: &[u8; 20]) -> Result<bool, StoreError>;
+    /// Streams the infohash of every stored torrent; returns how many.
+    fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError>;
     /// Streams every torrent in infohash order; returns how many.
     fn export(&mut self, sink: &mut ExportSink<'_>) -> Result<u64, StoreError>;
 }
@@ -388,6 +394,10 @@ impl Shared {
         }
     }
 }
+
+/// Rows the `pending` table keeps at most (oldest discoveries are pruned by
+/// the periodic maintenance).
+const MAX_PENDING_ROWS: i64 = 1_000_000;
 
 /// Submission handle for the crawler: cheap to clone, never blocks on the
 /// database.
@@ -416,6 +426,13 @@ impl StoreWriter {
     /// and removes it from `pending`.
     pub fn fetched(&self, record: TorrentRecord) -> Result<(), StoreError> {
         self.shared.send(Msg::Op(Op::Fetched(Box::new(record))))
+    }
+
+    /// Removes `infohash` from `pending`: the crawler gave up on it, so a
+    /// restart does not resume it (a later sighting with a peer starts it
+    /// again).
+    pub fn forget(&self, infohash: [u8; 20]) -> Result<(), StoreError> {
+        self.shared.send(Msg::Op(Op::Forget { infohash }))
     }
 
     /// Blocks until everything submitted before this call is committed and
@@ -556,6 +573,14 @@ impl Store {
     /// restarted crawler should resume).
     pub fn pending(&self, limit: usize) -> Result<Vec<PendingEntry>, StoreError> {
         self.with_read(|b| b.pending(limit))
+    }
+
+    /// The infohash of every stored torrent (committed writes only): the
+    /// crawler's "never fetch again" filter is rebuilt from it at start.
+    pub fn stored_infohashes(&self) -> Result<Vec<[u8; 20]>, StoreError> {
+        let mut out = Vec::new();
+        self.with_read(|b| b.infohashes(&mut |ih| out.push(ih)))?;
+        Ok(out)
     }
 
     /// Whether `infohash` is stored or pending (committed writes only).
@@ -877,7 +902,7 @@ fn dedup_fetched(ops: &[Op]) -> (Vec<&Op>, HashSet<[u8; 20]>) {
         .iter()
         .filter(|op| match op {
             Op::Fetched(r) => seen.insert(r.infohash),
-            Op::Discovered { .. } => true,
+            Op::Discovered { .. } | Op::Forget { .. } => true,
         })
         .collect();
     (kept, seen)

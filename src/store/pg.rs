@@ -196,6 +196,7 @@ impl Backend for PgBackend {
             Vec::new(),
             Vec::new(),
         );
+        let mut g_ih = Vec::<&[u8]>::new();
         for op in ops {
             match op {
                 Op::Discovered {
@@ -209,6 +210,7 @@ impl Backend for PgBackend {
                         p_at.push(to_time(*at));
                     }
                 }
+                Op::Forget { infohash } => g_ih.push(&infohash[..]),
                 Op::Fetched(r) => {
                     let t = &r.torrent;
                     let (name, raw) = name_columns(&t.name);
@@ -249,6 +251,9 @@ impl Backend for PgBackend {
             new = n as u64;
             tx.execute(&self.delete_pending, &[&t_ih])?;
         }
+        if !g_ih.is_empty() {
+            tx.execute(&self.delete_pending, &[&g_ih])?;
+        }
         tx.commit()?;
         Ok(new)
     }
@@ -260,7 +265,14 @@ impl Backend for PgBackend {
     }
 
     fn maintain(&mut self) -> Result<(), StoreError> {
-        // The server checkpoints and autovacuums on its own.
+        // The server checkpoints and autovacuums on its own; the pending
+        // table is kept bounded here, oldest discoveries first.
+        self.client.execute(
+            "DELETE FROM pending WHERE infohash IN (
+                 SELECT infohash FROM pending ORDER BY discovered_at
+                 LIMIT greatest(0, (SELECT count(*) FROM pending) - $1))",
+            &[&super::MAX_PENDING_ROWS],
+        )?;
         Ok(())
     }
 
@@ -360,6 +372,19 @@ impl Backend for PgBackend {
             &[&&ih[..]],
         )?;
         Ok(row.try_get(0)?)
+    }
+
+    fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for row in self.client.query("SELECT infohash FROM torrents", &[])? {
+            let b: &[u8] = row.get(0);
+            let ih: [u8; 20] = b
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("infohash is not 20 bytes".into()))?;
+            sink(ih);
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn export(&mut self, sink: &mut ExportSink<'_>) -> Result<u64, StoreError> {

@@ -221,6 +221,9 @@ impl Backend for SqliteBackend {
                         }
                         unpend.execute([&r.infohash[..]])?;
                     }
+                    Op::Forget { infohash } => {
+                        unpend.execute([&infohash[..]])?;
+                    }
                 }
             }
         }
@@ -237,6 +240,14 @@ impl Backend for SqliteBackend {
     }
 
     fn maintain(&mut self) -> Result<(), StoreError> {
+        // The pending table stays bounded: the oldest discoveries beyond
+        // the cap go (the crawler gave up on most of them long ago).
+        self.conn.execute(
+            "DELETE FROM pending WHERE infohash IN (
+                 SELECT infohash FROM pending ORDER BY discovered_at
+                 LIMIT max(0, (SELECT count(*) FROM pending) - ?1))",
+            [super::MAX_PENDING_ROWS],
+        )?;
         let (busy, log, done): (i64, i64, i64) =
             self.conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -344,6 +355,17 @@ impl Backend for SqliteBackend {
                  OR EXISTS (SELECT 1 FROM pending WHERE infohash = ?1)",
         )?;
         Ok(stmt.query_row([&ih[..]], |r| r.get(0))?)
+    }
+
+    fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT infohash FROM torrents")?;
+        let mut rows = stmt.query([])?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            sink(infohash(row, 0)?);
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn export(&mut self, sink: &mut ExportSink<'_>) -> Result<u64, StoreError> {

@@ -1,0 +1,885 @@
+//! The harvester: the one owner of every infohash's life on its shard.
+//!
+//! An infohash the owner shard hears of (a sample, someone's get_peers, an
+//! announce) lives here, and only here, until it ends in exactly one of:
+//!
+//! * **stored**: the metadata was fetched, verified and handed to the store;
+//!   the infohash moves to the `stored` filter and is never fetched again;
+//! * **given up**: every try failed (bounded, with backoff); it moves to the
+//!   `given_up` filter, which only an infohash *with a peer* can leave;
+//! * still **in progress**, in one of the phases below, with a reason when
+//!   it waits.
+//!
+//! ```text
+//!   seen ──▶ search ──▶ searching ──peers──▶ ready ──▶ fetching ──ok──▶ stored
+//!     │  (no peers)         │                  ▲           │
+//!     │                     └─no peers─┐       │           └─failed─┐
+//!     └─(with peers)───────────────────┼──▶ ready                   ▼
+//!                                      ▼                      waiting(until, why)
+//!                              waiting(until, why) ──timer──▶ search (or give up)
+//! ```
+//!
+//! Peers arriving from anywhere at any time (an announce, a later get_peers
+//! reply's `values`, a holder's answer) are merged into the entry; an
+//! untried peer wakes a waiting entry at once. This is what magnetico gets
+//! for free by forgetting failed infohashes, and what the old design lost
+//! by marking an infohash "known" forever after a failed fetch.
+//!
+//! Like the node, the harvester is sans-IO: it is told what happened
+//! (`discover`, `search_done`, `fetch_done`, `handle_timeout`) and asked
+//! what to do next (`poll_search`, `poll_fetch`, `poll_timeout`). The node
+//! runs the peer searches (holder queries, lookups); the engine's fetch pool
+//! runs the fetches.
+//!
+//! # Bounds
+//!
+//! Every collection is bounded ([`HarvestConfig`], documented in
+//! `tuning/README.md`): in-progress entries (`max_entries`; when full, a
+//! newcomer that brings a peer or a holder evicts the oldest entry seen only
+//! in someone's get_peers, so a flood of random get_peers cannot crowd out
+//! real torrents), peers per entry, fetches handed out at once
+//! (`max_fetching`, so the pool's queue never overflows), and the two
+//! filters, which forget their oldest half when full instead of refusing.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::dedup::InfohashSet;
+#[cfg(test)]
+use super::dedup::Insert;
+use super::Source;
+use crate::id::Id;
+use crate::krpc::NodeInfo;
+
+/// Peers remembered per in-progress infohash.
+pub const MAX_PEERS_PER_ENTRY: usize = 32;
+
+/// The harvester's bounds and retry policy.
+#[derive(Debug, Clone, Copy)]
+pub struct HarvestConfig {
+    /// In-progress infohashes at most.
+    pub max_entries: usize,
+    /// Fetches handed to the pool and not yet reported back, at most.
+    pub max_fetching: usize,
+    /// Delay before the first retry; doubled per failed try.
+    pub retry_base: Duration,
+    /// Longest delay between tries.
+    pub retry_max: Duration,
+    /// Fetch tries (each with every known peer) before giving up.
+    pub max_fetch_tries: u8,
+    /// Peer searches that found nobody before giving up.
+    pub max_searches: u8,
+    /// Stored infohashes remembered (the "never fetch again" filter).
+    pub stored_capacity: usize,
+    /// Given-up infohashes remembered (ignored unless they bring a peer).
+    pub given_up_capacity: usize,
+}
+
+impl Default for HarvestConfig {
+    fn default() -> Self {
+        HarvestConfig {
+            max_entries: 200_000,
+            max_fetching: 4096,
+            retry_base: Duration::from_secs(15),
+            retry_max: Duration::from_secs(30 * 60),
+            max_fetch_tries: 5,
+            max_searches: 3,
+            stored_capacity: 16_000_000,
+            given_up_capacity: 1_000_000,
+        }
+    }
+}
+
+/// Why an infohash waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Its last peer search found no peer.
+    NoPeers,
+    /// Its last fetch failed with every peer it had.
+    FetchFailed,
+}
+
+/// What a fetch came to, as the pool reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Verified and handed to the store.
+    Stored,
+    /// Every peer tried failed; `tried` lists them.
+    Failed {
+        /// The peers that were tried.
+        tried: Vec<SocketAddr>,
+    },
+    /// The pool could not run it (shutting down, queue full): not a try.
+    NotRun,
+}
+
+/// What [`Harvester::discover`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovered {
+    /// A new infohash, now in progress.
+    New,
+    /// Already in progress; its peers (if any) were merged.
+    InProgress,
+    /// Already stored.
+    Stored,
+    /// Given up earlier and brought no peer.
+    GivenUp,
+    /// Dropped: the in-progress table is full of entries at least as good.
+    Shed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Wants a peer search.
+    Search,
+    /// A search runs.
+    Searching,
+    /// Has untried peers; wants a fetch.
+    Ready,
+    /// Handed to the pool.
+    Fetching,
+    /// Waits for its timer or for a new peer.
+    Waiting { until: Instant, reason: WaitReason },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    source: Source,
+    phase: Phase,
+    /// Known peers and whether the current round tried them.
+    peers: Vec<(SocketAddr, bool)>,
+    holder: Option<NodeInfo>,
+    fetch_tries: u8,
+    searches: u8,
+    /// Ever had a peer or a holder (not only someone's get_peers).
+    vouched: bool,
+}
+
+impl Entry {
+    fn has_untried(&self) -> bool {
+        self.peers.iter().any(|(_, tried)| !tried)
+    }
+
+    /// Adds peers; returns how many were new.
+    fn merge(&mut self, peers: &[SocketAddr]) -> usize {
+        let mut added = 0;
+        for p in peers {
+            if self.peers.iter().any(|(q, _)| q == p) {
+                continue;
+            }
+            if self.peers.len() >= MAX_PEERS_PER_ENTRY {
+                // Keep the newest: drop the oldest tried peer, else skip.
+                match self.peers.iter().position(|(_, tried)| *tried) {
+                    Some(i) => {
+                        self.peers.remove(i);
+                    }
+                    None => continue,
+                }
+            }
+            self.peers.push((*p, false));
+            added += 1;
+        }
+        if !self.peers.is_empty() {
+            self.vouched = true;
+        }
+        added
+    }
+}
+
+/// A fetch to run: the infohash with every peer known for it, untried first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// The infohash.
+    pub info_hash: Id,
+    /// How it was first seen.
+    pub source: Source,
+    /// Its peers.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// A peer search to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchRequest {
+    /// The infohash.
+    pub info_hash: Id,
+    /// How it was first seen (lookups for get_peers-only infohashes run as
+    /// exploration).
+    pub source: Source,
+    /// A node known to hold its peers (the sample's holder), asked first.
+    pub holder: Option<NodeInfo>,
+}
+
+/// Counters: every infohash seen is in exactly one of stored, given up,
+/// shed or in progress (`discovered = stored + given_up + shed +
+/// in_progress + evicted`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HarvestStats {
+    /// New infohashes taken in.
+    pub discovered: u64,
+    /// Fetched and handed to the store.
+    pub stored: u64,
+    /// Given up after the bounded tries.
+    pub given_up: u64,
+    /// Not taken in: the table was full of entries at least as good.
+    pub shed: u64,
+    /// Taken in, then evicted by a better newcomer.
+    pub evicted: u64,
+    /// Fetches handed out (first tries and retries).
+    pub fetches: u64,
+    /// Fetch tries that failed.
+    pub fetch_failures: u64,
+    /// Peer searches handed out.
+    pub searches: u64,
+    /// Searches that found no peer.
+    pub searches_empty: u64,
+    /// Waiting entries woken by a new peer.
+    pub woken_by_peer: u64,
+    /// Sightings of infohashes already stored.
+    pub already_stored: u64,
+    /// In progress now.
+    pub in_progress: usize,
+    /// Of those, waiting for a retry.
+    pub waiting: usize,
+    /// Of those, handed to the pool.
+    pub fetching: usize,
+    /// Infohashes in the stored filter.
+    pub stored_known: usize,
+}
+
+/// The harvester (see the module docs).
+#[derive(Debug)]
+pub struct Harvester {
+    cfg: HarvestConfig,
+    entries: HashMap<Id, Entry>,
+    stored: InfohashSet,
+    given_up: InfohashSet,
+    to_search: VecDeque<Id>,
+    /// First tries.
+    ready: VecDeque<Id>,
+    /// Retries: served after first tries (finish what is new and cheap).
+    retry: VecDeque<Id>,
+    timers: BinaryHeap<Reverse<(Instant, Id)>>,
+    /// Entries seen only in get_peers, oldest first: eviction candidates.
+    weak: VecDeque<Id>,
+    fetching: usize,
+    waiting: usize,
+    gave_up: Vec<Id>,
+    stats: HarvestStats,
+}
+
+fn count(c: &mut u64) {
+    *c = c.saturating_add(1);
+}
+
+impl Harvester {
+    /// An empty harvester; `key` keys the filters' fingerprints.
+    pub fn new(cfg: HarvestConfig, key: (u64, u64)) -> Self {
+        Harvester {
+            stored: InfohashSet::new(cfg.stored_capacity, key),
+            given_up: InfohashSet::new(cfg.given_up_capacity, (key.1, key.0)),
+            cfg,
+            entries: HashMap::new(),
+            to_search: VecDeque::new(),
+            ready: VecDeque::new(),
+            retry: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            weak: VecDeque::new(),
+            fetching: 0,
+            waiting: 0,
+            gave_up: Vec::new(),
+            stats: HarvestStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HarvestStats {
+        let mut s = self.stats;
+        s.in_progress = self.entries.len();
+        s.waiting = self.waiting;
+        s.fetching = self.fetching;
+        s.stored_known = self.stored.len();
+        s
+    }
+
+    /// The stored filter (for memory accounting).
+    pub fn stored_filter(&self) -> &InfohashSet {
+        &self.stored
+    }
+
+    /// Marks `ih` as stored (loaded from the database at start).
+    pub fn remember_stored(&mut self, ih: &Id) {
+        self.stored.insert(ih);
+    }
+
+    /// Whether `ih` is in progress.
+    pub fn in_progress(&self, ih: &Id) -> bool {
+        self.entries.contains_key(ih)
+    }
+
+    fn set_phase(&mut self, ih: &Id, phase: Phase) {
+        let Some(e) = self.entries.get_mut(ih) else {
+            return;
+        };
+        let was_waiting = matches!(e.phase, Phase::Waiting { .. });
+        let was_fetching = e.phase == Phase::Fetching;
+        e.phase = phase;
+        if was_waiting {
+            self.waiting = self.waiting.saturating_sub(1);
+        }
+        if was_fetching {
+            self.fetching = self.fetching.saturating_sub(1);
+        }
+        match phase {
+            Phase::Waiting { until, .. } => {
+                self.waiting += 1;
+                self.timers.push(Reverse((until, *ih)));
+            }
+            Phase::Fetching => self.fetching += 1,
+            Phase::Search => self.to_search.push_back(*ih),
+            Phase::Ready => {
+                if e.fetch_tries == 0 {
+                    self.ready.push_back(*ih);
+                } else {
+                    self.retry.push_back(*ih);
+                }
+            }
+            Phase::Searching => {}
+        }
+    }
+
+    fn remove(&mut self, ih: &Id) -> Option<Entry> {
+        let e = self.entries.remove(ih)?;
+        match e.phase {
+            Phase::Waiting { .. } => self.waiting = self.waiting.saturating_sub(1),
+            Phase::Fetching => self.fetching = self.fetching.saturating_sub(1),
+            _ => {}
+        }
+        Some(e)
+    }
+
+    fn give_up(&mut self, ih: &Id) {
+        if self.remove(ih).is_some() {
+            count(&mut self.stats.given_up);
+            self.given_up.insert(ih);
+            self.gave_up.push(*ih);
+        }
+    }
+
+    /// Infohashes given up since the last call (the store forgets them).
+    pub fn poll_given_up(&mut self) -> Option<Id> {
+        self.gave_up.pop()
+    }
+
+    /// Makes room for a vouched newcomer by evicting the oldest entry seen
+    /// only in get_peers that is not being worked on.
+    fn evict_weak(&mut self) -> bool {
+        while let Some(ih) = self.weak.pop_front() {
+            let evictable = self.entries.get(&ih).is_some_and(|e| {
+                !e.vouched && !matches!(e.phase, Phase::Searching | Phase::Fetching)
+            });
+            if evictable {
+                self.remove(&ih);
+                count(&mut self.stats.evicted);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// An infohash was seen (on its owner shard).
+    pub fn discover(
+        &mut self,
+        ih: Id,
+        source: Source,
+        peers: &[SocketAddr],
+        holder: Option<NodeInfo>,
+    ) -> Discovered {
+        if self.stored.contains(&ih) {
+            count(&mut self.stats.already_stored);
+            return Discovered::Stored;
+        }
+        if let Some(e) = self.entries.get_mut(&ih) {
+            if holder.is_some() && e.holder.is_none() {
+                e.holder = holder;
+                e.vouched = true;
+            }
+            let added = e.merge(peers);
+            if added > 0 {
+                match e.phase {
+                    Phase::Waiting { .. } | Phase::Search => {
+                        count(&mut self.stats.woken_by_peer);
+                        self.set_phase(&ih, Phase::Ready);
+                    }
+                    // A running search or fetch picks them up when it ends
+                    // (the node passes them to a running fetch too).
+                    _ => {}
+                }
+            }
+            return Discovered::InProgress;
+        }
+        let vouched = !peers.is_empty() || holder.is_some();
+        if !vouched && self.given_up.contains(&ih) {
+            return Discovered::GivenUp;
+        }
+        if self.entries.len() >= self.cfg.max_entries && !(vouched && self.evict_weak()) {
+            count(&mut self.stats.shed);
+            return Discovered::Shed;
+        }
+        let mut e = Entry {
+            source,
+            phase: Phase::Searching,
+            peers: Vec::new(),
+            holder,
+            fetch_tries: 0,
+            searches: 0,
+            vouched,
+        };
+        e.merge(peers);
+        let phase = if e.peers.is_empty() {
+            Phase::Search
+        } else {
+            Phase::Ready
+        };
+        self.entries.insert(ih, e);
+        if !vouched {
+            self.weak.push_back(ih);
+            // Lazily validated; keep it from outgrowing the table.
+            if self.weak.len() > 2 * self.cfg.max_entries.max(1) {
+                let entries = &self.entries;
+                self.weak
+                    .retain(|w| entries.get(w).is_some_and(|e| !e.vouched));
+            }
+        }
+        self.set_phase(&ih, phase);
+        count(&mut self.stats.discovered);
+        Discovered::New
+    }
+
+    /// The next peer search to run.
+    pub fn poll_search(&mut self) -> Option<SearchRequest> {
+        while let Some(ih) = self.to_search.pop_front() {
+            let Some(e) = self.entries.get_mut(&ih) else {
+                continue;
+            };
+            if e.phase != Phase::Search {
+                continue;
+            }
+            e.phase = Phase::Searching;
+            e.searches = e.searches.saturating_add(1);
+            count(&mut self.stats.searches);
+            // The holder is asked once; later searches are lookups.
+            let holder = e.holder.take();
+            return Some(SearchRequest {
+                info_hash: ih,
+                source: e.source,
+                holder,
+            });
+        }
+        None
+    }
+
+    /// Whether a peer search is wanted.
+    pub fn wants_search(&self) -> bool {
+        !self.to_search.is_empty()
+    }
+
+    fn backoff(&self, tries: u8) -> Duration {
+        let shift = u32::from(tries.saturating_sub(1)).min(16);
+        self.cfg
+            .retry_base
+            .saturating_mul(1 << shift)
+            .min(self.cfg.retry_max)
+    }
+
+    /// A peer search ended with `peers` (possibly none).
+    pub fn search_done(&mut self, ih: &Id, peers: &[SocketAddr], now: Instant) {
+        let Some(e) = self.entries.get_mut(ih) else {
+            return;
+        };
+        if e.phase != Phase::Searching {
+            // Woken meanwhile; just keep the peers.
+            e.merge(peers);
+            return;
+        }
+        e.merge(peers);
+        if peers.is_empty() {
+            count(&mut self.stats.searches_empty);
+        }
+        if !peers.is_empty() || e.has_untried() {
+            self.set_phase(ih, Phase::Ready);
+            return;
+        }
+        let searches = e.searches;
+        let limit = if e.vouched {
+            self.cfg
+                .max_searches
+                .saturating_add(self.cfg.max_fetch_tries)
+        } else {
+            self.cfg.max_searches
+        };
+        if searches >= limit {
+            self.give_up(ih);
+            return;
+        }
+        let until = now + self.backoff(searches);
+        self.set_phase(
+            ih,
+            Phase::Waiting {
+                until,
+                reason: WaitReason::NoPeers,
+            },
+        );
+    }
+
+    /// The next fetch to hand to the pool (none while `max_fetching` are
+    /// out). First tries go before retries.
+    pub fn poll_fetch(&mut self) -> Option<FetchRequest> {
+        if self.fetching >= self.cfg.max_fetching {
+            return None;
+        }
+        loop {
+            let ih = match self.ready.pop_front() {
+                Some(ih) => ih,
+                None => self.retry.pop_front()?,
+            };
+            let Some(e) = self.entries.get_mut(&ih) else {
+                continue;
+            };
+            if e.phase != Phase::Ready {
+                continue;
+            }
+            // Untried first; the tried ones last, as spares.
+            let mut peers: Vec<SocketAddr> = e
+                .peers
+                .iter()
+                .filter(|(_, t)| !t)
+                .map(|(p, _)| *p)
+                .collect();
+            peers.extend(e.peers.iter().filter(|(_, t)| *t).map(|(p, _)| *p));
+            let source = e.source;
+            self.set_phase(&ih, Phase::Fetching);
+            count(&mut self.stats.fetches);
+            return Some(FetchRequest {
+                info_hash: ih,
+                source,
+                peers,
+            });
+        }
+    }
+
+    /// `ih`'s source while a peer search for it runs.
+    pub fn searching(&self, ih: &Id) -> Option<Source> {
+        self.entries
+            .get(ih)
+            .filter(|e| e.phase == Phase::Searching)
+            .map(|e| e.source)
+    }
+
+    /// Whether `ih` is being fetched (new peers should go to the pool).
+    pub fn is_fetching(&self, ih: &Id) -> bool {
+        self.entries
+            .get(ih)
+            .is_some_and(|e| e.phase == Phase::Fetching)
+    }
+
+    /// The pool reports how a fetch of `ih` ended.
+    pub fn fetch_done(&mut self, ih: &Id, outcome: FetchOutcome, now: Instant) {
+        let Some(e) = self.entries.get_mut(ih) else {
+            if outcome == FetchOutcome::Stored {
+                self.stored.insert(ih);
+            }
+            return;
+        };
+        if e.phase != Phase::Fetching {
+            return;
+        }
+        match outcome {
+            FetchOutcome::Stored => {
+                self.remove(ih);
+                self.stored.insert(ih);
+                count(&mut self.stats.stored);
+            }
+            FetchOutcome::NotRun => self.set_phase(ih, Phase::Ready),
+            FetchOutcome::Failed { tried } => {
+                count(&mut self.stats.fetch_failures);
+                for (p, t) in e.peers.iter_mut() {
+                    if tried.contains(p) {
+                        *t = true;
+                    }
+                }
+                e.fetch_tries = e.fetch_tries.saturating_add(1);
+                let tries = e.fetch_tries;
+                if e.has_untried() {
+                    // Peers arrived while it ran: try them now.
+                    self.set_phase(ih, Phase::Ready);
+                    return;
+                }
+                if tries >= self.cfg.max_fetch_tries {
+                    self.give_up(ih);
+                    return;
+                }
+                let until = now + self.backoff(tries);
+                self.set_phase(
+                    ih,
+                    Phase::Waiting {
+                        until,
+                        reason: WaitReason::FetchFailed,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Wakes the entries whose wait is over: a fresh search for more peers
+    /// (the old ones are retried with whatever it finds).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, ih))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.entries.get_mut(&ih) else {
+                continue;
+            };
+            let Phase::Waiting { until, .. } = e.phase else {
+                continue;
+            };
+            if until != at {
+                continue;
+            }
+            // Every known peer gets another chance (peers churn; a timeout
+            // is not a verdict), after a search for fresh ones.
+            for (_, t) in e.peers.iter_mut() {
+                *t = false;
+            }
+            self.set_phase(&ih, Phase::Search);
+        }
+    }
+
+    /// When [`Harvester::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Why `ih` waits, if it does.
+    pub fn wait_reason(&self, ih: &Id) -> Option<WaitReason> {
+        match self.entries.get(ih)?.phase {
+            Phase::Waiting { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Whether `ih` is in the stored filter.
+    pub fn is_stored(&self, ih: &Id) -> bool {
+        self.stored.contains(ih)
+    }
+
+    /// Whether `insert` into the stored filter says it was new (tests).
+    #[cfg(test)]
+    fn stored_insert(&mut self, ih: &Id) -> Insert {
+        self.stored.insert(ih)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ih(n: u8) -> Id {
+        Id([n; 20])
+    }
+
+    fn peer(n: u16) -> SocketAddr {
+        SocketAddr::from(([127, 96, 0, 1], 1000 + n))
+    }
+
+    fn small() -> Harvester {
+        Harvester::new(
+            HarvestConfig {
+                max_entries: 4,
+                max_fetching: 2,
+                retry_base: Duration::from_secs(10),
+                retry_max: Duration::from_secs(60),
+                max_fetch_tries: 3,
+                max_searches: 2,
+                stored_capacity: 1000,
+                given_up_capacity: 1000,
+            },
+            (1, 2),
+        )
+    }
+
+    #[test]
+    fn get_peers_first_then_announce_wakes_and_stores() {
+        let t0 = Instant::now();
+        let mut h = small();
+        assert_eq!(
+            h.discover(ih(1), Source::GetPeers, &[], None),
+            Discovered::New
+        );
+        let s = h.poll_search().unwrap();
+        assert_eq!(s.info_hash, ih(1));
+        h.search_done(&ih(1), &[], t0);
+        assert_eq!(h.wait_reason(&ih(1)), Some(WaitReason::NoPeers));
+        assert!(h.poll_fetch().is_none());
+        // The announce brings the peer: woken at once, fetched.
+        assert_eq!(
+            h.discover(ih(1), Source::Announce, &[peer(1)], None),
+            Discovered::InProgress
+        );
+        let f = h.poll_fetch().unwrap();
+        assert_eq!(f.peers, vec![peer(1)]);
+        h.fetch_done(&ih(1), FetchOutcome::Stored, t0);
+        assert!(h.is_stored(&ih(1)));
+        assert_eq!(
+            h.discover(ih(1), Source::Announce, &[peer(1)], None),
+            Discovered::Stored
+        );
+        let st = h.stats();
+        assert_eq!((st.discovered, st.stored, st.in_progress), (1, 1, 0));
+        assert_eq!(st.woken_by_peer, 1);
+    }
+
+    #[test]
+    fn failed_fetch_backs_off_retries_and_gives_up() {
+        let t0 = Instant::now();
+        let mut h = small();
+        h.discover(ih(2), Source::Announce, &[peer(1)], None);
+        let mut now = t0;
+        for tries in 1..=3u32 {
+            let f = h.poll_fetch().unwrap();
+            assert_eq!(f.peers, vec![peer(1)]);
+            h.fetch_done(
+                &ih(2),
+                FetchOutcome::Failed {
+                    tried: vec![peer(1)],
+                },
+                now,
+            );
+            if tries == 3 {
+                break;
+            }
+            assert_eq!(h.wait_reason(&ih(2)), Some(WaitReason::FetchFailed));
+            let at = h.poll_timeout().unwrap();
+            assert_eq!(at - now, Duration::from_secs(10 << (tries - 1)));
+            h.handle_timeout(at - Duration::from_millis(1));
+            assert!(h.poll_search().is_none(), "woken early");
+            now = at;
+            h.handle_timeout(now);
+            // A re-search finds nothing new; the old peer is retried.
+            let s = h.poll_search().unwrap();
+            assert_eq!(s.info_hash, ih(2));
+            h.search_done(&ih(2), &[], now);
+        }
+        assert!(!h.in_progress(&ih(2)));
+        assert_eq!(h.poll_given_up(), Some(ih(2)));
+        assert_eq!(h.stats().given_up, 1);
+        // Given up: a bare get_peers does not revive it, a peer does.
+        assert_eq!(
+            h.discover(ih(2), Source::GetPeers, &[], None),
+            Discovered::GivenUp
+        );
+        assert_eq!(
+            h.discover(ih(2), Source::Announce, &[peer(9)], None),
+            Discovered::New
+        );
+    }
+
+    #[test]
+    fn peers_arriving_during_a_fetch_are_tried_after_it() {
+        let t0 = Instant::now();
+        let mut h = small();
+        h.discover(ih(3), Source::Sample, &[peer(1)], None);
+        let _ = h.poll_fetch().unwrap();
+        assert!(h.is_fetching(&ih(3)));
+        h.discover(ih(3), Source::Announce, &[peer(2)], None);
+        h.fetch_done(
+            &ih(3),
+            FetchOutcome::Failed {
+                tried: vec![peer(1)],
+            },
+            t0,
+        );
+        let f = h.poll_fetch().unwrap();
+        assert_eq!(f.peers, vec![peer(2), peer(1)]);
+    }
+
+    #[test]
+    fn fetches_out_are_bounded_and_first_tries_go_first() {
+        let t0 = Instant::now();
+        let mut h = small();
+        h.discover(ih(1), Source::Announce, &[peer(1)], None);
+        h.discover(ih(2), Source::Announce, &[peer(2)], None);
+        h.discover(ih(3), Source::Announce, &[peer(3)], None);
+        let a = h.poll_fetch().unwrap();
+        let _b = h.poll_fetch().unwrap();
+        assert!(h.poll_fetch().is_none(), "max_fetching is 2");
+        // ih(1) fails with a new peer waiting: a retry, queued behind ih(3).
+        h.discover(a.info_hash, Source::Announce, &[peer(7)], None);
+        h.fetch_done(
+            &a.info_hash,
+            FetchOutcome::Failed {
+                tried: vec![peer(1)],
+            },
+            t0,
+        );
+        assert_eq!(h.poll_fetch().unwrap().info_hash, ih(3));
+    }
+
+    #[test]
+    fn a_full_table_evicts_get_peers_only_entries_for_vouched_ones() {
+        let mut h = small();
+        for n in 10..14 {
+            assert_eq!(
+                h.discover(ih(n), Source::GetPeers, &[], None),
+                Discovered::New
+            );
+        }
+        // Full of weak entries: another weak one is shed...
+        assert_eq!(
+            h.discover(ih(20), Source::GetPeers, &[], None),
+            Discovered::Shed
+        );
+        // ...a vouched one evicts the oldest weak one.
+        assert_eq!(
+            h.discover(ih(21), Source::Announce, &[peer(1)], None),
+            Discovered::New
+        );
+        assert!(!h.in_progress(&ih(10)));
+        assert!(h.in_progress(&ih(21)));
+        let s = h.stats();
+        assert_eq!((s.shed, s.evicted, s.in_progress), (1, 1, 4));
+    }
+
+    #[test]
+    fn get_peers_only_infohashes_age_out() {
+        let t0 = Instant::now();
+        let mut h = small();
+        h.discover(ih(5), Source::GetPeers, &[], None);
+        let mut now = t0;
+        for _ in 0..2 {
+            assert!(h.poll_search().is_some());
+            h.search_done(&ih(5), &[], now);
+            if let Some(at) = h.poll_timeout() {
+                now = at;
+                h.handle_timeout(now);
+            }
+        }
+        assert!(!h.in_progress(&ih(5)));
+        assert_eq!(h.stats().given_up, 1);
+    }
+
+    #[test]
+    fn stored_filter_is_the_source_of_truth() {
+        let mut h = small();
+        h.remember_stored(&ih(8));
+        assert_eq!(
+            h.discover(ih(8), Source::Announce, &[peer(1)], None),
+            Discovered::Stored
+        );
+        assert_eq!(h.stored_insert(&ih(8)), Insert::Known);
+    }
+}
