@@ -159,6 +159,7 @@ fn engine_case(shards: usize) -> (f64, f64) {
             tweak: None,
             known_nodes: Arc::new(Vec::new()),
             pending: Arc::new(Vec::new()),
+            stored: Arc::new(Vec::new()),
         },
     )
     .unwrap();
@@ -213,9 +214,14 @@ fn fetch_case(swarm: &PeerSwarm, shards: usize) -> f64 {
                 let tcp = Rc::new(ctx.tcp().clone());
                 let (stop_tx, stop_rx) =
                     shards::glommio::channels::local_channel::new_bounded::<()>(1);
-                let runner = glommio::spawn_local(pool.clone().run(tcp, writer, async move {
-                    let _ = stop_rx.recv().await;
-                }));
+                let runner = glommio::spawn_local(pool.clone().run(
+                    tcp,
+                    writer,
+                    Rc::new(|_, _| {}),
+                    async move {
+                        let _ = stop_rx.recv().await;
+                    },
+                ));
                 while stats.fetched.get() + stats.jobs_failed.get() < count {
                     glommio::timer::sleep(Duration::from_millis(2)).await;
                 }

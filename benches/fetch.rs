@@ -81,7 +81,8 @@ fn main() {
                 }
                 let tcp = Rc::new(ctx.tcp().clone());
                 let stop = ctx.shutdown();
-                let runner = glommio::spawn_local(pool.clone().run(tcp, writer, stop));
+                let runner =
+                    glommio::spawn_local(pool.clone().run(tcp, writer, Rc::new(|_, _| {}), stop));
                 loop {
                     let done = stats.fetched.get() + stats.jobs_failed.get();
                     let live = live();

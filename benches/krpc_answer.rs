@@ -236,6 +236,7 @@ fn dht_hunter(shape: Shape, secs: f64) -> Case {
             tweak: Some(tweak),
             known_nodes: Arc::new(Vec::new()),
             pending: Arc::new(Vec::new()),
+            stored: Arc::new(Vec::new()),
         },
     )
     .unwrap();

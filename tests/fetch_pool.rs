@@ -3,11 +3,14 @@
 //! same job succeeds; a full queue hands jobs back and counts them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use dht_hunter::fetch::{FailureKind, FetchJob, FetchPool, PoolConfig};
+use dht_hunter::dht::harvest::FetchOutcome;
+use dht_hunter::fetch::{FailureKind, FetchJob, FetchPool, OutcomeSink, PoolConfig};
+use dht_hunter::id::Id;
 use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
 use dht_hunter::store::{Source, Store};
 
@@ -96,7 +99,8 @@ fn liars_are_penalised_and_honest_peers_win() {
                 }
                 let tcp = Rc::new(ctx.tcp().clone());
                 let stop = ctx.shutdown();
-                let runner = glommio::spawn_local(pool.clone().run(tcp, writer, stop));
+                let (outcomes, sink) = collect();
+                let runner = glommio::spawn_local(pool.clone().run(tcp, writer, sink, stop));
                 while stats.fetched.get() + stats.jobs_failed.get() < n {
                     glommio::timer::sleep(Duration::from_millis(20)).await;
                 }
@@ -107,6 +111,10 @@ fn liars_are_penalised_and_honest_peers_win() {
                 }
                 ctx.shutdown_handle().trigger();
                 runner.await;
+                // Every job's outcome was reported, and each is Stored.
+                let o = outcomes.borrow();
+                assert_eq!(o.len() as u64, n + 1);
+                assert!(o.iter().all(|(_, x)| *x == FetchOutcome::Stored), "{o:?}");
                 Ok::<_, std::io::Error>((
                     stats.fetched.get(),
                     stats.jobs_failed.get(),
@@ -137,6 +145,154 @@ fn liars_are_penalised_and_honest_peers_win() {
     assert_eq!(store.stats().unwrap().torrents, n);
     store.close().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+type Outcomes = Rc<RefCell<Vec<(Id, FetchOutcome)>>>;
+
+fn collect() -> (Outcomes, OutcomeSink) {
+    let out: Outcomes = Rc::new(RefCell::new(Vec::new()));
+    let o = out.clone();
+    (out, Rc::new(move |ih, x| o.borrow_mut().push((ih, x))))
+}
+
+/// Capacity is a queue, not a failure: attempts over the per-IP cap wait
+/// and succeed, and silent peers holding every connection slot delay honest
+/// jobs by at most a job's time budget, never fail them.
+#[test]
+fn caps_wait_and_silent_peers_cannot_starve_the_pool() {
+    let swarm = Swarm::start(&SwarmConfig {
+        nodes: 8,
+        torrents: 36,
+        peers_per_torrent: 2,
+        bad_fraction: 1.0,
+        unfetchable_fraction: 0.0,
+        large_torrents: 0,
+        client_rate: 0,
+        seed: 5,
+        ..SwarmConfig::default()
+    })
+    .unwrap();
+    let peer = |t: &dht_hunter::loadgen::swarm::TruthTorrent, honest: bool| {
+        t.peers
+            .iter()
+            .find(|p| p.honest == honest && (honest || p.behaviour == "silent"))
+            .map(|p| p.addr.parse::<SocketAddr>().unwrap())
+    };
+    // Six jobs for one torrent through its one honest peer: the TCP layer
+    // allows two connections per IP, so four attempts must wait.
+    let same = &swarm.truth[0];
+    let same_peer = peer(same, true).unwrap();
+    let jobs: Vec<FetchJob> = (0..6)
+        .map(|_| FetchJob {
+            info_hash: same.infohash.parse().unwrap(),
+            source: Source::Announce,
+            discovered_at: SystemTime::now(),
+            peers: vec![same_peer],
+        })
+        .collect();
+    // Two jobs with only a silent peer each (they hold two of the four
+    // connection slots), then ten honest jobs.
+    let silent: Vec<FetchJob> = swarm
+        .truth
+        .iter()
+        .filter_map(|t| {
+            peer(t, false).map(|p| FetchJob {
+                info_hash: t.infohash.parse().unwrap(),
+                source: Source::Sample,
+                discovered_at: SystemTime::now(),
+                peers: vec![p],
+            })
+        })
+        .take(2)
+        .collect();
+    assert_eq!(silent.len(), 2, "the swarm has silent peers");
+    let honest: Vec<FetchJob> = swarm.truth[1..]
+        .iter()
+        .filter(|t| !silent.iter().any(|s| s.info_hash.to_hex() == t.infohash))
+        .take(10)
+        .map(|t| FetchJob {
+            info_hash: t.infohash.parse().unwrap(),
+            source: Source::Sample,
+            discovered_at: SystemTime::now(),
+            peers: vec![peer(t, true).unwrap()],
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("dh-pool-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&format!("sqlite:{}", dir.join("db.sqlite").display())).unwrap();
+    let writer = store.writer();
+    let res = shards::ShardsBuilder::new()
+        .shards(1)
+        .pin(false)
+        .spawn(move |ctx: shards::ShardContext<()>| {
+            let (mut jobs, silent, honest) = (jobs.clone(), silent.clone(), honest.clone());
+            let writer = writer.clone();
+            async move {
+                let mut cfg = PoolConfig {
+                    concurrency: 32,
+                    peers_at_once: 1,
+                    max_connections: 4,
+                    job_budget: Duration::from_secs(2),
+                    ..PoolConfig::default()
+                };
+                cfg.fetch.handshake_timeout = Duration::from_secs(30);
+                let pool = FetchPool::new(cfg);
+                let stats = pool.stats();
+                let silent_ids: Vec<Id> = silent.iter().map(|j| j.info_hash).collect();
+                let total = jobs.len() + silent.len() + honest.len();
+                // The six sharing a peer take all four slots first (two
+                // meet the per-IP cap), then the silent ones hold two.
+                for j in silent.into_iter().chain(honest) {
+                    jobs.push(j);
+                }
+                for j in jobs {
+                    assert!(pool.submit(j).is_ok());
+                }
+                let (outcomes, sink) = collect();
+                let tcp = Rc::new(ctx.tcp().clone());
+                let started = std::time::Instant::now();
+                let runner =
+                    glommio::spawn_local(pool.clone().run(tcp, writer, sink, ctx.shutdown()));
+                while outcomes.borrow().len() < total {
+                    assert!(started.elapsed() < Duration::from_secs(30), "jobs stuck");
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+                let elapsed = started.elapsed();
+                ctx.shutdown_handle().trigger();
+                runner.await;
+                let o = outcomes.borrow();
+                let stored = o.iter().filter(|(_, x)| *x == FetchOutcome::Stored).count();
+                let silent_failed = o
+                    .iter()
+                    .filter(|(ih, x)| {
+                        silent_ids.contains(ih) && matches!(x, FetchOutcome::Failed { .. })
+                    })
+                    .count();
+                Ok::<_, std::io::Error>((
+                    stored,
+                    silent_failed,
+                    stats.deferred.get(),
+                    stats.failures(FailureKind::Capped),
+                    stats.over_budget.get(),
+                    elapsed,
+                ))
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let (stored, silent_failed, deferred, capped, over_budget, elapsed) = res[0];
+    swarm.stop();
+    store.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // All sixteen honest jobs (six sharing one peer) stored; both silent
+    // jobs failed, by their budget, in about one budget's time.
+    assert_eq!(stored, 16);
+    assert_eq!(silent_failed, 2);
+    assert!(deferred >= 1, "no attempt met the per-IP cap");
+    assert_eq!(capped, 0, "a cap was counted as a failure");
+    assert_eq!(over_budget, 2);
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
 
 #[test]

@@ -53,6 +53,7 @@ fn engine_answers_a_mixed_flood() {
             tweak: Some(tweak),
             known_nodes: Arc::new(Vec::new()),
             pending: Arc::new(Vec::new()),
+            stored: Arc::new(Vec::new()),
         },
     )
     .unwrap();

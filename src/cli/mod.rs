@@ -497,9 +497,13 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Resu
     store.close()?;
     let t = telemetry.totals();
     log::info!(
-        "stopped: {} infohashes, {} torrents fetched, {} queries answered",
+        "stopped: {} infohashes, {} torrents fetched, {} given up, {} in progress, \
+         {} sightings of stored torrents not fetched again, {} queries answered",
         t.infohashes,
         t.fetched,
+        t.given_up,
+        t.in_progress,
+        t.already_stored,
         t.answered
     );
     Ok(())

@@ -581,4 +581,6 @@ pub struct NodeStats {
     pub lookups: u64,
     /// Torrents in the announce store.
     pub torrents: usize,
+    /// The harvester's counters (every infohash's life).
+    pub harvest: harvest::HarvestStats,
 }

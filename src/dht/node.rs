@@ -440,6 +440,7 @@ impl Node {
         s.dedup_len = self.harvest.stored_filter().len();
         s.bytes_per_infohash = self.harvest.stored_filter().bytes_per_infohash();
         s.torrents = self.store.len();
+        s.harvest = self.harvest.stats();
         s
     }
 

@@ -47,6 +47,12 @@ pub struct ShardTelemetry {
     pub bytes_per_infohash: AtomicU64,
     /// Fetch failures by kind (indexed like [`FailureKind::ALL`]).
     pub failures: [AtomicU64; 13],
+    /// Infohashes the harvester gave up on.
+    pub given_up: AtomicU64,
+    /// Infohashes in progress (searching, fetching or waiting).
+    pub in_progress: AtomicU64,
+    /// Sightings of infohashes already stored (not fetched again).
+    pub already_stored: AtomicU64,
 }
 
 impl ShardTelemetry {
@@ -77,6 +83,10 @@ impl ShardTelemetry {
         for (i, k) in FailureKind::ALL.iter().enumerate() {
             self.failures[i].store(f.failures(*k), Relaxed);
         }
+        self.given_up.store(n.harvest.given_up, Relaxed);
+        self.in_progress
+            .store(n.harvest.in_progress as u64, Relaxed);
+        self.already_stored.store(n.harvest.already_stored, Relaxed);
     }
 }
 
@@ -117,6 +127,12 @@ pub struct Totals {
     pub failures: Vec<(FailureKind, u64)>,
     /// Infohashes per shard (for the imbalance figure).
     pub per_shard_infohashes: Vec<u64>,
+    /// Infohashes given up.
+    pub given_up: u64,
+    /// Infohashes in progress.
+    pub in_progress: u64,
+    /// Sightings of infohashes already stored.
+    pub already_stored: u64,
 }
 
 impl Telemetry {
@@ -155,6 +171,9 @@ impl Telemetry {
             t.fetch_failed += s.fetch_failed.load(Relaxed);
             t.queue += s.queue.load(Relaxed);
             t.nodes += s.nodes.load(Relaxed);
+            t.given_up += s.given_up.load(Relaxed);
+            t.in_progress += s.in_progress.load(Relaxed);
+            t.already_stored += s.already_stored.load(Relaxed);
             for (i, f) in t.failures.iter_mut().enumerate() {
                 f.1 += s.failures[i].load(Relaxed);
             }
@@ -207,6 +226,41 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
     ] {
         counter!("dht_hunter_dropped_total", "shard" => s.clone(), "reason" => why).absolute(v);
     }
+    // The audit: discovered = stored + given_up + shed + evicted + in
+    // progress (waiting, fetching, or searching).
+    let h = &n.harvest;
+    for (what, v) in [
+        ("discovered", h.discovered),
+        ("stored", h.stored),
+        ("given_up", h.given_up),
+        ("shed", h.shed),
+        ("evicted", h.evicted),
+        ("fetches", h.fetches),
+        ("fetch_failures", h.fetch_failures),
+        ("searches", h.searches),
+        ("searches_empty", h.searches_empty),
+        ("woken_by_peer", h.woken_by_peer),
+        ("already_stored", h.already_stored),
+    ] {
+        counter!("dht_hunter_harvest_total", "shard" => s.clone(), "event" => what).absolute(v);
+    }
+    for (phase, v) in [
+        ("all", h.in_progress),
+        ("waiting", h.waiting),
+        ("fetching", h.fetching),
+    ] {
+        gauge!("dht_hunter_harvest_in_progress", "shard" => s.clone(), "phase" => phase)
+            .set(v as f64);
+    }
+    counter!("dht_hunter_queries_forwarded_total", "shard" => s.clone(), "direction" => "out")
+        .absolute(n.queries_forwarded_out);
+    counter!("dht_hunter_queries_forwarded_total", "shard" => s.clone(), "direction" => "in")
+        .absolute(n.queries_forwarded_in);
+    counter!("dht_hunter_fetch_deferred_total", "shard" => s.clone()).absolute(f.deferred.get());
+    counter!("dht_hunter_fetch_slot_seconds_total", "shard" => s.clone())
+        .absolute(f.slot_micros.get() / 1_000_000);
+    counter!("dht_hunter_fetch_jobs_over_budget_total", "shard" => s.clone())
+        .absolute(f.over_budget.get());
     counter!("dht_hunter_fetches_total", "shard" => s.clone(), "outcome" => "ok")
         .absolute(f.fetched.get());
     for k in FailureKind::ALL {

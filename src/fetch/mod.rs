@@ -331,7 +331,12 @@ impl FetchPool {
         store: &StoreWriter,
     ) -> FetchOutcome {
         let started = Instant::now();
-        let budget_end = started + self.cfg.job_budget;
+        // The time budget runs from the job's first connection slot: time
+        // spent queued for a slot is the pool's, not the job's.
+        let first_slot: Rc<std::cell::Cell<Option<Instant>>> = Rc::default();
+        let budget = self.cfg.job_budget;
+        let budget_end = || first_slot.get().map(|t| t + budget);
+        let spent = || budget_end().is_some_and(|end| Instant::now() >= end);
         self.stats.running.set(self.stats.running.get() + 1);
         let mut peers: VecDeque<SocketAddr> = job.peers.iter().copied().collect();
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -347,7 +352,7 @@ impl FetchPool {
             // Top up the attempts.
             while outstanding < self.cfg.peers_at_once.max(1)
                 && tried.len() < self.cfg.max_peers_per_job
-                && Instant::now() < budget_end
+                && !spent()
             {
                 let Some(peer) = self.next_peer(&job.info_hash, &mut peers, &mut tried) else {
                     break;
@@ -359,11 +364,15 @@ impl FetchPool {
                 let ih = job.info_hash;
                 let conns = conns.clone();
                 let stats = self.stats.clone();
+                let first_slot = first_slot.clone();
                 running.push(glommio::spawn_local(async move {
                     // Waits for a connection slot: capacity is a queue.
                     let r = match Semaphore::acquire_static_permit(&conns, 1).await {
                         Ok(_slot) => {
                             let t = Instant::now();
+                            if first_slot.get().is_none() {
+                                first_slot.set(Some(t));
+                            }
                             let r = attempt(&tcp, peer, ih, cfg.peer_id, cfg.fetch).await;
                             let used = t.elapsed().as_micros() as u64;
                             stats.slot_micros.set(stats.slot_micros.get() + used);
@@ -377,7 +386,7 @@ impl FetchPool {
                 }));
             }
             if outstanding == 0 {
-                if capped.is_empty() || Instant::now() >= budget_end {
+                if capped.is_empty() || spent() {
                     break;
                 }
                 // Only capped peers are left: wait, then put them back.
@@ -385,12 +394,18 @@ impl FetchPool {
                 peers.extend(capped.drain(..));
                 continue;
             }
-            let left = budget_end.saturating_duration_since(Instant::now());
-            let next = shards::timers::with_deadline(Instant::now() + left, res_rx.recv()).await;
-            let Ok(Some((peer, result))) = next else {
-                // The job's time budget is spent: cancel what still runs.
-                self.stats.over_budget.set(self.stats.over_budget.get() + 1);
-                break;
+            // Until a slot is had, wake up now and then to look again.
+            let wake = budget_end().unwrap_or_else(|| Instant::now() + budget);
+            let next = shards::timers::with_deadline(wake, res_rx.recv()).await;
+            let (peer, result) = match next {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(_) if spent() => {
+                    // The job's time budget is spent: cancel what still runs.
+                    self.stats.over_budget.set(self.stats.over_budget.get() + 1);
+                    break;
+                }
+                Err(_) => continue,
             };
             outstanding -= 1;
             match result {
