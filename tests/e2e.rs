@@ -547,7 +547,6 @@ fn restart_resumes_unfetched_infohashes() {
     let mut jsonl = Vec::new();
     s.export_jsonl(&mut jsonl).unwrap();
     s.close().unwrap();
-    swarm.stop();
     let stored: std::collections::HashSet<String> = String::from_utf8(jsonl)
         .unwrap()
         .lines()
@@ -570,5 +569,30 @@ fn restart_resumes_unfetched_infohashes() {
         pending.len()
     );
     assert!(left.is_empty(), "{} still pending", left.len());
+    // Third run against the same swarm: everything it sees is already
+    // stored, so it fetches nothing (the filter is rebuilt from the store).
+    let out = crawl("8", "10485760");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} stored infohashes will not be fetched again",
+            stored.len()
+        )),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("stopped:"))
+        .expect("a closing line");
+    assert!(line.contains(" 0 torrents fetched"), "{line}");
+    let seen: u64 = line
+        .split(", ")
+        .find(|p| p.contains("sightings of stored torrents"))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a sightings count");
+    assert!(seen > 0, "run 3 saw none of the stored torrents: {line}");
+    swarm.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -98,3 +98,99 @@ fn refuses_non_loopback_target() {
     let cfg = FloodConfig::new("198.51.100.7:6881".parse().unwrap());
     assert!(matches!(flood::run(&cfg), Err(FloodError::NotLoopback(_))));
 }
+
+/// A flood of get_peers for random infohashes from many sources, in the
+/// same run as a real harvest: the flood fills the harvester's table (kept
+/// small here so that it overflows), yet every fetchable torrent of the
+/// swarm is stored, because infohashes seen only in get_peers are the first
+/// to be evicted and the last to be searched for.
+#[test]
+fn get_peers_flood_does_not_stop_the_harvest() {
+    use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+    use std::time::Instant;
+    let swarm = Swarm::start(&SwarmConfig {
+        nodes: 300,
+        torrents: 120,
+        large_torrents: 0,
+        client_rate: 0,
+        seed: 21,
+        ..SwarmConfig::default()
+    })
+    .unwrap();
+    let fetchable = swarm.truth.iter().filter(|t| t.fetchable).count() as u64;
+    let dir = std::env::temp_dir().join(format!("dh-flood-harvest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite:{}", dir.join("db.sqlite").display());
+    let cfg = CrawlConfig::resolve(FileConfig {
+        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
+        bootstrap: Some(
+            swarm
+                .node_addrs
+                .iter()
+                .take(8)
+                .map(|a| a.to_string())
+                .collect(),
+        ),
+        shards: Some(1),
+        no_pin: Some(true),
+        allow_private: Some(true),
+        state_dir: Some(dir.join("state")),
+        db: Some(db.clone()),
+        ..FileConfig::default()
+    })
+    .unwrap();
+    let store = Store::open(&db).unwrap();
+    let telemetry = Arc::new(Telemetry::default());
+    // A small table, so that the flood overflows it.
+    let tweak: engine::NodeTweak = Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
+        nc.harvest.max_entries = 1000;
+    });
+    let eng = engine::start(
+        &cfg,
+        EngineParts {
+            store: store.writer(),
+            telemetry: telemetry.clone(),
+            tweak: Some(tweak),
+            known_nodes: Arc::new(Vec::new()),
+            pending: Arc::new(Vec::new()),
+            stored: Arc::new(Vec::new()),
+        },
+    )
+    .unwrap();
+    let mut fc = FloodConfig::new(eng.udp_addrs[0]);
+    fc.sources = 256;
+    fc.rate = 3000;
+    fc.duration = Duration::from_secs(10);
+    fc.timeout = Duration::from_millis(500);
+    fc.mix = "get_peers=1".parse().unwrap();
+    fc.infohashes = 0; // a fresh random infohash per query
+    let start = Instant::now();
+    let flood = std::thread::spawn(move || flood::run(&fc));
+    while telemetry.totals().fetched < fetchable && start.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = flood.join().unwrap().unwrap();
+    let t = telemetry.totals();
+    eng.shutdown_handle().trigger();
+    eng.join().unwrap();
+    store.close().unwrap();
+    swarm.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "{r}\nfetched {} of {fetchable} in {:?}",
+        t.fetched,
+        start.elapsed()
+    );
+    // The flood really was one: thousands of random infohashes taken in.
+    assert!(r.sent_by_kind.get_peers > 10_000, "{r}");
+    assert!(
+        t.infohashes > 2 * 1000,
+        "the flood did not reach the harvester"
+    );
+    assert!(
+        t.fetched >= fetchable,
+        "{} of {fetchable} stored",
+        t.fetched
+    );
+}

@@ -344,7 +344,11 @@ pub struct NodeConfig {
     /// The `interval` we serve in BEP 51 replies, seconds (at most 21600).
     pub sample_interval: u32,
     /// The least time before asking a node for samples again, whatever its
-    /// `interval` says.
+    /// `interval` says. The node's own `interval` is what BEP 51 asks us to
+    /// honour (libtorrent serves 21600 s, so on the real DHT this floor
+    /// rarely binds); the floor only guards against nodes that say 0. One
+    /// query a minute is far below any node's rate limit (libtorrent's
+    /// dos_blocker: 5/s).
     pub min_resample: Duration,
     /// How long to wait for a reply.
     pub query_timeout: Duration,
@@ -427,7 +431,7 @@ impl NodeConfig {
             inbound_per_ip_burst: 50,
             limiter_slots: 1 << 16,
             sample_interval: 21_600,
-            min_resample: Duration::from_secs(300),
+            min_resample: Duration::from_secs(60),
             query_timeout: Duration::from_secs(3),
             tick: Duration::from_millis(100),
             walk_interval: Duration::from_secs(1),
@@ -500,9 +504,9 @@ pub struct DropCounts {
     pub wrong_endpoint: u64,
     /// Over the inbound per-IP limit.
     pub per_ip_in: u64,
-    /// Not sent: over the outbound per-IP limit.
+    /// Reply not sent: over the outbound per-IP limit.
     pub per_ip_out: u64,
-    /// Not sent: over the shard's budget.
+    /// Reply not sent: over the shard's budget.
     pub budget: u64,
     /// Zero id.
     pub zero_id: u64,
@@ -515,6 +519,16 @@ pub struct DropCounts {
     /// Infohash not taken in: the harvester's table is full of entries at
     /// least as good.
     pub harvest_full: u64,
+}
+
+/// Queries not built because a limit said "later" (the job waits; these
+/// are not drops).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeferCounts {
+    /// The destination IP's outbound share was used up.
+    pub per_ip: u64,
+    /// The shard's packet or byte budget for the query's tier was used up.
+    pub budget: u64,
 }
 
 /// New infohashes by source (counted on the owner shard).
@@ -559,6 +573,8 @@ pub struct NodeStats {
     pub timeouts: u64,
     /// Drops, by reason.
     pub dropped: DropCounts,
+    /// Queries deferred, by reason.
+    pub deferred: DeferCounts,
     /// New infohashes, by source.
     pub infohashes: SourceCounts,
     /// Fetches handed out as [`Action::Fetch`].

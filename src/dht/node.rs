@@ -42,6 +42,8 @@ const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
 const STALE: Duration = Duration::from_secs(15 * 60);
 /// Node ids remembered as already forwarded to their owner shard.
 const MAX_FORWARDED_NODES: usize = 4096;
+/// Re-ask a node whose sample_infohashes went unanswered after this.
+const SAMPLE_UNANSWERED_RETRY: Duration = Duration::from_secs(30);
 /// Re-ask a node whose sample_infohashes failed or errored after this.
 const SAMPLE_RETRY: Duration = Duration::from_secs(6 * 3600);
 /// Entries looked at per tick by the sweep and by the refresh scan.
@@ -200,6 +202,8 @@ pub struct Node {
     store: PeerStore,
     pool: SamplePool,
     harvest: Harvester,
+    /// Holder queries were queued since the last exploit pass.
+    exploit_new: bool,
     exploit: VecDeque<ExploitJob>,
     lookups: HashMap<u32, Lookup>,
     lookup_queue: VecDeque<(Id, Vec<NodeInfo>)>,
@@ -275,6 +279,7 @@ impl Node {
             store: PeerStore::new(cfg.max_torrents, cfg.max_peers),
             pool: SamplePool::new(cfg.sample_pool),
             harvest,
+            exploit_new: false,
             exploit: VecDeque::new(),
             lookups: HashMap::new(),
             lookup_queue: VecDeque::new(),
@@ -319,6 +324,15 @@ impl Node {
             return;
         }
         self.process(identity, from, data, now, false);
+        self.flush_exploit(now);
+    }
+
+    /// Sends the holder queries made while handling one input, in one pass
+    /// (a reply of 20 samples makes 20 of them).
+    fn flush_exploit(&mut self, now: Instant) {
+        if std::mem::take(&mut self.exploit_new) {
+            self.pump_exploit(now);
+        }
     }
 
     /// A message from another shard.
@@ -363,12 +377,14 @@ impl Node {
             }
             ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
         }
+        self.flush_exploit(now);
     }
 
     /// The fetch pool reports how a fetch of `ih` ended.
     pub fn handle_fetch_result(&mut self, ih: Id, outcome: FetchOutcome, now: Instant) {
         self.harvest.fetch_done(&ih, outcome, now);
         self.drive_harvest(now);
+        self.flush_exploit(now);
     }
 
     /// Marks `ih` as already stored (loaded from the database at start): it
@@ -394,6 +410,7 @@ impl Node {
         }
         self.harvest.handle_timeout(now);
         self.drive_harvest(now);
+        self.exploit_new = false;
         self.pump_exploit(now);
         self.pump_lookups(now);
         self.pump_reping(now);
@@ -476,12 +493,16 @@ impl Node {
     pub fn resume(&mut self, ih: Id, source: Source, now: Instant) {
         self.harvest(ih, source, Vec::new(), None, now);
         self.drive_harvest(now);
+        self.flush_exploit(now);
     }
 
     /// Stores `peer` for `ih` as if it had announced (and offers `ih` to
     /// the BEP 51 sample pool). For simulations that build a swarm directly.
     pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, now: Instant) {
-        if self.store.announce(ih, peer, now) {
+        // Offered once per torrent, as for a real announce: a pool holding
+        // an infohash once per peer would sample fewer distinct torrents.
+        let new_torrent = self.stored_peers_len(&ih) == 0;
+        if self.store.announce(ih, peer, now) && new_torrent {
             self.pool.offer(ih, &mut self.rng);
         }
     }
@@ -1073,7 +1094,12 @@ impl Node {
         match p.kind {
             Kind::Ping | Kind::FindNode | Kind::Sample => {
                 if let Some(id) = p.expected {
-                    if self.table.get(&id).is_some_and(|e| e.addr == p.to) {
+                    if let Some(e) = self.table.get_mut(&id).filter(|e| e.addr == p.to) {
+                        if p.kind == Kind::Sample {
+                            // Unanswered is not an interval: ask again soon
+                            // (if the node survives its failures).
+                            e.next_sample = Some(now + SAMPLE_UNANSWERED_RETRY);
+                        }
                         self.table.fail(&id);
                     }
                 }
@@ -1192,6 +1218,7 @@ impl Node {
     /// Hands out what the harvester wants: peer searches (while the node's
     /// search backlog has room), fetches, and the given-up infohashes.
     fn drive_harvest(&mut self, now: Instant) {
+        let exploit_before = self.exploit.len();
         while self.exploit.len() + self.lookup_queue.len() < SEARCH_BACKLOG {
             let Some(req) = self.harvest.poll_search() else {
                 break;
@@ -1207,9 +1234,10 @@ impl Node {
                 _ => self.start_lookup(req.info_hash, Vec::new(), now),
             }
         }
-        if !self.exploit.is_empty() {
-            // Exploitation first: try at once.
-            self.pump_exploit(now);
+        if self.exploit.len() > exploit_before {
+            // Exploitation first: new holder queries are tried as soon as
+            // the datagram or message that made them is processed.
+            self.exploit_new = true;
         }
         while let Some(f) = self.harvest.poll_fetch() {
             count(&mut self.stats.emitted);
@@ -1358,11 +1386,11 @@ impl Node {
         // Admission before any work: a query the limits would refuse is
         // never built (callers keep the job and retry on a later tick).
         if !self.budget.can_send(now, QUERY_SIZE_ESTIMATE, tier) {
-            count(&mut self.stats.dropped.budget);
+            count(&mut self.stats.deferred.budget);
             return Err(SendError::Budget);
         }
         if !self.per_ip_out.check(now, to.ip()) {
-            count(&mut self.stats.dropped.per_ip_out);
+            count(&mut self.stats.deferred.per_ip);
             return Err(SendError::PerIp);
         }
         let Some(slot) = self.inflight.reserve() else {
@@ -1423,11 +1451,19 @@ impl Node {
 
     fn pump_exploit(&mut self, now: Instant) {
         let mut n = self.exploit.len();
+        // Holders whose per-IP share is used up in this pass: their other
+        // jobs wait without asking the limiter again (a reply of 20 samples
+        // makes 20 jobs for one holder).
+        let mut refused: Vec<IpAddr> = Vec::new();
         while n > 0 {
             n -= 1;
             let Some(job) = self.exploit.pop_front() else {
                 break;
             };
+            if refused.contains(&job.holder.addr.ip()) {
+                self.exploit.push_back(job);
+                continue;
+            }
             if self.harvest.searching(&job.info_hash).is_none() {
                 continue;
             }
@@ -1457,7 +1493,12 @@ impl Node {
                     break;
                 }
                 // That IP's share is used up for now: keep the job, try later.
-                Err(SendError::PerIp) => self.exploit.push_back(job),
+                Err(SendError::PerIp) => {
+                    if refused.len() < 64 {
+                        refused.push(job.holder.addr.ip());
+                    }
+                    self.exploit.push_back(job);
+                }
                 Err(SendError::Martian | SendError::NoIdentity) => {
                     self.start_lookup(job.info_hash, Vec::new(), now)
                 }

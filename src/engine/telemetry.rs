@@ -226,8 +226,8 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
     ] {
         counter!("dht_hunter_dropped_total", "shard" => s.clone(), "reason" => why).absolute(v);
     }
-    // The audit: discovered = stored + given_up + shed + evicted + in
-    // progress (waiting, fetching, or searching).
+    // The audit: discovered = stored + given_up + evicted + in progress
+    // (waiting, fetching, or searching); shed ones were never taken in.
     let h = &n.harvest;
     for (what, v) in [
         ("discovered", h.discovered),
@@ -252,6 +252,20 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
         gauge!("dht_hunter_harvest_in_progress", "shard" => s.clone(), "phase" => phase)
             .set(v as f64);
     }
+    counter!("dht_hunter_queries_deferred_total", "shard" => s.clone(), "reason" => "per_ip")
+        .absolute(n.deferred.per_ip);
+    counter!("dht_hunter_queries_deferred_total", "shard" => s.clone(), "reason" => "budget")
+        .absolute(n.deferred.budget);
+    let q = &n.queries_sent;
+    for (m, v) in [
+        ("ping", q.ping),
+        ("find_node", q.find_node),
+        ("get_peers", q.get_peers),
+        ("sample_infohashes", q.sample_infohashes),
+    ] {
+        counter!("dht_hunter_queries_sent_total", "shard" => s.clone(), "method" => m).absolute(v);
+    }
+    counter!("dht_hunter_query_timeouts_total", "shard" => s.clone()).absolute(n.timeouts);
     counter!("dht_hunter_queries_forwarded_total", "shard" => s.clone(), "direction" => "out")
         .absolute(n.queries_forwarded_out);
     counter!("dht_hunter_queries_forwarded_total", "shard" => s.clone(), "direction" => "in")
