@@ -184,10 +184,10 @@ fn get_peers_flood_does_not_stop_the_harvest() {
     );
     // The flood really was one: thousands of random infohashes taken in.
     assert!(r.sent_by_kind.get_peers > 10_000, "{r}");
-    assert!(
-        t.infohashes > 2 * 1000,
-        "the flood did not reach the harvester"
-    );
+    // Each answered get_peers went through the harvester, whose table of
+    // 1000 filled up.
+    assert!(t.answered > 10_000, "the flood did not reach the harvester");
+    assert!(t.infohashes >= 1000, "the table never filled");
     assert!(
         t.fetched >= fetchable,
         "{} of {fetchable} stored",

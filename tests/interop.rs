@@ -276,6 +276,7 @@ fn libtorrent_dht_sessions_use_our_node() {
             tweak: Some(tweak),
             known_nodes: Arc::new(Vec::new()),
             pending: Arc::new(Vec::new()),
+            stored: Arc::new(Vec::new()),
         },
     )
     .unwrap();
