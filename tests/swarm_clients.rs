@@ -148,17 +148,17 @@ fn delayed_announces_come_after_the_search_with_a_fresh_token() {
         assert!(first >= delay.mul_f64(0.75), "first announce at {first:?}");
         for an in &announces {
             let (token, port) = an.announce.clone().unwrap();
-            // The token is this target's own, and the newest one it gave
-            // that client for that torrent: the re-fetch just before.
+            // The token is this target's own, handed out for a re-fetch
+            // get_peers (not for the search itself) by the same client for
+            // the same torrent, shortly before the announce.
             assert_eq!(token[0], tag);
-            let refetch = seen
+            let source = seen
                 .iter()
-                .rev()
-                .filter(|x| x.at <= an.at && x.announce.is_none())
-                .find(|x| x.from == an.from && x.info_hash == an.info_hash)
+                .find(|x| x.announce.is_none() && x.token_given == token)
                 .unwrap();
-            assert_eq!(refetch.token_given, token);
-            assert_eq!(refetch.tid[0], 0xc3, "announce without a fresh get_peers");
+            assert_eq!(source.tid[0], 0xc3, "announce without a fresh get_peers");
+            assert_eq!((source.from, &source.info_hash), (an.from, &an.info_hash));
+            assert!(an.at.duration_since(source.at) < Duration::from_millis(500));
             // And a search (not a re-fetch) came at least 0.75 × delay
             // before it.
             let searched = seen.iter().any(|x| {
