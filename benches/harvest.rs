@@ -11,7 +11,9 @@
 //!    after the search with a fresh token, 30 % never announce, 20 % of
 //!    peers churn). Both harvesters are its `--target`s, so both get the
 //!    very same client queries; client traffic starts `CLIENTS_AFTER` s
-//!    after the harvesters, time for them to bootstrap.
+//!    after the harvesters (time for them to bootstrap) and ends with them.
+//!    Clients whose announce falls due after the end never announce, so in
+//!    a short run the last ~20 s of clients only search.
 //! 2. `dht-hunter crawl` with the crawl command's default flags except what
 //!    loopback needs: `--bind 127.0.0.1:P --bootstrap <swarm nodes>
 //!    --allow-private --shards 1 --cores C0 --state-dir <tmp> --duration D`.
@@ -344,7 +346,14 @@ fn main() -> anyhow::Result<()> {
 
     let mut reaper = Reaper(Vec::new());
     // 1. The swarm.
-    let swarm_secs = CLIENTS_AFTER + p.duration_s + 5;
+    // The swarm's duration counts from when it is up, just before the
+    // harvesters start: it ends with them, so no client query goes out
+    // after they stopped (it would be counted unanswered).
+    anyhow::ensure!(
+        p.duration_s > CLIENTS_AFTER,
+        "HARVEST_DURATION must be over {CLIENTS_AFTER} s"
+    );
+    let swarm_secs = p.duration_s;
     let mut cmd = Command::new(&loadgen_bin);
     cmd.arg("swarm")
         .args(["--nodes", &p.nodes.to_string()])

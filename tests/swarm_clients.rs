@@ -182,7 +182,9 @@ fn delayed_announces_come_after_the_search_with_a_fresh_token() {
         sa.announces as usize,
         seen_a.iter().filter(|x| x.announce.is_some()).count()
     );
-    assert!(sa.tokens > 0 && sa.announce_acks > 0, "{sa:?}");
+    // Every reply was read back (a few may still be in flight at the end).
+    assert!(sa.tokens + 3 >= sa.get_peers, "{sa:?}");
+    assert!(sa.announce_acks + 3 >= sa.announces, "{sa:?}");
     assert!(
         search_only > 0 && search_only < searches,
         "{search_only}/{searches}"
