@@ -476,8 +476,17 @@ fn main() -> anyhow::Result<()> {
         dir.display()
     );
     if let Some(i) = mgd_i {
-        if wait_timeout(&mut reaper.0[i], Duration::from_secs(20))?.is_none() {
-            eprintln!("magneticod ignored SIGINT for 20 s: killed (uncommitted rows lost)");
+        // Under load its event loop has been seen to miss the first SIGINT.
+        let mut stopped = wait_timeout(&mut reaper.0[i], Duration::from_secs(10))?.is_some();
+        if !stopped {
+            signal(&reaper.0[i], libc::SIGINT);
+            stopped = wait_timeout(&mut reaper.0[i], Duration::from_secs(15))?.is_some();
+        }
+        if !stopped {
+            eprintln!(
+                "magneticod ignored SIGINT twice: killed (it commits every 10 torrents, \
+                 so up to 9 fetched ones are not in its database)"
+            );
             let _ = reaper.0[i].kill();
         }
     }
