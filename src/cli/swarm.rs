@@ -33,12 +33,37 @@ pub struct SwarmArgs {
     /// UDP port of every simulated node (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub dht_port: u16,
-    /// Send client get_peers/announce_peer traffic to this crawler (loopback only).
+    /// Send client get_peers/announce_peer traffic to this harvester
+    /// (loopback only). Repeatable: every target gets the same clients, in
+    /// the same order, so harvesters can be compared on one swarm.
     #[arg(long)]
-    pub target: Option<SocketAddr>,
-    /// Client queries per second toward the target.
+    pub target: Vec<SocketAddr>,
+    /// Clients per second: each searches one torrent at every target.
     #[arg(long, default_value_t = 50)]
     pub client_rate: u32,
+    /// Seconds from a client's search to its announce (it re-fetches a
+    /// token first); 0: announce on the search's reply.
+    #[arg(long, default_value_t = 20.0)]
+    pub announce_delay: f64,
+    /// Spread of the announce delay: uniform in delay × (1 ± jitter).
+    #[arg(long, default_value_t = 0.5)]
+    pub announce_jitter: f64,
+    /// Share of clients that search and never announce.
+    #[arg(long, default_value_t = 0.3)]
+    pub search_only_fraction: f64,
+    /// Share of peers (honest ones too) that go offline periodically.
+    #[arg(long, default_value_t = 0.2)]
+    pub churn_fraction: f64,
+    /// Seconds of one online-plus-offline cycle of a churning peer.
+    #[arg(long, default_value_t = 60.0)]
+    pub churn_period: f64,
+    /// Seconds offline in each cycle.
+    #[arg(long, default_value_t = 30.0)]
+    pub churn_away: f64,
+    /// Start client traffic this many seconds after the swarm is up (time
+    /// for the harvesters under test to start), counted in --duration.
+    #[arg(long, default_value_t = 0)]
+    pub clients_after: u64,
     /// Seed: the same seed builds the same swarm.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -57,12 +82,23 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
         a.duration > 0 && a.duration <= 86_400,
         "--duration must be 1..=86400 seconds"
     );
-    if let Some(t) = a.target {
+    for t in &a.target {
         anyhow::ensure!(
             t.ip().is_loopback(),
             "the swarm only talks to loopback; {t} is not"
         );
     }
+    let secs = |name: &str, v: f64| {
+        anyhow::ensure!(
+            v.is_finite() && (0.0..=86_400.0).contains(&v),
+            "--{name} must be 0..=86400 seconds"
+        );
+        Ok(Duration::from_secs_f64(v))
+    };
+    let share = |name: &str, v: f64| {
+        anyhow::ensure!((0.0..=1.0).contains(&v), "--{name} must be 0.0..=1.0");
+        Ok(v)
+    };
     let start = Instant::now();
     let swarm = Swarm::start(&SwarmConfig {
         nodes: a.nodes,
@@ -74,16 +110,19 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
         dht_port: a.dht_port,
         client_rate: a.client_rate,
         seed: a.seed,
-        ..SwarmConfig::default()
+        announce_delay: secs("announce-delay", a.announce_delay)?,
+        announce_jitter: share("announce-jitter", a.announce_jitter)?,
+        search_only_fraction: share("search-only-fraction", a.search_only_fraction)?,
+        churn_fraction: share("churn-fraction", a.churn_fraction)?,
+        churn_period: secs("churn-period", a.churn_period)?,
+        churn_away: secs("churn-away", a.churn_away)?,
+        ..SwarmConfig::realistic()
     })
     .context("starting the swarm")?;
     if let Some(p) = &a.truth {
         swarm
             .write_truth(p)
             .with_context(|| format!("writing {}", p.display()))?;
-    }
-    if let Some(t) = a.target {
-        swarm.set_target(t);
     }
     let boot: Vec<String> = swarm
         .node_addrs
@@ -98,21 +137,65 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
             "torrents": swarm.truth.len(),
             "fetchable": swarm.truth.iter().filter(|t| t.fetchable).count(),
             "bootstrap": boot,
+            "churning_peers": swarm
+                .truth
+                .iter()
+                .flat_map(|t| &t.peers)
+                .filter(|p| p.churn.is_some())
+                .count(),
             "startup_s": start.elapsed().as_secs_f64(),
         })
     );
-    let end = Instant::now() + Duration::from_secs(a.duration);
+    // stdout carries that one line only (scripts parse it), so flush it
+    // before the run and print the counters on stderr.
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let up = Instant::now();
+    let clients_at = up + Duration::from_secs(a.clients_after.min(a.duration));
+    let end = up + Duration::from_secs(a.duration);
+    let mut targets_set = false;
     while Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(200));
+        if !targets_set && Instant::now() >= clients_at {
+            for t in &a.target {
+                swarm.add_target(*t);
+            }
+            targets_set = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let c = &swarm.counters;
     use std::sync::atomic::Ordering::Relaxed;
     eprintln!(
-        "swarm: {} datagrams in, {} out, {} client queries, {} announces",
+        "swarm: {} datagrams in, {} out; {} clients searched ({} search-only), \
+         {} delayed announces due ({} dropped); {} get_peers and {} announces sent over all targets",
         c.dht_in.load(Relaxed),
         c.dht_out.load(Relaxed),
+        c.client_searches.load(Relaxed),
+        c.client_search_only.load(Relaxed),
+        c.client_announce_due.load(Relaxed),
+        c.client_announce_dropped.load(Relaxed),
         c.client_queries.load(Relaxed),
         c.client_announces.load(Relaxed)
+    );
+    let per_target = swarm.target_stats();
+    for t in &per_target {
+        eprintln!(
+            "swarm: target {}: {} get_peers, {} tokens, {} announces, {} acked, {} errors",
+            t.target, t.get_peers, t.tokens, t.announces, t.announce_acks, t.errors
+        );
+    }
+    eprintln!(
+        "swarm-counters {}",
+        serde_json::json!({
+            "dht_in": c.dht_in.load(Relaxed),
+            "dht_out": c.dht_out.load(Relaxed),
+            "client_searches": c.client_searches.load(Relaxed),
+            "client_search_only": c.client_search_only.load(Relaxed),
+            "client_announce_due": c.client_announce_due.load(Relaxed),
+            "client_announce_dropped": c.client_announce_dropped.load(Relaxed),
+            "client_queries": c.client_queries.load(Relaxed),
+            "client_announces": c.client_announces.load(Relaxed),
+            "per_target": per_target,
+        })
     );
     swarm.stop();
     Ok(())

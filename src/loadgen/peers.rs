@@ -2,11 +2,25 @@
 //! stands in for every peer address in 127.96.0.0/11 (the accepted
 //! connection's local address says which peer was dialled), served on the
 //! `shards` runtime by the sans-IO [`MetadataServe`].
+//!
+//! Peers that churn ([`Churn`]) are online and offline in turns: while one
+//! is away, a connection to its address is reset at once (`SO_LINGER` 0, so
+//! the dialler sees a reset as it would from a closed port, not a clean
+//! close it might mistake for a peer that hung up mid-handshake).
+//!
+//! Slow and silent peers hold a connection for longer than the crawler's
+//! default fetch deadline (`fetch-timeout = 20` s): a silent one accepts and
+//! never answers for [`SILENT_HOLD`]; a slow one answers both handshakes at
+//! once (so it passes the fetcher's 10 s handshake timeout, as a real
+//! congested peer usually does) and then sends its metadata one byte every
+//! [`TRICKLE`], so a 16 KiB piece takes half an hour. Each costs a
+//! harvester a connection slot for its whole deadline, which is what makes
+//! them expensive on the real DHT.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -24,6 +38,30 @@ pub struct PeerPlan {
     pub kind: PeerKind,
     /// The torrent it serves (index into the infos).
     pub torrent: usize,
+    /// When it is offline, if it churns.
+    pub churn: Option<Churn>,
+}
+
+/// A peer that is offline for `away` of every `period`, shifted by `phase`
+/// so that churning peers do not all leave at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Churn {
+    /// Length of one online-plus-offline cycle.
+    pub period: Duration,
+    /// Offline part of each cycle.
+    pub away: Duration,
+    /// Where in its cycle the peer is when the swarm starts.
+    pub phase: Duration,
+}
+
+impl Churn {
+    /// Whether the peer is offline `elapsed` after the swarm started. The
+    /// offline part comes first in each cycle.
+    pub fn away_at(&self, elapsed: Duration) -> bool {
+        let period = self.period.as_millis().max(1);
+        let pos = (elapsed.as_millis() + self.phase.as_millis()) % period;
+        pos < self.away.as_millis()
+    }
 }
 
 /// The running peers.
@@ -42,16 +80,25 @@ impl std::fmt::Debug for PeerServer {
     }
 }
 
-/// How long a silent peer keeps a connection open.
-const SILENT_HOLD: Duration = Duration::from_secs(120);
-/// Pause between bytes of a slow peer.
-const TRICKLE: Duration = Duration::from_millis(100);
+/// How long a silent peer keeps a connection open: well past the
+/// crawler's default 20 s fetch deadline, so the deadline, not the peer,
+/// ends the attempt.
+pub const SILENT_HOLD: Duration = Duration::from_secs(120);
+/// Pause between metadata bytes of a slow peer.
+pub const TRICKLE: Duration = Duration::from_millis(100);
+/// Idle read limit of a connection: longer than [`SILENT_HOLD`]'s purpose
+/// needs (a silent peer must outlast a 20 s fetch deadline), short enough
+/// that abandoned connections do not pile up.
+const READ_IDLE: Duration = Duration::from_secs(30);
 
 impl PeerServer {
     /// Binds the listener and starts serving.
+    ///
+    /// `epoch` is the instant churn schedules count from.
     pub fn start(
         plans: Vec<PeerPlan>,
         infos: Arc<Vec<(Id, Arc<Vec<u8>>)>>,
+        epoch: Instant,
     ) -> Result<PeerServer, String> {
         let std_listener =
             StdListener::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| format!("bind: {e}"))?;
@@ -81,7 +128,7 @@ impl PeerServer {
                             let plans = plans.clone();
                             let infos = infos.clone();
                             glommio::spawn_local(async move {
-                                serve(stream, &plans, &infos).await;
+                                serve(stream, &plans, &infos, epoch).await;
                             })
                             .detach();
                         }
@@ -122,7 +169,12 @@ impl Drop for PeerServer {
     }
 }
 
-async fn serve(mut stream: TcpStream, plans: &[PeerPlan], infos: &[(Id, Arc<Vec<u8>>)]) {
+async fn serve(
+    mut stream: TcpStream,
+    plans: &[PeerPlan],
+    infos: &[(Id, Arc<Vec<u8>>)],
+    epoch: Instant,
+) {
     let (Ok(local), Ok(remote)) = (stream.local_addr(), stream.peer_addr()) else {
         return;
     };
@@ -136,7 +188,11 @@ async fn serve(mut stream: TcpStream, plans: &[PeerPlan], infos: &[(Id, Arc<Vec<
     let Some(plan) = plans.get(idx as usize) else {
         return;
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    if plan.churn.is_some_and(|c| c.away_at(epoch.elapsed())) {
+        reset_on_close(&stream);
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(READ_IDLE));
     let mut buf = vec![0u8; 16 * 1024];
     if plan.kind == PeerKind::Serve(Behaviour::NoHandshake) {
         // Read and discard until the fetcher gives up.
@@ -175,11 +231,13 @@ async fn serve(mut stream: TcpStream, plans: &[PeerPlan], infos: &[(Id, Arc<Vec<
     srv.handle_data(&buf[..68]);
     let mut out = Vec::new();
     let slow = plan.kind == PeerKind::Slow;
+    // The first output is the BT and extension handshakes: sent at once.
+    let mut handshaken = false;
     loop {
         out.clear();
         srv.poll_transmit(&mut out);
         if !out.is_empty() {
-            let ok = if slow {
+            let ok = if slow && handshaken {
                 trickle(&mut stream, &out).await
             } else {
                 stream.write_all(&out).await.is_ok()
@@ -187,6 +245,7 @@ async fn serve(mut stream: TcpStream, plans: &[PeerPlan], infos: &[(Id, Arc<Vec<
             if !ok {
                 return;
             }
+            handshaken = true;
         }
         if srv.poll_close() {
             let _ = stream.close().await;
@@ -202,6 +261,32 @@ async fn serve(mut stream: TcpStream, plans: &[PeerPlan], infos: &[(Id, Arc<Vec<
     }
 }
 
+/// Makes dropping `stream` send a reset instead of a FIN: the dialler
+/// sees "connection reset", as from a peer that is not there.
+fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid open socket fd and a correctly sized `linger` value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::addr_of!(linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        log::debug!(
+            "swarm peers: SO_LINGER: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 async fn trickle(stream: &mut TcpStream, data: &[u8]) -> bool {
     for b in data {
         if stream.write_all(std::slice::from_ref(b)).await.is_err() {
@@ -210,4 +295,79 @@ async fn trickle(stream: &mut TcpStream, data: &[u8]) -> bool {
         glommio::timer::sleep(TRICKLE).await;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn churn_schedule_is_away_then_back_with_phase() {
+        let c = Churn {
+            period: Duration::from_secs(60),
+            away: Duration::from_secs(30),
+            phase: Duration::from_secs(50),
+        };
+        // Phase 50 s: at 0 s it is 50 s into its cycle (online), at 10 s it
+        // starts a new cycle (away for 30 s), back at 40 s.
+        assert!(!c.away_at(Duration::from_secs(0)));
+        assert!(!c.away_at(Duration::from_millis(9_999)));
+        assert!(c.away_at(Duration::from_secs(10)));
+        assert!(c.away_at(Duration::from_millis(39_999)));
+        assert!(!c.away_at(Duration::from_secs(40)));
+        assert!(c.away_at(Duration::from_secs(70)));
+        // Half of every cycle offline, whatever the phase.
+        let away = (0..600)
+            .filter(|s| c.away_at(Duration::from_millis(s * 100)))
+            .count();
+        assert_eq!(away, 300);
+    }
+
+    #[test]
+    fn slow_and_silent_peers_outlast_the_default_fetch_deadline() {
+        use crate::wire::{FetchConfig, MetadataFetch, Phase};
+        let deadline = crate::config::CrawlConfig::resolve(crate::config::FileConfig::default())
+            .unwrap()
+            .fetch_timeout;
+        assert!(SILENT_HOLD >= deadline, "{SILENT_HOLD:?} < {deadline:?}");
+        assert!(READ_IDLE >= deadline, "{READ_IDLE:?} < {deadline:?}");
+        // A slow peer against the crawler's own fetch state machine: its
+        // first (fast) output must get the fetcher past both handshakes, and
+        // what it trickles afterwards must take longer than the deadline,
+        // for every synthetic torrent.
+        let mut rng = crate::rng::Rng::seed_from_u64(1);
+        let now = Instant::now();
+        for i in 0..48 {
+            let t = super::super::torrents::synth(i, &mut rng, None);
+            let mut f = MetadataFetch::new(t.info_hash, [1; 20], FetchConfig::default(), now);
+            let mut s = MetadataServe::new(t.info_hash, t.info.clone(), [2; 20], Behaviour::Honest);
+            let (mut batches, mut trickled) = (0, 0);
+            let mut out = Vec::new();
+            for _ in 0..100 {
+                out.clear();
+                f.poll_transmit(&mut out);
+                s.handle_data(&out);
+                out.clear();
+                s.poll_transmit(&mut out);
+                if !out.is_empty() {
+                    f.handle_data(&out, now);
+                    if batches == 0 {
+                        assert_eq!(f.phase(), Phase::Transfer, "torrent {i}");
+                    } else {
+                        trickled += out.len();
+                    }
+                    batches += 1;
+                }
+                if f.is_finished() {
+                    break;
+                }
+            }
+            assert!(f.is_finished(), "torrent {i}: the exchange stalled");
+            let took = TRICKLE * trickled as u32;
+            assert!(
+                took >= deadline,
+                "torrent {i}: {trickled} bytes take {took:?}"
+            );
+        }
+    }
 }

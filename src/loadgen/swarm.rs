@@ -13,24 +13,35 @@
 //! * Peers on TCP, each on its own address in 127.96.0.0/11, serving the
 //!   metadata with BEP 3/10/9 ([`crate::wire::MetadataServe`]), a chosen
 //!   share of them misbehaving: slow, rejecting, lying, oversize,
-//!   disconnecting mid-transfer, or silent.
-//! * Clients: at `client_rate` per second, a peer's address sends get_peers
-//!   for one of its torrents to the crawler and, with the token, announces
-//!   itself, as a real client would.
+//!   disconnecting mid-transfer, or silent. A share of all peers (honest
+//!   ones included) churn: offline for part of every cycle
+//!   ([`super::peers::Churn`]).
+//! * Clients: at `client_rate` per second, a torrent's first peer (its
+//!   client) sends get_peers for that torrent to every target (the
+//!   harvesters under test). As real clients do, most announce only later:
+//!   `announce_delay` (± `announce_jitter`) after the search they send
+//!   get_peers again for a fresh token and announce_peer with it, to each
+//!   target with that target's own token; a `search_only_fraction` of
+//!   clients never announce. With `announce_delay` zero a client announces
+//!   as soon as the reply to its search comes, with its token.
+//!
+//! Every target gets the same client traffic (same seed, same order, same
+//! tick), so several harvesters can be measured side by side on one swarm.
 //!
 //! The swarm writes a ground-truth file listing every torrent, its
-//! infohash, and which of its peers are honest.
+//! infohash, which of its peers are honest and which churn.
 
 use std::collections::BinaryHeap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::peers::{PeerPlan, PeerServer};
+use super::peers::{Churn, PeerPlan, PeerServer};
 use super::pktinfo::PktSocket;
 use super::torrents::{synth, SynthTorrent};
 use crate::dht::{Identity, Node, NodeConfig};
@@ -64,10 +75,52 @@ pub struct SwarmConfig {
     pub large_bytes: usize,
     /// UDP port of every simulated node (0: any).
     pub dht_port: u16,
-    /// Client get_peers/announce_peer per second toward the target.
+    /// Clients per second: each searches (get_peers) for one torrent at
+    /// every target and maybe announces later.
     pub client_rate: u32,
     /// RNG seed (the swarm is deterministic for a seed).
     pub seed: u64,
+    /// How long after its search a client announces. Real clients search,
+    /// connect to the peers they found, and announce on their next
+    /// re-announce tick, seconds to minutes later; a harvester that only
+    /// reacts to the announce sees the infohash that much later. Zero: the
+    /// client announces on the reply to its search, with that token.
+    pub announce_delay: Duration,
+    /// Spread of `announce_delay`: each client's delay is drawn uniformly
+    /// from `delay × (1 ± jitter)` (0.0–1.0).
+    pub announce_jitter: f64,
+    /// Share of clients (0.0–1.0) that search and never announce (leechers
+    /// that found enough peers, clients that quit). A harvester sees their
+    /// infohash only in a get_peers.
+    pub search_only_fraction: f64,
+    /// Share of peers (0.0–1.0, honest or not) that churn: offline for
+    /// `churn_away` of every `churn_period`, each with its own phase.
+    /// Ground truth still counts a torrent whose only honest peer churns
+    /// as fetchable: it is, by a harvester that retries when the peer is
+    /// back.
+    pub churn_fraction: f64,
+    /// One online-plus-offline cycle of a churning peer.
+    pub churn_period: Duration,
+    /// The offline part of that cycle.
+    pub churn_away: Duration,
+}
+
+impl SwarmConfig {
+    /// The defaults plus the client and peer behaviour of a real swarm:
+    /// clients announce 20 s (± 50 %) after they search, with a fresh
+    /// token; 30 % of them never announce; 20 % of peers are away 30 s of
+    /// every 60 s. [`SwarmConfig::default`] leaves these off so that every
+    /// fetchable torrent stays fetchable at every moment (what exact
+    /// verifications such as the demo's need).
+    pub fn realistic() -> SwarmConfig {
+        SwarmConfig {
+            announce_delay: Duration::from_secs(20),
+            announce_jitter: 0.5,
+            search_only_fraction: 0.3,
+            churn_fraction: 0.2,
+            ..SwarmConfig::default()
+        }
+    }
 }
 
 impl Default for SwarmConfig {
@@ -83,6 +136,12 @@ impl Default for SwarmConfig {
             dht_port: 0,
             client_rate: 50,
             seed: 1,
+            announce_delay: Duration::ZERO,
+            announce_jitter: 0.5,
+            search_only_fraction: 0.0,
+            churn_fraction: 0.0,
+            churn_period: Duration::from_secs(60),
+            churn_away: Duration::from_secs(30),
         }
     }
 }
@@ -113,8 +172,25 @@ pub struct TruthPeer {
     pub addr: String,
     /// Its behaviour.
     pub behaviour: String,
-    /// Whether it serves the metadata correctly (honest or slow).
+    /// Whether it serves the metadata correctly within a fetch deadline
+    /// (honest; slow peers are not).
     pub honest: bool,
+    /// If it churns: its offline windows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<TruthChurn>,
+}
+
+/// When a churning peer is offline: for `away_ms` at the start of every
+/// `period_ms` cycle, the first cycle starting `period_ms - phase_ms` after
+/// the swarm started (see [`Churn::away_at`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct TruthChurn {
+    /// Cycle length, milliseconds.
+    pub period_ms: u64,
+    /// Offline part of the cycle, milliseconds.
+    pub away_ms: u64,
+    /// Position in the cycle at the start, milliseconds.
+    pub phase_ms: u64,
 }
 
 /// Counters of a running swarm.
@@ -124,10 +200,58 @@ pub struct SwarmCounters {
     pub dht_in: AtomicU64,
     /// Datagrams they sent.
     pub dht_out: AtomicU64,
-    /// Client queries sent to the target.
+    /// Client get_peers sent, summed over targets (searches and the
+    /// token re-fetches before delayed announces).
     pub client_queries: AtomicU64,
-    /// Client announces sent to the target.
+    /// Client announce_peer sent, summed over targets.
     pub client_announces: AtomicU64,
+    /// Clients that searched (once per client, whatever the target count).
+    pub client_searches: AtomicU64,
+    /// Of those, the ones that will never announce.
+    pub client_search_only: AtomicU64,
+    /// Delayed announces whose time came (each re-fetches a token from
+    /// every target, then announces to those that answered).
+    pub client_announce_due: AtomicU64,
+    /// Delayed announces dropped because the queue was full.
+    pub client_announce_dropped: AtomicU64,
+    /// Per target, in the order first added.
+    pub per_target: Mutex<Vec<TargetStats>>,
+}
+
+/// Client traffic exchanged with one target.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TargetStats {
+    /// The target.
+    pub target: String,
+    /// get_peers sent to it (searches and re-fetches).
+    pub get_peers: u64,
+    /// Its get_peers replies that carried a token.
+    pub tokens: u64,
+    /// announce_peer sent to it.
+    pub announces: u64,
+    /// Its replies to those.
+    pub announce_acks: u64,
+    /// KRPC errors it sent back.
+    pub errors: u64,
+}
+
+impl SwarmCounters {
+    fn with_target(&self, target: SocketAddr, f: impl FnOnce(&mut TargetStats)) {
+        let Ok(mut v) = self.per_target.lock() else {
+            return;
+        };
+        let key = target.to_string();
+        if let Some(t) = v.iter_mut().find(|t| t.target == key) {
+            f(t);
+        } else {
+            let mut t = TargetStats {
+                target: key,
+                ..TargetStats::default()
+            };
+            f(&mut t);
+            v.push(t);
+        }
+    }
 }
 
 /// A running swarm. Dropping it stops it.
@@ -142,7 +266,9 @@ pub struct Swarm {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     peers: Option<PeerServer>,
-    target: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    targets: Arc<Mutex<Vec<SocketAddr>>>,
+    churn: Vec<Option<Churn>>,
+    epoch: Instant,
 }
 
 /// Why a swarm could not start.
@@ -241,6 +367,11 @@ impl Swarm {
             usize::MAX
         };
         let mut bad_i = 0usize;
+        // Churn draws come from their own stream so that a seed builds the
+        // same torrents and misbehaviours whatever the churn settings.
+        let mut churn_rng = Rng::seed_from_u64(cfg.seed ^ 0xc4_0c4_0c4);
+        let churn_period = cfg.churn_period.max(Duration::from_millis(1));
+        let mut churn = Vec::with_capacity(n_peers);
         for (t, tor) in torrents.iter().enumerate() {
             let unfetchable = t % unfetchable_every == unfetchable_every - 1;
             let mut peers = Vec::with_capacity(k);
@@ -263,10 +394,19 @@ impl Swarm {
                 } else {
                     kind
                 };
+                let churns = churn_rng.below(1_000_000) < (cfg.churn_fraction * 1e6) as u64;
+                let phase = churn_rng.below(churn_period.as_millis().max(1) as u64);
+                let c = churns.then_some(Churn {
+                    period: churn_period,
+                    away: cfg.churn_away.min(churn_period),
+                    phase: Duration::from_millis(phase),
+                });
+                churn.push(c);
                 plans.push(PeerPlan {
                     ip: peer_ip(idx),
                     kind,
                     torrent: t,
+                    churn: c,
                 });
                 peers.push((idx, kind));
             }
@@ -278,7 +418,8 @@ impl Swarm {
                 .map(|t| (t.info_hash, Arc::new(t.info.clone())))
                 .collect(),
         );
-        let peer_server = PeerServer::start(plans, infos).map_err(SwarmError::Peers)?;
+        let epoch = Instant::now();
+        let peer_server = PeerServer::start(plans, infos, epoch).map_err(SwarmError::Peers)?;
         let tcp_port = peer_server.port;
         let truth: Vec<TruthTorrent> = truth
             .into_iter()
@@ -290,6 +431,11 @@ impl Swarm {
                         addr: SocketAddr::from((peer_ip(idx), tcp_port)).to_string(),
                         behaviour: kind.label().to_string(),
                         honest: kind.honest(),
+                        churn: churn.get(idx).copied().flatten().map(|c| TruthChurn {
+                            period_ms: c.period.as_millis() as u64,
+                            away_ms: c.away.as_millis() as u64,
+                            phase_ms: c.phase.as_millis() as u64,
+                        }),
                     })
                     .collect();
                 TruthTorrent {
@@ -370,7 +516,7 @@ impl Swarm {
         let node_addrs = infos_ids.iter().map(|x| x.addr).collect();
         let counters = Arc::new(SwarmCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let target = Arc::new(std::sync::Mutex::new(None));
+        let targets = Arc::new(Mutex::new(Vec::new()));
         let client_torrents: Vec<(Id, Vec<SocketAddr>)> = torrents
             .iter()
             .zip(&truth)
@@ -390,10 +536,15 @@ impl Swarm {
             base: u32::from(NODE_BASE),
             stop: stop.clone(),
             counters: counters.clone(),
-            target: target.clone(),
+            targets: targets.clone(),
             client_rate: cfg.client_rate,
             clients: client_torrents,
             rng: Rng::seed_from_u64(cfg.seed ^ 0x5157),
+            client_rng: Rng::seed_from_u64(cfg.seed ^ 0xc11e),
+            announce_delay: cfg.announce_delay,
+            announce_jitter: cfg.announce_jitter.clamp(0.0, 1.0),
+            search_only_fraction: cfg.search_only_fraction.clamp(0.0, 1.0),
+            pending: BinaryHeap::new(),
         };
         let t = std::thread::Builder::new()
             .name("swarm-dht".into())
@@ -405,16 +556,63 @@ impl Swarm {
             stop,
             threads: vec![t],
             peers: Some(peer_server),
-            target,
+            targets,
+            churn,
+            epoch,
         })
     }
 
-    /// Starts sending client traffic (get_peers, then announce_peer) to
-    /// `target`.
+    /// Sends client traffic (get_peers, then maybe announce_peer) to
+    /// `target` only, replacing any targets set before.
     pub fn set_target(&self, target: SocketAddr) {
-        if let Ok(mut t) = self.target.lock() {
-            *t = Some(target);
+        if let Ok(mut t) = self.targets.lock() {
+            t.clear();
+            t.push(target);
         }
+        self.counters.with_target(target, |_| {});
+    }
+
+    /// Sends client traffic to `target` as well: from now on every client
+    /// search and announce goes to each target, in the same tick, each
+    /// announce with the token that target handed out. Adding a target
+    /// twice does nothing.
+    pub fn add_target(&self, target: SocketAddr) {
+        if let Ok(mut t) = self.targets.lock() {
+            if !t.contains(&target) {
+                t.push(target);
+            }
+        }
+        self.counters.with_target(target, |_| {});
+    }
+
+    /// The targets client traffic goes to now.
+    pub fn targets(&self) -> Vec<SocketAddr> {
+        self.targets.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Client traffic per target so far (every target ever set or added).
+    pub fn target_stats(&self) -> Vec<TargetStats> {
+        self.counters
+            .per_target
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the peer at `addr` is offline (churned away) at `at`. False
+    /// for an address that is not a peer of this swarm or does not churn.
+    pub fn peer_away(&self, addr: SocketAddr, at: Instant) -> bool {
+        let IpAddr::V4(ip) = addr.ip() else {
+            return false;
+        };
+        let Some(idx) = u32::from(ip).checked_sub(u32::from(PEER_BASE)) else {
+            return false;
+        };
+        self.churn
+            .get(idx as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|c| c.away_at(at.saturating_duration_since(self.epoch)))
     }
 
     /// Writes the ground truth as JSON.
@@ -445,16 +643,36 @@ impl Drop for Swarm {
     }
 }
 
+/// Transaction-id kinds of client queries: `[kind, torrent (3 bytes)]`.
+const TID_SEARCH: u8 = 0xc0;
+/// A search whose reply is answered with an announce (no delay).
+const TID_SEARCH_ANNOUNCE: u8 = 0xc1;
+/// An announce_peer.
+const TID_ANNOUNCE: u8 = 0xc2;
+/// The token re-fetch just before a delayed announce.
+const TID_REFETCH: u8 = 0xc3;
+/// Most delayed announces waiting at once (500 clients/s × 60 s × 2).
+const MAX_PENDING: usize = 60_000;
+
 struct DhtLoop {
     sock: PktSocket,
     nodes: Vec<Node>,
     base: u32,
     stop: Arc<AtomicBool>,
     counters: Arc<SwarmCounters>,
-    target: Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    targets: Arc<Mutex<Vec<SocketAddr>>>,
     client_rate: u32,
     clients: Vec<(Id, Vec<SocketAddr>)>,
+    /// Which torrent each client searches: the stream the swarm has always
+    /// used, so a seed gives the same client order as before.
     rng: Rng,
+    /// Whether a client announces, and its delay.
+    client_rng: Rng,
+    announce_delay: Duration,
+    announce_jitter: f64,
+    search_only_fraction: f64,
+    /// Delayed announces: (when, torrent).
+    pending: BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
 }
 
 impl DhtLoop {
@@ -488,7 +706,6 @@ impl DhtLoop {
             let at = node.poll_timeout().unwrap_or(now + Duration::from_secs(5));
             timers.push(std::cmp::Reverse((at, i)));
         }
-        // Client tids: [0xc1, torrent index (3 bytes)].
         let mut next_client = Instant::now();
         let interval = if self.client_rate > 0 {
             Duration::from_secs(1) / self.client_rate
@@ -496,7 +713,13 @@ impl DhtLoop {
             Duration::from_secs(3600)
         };
         let mut out = Vec::with_capacity(512);
+        let mut targets: Vec<SocketAddr> = Vec::new();
         while !self.stop.load(Ordering::Relaxed) {
+            if let Ok(t) = self.targets.lock() {
+                if *t != targets {
+                    targets.clone_from(&t);
+                }
+            }
             // Drain what has arrived.
             for _ in 0..256 {
                 let r = match self.sock.recv(&mut buf) {
@@ -508,8 +731,8 @@ impl DhtLoop {
                 if let Some(i) = self.node_of(r.dst) {
                     self.nodes[i].handle_datagram(0, from, &buf[..r.len], Instant::now());
                     self.flush(i);
-                } else {
-                    self.handle_client_reply(r.dst, from, r.len, &buf, &mut out);
+                } else if targets.contains(&from) {
+                    self.handle_client_reply(r.dst, from, &buf[..r.len], &mut out);
                 }
             }
             let now = Instant::now();
@@ -526,59 +749,132 @@ impl DhtLoop {
                     .max(now + Duration::from_millis(50));
                 timers.push(std::cmp::Reverse((next, i)));
             }
-            // Client traffic toward the target.
-            let target = self.target.lock().ok().and_then(|t| *t);
-            if let (Some(target), false) = (target, self.clients.is_empty()) {
-                let mut budget = 64;
-                while next_client <= now && budget > 0 {
-                    budget -= 1;
-                    next_client += interval;
-                    let t = self.rng.below(self.clients.len() as u64) as usize;
-                    let (ih, peers) = &self.clients[t];
-                    let Some(SocketAddr::V4(peer)) = peers.first().copied() else {
-                        continue;
-                    };
-                    let tid = [0xc1, (t >> 16) as u8, (t >> 8) as u8, t as u8];
-                    out.clear();
-                    encode_query(
-                        &mut out,
-                        &Header {
-                            tid: &tid,
-                            version: Some(b"SW01"),
-                        },
-                        &client_id(*peer.ip()),
-                        &Method::GetPeers {
-                            info_hash: *ih,
-                            noseed: false,
-                            scrape: false,
-                        },
-                        Want::default(),
-                        false,
-                    );
-                    if self.sock.send_from(*peer.ip(), target, &out).is_ok() {
-                        self.counters.client_queries.fetch_add(1, Ordering::Relaxed);
-                    }
+            if targets.is_empty() || self.clients.is_empty() {
+                // Nobody to talk to: clients start when a target is set.
+                next_client = now;
+                continue;
+            }
+            // New clients: each searches at every target.
+            let mut budget = 64;
+            while next_client <= now && budget > 0 {
+                budget -= 1;
+                next_client += interval;
+                self.new_client(now, &targets, &mut out);
+            }
+            if next_client + Duration::from_secs(1) < now {
+                next_client = now;
+            }
+            // Delayed announces that are due: a fresh token first.
+            let mut budget = 256;
+            while let Some(std::cmp::Reverse((at, t))) = self.pending.peek().copied() {
+                if at > now || budget == 0 {
+                    break;
                 }
-                if next_client + Duration::from_secs(1) < now {
-                    next_client = now;
-                }
+                budget -= 1;
+                self.pending.pop();
+                self.counters
+                    .client_announce_due
+                    .fetch_add(1, Ordering::Relaxed);
+                self.send_get_peers(t, TID_REFETCH, &targets, &mut out);
             }
         }
     }
 
-    /// A reply to a client's get_peers: announce with its token.
+    /// One client arrives: it searches, and announces now, later or never.
+    fn new_client(&mut self, now: Instant, targets: &[SocketAddr], out: &mut Vec<u8>) {
+        let t = self.rng.below(self.clients.len() as u64) as usize;
+        let search_only =
+            self.client_rng.below(1_000_000) < (self.search_only_fraction * 1e6) as u64;
+        // Drawn for every client so the stream does not depend on the mix.
+        let spread = self.client_rng.below(1_000_001) as f64 / 1e6 * 2.0 - 1.0;
+        self.counters
+            .client_searches
+            .fetch_add(1, Ordering::Relaxed);
+        if search_only {
+            self.counters
+                .client_search_only
+                .fetch_add(1, Ordering::Relaxed);
+            self.send_get_peers(t, TID_SEARCH, targets, out);
+        } else if self.announce_delay.is_zero() {
+            self.send_get_peers(t, TID_SEARCH_ANNOUNCE, targets, out);
+        } else {
+            self.send_get_peers(t, TID_SEARCH, targets, out);
+            let delay = self
+                .announce_delay
+                .mul_f64((1.0 + self.announce_jitter * spread).max(0.0));
+            if self.pending.len() < MAX_PENDING {
+                self.pending.push(std::cmp::Reverse((now + delay, t)));
+            } else {
+                self.counters
+                    .client_announce_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// get_peers for torrent `t` from its client (first peer) to every
+    /// target.
+    fn send_get_peers(&mut self, t: usize, kind: u8, targets: &[SocketAddr], out: &mut Vec<u8>) {
+        let Some((ih, peers)) = self.clients.get(t) else {
+            return;
+        };
+        let Some(SocketAddr::V4(peer)) = peers.first().copied() else {
+            return;
+        };
+        let tid = [kind, (t >> 16) as u8, (t >> 8) as u8, t as u8];
+        out.clear();
+        encode_query(
+            out,
+            &Header {
+                tid: &tid,
+                version: Some(b"SW01"),
+            },
+            &client_id(*peer.ip()),
+            &Method::GetPeers {
+                info_hash: *ih,
+                noseed: false,
+                scrape: false,
+            },
+            Want::default(),
+            false,
+        );
+        for &target in targets {
+            if self.sock.send_from(*peer.ip(), target, out).is_ok() {
+                self.counters.client_queries.fetch_add(1, Ordering::Relaxed);
+                self.counters.with_target(target, |s| s.get_peers += 1);
+            }
+        }
+    }
+
+    /// A target's reply to a client: counts it and, for a search that
+    /// announces, announces to that target with the token it gave.
     fn handle_client_reply(
         &mut self,
         dst: Ipv4Addr,
         from: SocketAddr,
-        len: usize,
-        buf: &[u8],
+        msg: &[u8],
         out: &mut Vec<u8>,
     ) {
-        let Ok(m) = decode(&buf[..len]) else { return };
-        let Body::Response(r) = m.body else { return };
+        let Ok(m) = decode(msg) else { return };
+        if m.tid.len() != 4 || !(TID_SEARCH..=TID_REFETCH).contains(&m.tid[0]) {
+            return;
+        }
+        let kind = m.tid[0];
+        let r = match m.body {
+            Body::Response(r) => r,
+            Body::Error(_) => {
+                self.counters.with_target(from, |s| s.errors += 1);
+                return;
+            }
+            _ => return,
+        };
+        if kind == TID_ANNOUNCE {
+            self.counters.with_target(from, |s| s.announce_acks += 1);
+            return;
+        }
         let Some(token) = r.token else { return };
-        if m.tid.len() != 4 || m.tid[0] != 0xc1 {
+        self.counters.with_target(from, |s| s.tokens += 1);
+        if kind == TID_SEARCH {
             return;
         }
         let t =
@@ -586,10 +882,10 @@ impl DhtLoop {
         let Some((ih, peers)) = self.clients.get(t) else {
             return;
         };
-        let Some(SocketAddr::V4(peer)) = peers
-            .iter()
-            .copied()
-            .find(|p| p.ip() == std::net::IpAddr::V4(dst))
+        // The client's own address: the announce carries it (port in the
+        // message, IP as the datagram's source).
+        let Some(SocketAddr::V4(peer)) =
+            peers.first().copied().filter(|p| p.ip() == IpAddr::V4(dst))
         else {
             return;
         };
@@ -597,7 +893,7 @@ impl DhtLoop {
         encode_query(
             out,
             &Header {
-                tid: &[0xc2, 0, 0, 0],
+                tid: &[TID_ANNOUNCE, m.tid[1], m.tid[2], m.tid[3]],
                 version: Some(b"SW01"),
             },
             &client_id(dst),
@@ -615,6 +911,7 @@ impl DhtLoop {
             self.counters
                 .client_announces
                 .fetch_add(1, Ordering::Relaxed);
+            self.counters.with_target(from, |s| s.announces += 1);
         }
     }
 }
