@@ -24,7 +24,8 @@
 //! * [`krpc`]: the wire layer (every known key as a borrowed slice, in one
 //!   pass) apart from typed, validated messages; tokens and transaction ids.
 //! * [`id`], [`keyspace`]: 160-bit ids, BEP 42, and slices of the keyspace.
-//! * [`dht`]: the node: routing hygiene, answering, harvesting, dedup.
+//! * [`dht`]: the node: routing hygiene, answering, and the harvester that
+//!   owns each infohash's life from seen to stored.
 //! * [`wire`]: BEP 3/10/9 fetch and serve.
 //! * [`metainfo`]: the info dictionary, parsed (cold path, serde_bencode).
 //!
@@ -32,20 +33,26 @@
 //!
 //! The `shards` crate runs one glommio executor per core. Each executor is a
 //! *shard* and owns one slice of the keyspace: the remote nodes whose ids
-//! fall in it (which it tracks and samples) and the infohashes that fall in
-//! it (which it deduplicates and fetches). All shards share each UDP port
+//! fall in it (which it tracks and samples), the infohashes that fall in
+//! it (whose life, from seen to stored, its harvester owns) and the keyed
+//! queries about them (which it answers, so that all shards look like one
+//! node from outside). All shards share each UDP port
 //! through SO_REUSEPORT; the kernel hashes every datagram to some shard, so
 //! a reply may land on a shard that did not send the query. Our transaction
 //! ids name their origin shard, and the receiving shard forwards such
 //! replies over the mesh, a set of lock-free channels built once at start.
-//! Infohashes seen on the wrong shard go to their owner the same way. No
-//! lock is shared; state never leaves its shard except inside a message.
+//! Infohashes and keyed queries seen on the wrong shard go to their owner
+//! the same way. No shard state is shared; it never leaves its shard except
+//! inside a message. (The store's writer handle takes an uncontended read
+//! lock per submission; see [`store`].)
 //!
 //! [`engine`] is the glue: per shard, one [`dht::Node`] and one
 //! [`fetch::FetchPool`], a receive loop per socket (readiness, then a
 //! recvmmsg drain), a mesh loop and a timer loop, and a *pump* that moves
 //! what the node produced to sockets (sendmmsg), the fetch pool, the store
-//! and other shards.
+//! and other shards. Fetch outcomes come back to the node's harvester, which
+//! decides on retries: capacity (connection slots, per-IP caps) is waited
+//! for, never counted as a failure.
 //!
 //! ## Results
 //!

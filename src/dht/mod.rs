@@ -18,9 +18,10 @@
 //! [`crate::keyspace`]), and owning means three things:
 //! * the remote nodes whose ids fall in the slice: the shard tracks them,
 //!   walks them in id order and asks each for BEP 51 samples;
-//! * the infohashes that fall in the slice: the shard deduplicates them, in
-//!   one bounded set ([`dedup`]), so an infohash is emitted (and fetched)
-//!   once, by one shard, with no locks;
+//! * the infohashes that fall in the slice: the shard's harvester
+//!   ([`harvest`]) owns each one's life, from seen to stored or given up,
+//!   and a bounded filter ([`dedup`]) remembers what is stored, so an
+//!   infohash is fetched by one shard, with no locks, until it is stored;
 //! * the find_node walks that fill the slice.
 //!
 //! Work is partitioned, not shared: two shards never sample the same node
@@ -589,7 +590,7 @@ pub struct NodeStats {
     pub nodes_known: usize,
     /// Confirmed table entries.
     pub nodes_confirmed: usize,
-    /// Infohashes remembered by the dedup set.
+    /// Infohashes in the harvester's stored filter.
     pub dedup_len: usize,
     /// Heap bytes per remembered infohash.
     pub bytes_per_infohash: f64,

@@ -489,7 +489,7 @@ impl Node {
     }
 
     /// Resumes an infohash found in an earlier run but never fetched: it is
-    /// deduplicated like a fresh discovery and its peers are looked up.
+    /// taken in like a fresh discovery and its peers are looked up.
     pub fn resume(&mut self, ih: Id, source: Source, now: Instant) {
         self.harvest(ih, source, Vec::new(), None, now);
         self.drive_harvest(now);

@@ -398,6 +398,114 @@ mod tests {
         eprintln!("all harvested {done:?} after the crawler started");
     }
 
+    /// One node to the outside, measured: find_node answers for random
+    /// targets from a single-table crawler, from the shard that owns the
+    /// target (what forwarding delivers) and from the other shard (what
+    /// answering locally would give), against the 8 truly closest nodes.
+    #[test]
+    fn find_node_answers_of_the_owner_are_as_close_as_a_single_tables() {
+        let single = closeness(1);
+        let (owner, other) = {
+            let v = closeness_pair();
+            (v.0, v.1)
+        };
+        eprintln!(
+            "find_node: mean of the 8 closest found: single table {single:.2}, \
+             owner shard {owner:.2}, other shard {other:.2}"
+        );
+        assert!(single >= 6.0, "the single table itself is poor: {single}");
+        assert!(owner >= single - 0.5, "owner {owner} vs single {single}");
+        assert!(other < owner, "forwarding buys nothing: {other} vs {owner}");
+    }
+
+    fn closeness_sim(shards: u8) -> Sim {
+        let mut sim = Sim::new(1000, 5);
+        let id = Id([0x42; 20]);
+        let cfgs = (0..shards)
+            .map(|s| {
+                let mut c = NodeConfig::new(
+                    s,
+                    shards,
+                    vec![Identity {
+                        addr: sim.crawler_addr,
+                        id,
+                    }],
+                    7 + u64::from(s),
+                    [9; 32],
+                );
+                c.allow_private = true;
+                c.bootstrap = (0..4).map(|i| pop_addr(i * 97)).collect();
+                c.per_ip_pps = 50;
+                c.per_ip_burst = 50;
+                c.limiter_slots = 8192;
+                c
+            })
+            .collect();
+        sim.add_crawler(cfgs);
+        sim.run_until(Duration::from_secs(60));
+        sim
+    }
+
+    /// How many of the 8 truly closest population nodes shard `s` returns
+    /// for `target` (answered by `s` itself).
+    fn found(sim: &mut Sim, s: usize, target: Id, q: usize) -> usize {
+        let from = SocketAddr::from((Ipv4Addr::new(127, 222, (q / 200) as u8, 1), 7000));
+        let mut out = Vec::new();
+        encode_query(
+            &mut out,
+            &Header {
+                tid: b"fn",
+                version: None,
+            },
+            &Id([0x77; 20]),
+            &Method::FindNode { target },
+            Want::default(),
+            true,
+        );
+        let now = sim.now;
+        sim.crawler[s].handle_datagram(0, from, &out, now);
+        let truth: Vec<Id> = sim
+            .closest_pop(&target, 8)
+            .into_iter()
+            .map(|i| sim.pop_info[i].id)
+            .collect();
+        let mut n = 0;
+        while let Some(t) = sim.crawler[s].poll_transmit() {
+            if t.to != from {
+                continue;
+            }
+            if let Ok(m) = decode(&t.bytes) {
+                if let Body::Response(r) = m.body {
+                    n = r.nodes.iter().filter(|x| truth.contains(&x.id)).count();
+                }
+            }
+        }
+        while sim.crawler[s].poll_action().is_some() {}
+        n
+    }
+
+    fn closeness(shards: u8) -> f64 {
+        let mut sim = closeness_sim(shards);
+        let mut rng = Rng::seed_from_u64(99);
+        let total: usize = (0..200)
+            .map(|q| found(&mut sim, 0, Id::random(&mut rng), q))
+            .sum();
+        total as f64 / 200.0
+    }
+
+    fn closeness_pair() -> (f64, f64) {
+        let mut sim = closeness_sim(2);
+        let mut rng = Rng::seed_from_u64(99);
+        let (mut owner, mut other) = (0, 0);
+        for q in 0..200 {
+            let target = Id::random(&mut rng);
+            let o = shard_for(&target, 2);
+            owner += found(&mut sim, o, target, q);
+            other += found(&mut sim, 1 - o, target, q);
+        }
+        (owner as f64 / 200.0, other as f64 / 200.0)
+    }
+
     /// More seeds, for confidence (slow in debug: run with --ignored).
     #[test]
     #[ignore]
