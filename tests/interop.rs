@@ -8,6 +8,8 @@
 //! * libtorrent DHT sessions bootstrap from our node: they get correct
 //!   answers, their announces reach us, and our sample_infohashes queries to
 //!   them are answered and parsed.
+//! * libtorrent sessions that search for their torrent long before they
+//!   announce it (as real clients do): every torrent must still be stored.
 //!
 //! Without root or python3-libtorrent the tests are skipped with a notice,
 //! except under `CI`, where that is a failure.
@@ -387,4 +389,395 @@ fn libtorrent_dht_sessions_use_our_node() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::io::stdout().flush();
+}
+
+/// `DHT_HUNTER_INTEROP_RUNS=N` runs
+/// [`libtorrent_searches_long_before_announcing_all_stored`] N times in a
+/// row (each with a fresh engine, store and libtorrent sessions) and fails
+/// if any run fails, after reporting every run.
+const RUNS_ENV: &str = "DHT_HUNTER_INTEROP_RUNS";
+/// libtorrent sessions, one torrent each.
+const SEARCH_SESSIONS: usize = 8;
+/// How long the sessions only search (get_peers) before they announce.
+const SEARCH_SECONDS: u64 = 15;
+/// Overrides SEARCH_SECONDS (for experiments). With `0` the announce
+/// follows the first search within milliseconds, as when libtorrent adds a
+/// torrent normally; the ordering check is then void.
+const SEARCH_SECONDS_ENV: &str = "DHT_HUNTER_INTEROP_SEARCH_SECONDS";
+/// How long after the announces every torrent must be stored.
+const STORE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// One run of the search-then-announce scenario.
+#[derive(Debug)]
+struct SearchRun {
+    stored: usize,
+    total: usize,
+    /// Stored torrents whose metadata differs from what libtorrent seeds.
+    mismatches: Vec<String>,
+    /// Infohash, name, and what happened, for every torrent not stored.
+    missing: Vec<String>,
+    /// Seconds from the announce phase until the last torrent was stored.
+    all_stored_after: Option<f64>,
+    telemetry: String,
+}
+
+impl SearchRun {
+    fn ok(&self) -> bool {
+        self.stored == self.total && self.mismatches.is_empty()
+    }
+}
+
+/// Real clients search for a torrent (get_peers) long before they announce
+/// it: the crawler first learns each infohash from a get_peers, when no peer
+/// is known, and the peer only arrives later in an announce_peer. Eight
+/// libtorrent sessions, each on its own loopback address and seeding one
+/// torrent of its own, join the DHT through a 2-shard engine with the crawl
+/// defaults (given to them as an ordinary node, not as a bootstrap router),
+/// search for SEARCH_SECONDS, then announce (see
+/// tests/interop/lt_search_announce.py for how the order is made and
+/// observed). Every torrent must be stored within STORE_DEADLINE of the
+/// announces, with libtorrent's name, size and files.
+///
+/// The harness checks itself before blaming the crawler: libtorrent's own
+/// packet alerts must show, per torrent, a get_peers to the crawler that it
+/// answered, then (SEARCH_SECONDS later, and none to anyone before) an
+/// announce_peer to the crawler, answered without error where the torrent
+/// was not stored, and afterwards every session must serve its metadata
+/// over ut_metadata to a plain BEP 9 client.
+#[test]
+fn libtorrent_searches_long_before_announcing_all_stored() {
+    if !in_netns("libtorrent_searches_long_before_announcing_all_stored") {
+        return;
+    }
+    let runs: usize = match std::env::var(RUNS_ENV) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{RUNS_ENV}={v:?} is not a count")),
+        Err(_) => 1,
+    };
+    let search_seconds: u64 = match std::env::var(SEARCH_SECONDS_ENV) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{SEARCH_SECONDS_ENV}={v:?} is not a number of seconds")),
+        Err(_) => SEARCH_SECONDS,
+    };
+    let mut results = Vec::new();
+    for run in 1..=runs.max(1) {
+        let r = search_then_announce_run(run, search_seconds);
+        eprintln!(
+            "search-then-announce run {run}/{runs}: {}/{} stored{}{}",
+            r.stored,
+            r.total,
+            r.all_stored_after
+                .map(|s| format!(" ({s:.1} s after the announces)"))
+                .unwrap_or_default(),
+            if r.mismatches.is_empty() {
+                String::new()
+            } else {
+                format!(", {} with wrong metadata", r.mismatches.len())
+            }
+        );
+        results.push(r);
+    }
+    let failed: Vec<(usize, &SearchRun)> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.ok())
+        .map(|(i, r)| (i + 1, r))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} runs did not store every torrent (stored per run: {:?}):\n{}",
+        failed.len(),
+        results.len(),
+        results.iter().map(|r| r.stored).collect::<Vec<_>>(),
+        failed
+            .iter()
+            .map(|(i, r)| format!(
+                "run {i}: {}/{} stored\n  missing: {}\n  wrong metadata: {:?}\n  crawler: {}",
+                r.stored,
+                r.total,
+                r.missing.join("\n           "),
+                r.mismatches,
+                r.telemetry
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+fn search_then_announce_run(run: usize, search_seconds: u64) -> SearchRun {
+    let dir = std::env::temp_dir().join(format!("dh-interop-search-{}-{run}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite:{}", dir.join("db.sqlite").display());
+    // The crawl defaults, except what loopback and this machine need: a
+    // loopback bind, private addresses allowed, no real bootstrap routers
+    // (port 9 on loopback answers nothing), no core pinning.
+    let cfg = CrawlConfig::resolve(FileConfig {
+        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
+        bootstrap: Some(vec!["127.0.0.1:9".into()]),
+        shards: Some(2),
+        no_pin: Some(true),
+        oversubscribe: Some(true),
+        state_dir: Some(dir.clone()),
+        allow_private: Some(true),
+        db: Some(db.clone()),
+        ..FileConfig::default()
+    })
+    .unwrap();
+    let store = Store::open(&db).unwrap();
+    let telemetry = Arc::new(Telemetry::default());
+    let eng = engine::start(
+        &cfg,
+        EngineParts {
+            store: store.writer(),
+            telemetry: telemetry.clone(),
+            tweak: None,
+            known_nodes: Arc::new(Vec::new()),
+            pending: Arc::new(Vec::new()),
+        },
+    )
+    .unwrap();
+    let ours = eng.udp_addrs[0];
+    // bep42 mode: one id for the bind address, in STATE_DIR/identities.
+    let ids = std::fs::read_to_string(dir.join("identities")).unwrap();
+    let crawler_id = ids
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.split_whitespace().nth(1))
+        .expect("no id in the identities file")
+        .to_string();
+    assert_eq!(crawler_id.len(), 40, "identities: {ids}");
+
+    let mut script = Command::new(PY)
+        .arg(root().join("tests/interop/lt_search_announce.py"))
+        .args([
+            "--crawler",
+            &ours.to_string(),
+            "--crawler-id",
+            &crawler_id,
+            "--dir",
+            dir.join("lt").to_str().unwrap(),
+            "--sessions",
+            &SEARCH_SESSIONS.to_string(),
+            "--port",
+            &free_port().to_string(),
+            "--search-seconds",
+            &search_seconds.to_string(),
+            "--max-seconds",
+            &(search_seconds + STORE_DEADLINE.as_secs() + 40).to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = script.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str(&line) {
+                Ok(v) => {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => eprintln!("lt_search_announce.py: {line}"),
+            }
+        }
+    });
+
+    let mut torrents: Vec<Seeded> = Vec::new();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    let mut announce_phase: Option<Instant> = None;
+    let mut stored: std::collections::HashMap<String, serde_json::Value> = Default::default();
+    let mut all_stored_after = None;
+    let exported = |store: &Store| -> std::collections::HashMap<String, serde_json::Value> {
+        store.flush().unwrap();
+        let mut out = Vec::new();
+        store.export_jsonl(&mut out).unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["infohash"].as_str().unwrap().to_string(), v))
+            .collect()
+    };
+    let started = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(ev) => {
+                if ev["event"] == "torrent" {
+                    torrents.push(serde_json::from_value(ev.clone()).unwrap());
+                }
+                if ev["event"] == "announce_phase" {
+                    announce_phase = Some(Instant::now());
+                }
+                events.push(ev);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(at) = announce_phase {
+            if torrents.len() == SEARCH_SESSIONS {
+                stored = exported(&store);
+                if torrents.iter().all(|t| stored.contains_key(&t.infohash)) {
+                    all_stored_after = Some(at.elapsed().as_secs_f64());
+                    break;
+                }
+            }
+            if at.elapsed() > STORE_DEADLINE {
+                break;
+            }
+        } else if started.elapsed() > Duration::from_secs(search_seconds + 60) {
+            panic!("harness: lt_search_announce.py never reached its announce phase: {events:?}");
+        }
+    }
+    // Closing stdin makes the script check ut_metadata and summarise.
+    drop(script.stdin.take());
+    events.extend(rx.iter());
+    reader.join().unwrap();
+    let status = script.wait().unwrap();
+    let stop = eng.shutdown_handle();
+    stop.trigger();
+    eng.join().unwrap();
+    let t = telemetry.totals();
+
+    // The harness itself: a failure here is not the crawler's.
+    assert!(status.success(), "harness: lt_search_announce.py: {status}");
+    assert_eq!(
+        torrents.len(),
+        SEARCH_SESSIONS,
+        "harness: torrents seeded: {events:?}"
+    );
+    let summary = events
+        .iter()
+        .rfind(|e| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("harness: no summary from lt_search_announce.py: {events:?}"));
+    let rows = summary["torrents"].as_array().unwrap();
+    assert_eq!(rows.len(), SEARCH_SESSIONS);
+    let mut harness = Vec::new();
+    for r in rows {
+        let what = format!("session {} {} ({})", r["session"], r["infohash"], r["name"]);
+        let search = r["search_to_crawler_at"].as_f64();
+        let announce = r["announce_to_crawler_at"].as_f64();
+        // The first announce_peer for it to any node, not only to us: had
+        // one gone out during the search phase, our own lookup could have
+        // found the peer at another node.
+        let announce_any = r["first_announce_to_anyone_at"].as_f64();
+        match (search, announce, announce_any) {
+            (None, _, _) => harness.push(format!("{what}: no get_peers to the crawler")),
+            (_, None, _) | (_, _, None) => {
+                harness.push(format!("{what}: no announce_peer to the crawler"))
+            }
+            (Some(s), Some(a), Some(any)) if a.min(any) - s < search_seconds as f64 - 2.0 => {
+                harness.push(format!(
+                    "{what}: announce_peer at {a:.1} s (to anyone: {any:.1} s) \
+                     is not long after get_peers at {s:.1} s"
+                ))
+            }
+            _ => {}
+        }
+        if r["search_answered"].is_null() {
+            harness.push(format!("{what}: the crawler did not answer its get_peers"));
+        }
+        // Proof that the announce reached the crawler, needed only where
+        // the torrent was not stored: the test stops waiting as soon as
+        // all are stored, sometimes before the last reply is seen, and the
+        // crawler's per-IP send budget may drop a reply.
+        let is_stored = r["infohash"]
+            .as_str()
+            .is_some_and(|h| stored.contains_key(h));
+        if !is_stored && (r["announce_answered"].is_null() || !r["announce_error"].is_null()) {
+            harness.push(format!(
+                "{what}: announce_peer not accepted: answered {} error {}",
+                r["announce_answered"], r["announce_error"]
+            ));
+        }
+        if r["ut_metadata_ok"] != true {
+            harness.push(format!("{what}: does not serve its metadata (ut_metadata)"));
+        }
+    }
+    assert!(
+        harness.is_empty(),
+        "harness (not the crawler) failed in run {run}:\n{}\nsummary: {summary}",
+        harness.join("\n")
+    );
+    assert!(
+        t.announces_accepted >= SEARCH_SESSIONS as u64,
+        "harness: the crawler counted {} accepted announces, libtorrent saw {SEARCH_SESSIONS} answered",
+        t.announces_accepted
+    );
+
+    // The crawler.
+    let mut mismatches = Vec::new();
+    let mut missing = Vec::new();
+    // What the store says about the ones not stored (and how it first saw
+    // them).
+    let pending = store.pending(10_000).unwrap();
+    for tor in &torrents {
+        let Some(row) = stored.get(&tor.infohash) else {
+            let r = rows
+                .iter()
+                .find(|r| r["infohash"] == tor.infohash.as_str())
+                .unwrap();
+            let ih: Id = tor.infohash.parse().unwrap();
+            let in_store = pending
+                .iter()
+                .find(|p| p.infohash == ih.0)
+                .map_or("not even pending".to_string(), |p| {
+                    format!("pending, first seen via {}", p.source)
+                });
+            missing.push(format!(
+                "{} {}: get_peers to us at {} s, announce_peer at {} s, incoming BitTorrent \
+                 connections {}; store: {in_store}",
+                tor.infohash,
+                tor.name,
+                r["search_to_crawler_at"],
+                r["announce_to_crawler_at"],
+                r["incoming"]
+            ));
+            continue;
+        };
+        let files: Vec<(String, u64)> = row["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let p = f["path"].as_str().unwrap();
+                let p = p.strip_prefix(&format!("{}/", tor.name)).unwrap_or(p);
+                (p.to_string(), f["size"].as_u64().unwrap())
+            })
+            .collect();
+        let theirs: Vec<(String, u64)> =
+            tor.files.iter().map(|f| (f.path.clone(), f.size)).collect();
+        if row["name"] != tor.name.as_str() || row["size"] != tor.total_size || files != theirs {
+            mismatches.push(format!(
+                "{}: stored name {} size {} files {:?}; libtorrent seeds {} {} {:?}",
+                tor.infohash, row["name"], row["size"], files, tor.name, tor.total_size, theirs
+            ));
+        }
+    }
+    store.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    SearchRun {
+        stored: torrents.len() - missing.len(),
+        total: torrents.len(),
+        mismatches,
+        missing,
+        all_stored_after,
+        telemetry: format!(
+            "infohashes {}, announces accepted {}, fetched {}, fetch jobs failed {}, failures {:?}",
+            t.infohashes,
+            t.announces_accepted,
+            t.fetched,
+            t.fetch_failed,
+            t.failures
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{}={n}", k.as_str()))
+                .collect::<Vec<_>>()
+        ),
+    }
 }
