@@ -153,14 +153,7 @@ fn engine_case(shards: usize) -> (f64, f64) {
     let store = Store::open(&db).unwrap();
     let eng = engine::start(
         &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: Arc::new(Telemetry::default()),
-            tweak: None,
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-            stored: Arc::new(Vec::new()),
-        },
+        EngineParts::new(store.writer(), Arc::new(Telemetry::default())),
     )
     .unwrap();
     let target = eng.udp_addrs[0];

@@ -230,14 +230,7 @@ fn dht_hunter(shape: Shape, secs: f64) -> Case {
     });
     let eng = engine::start(
         &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: Arc::new(Telemetry::default()),
-            tweak: Some(tweak),
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-            stored: Arc::new(Vec::new()),
-        },
+        EngineParts::new(store.writer(), Arc::new(Telemetry::default())).with_tweak(tweak),
     )
     .unwrap();
     let target = eng.udp_addrs[0];

@@ -47,14 +47,7 @@ fn engine_answers_a_mixed_flood() {
     });
     let eng = engine::start(
         &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: Arc::new(Telemetry::default()),
-            tweak: Some(tweak),
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-            stored: Arc::new(Vec::new()),
-        },
+        EngineParts::new(store.writer(), Arc::new(Telemetry::default())).with_tweak(tweak),
     )
     .unwrap();
     let target = eng.udp_addrs[0];
@@ -148,14 +141,7 @@ fn get_peers_flood_does_not_stop_the_harvest() {
     });
     let eng = engine::start(
         &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: telemetry.clone(),
-            tweak: Some(tweak),
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-            stored: Arc::new(Vec::new()),
-        },
+        EngineParts::new(store.writer(), telemetry.clone()).with_tweak(tweak),
     )
     .unwrap();
     let mut fc = FloodConfig::new(eng.udp_addrs[0]);

@@ -272,14 +272,7 @@ fn libtorrent_dht_sessions_use_our_node() {
     });
     let eng = engine::start(
         &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: telemetry.clone(),
-            tweak: Some(tweak),
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-            stored: Arc::new(Vec::new()),
-        },
+        EngineParts::new(store.writer(), telemetry.clone()).with_tweak(tweak),
     )
     .unwrap();
     let ours = eng.udp_addrs[0];
@@ -530,13 +523,7 @@ fn search_then_announce_run(run: usize, search_seconds: u64) -> SearchRun {
     let telemetry = Arc::new(Telemetry::default());
     let eng = engine::start(
         &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: telemetry.clone(),
-            tweak: None,
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-        },
+        EngineParts::new(store.writer(), telemetry.clone()),
     )
     .unwrap();
     let ours = eng.udp_addrs[0];

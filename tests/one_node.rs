@@ -76,24 +76,13 @@ fn run(forward: bool) -> Answers {
     .unwrap();
     let store = Store::open(&db).unwrap();
     let telemetry = Arc::new(Telemetry::default());
-    let tweak: Option<engine::NodeTweak> = if forward {
-        None
-    } else {
-        Some(Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
+    let mut parts = EngineParts::new(store.writer(), telemetry.clone());
+    if !forward {
+        parts = parts.with_tweak(Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
             nc.forward_queries = false;
-        }))
-    };
-    let eng = engine::start(
-        &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: telemetry.clone(),
-            tweak,
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-            stored: Arc::new(Vec::new()),
-        },
-    )
+        }));
+    }
+    let eng = engine::start(&cfg, parts)
     .unwrap();
     let node = eng.udp_addrs[0];
     let ih = Id([0x5c; 20]);

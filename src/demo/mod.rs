@@ -180,14 +180,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
     let telemetry = Arc::new(Telemetry::default());
     let eng = engine::start(
         &cfg,
-        EngineParts {
-            store: store.writer(),
-            telemetry: telemetry.clone(),
-            tweak: None,
-            known_nodes: Arc::new(Vec::new()),
-            pending: Arc::new(Vec::new()),
-            stored: Arc::new(Vec::new()),
-        },
+        EngineParts::new(store.writer(), telemetry.clone()),
     )?;
     if let Some(addr) = eng.udp_addrs.first() {
         swarm.set_target(*addr);

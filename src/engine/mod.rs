@@ -85,6 +85,27 @@ pub struct EngineParts {
     pub stored: Arc<Vec<crate::id::Id>>,
 }
 
+impl EngineParts {
+    /// Parts with no tweak, no saved nodes and nothing pending or stored
+    /// (a fresh start; the tests', benches' and demo's set-up).
+    pub fn new(store: StoreWriter, telemetry: Arc<Telemetry>) -> Self {
+        EngineParts {
+            store,
+            telemetry,
+            tweak: None,
+            known_nodes: Arc::new(Vec::new()),
+            pending: Arc::new(Vec::new()),
+            stored: Arc::new(Vec::new()),
+        }
+    }
+
+    /// The same parts with `tweak` applied to every shard's node config.
+    pub fn with_tweak(mut self, tweak: NodeTweak) -> Self {
+        self.tweak = Some(tweak);
+        self
+    }
+}
+
 impl std::fmt::Debug for EngineParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineParts").finish_non_exhaustive()
