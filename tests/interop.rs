@@ -521,11 +521,7 @@ fn search_then_announce_run(run: usize, search_seconds: u64) -> SearchRun {
     .unwrap();
     let store = Store::open(&db).unwrap();
     let telemetry = Arc::new(Telemetry::default());
-    let eng = engine::start(
-        &cfg,
-        EngineParts::new(store.writer(), telemetry.clone()),
-    )
-    .unwrap();
+    let eng = engine::start(&cfg, EngineParts::new(store.writer(), telemetry.clone())).unwrap();
     let ours = eng.udp_addrs[0];
     // bep42 mode: one id for the bind address, in STATE_DIR/identities.
     let ids = std::fs::read_to_string(dir.join("identities")).unwrap();

@@ -82,8 +82,7 @@ fn run(forward: bool) -> Answers {
             nc.forward_queries = false;
         }));
     }
-    let eng = engine::start(&cfg, parts)
-    .unwrap();
+    let eng = engine::start(&cfg, parts).unwrap();
     let node = eng.udp_addrs[0];
     let ih = Id([0x5c; 20]);
     let get_peers = Method::GetPeers {

@@ -178,10 +178,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
     let cfg = CrawlConfig::resolve(flags)?;
     let store = Store::open(&db).with_context(|| format!("opening {db}"))?;
     let telemetry = Arc::new(Telemetry::default());
-    let eng = engine::start(
-        &cfg,
-        EngineParts::new(store.writer(), telemetry.clone()),
-    )?;
+    let eng = engine::start(&cfg, EngineParts::new(store.writer(), telemetry.clone()))?;
     if let Some(addr) = eng.udp_addrs.first() {
         swarm.set_target(*addr);
     }

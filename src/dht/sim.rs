@@ -418,6 +418,8 @@ mod tests {
         assert!(other < owner, "forwarding buys nothing: {other} vs {owner}");
     }
 
+    const CLOSENESS_CRAWL_S: u64 = 120;
+
     fn closeness_sim(shards: u8) -> Sim {
         let mut sim = Sim::new(1000, 5);
         let id = Id([0x42; 20]);
@@ -442,14 +444,18 @@ mod tests {
             })
             .collect();
         sim.add_crawler(cfgs);
-        sim.run_until(Duration::from_secs(60));
+        sim.run_until(Duration::from_secs(CLOSENESS_CRAWL_S));
+        let known: usize = sim.crawler.iter().map(|c| c.stats().nodes_confirmed).sum();
+        eprintln!("{shards} shard(s): {known} confirmed nodes after {CLOSENESS_CRAWL_S} s");
         sim
     }
 
     /// How many of the 8 truly closest population nodes shard `s` returns
     /// for `target` (answered by `s` itself).
     fn found(sim: &mut Sim, s: usize, target: Id, q: usize) -> usize {
-        let from = SocketAddr::from((Ipv4Addr::new(127, 222, (q / 200) as u8, 1), 7000));
+        // One source IP per query: the inbound per-IP limit is not tested.
+        let ip = Ipv4Addr::new(127, 222, (q / 200) as u8, (q % 200) as u8 + 1);
+        let from = SocketAddr::from((ip, 7000));
         let mut out = Vec::new();
         encode_query(
             &mut out,
