@@ -5,8 +5,9 @@
 //!    by a counting global allocator;
 //! 2. KRPC queries answered per second, closed loop (the flood keeps 256
 //!    queries in flight from 64 sources): a raw recvmmsg/sendmmsg echo,
-//!    then the engine with 1 shard and with 2 shards, with the CPU each
-//!    spent per answer;
+//!    then the engine with 1 shard and with 2 shards (keyed queries
+//!    answered by their key's owner, and, for the cost of that, answered
+//!    locally), with the CPU each spent per answer;
 //! 3. metadata fetched per second from the load generator's honest peers
 //!    (run in a child process), with 1 and with 2 shards.
 //!
@@ -129,8 +130,13 @@ fn raw_echo() -> (f64, f64) {
     (r.answers_per_sec, ns)
 }
 
-fn engine_case(shards: usize) -> (f64, f64) {
-    let dir = std::env::temp_dir().join(format!("dh-e2e-bench-{}-{shards}", std::process::id()));
+/// The engine answering a closed-loop flood; `forward`: keyed queries go
+/// to their key's owner shard (the default with shared identities).
+fn engine_case(shards: usize, forward: bool) -> (f64, f64) {
+    let dir = std::env::temp_dir().join(format!(
+        "dh-e2e-bench-{}-{shards}-{forward}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -151,11 +157,13 @@ fn engine_case(shards: usize) -> (f64, f64) {
     })
     .unwrap();
     let store = Store::open(&db).unwrap();
-    let eng = engine::start(
-        &cfg,
-        EngineParts::new(store.writer(), Arc::new(Telemetry::default())),
-    )
-    .unwrap();
+    let mut parts = EngineParts::new(store.writer(), Arc::new(Telemetry::default()));
+    if !forward {
+        parts = parts.with_tweak(Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
+            nc.forward_queries = false;
+        }));
+    }
+    let eng = engine::start(&cfg, parts).unwrap();
     let target = eng.udp_addrs[0];
     std::thread::sleep(Duration::from_millis(200));
     let cpu0 = process_cpu();
@@ -262,10 +270,17 @@ fn main() {
     memory();
     let (raw, raw_ns) = raw_echo();
     println!("krpc raw echo:        {raw:>10.0} answers/s, {raw_ns:>6.0} ns CPU per answer");
-    for n in [1usize, 2] {
-        let (aps, ns) = engine_case(n);
+    for (n, forward) in [(1usize, true), (2, true), (2, false)] {
+        let (aps, ns) = engine_case(n, forward);
+        let how = if n > 1 && forward {
+            " (keyed queries answered by their owner)"
+        } else if n > 1 {
+            " (answered locally: forwarding off)"
+        } else {
+            ""
+        };
         println!(
-            "krpc dht-hunter {n} shard(s): {aps:>10.0} answers/s, {ns:>6.0} ns CPU per answer, {:.2}x raw echo",
+            "krpc dht-hunter {n} shard(s){how}: {aps:>10.0} answers/s, {ns:>6.0} ns CPU per answer, {:.2}x raw echo",
             aps / raw
         );
     }

@@ -46,7 +46,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
     /// Give up after this many seconds.
-    #[arg(long, default_value_t = 55)]
+    #[arg(long, default_value_t = 120)]
     pub timeout: u64,
     /// Hard deadline of one metadata fetch, seconds (default: the crawl
     /// command's).
@@ -142,7 +142,10 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         bad_fraction: args.bad_fraction,
         large_torrents: args.large_torrents,
         seed: args.seed,
-        ..SwarmConfig::default()
+        // Clients that search ~20 s before they announce (30 % never do)
+        // and peers that come and go: what real swarms do, and what the
+        // harvest must cope with.
+        ..SwarmConfig::realistic()
     };
     let swarm = Swarm::start(&swarm_cfg).context("starting the swarm")?;
     swarm.write_truth(&args.state_dir.join("ground-truth.json"))?;

@@ -82,9 +82,9 @@ impl Default for HarvestConfig {
         HarvestConfig {
             max_entries: 200_000,
             max_fetching: 4096,
-            retry_base: Duration::from_secs(15),
+            retry_base: Duration::from_secs(10),
             retry_max: Duration::from_secs(30 * 60),
-            max_fetch_tries: 5,
+            max_fetch_tries: 6,
             max_searches: 3,
             stored_capacity: 16_000_000,
             given_up_capacity: 1_000_000,
@@ -485,12 +485,24 @@ impl Harvester {
         !self.to_search.is_empty()
     }
 
-    fn backoff(&self, tries: u8) -> Duration {
+    /// The wait after `tries` failures of `ih`: doubling from
+    /// `retry_base`, capped, and spread over ±25 % by a hash of the
+    /// infohash and the try, so that retries do not fall into step with a
+    /// peer that comes and goes on a fixed period.
+    fn backoff(&self, ih: &Id, tries: u8) -> Duration {
         let shift = u32::from(tries.saturating_sub(1)).min(16);
-        self.cfg
+        let d = self
+            .cfg
             .retry_base
             .saturating_mul(1 << shift)
-            .min(self.cfg.retry_max)
+            .min(self.cfg.retry_max);
+        let h = u64::from_le_bytes([
+            ih.0[0], ih.0[3], ih.0[7], ih.0[11], ih.0[13], ih.0[17], ih.0[19], tries,
+        ])
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // 750..1250 thousandths.
+        let permille = 750 + (h >> 32) % 501;
+        d.mul_f64(permille as f64 / 1000.0)
     }
 
     /// A peer search ended with `peers` (possibly none).
@@ -523,7 +535,7 @@ impl Harvester {
             self.give_up(ih);
             return;
         }
-        let until = now + self.backoff(searches);
+        let until = now + self.backoff(ih, searches);
         self.set_phase(
             ih,
             Phase::Waiting {
@@ -620,7 +632,7 @@ impl Harvester {
                     self.give_up(ih);
                     return;
                 }
-                let until = now + self.backoff(tries);
+                let until = now + self.backoff(ih, tries);
                 self.set_phase(
                     ih,
                     Phase::Waiting {
@@ -764,7 +776,12 @@ mod tests {
             }
             assert_eq!(h.wait_reason(&ih(2)), Some(WaitReason::FetchFailed));
             let at = h.poll_timeout().unwrap();
-            assert_eq!(at - now, Duration::from_secs(10 << (tries - 1)));
+            let base = Duration::from_secs(10 << (tries - 1));
+            let wait = at - now;
+            assert!(
+                wait >= base.mul_f64(0.75) && wait <= base.mul_f64(1.25),
+                "{wait:?} for {base:?}"
+            );
             h.handle_timeout(at - Duration::from_millis(1));
             assert!(h.poll_search().is_none(), "woken early");
             now = at;
