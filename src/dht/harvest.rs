@@ -401,7 +401,8 @@ impl Harvester {
             return Discovered::Stored;
         }
         if let Some(e) = self.entries.get_mut(&ih) {
-            if holder.is_some() && e.holder.is_none() {
+            let new_holder = holder.is_some() && e.holder.is_none();
+            if new_holder {
                 e.holder = holder;
                 e.vouched = true;
             }
@@ -416,6 +417,9 @@ impl Harvester {
                     // (the node passes them to a running fetch too).
                     _ => {}
                 }
+            } else if new_holder && matches!(e.phase, Phase::Waiting { .. }) {
+                // A node that holds its peers: ask it now.
+                self.set_phase(&ih, Phase::Search);
             }
             return Discovered::InProgress;
         }
@@ -753,6 +757,23 @@ mod tests {
         let st = h.stats();
         assert_eq!((st.discovered, st.stored, st.in_progress), (1, 1, 0));
         assert_eq!(st.woken_by_peer, 1);
+    }
+
+    #[test]
+    fn a_new_holder_wakes_a_waiting_infohash() {
+        let t0 = Instant::now();
+        let mut h = small();
+        h.discover(ih(4), Source::GetPeers, &[], None);
+        h.poll_search().unwrap();
+        h.search_done(&ih(4), &[], t0);
+        assert_eq!(h.wait_reason(&ih(4)), Some(WaitReason::NoPeers));
+        let holder = NodeInfo {
+            id: Id([9; 20]),
+            addr: peer(9),
+        };
+        h.discover(ih(4), Source::Sample, &[], Some(holder));
+        let s = h.poll_search().unwrap();
+        assert_eq!(s.holder, Some(holder));
     }
 
     #[test]
