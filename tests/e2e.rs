@@ -571,7 +571,7 @@ fn restart_resumes_unfetched_infohashes() {
     assert!(left.is_empty(), "{} still pending", left.len());
     // Third run against the same swarm: everything it sees is already
     // stored, so it fetches nothing (the filter is rebuilt from the store).
-    let out = crawl("8", "10485760");
+    let out = crawl("10", "10485760");
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -187,6 +187,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    forget_prune_and_stored_infohashes,
     round_trip,
     dedup,
     pending_resume,
@@ -397,6 +398,42 @@ fn dedup(db: &TestDb) {
     assert_eq!(store.search("first", 10).unwrap().len(), 1);
     assert!(store.search("second", 10).unwrap().is_empty());
     assert!(store.search("third", 10).unwrap().is_empty());
+    store.close().unwrap();
+}
+
+/// What the crawler's restart needs: the stored infohashes (its "never
+/// fetch again" filter), `forget` for infohashes it gave up on, and a
+/// bounded pending table.
+fn forget_prune_and_stored_infohashes(db: &TestDb) {
+    let opts = StoreOptions {
+        max_pending_rows: 3,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&db.url, opts).unwrap();
+    let w = store.writer();
+    for i in 1..=3 {
+        w.fetched(simple(i, &format!("stored-{i}"))).unwrap();
+    }
+    for i in 10..16u32 {
+        w.discovered(ih(i), Source::GetPeers, at(T0 + u64::from(i)))
+            .unwrap();
+    }
+    w.forget(ih(15)).unwrap();
+    w.forget(ih(99)).unwrap(); // never pending: nothing happens
+    drop(w);
+    store.close().unwrap(); // maintenance runs at shutdown
+    let store = Store::open(&db.url).unwrap();
+    let mut stored = store.stored_infohashes().unwrap();
+    stored.sort_unstable();
+    assert_eq!(stored, [ih(1), ih(2), ih(3)]);
+    // 10..=14 were pending after the forget; the bound keeps the newest 3.
+    let left: Vec<_> = store
+        .pending(100)
+        .unwrap()
+        .iter()
+        .map(|p| p.infohash)
+        .collect();
+    assert_eq!(left, [ih(12), ih(13), ih(14)]);
     store.close().unwrap();
 }
 

@@ -303,6 +303,10 @@ pub struct StoreOptions {
     /// `PRAGMA journal_size_limit` (bytes): the WAL is truncated back to at
     /// most this after a checkpoint.
     pub journal_size_limit: i64,
+    /// Rows the `pending` table keeps at most: the periodic maintenance
+    /// prunes the oldest discoveries beyond it (the crawler gave up on
+    /// most of those long ago).
+    pub max_pending_rows: i64,
 }
 
 impl Default for StoreOptions {
@@ -313,6 +317,7 @@ impl Default for StoreOptions {
             idle_checkpoint: Duration::from_secs(1),
             wal_autocheckpoint_pages: 1000,
             journal_size_limit: 64 << 20,
+            max_pending_rows: 1_000_000,
         }
     }
 }
@@ -361,8 +366,9 @@ trait Backend: Send {
     fn write(&mut self, ops: &[Op]) -> Result<u64, StoreError>;
     /// Makes committed writes durable.
     fn sync(&mut self) -> Result<(), StoreError>;
-    /// Periodic housekeeping (SQLite: truncating WAL checkpoint).
-    fn maintain(&mut self) -> Result<(), StoreError>;
+    /// Periodic housekeeping: the `pending` table pruned to `max_pending`
+    /// rows, oldest first (and SQLite: a truncating WAL checkpoint).
+    fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError>;
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError>;
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
     fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError>;
@@ -394,10 +400,6 @@ impl Shared {
         }
     }
 }
-
-/// Rows the `pending` table keeps at most (oldest discoveries are pruned by
-/// the periodic maintenance).
-const MAX_PENDING_ROWS: i64 = 1_000_000;
 
 /// Submission handle for the crawler: cheap to clone, never blocks on the
 /// database.
@@ -701,7 +703,7 @@ fn writer_loop(
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
                 if dirty {
-                    if let Err(e) = backend.maintain() {
+                    if let Err(e) = backend.maintain(opts.max_pending_rows) {
                         note(&mut failed, 0, &e);
                     }
                     dirty = false;
@@ -755,7 +757,7 @@ fn writer_loop(
         queue_depth.set(rx.len() as f64);
 
         if batches_since_checkpoint >= opts.checkpoint_every_batches || shutdown {
-            if let Err(e) = backend.maintain() {
+            if let Err(e) = backend.maintain(opts.max_pending_rows) {
                 note(&mut failed, 0, &e);
             }
             batches_since_checkpoint = 0;

@@ -264,14 +264,14 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    fn maintain(&mut self) -> Result<(), StoreError> {
+    fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError> {
         // The server checkpoints and autovacuums on its own; the pending
         // table is kept bounded here, oldest discoveries first.
         self.client.execute(
             "DELETE FROM pending WHERE infohash IN (
                  SELECT infohash FROM pending ORDER BY discovered_at
                  LIMIT greatest(0, (SELECT count(*) FROM pending) - $1))",
-            &[&super::MAX_PENDING_ROWS],
+            &[&max_pending],
         )?;
         Ok(())
     }

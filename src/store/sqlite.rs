@@ -239,14 +239,14 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    fn maintain(&mut self) -> Result<(), StoreError> {
+    fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError> {
         // The pending table stays bounded: the oldest discoveries beyond
         // the cap go (the crawler gave up on most of them long ago).
         self.conn.execute(
             "DELETE FROM pending WHERE infohash IN (
                  SELECT infohash FROM pending ORDER BY discovered_at
                  LIMIT max(0, (SELECT count(*) FROM pending) - ?1))",
-            [super::MAX_PENDING_ROWS],
+            [max_pending],
         )?;
         let (busy, log, done): (i64, i64, i64) =
             self.conn
