@@ -53,6 +53,9 @@ use super::Source;
 use crate::id::Id;
 use crate::krpc::NodeInfo;
 
+/// Retries after `retry_base` before the wait starts doubling.
+pub const QUICK_RETRIES: u8 = 3;
+
 /// Peers remembered per in-progress infohash.
 pub const MAX_PEERS_PER_ENTRY: usize = 32;
 
@@ -489,12 +492,13 @@ impl Harvester {
         !self.to_search.is_empty()
     }
 
-    /// The wait after `tries` failures of `ih`: doubling from
-    /// `retry_base`, capped, and spread over ±25 % by a hash of the
-    /// infohash and the try, so that retries do not fall into step with a
-    /// peer that comes and goes on a fixed period.
+    /// The wait after `tries` failures of `ih`: `retry_base` for the first
+    /// [`QUICK_RETRIES`] (most failures are transient: a peer away for a
+    /// while, a connection limit), then doubling, capped, and spread over
+    /// ±25 % by a hash of the infohash and the try, so that retries do not
+    /// fall into step with a peer that comes and goes on a fixed period.
     fn backoff(&self, ih: &Id, tries: u8) -> Duration {
-        let shift = u32::from(tries.saturating_sub(1)).min(16);
+        let shift = u32::from(tries.saturating_sub(QUICK_RETRIES)).min(16);
         let d = self
             .cfg
             .retry_base
@@ -797,7 +801,7 @@ mod tests {
             }
             assert_eq!(h.wait_reason(&ih(2)), Some(WaitReason::FetchFailed));
             let at = h.poll_timeout().unwrap();
-            let base = Duration::from_secs(10 << (tries - 1));
+            let base = Duration::from_secs(10 << tries.saturating_sub(u32::from(QUICK_RETRIES)));
             let wait = at - now;
             assert!(
                 wait >= base.mul_f64(0.75) && wait <= base.mul_f64(1.25),
