@@ -1,0 +1,864 @@
+//! The node state machine (see the module docs of [`crate::dht`]).
+//!
+//! A [`Node`] is split, as quinn-proto's `Connection` is, into owned
+//! sub-states and groups of methods, each in its own file:
+//! * [`inflight`]: the transaction table (queries in flight by tid slot);
+//! * [`responder`]: answering others' queries (admission, forwarding to
+//!   the key's owner, answers, errors);
+//! * [`search`]: peer searches for the harvester (holder queries,
+//!   lookups) and its fetch requests; the infohashes' life itself is the
+//!   [`Harvester`]'s (`super::harvest`);
+//! * [`maintain`]: bootstrap, the sample sweep, walks, verification and
+//!   re-pings;
+//! * this file: the public surface (`handle_*`, `poll_*`), inbound
+//!   dispatch, replies to our own queries, and sending.
+//!
+//! This file is about 860 lines: the public surface, the inbound dispatch
+//! and the handling of replies to our queries all work on the transaction
+//! table and the routing table together, and read best side by side.
+
+mod inflight;
+mod maintain;
+mod responder;
+mod search;
+
+use inflight::{Inflight, Kind, Pending};
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::addr::{is_martian, is_valid_peer};
+use super::harvest::{Discovered, FetchOutcome, Harvester};
+use super::limiter::{Budget, PerIpLimiter, Tier};
+use super::lookup::Lookup;
+use super::store::{PeerStore, SamplePool};
+use super::table::Table;
+use super::{Action, NodeConfig, NodeStats, ShardMsg, Source, Transmit};
+use crate::id::Id;
+use crate::keyspace::Slice;
+use crate::krpc::message::{
+    encode_error, encode_query, encode_response, ErrorCode, Header, Response, ResponseBody,
+};
+use crate::krpc::tid::Tid;
+use crate::krpc::token::TokenSecrets;
+use crate::krpc::{decode, Body, KrpcError, Message, Method, NodeInfo, Query, Want};
+use crate::rng::Rng;
+
+/// Buffers kept for reuse.
+const MAX_POOLED_BUFFERS: usize = 256;
+/// Outstanding get_peers-to-holder jobs at most.
+const MAX_EXPLOIT_QUEUE: usize = 65_536;
+/// Peer searches queued in the node (holder queries plus lookups waiting
+/// for a lookup slot) at most; the rest wait in the harvester.
+const SEARCH_BACKLOG: usize = 1024;
+/// Out-of-slice candidates waiting for verification at most.
+const MAX_VERIFY_QUEUE: usize = 4096;
+/// Nodes waiting for a re-ping at most.
+const MAX_REPING_QUEUE: usize = 1024;
+/// How long a get_peers-to-holder job may wait before a lookup replaces it.
+const EXPLOIT_MAX_WAIT: Duration = Duration::from_secs(60);
+/// Bootstrap again when fewer confirmed nodes than this.
+const MIN_CONFIRMED: usize = 8;
+/// Time between bootstrap rounds.
+const BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(10);
+/// A node that has not answered for this long is pinged (BEP 5: 15 min).
+const STALE: Duration = Duration::from_secs(15 * 60);
+/// Node ids remembered as already forwarded to their owner shard.
+const MAX_FORWARDED_NODES: usize = 4096;
+/// Re-ask a node whose sample_infohashes went unanswered after this.
+const SAMPLE_UNANSWERED_RETRY: Duration = Duration::from_secs(30);
+/// Re-ask a node whose sample_infohashes failed or errored after this.
+const SAMPLE_RETRY: Duration = Duration::from_secs(6 * 3600);
+/// Entries looked at per tick by the sweep and by the refresh scan.
+const SCAN_PER_TICK: usize = 512;
+/// Gaps remembered as recently walked into.
+const RECENT_GAPS: usize = 16;
+/// A query's size for the budget's admission check (get_peers with a
+/// 4-byte tid and a version is about 100 bytes).
+const QUERY_SIZE_ESTIMATE: usize = 128;
+/// Nodes in find_node answers (per family).
+const K: usize = 8;
+
+/// Why a query was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum SendError {
+    #[error("martian destination")]
+    Martian,
+    #[error("no identity of the destination's family")]
+    NoIdentity,
+    #[error("per-IP limit")]
+    PerIp,
+    #[error("budget")]
+    Budget,
+    #[error("no free transaction slot")]
+    InflightFull,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Answered {
+    Ping,
+    FindNode,
+    GetPeers,
+    AnnouncePeer,
+    SampleInfohashes,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ExploitJob {
+    info_hash: Id,
+    holder: NodeInfo,
+    since: Instant,
+}
+
+/// One shard's DHT node (see the module docs of [`crate::dht`]).
+#[derive(Debug)]
+pub struct Node {
+    cfg: NodeConfig,
+    slice: Slice,
+    rng: Rng,
+    tokens: TokenSecrets,
+    table: Table,
+    inflight: Inflight,
+    budget: Budget,
+    per_ip_out: PerIpLimiter,
+    per_ip_in: PerIpLimiter,
+    store: PeerStore,
+    pool: SamplePool,
+    harvest: Harvester,
+    /// Holder queries were queued since the last exploit pass.
+    exploit_new: bool,
+    exploit: VecDeque<ExploitJob>,
+    lookups: HashMap<u32, Lookup>,
+    lookup_queue: VecDeque<(Id, Vec<NodeInfo>)>,
+    next_lookup: u32,
+    verify: VecDeque<Id>,
+    reping: VecDeque<NodeInfo>,
+    transmits: VecDeque<Transmit>,
+    actions: VecDeque<Action>,
+    buffers: Vec<Vec<u8>>,
+    scratch_nodes: Vec<NodeInfo>,
+    scratch_peers: Vec<SocketAddr>,
+    scratch_ids: Vec<Id>,
+    stats: NodeStats,
+    next_tick: Instant,
+    next_bootstrap: Instant,
+    next_walk: Instant,
+    next_expire: Instant,
+    sweep_cursor: Id,
+    /// Ids of nodes recently handed to their owner shard.
+    forwarded_nodes: std::collections::HashSet<Id>,
+    refresh_cursor: Id,
+    walks: u64,
+    recent_gaps: Vec<u64>,
+}
+
+fn want_families(want: Want, from: &SocketAddr) -> (bool, bool) {
+    if want.is_specified() {
+        (want.n4, want.n6)
+    } else {
+        (from.is_ipv4(), from.is_ipv6())
+    }
+}
+
+fn count(c: &mut u64) {
+    *c = c.saturating_add(1);
+}
+
+impl Node {
+    /// A node for `cfg`, starting at `now`. All shards of a machine should be
+    /// created with the same `now` and `token_key`, so that their token epochs
+    /// agree.
+    pub fn new(cfg: NodeConfig, now: Instant) -> Node {
+        let mut rng = Rng::seed_from_u64(cfg.seed);
+        let key = |rng: &mut Rng| (rng.next_u64(), rng.next_u64());
+        let slice = cfg.slice();
+        let shards = u64::from(cfg.nr_shards.max(1));
+        let per_ip_out = PerIpLimiter::with_rate(
+            cfg.limiter_slots,
+            cfg.per_ip_pps,
+            Duration::from_secs(shards),
+            (u64::from(cfg.per_ip_burst) / shards).max(1) as u32,
+            key(&mut rng),
+            now,
+        );
+        let per_ip_in = PerIpLimiter::with_rate(
+            cfg.limiter_slots,
+            cfg.inbound_per_ip_pps,
+            Duration::from_secs(1),
+            cfg.inbound_per_ip_burst,
+            key(&mut rng),
+            now,
+        );
+        let harvest = Harvester::new(cfg.harvest, key(&mut rng));
+        let sweep_cursor = slice.random_id(&mut rng);
+        Node {
+            slice,
+            tokens: TokenSecrets::with_period(cfg.token_key, now, cfg.token_rotation),
+            table: Table::new(slice, cfg.max_nodes, cfg.max_out_per_bucket),
+            inflight: Inflight::new(cfg.max_inflight),
+            budget: Budget::new(u64::from(cfg.max_pps), cfg.max_bps, cfg.budget_window, now),
+            per_ip_out,
+            per_ip_in,
+            store: PeerStore::new(cfg.max_torrents, cfg.max_peers),
+            pool: SamplePool::new(cfg.sample_pool),
+            harvest,
+            exploit_new: false,
+            exploit: VecDeque::new(),
+            lookups: HashMap::new(),
+            lookup_queue: VecDeque::new(),
+            next_lookup: 0,
+            verify: VecDeque::new(),
+            reping: VecDeque::new(),
+            transmits: VecDeque::new(),
+            actions: VecDeque::new(),
+            buffers: Vec::new(),
+            scratch_nodes: Vec::new(),
+            scratch_peers: Vec::new(),
+            scratch_ids: Vec::new(),
+            stats: NodeStats::default(),
+            next_tick: now,
+            next_bootstrap: now,
+            next_walk: now + cfg.walk_interval,
+            next_expire: now + Duration::from_secs(60),
+            sweep_cursor,
+            forwarded_nodes: std::collections::HashSet::new(),
+            refresh_cursor: slice.first(),
+            walks: 0,
+            recent_gaps: Vec::new(),
+            rng,
+            cfg,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    // ------------------------------------------------------------------
+    // Public surface.
+
+    /// A datagram arrived on `identity` from `from`.
+    pub fn handle_datagram(&mut self, identity: u8, from: SocketAddr, data: &[u8], now: Instant) {
+        count(&mut self.stats.packets_in);
+        self.stats.bytes_in = self.stats.bytes_in.saturating_add(data.len() as u64);
+        if is_martian(&from, self.cfg.allow_private) {
+            count(&mut self.stats.dropped.martian);
+            return;
+        }
+        self.process(identity, from, data, now, false);
+        self.flush_exploit(now);
+    }
+
+    /// Sends the holder queries made while handling one input, in one pass
+    /// (a reply of 20 samples makes 20 of them).
+    fn flush_exploit(&mut self, now: Instant) {
+        if std::mem::take(&mut self.exploit_new) {
+            self.pump_exploit(now);
+        }
+    }
+
+    /// A message from another shard.
+    pub fn handle_shard_msg(&mut self, msg: ShardMsg, now: Instant) {
+        match msg {
+            ShardMsg::Reply {
+                identity,
+                from,
+                bytes,
+            } => {
+                count(&mut self.stats.forwarded_in);
+                self.process(identity, from, &bytes, now, true);
+                self.recycle(bytes);
+            }
+            ShardMsg::Harvested {
+                info_hash,
+                source,
+                peers,
+            } => {
+                if self.owner(&info_hash) == Some(self.cfg.shard) {
+                    self.discover(info_hash, source, peers, None, now);
+                }
+            }
+            ShardMsg::Sampled { info_hash, holder } => {
+                if self.owner(&info_hash) == Some(self.cfg.shard) {
+                    self.discover(info_hash, Source::Sample, Vec::new(), Some(holder), now);
+                }
+            }
+            ShardMsg::Node { node } => {
+                if self.owner(&node.id) == Some(self.cfg.shard) {
+                    self.add_candidate(node, now);
+                }
+            }
+            ShardMsg::Query {
+                identity,
+                from,
+                bytes,
+            } => {
+                count(&mut self.stats.queries_forwarded_in);
+                self.process(identity, from, &bytes, now, true);
+                self.recycle(bytes);
+            }
+            ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
+        }
+        self.flush_exploit(now);
+    }
+
+    /// The fetch pool reports how a fetch of `ih` ended.
+    pub fn handle_fetch_result(&mut self, ih: Id, outcome: FetchOutcome, now: Instant) {
+        self.harvest.fetch_done(&ih, outcome, now);
+        self.drive_harvest(now);
+        self.flush_exploit(now);
+    }
+
+    /// Marks `ih` as already stored (loaded from the database at start): it
+    /// is never fetched again.
+    pub fn remember_stored(&mut self, ih: &Id) {
+        self.harvest.remember_stored(ih);
+    }
+
+    /// The harvester's counters.
+    pub fn harvest_stats(&self) -> super::harvest::HarvestStats {
+        self.harvest.stats()
+    }
+
+    /// Time has passed: expire queries, maintain the table, crawl.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(p) = self.inflight.pop_expired(now) {
+            count(&mut self.stats.timeouts);
+            self.on_failure(p, now);
+        }
+        if now >= self.next_expire {
+            self.store.expire(now);
+            self.next_expire = now + Duration::from_secs(60);
+        }
+        self.harvest.handle_timeout(now);
+        self.drive_harvest(now);
+        self.exploit_new = false;
+        self.pump_exploit(now);
+        self.pump_lookups(now);
+        self.pump_reping(now);
+        self.pump_bootstrap(now);
+        if self.cfg.crawl {
+            self.pump_sweep(now);
+        }
+        self.pump_verify(now);
+        self.pump_walk(now);
+        self.pump_refresh(now);
+        if now >= self.next_tick {
+            self.next_tick = now + self.cfg.tick;
+        }
+    }
+
+    /// When [`Node::handle_timeout`] wants to be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_tick)
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next action for the runtime.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Gives a transmitted buffer back for reuse.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.buffers.len() < MAX_POOLED_BUFFERS && buf.capacity() >= 256 {
+            buf.clear();
+            self.buffers.push(buf);
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        let mut s = self.stats.clone();
+        s.nodes_known = self.table.len();
+        s.nodes_confirmed = self.table.confirmed_len();
+        s.dedup_len = self.harvest.stored_filter().len();
+        s.bytes_per_infohash = self.harvest.stored_filter().bytes_per_infohash();
+        s.torrents = self.store.len();
+        s.harvest = self.harvest.stats();
+        s
+    }
+
+    /// Confirmed nodes, to persist across restarts.
+    pub fn known_nodes(&self) -> impl Iterator<Item = NodeInfo> + '_ {
+        self.table.known()
+    }
+
+    /// Restores a node saved from [`Node::known_nodes`]: trusted as
+    /// confirmed, dropped after failing like any other. Returns whether it
+    /// was inserted (one per IP, table bounds).
+    pub fn add_known_node(&mut self, node: NodeInfo, now: Instant) -> bool {
+        if !self.acceptable_node(&node) {
+            return false;
+        }
+        self.table.confirm(node, now)
+    }
+
+    /// Whether the table holds `id` (confirmed or candidate), and where.
+    pub fn table_entry(&self, id: &Id) -> Option<(SocketAddr, bool)> {
+        self.table.get(id).map(|e| (e.addr, e.confirmed))
+    }
+
+    /// The peers the announce store holds for `ih`.
+    pub fn stored_peers(&self, ih: &Id) -> Vec<SocketAddr> {
+        let mut v = Vec::new();
+        self.store.peers(ih, &mut v);
+        v
+    }
+
+    /// Resumes an infohash found in an earlier run but never fetched: it is
+    /// taken in like a fresh discovery and its peers are looked up.
+    pub fn resume(&mut self, ih: Id, source: Source, now: Instant) {
+        self.harvest(ih, source, Vec::new(), None, now);
+        self.drive_harvest(now);
+        self.flush_exploit(now);
+    }
+
+    /// Stores `peer` for `ih` as if it had announced (and offers `ih` to
+    /// the BEP 51 sample pool). For simulations that build a swarm directly.
+    pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, now: Instant) {
+        // Offered once per torrent, as for a real announce: a pool holding
+        // an infohash once per peer would sample fewer distinct torrents.
+        let new_torrent = self.stored_peers_len(&ih) == 0;
+        if self.store.announce(ih, peer, now) && new_torrent {
+            self.pool.offer(ih, &mut self.rng);
+        }
+    }
+
+    /// Queries in flight.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    // ------------------------------------------------------------------
+    // Inbound.
+
+    fn owner(&self, id: &Id) -> Option<u8> {
+        self.cfg
+            .machine_slice
+            .part_of(id, usize::from(self.cfg.nr_shards))
+            .and_then(|s| u8::try_from(s).ok())
+    }
+
+    fn is_own_id(&self, id: &Id) -> bool {
+        self.cfg.identities.iter().any(|i| i.id == *id)
+    }
+
+    fn acceptable_node(&self, n: &NodeInfo) -> bool {
+        n.id != Id::ZERO && !self.is_own_id(&n.id) && !is_martian(&n.addr, self.cfg.allow_private)
+    }
+
+    fn process(&mut self, identity: u8, from: SocketAddr, data: &[u8], now: Instant, fwd: bool) {
+        let msg = match decode(data) {
+            Ok(m) => m,
+            Err(KrpcError::BadQuery { tid, code, message }) => {
+                if !fwd {
+                    self.bad_query(identity, from, tid, code, message, now);
+                } else {
+                    count(&mut self.stats.dropped.garbage);
+                }
+                return;
+            }
+            Err(KrpcError::BadResponse { tid }) => {
+                // A response without an id counts as a failed transaction.
+                if let Some(p) = self.match_reply(identity, from, tid, data, fwd) {
+                    self.on_failure(p, now);
+                }
+                return;
+            }
+            Err(_) => {
+                count(&mut self.stats.dropped.garbage);
+                return;
+            }
+        };
+        match msg.body {
+            Body::Query(q) => self.handle_query(identity, from, &msg, &q, data, fwd, now),
+            Body::Response(r) => {
+                if let Some(p) = self.match_reply(identity, from, msg.tid, data, fwd) {
+                    self.on_response(p, from, &r, now);
+                }
+            }
+            Body::Error(_) => {
+                if let Some(p) = self.match_reply(identity, from, msg.tid, data, fwd) {
+                    self.on_error(p, now);
+                }
+            }
+        }
+    }
+
+    /// Finds (and removes) the transaction a reply answers, forwarding it to
+    /// its origin shard when that is another one.
+    fn match_reply(
+        &mut self,
+        identity: u8,
+        from: SocketAddr,
+        tid: &[u8],
+        data: &[u8],
+        fwd: bool,
+    ) -> Option<Pending> {
+        let Some(t) = Tid::from_bytes(tid) else {
+            count(&mut self.stats.dropped.unknown_tid);
+            return None;
+        };
+        if t.shard != self.cfg.shard {
+            if fwd || t.shard >= self.cfg.nr_shards {
+                count(&mut self.stats.dropped.unknown_tid);
+            } else {
+                count(&mut self.stats.forwarded_out);
+                let mut bytes = self.buffer();
+                bytes.extend_from_slice(data);
+                self.actions.push_back(Action::ToShard {
+                    shard: t.shard,
+                    msg: ShardMsg::Reply {
+                        identity,
+                        from,
+                        bytes,
+                    },
+                });
+            }
+            return None;
+        }
+        let Some(p) = self.inflight.get(t.slot) else {
+            count(&mut self.stats.dropped.unknown_tid);
+            return None;
+        };
+        // Tid AND exact endpoint AND the socket it was sent from.
+        if p.to != from || p.identity != t.identity || t.identity != identity {
+            count(&mut self.stats.dropped.wrong_endpoint);
+            return None;
+        }
+        count(&mut self.stats.replies);
+        self.inflight.remove(t.slot)
+    }
+
+    fn push_transmit(&mut self, identity: u8, to: SocketAddr, bytes: Vec<u8>) {
+        count(&mut self.stats.packets_out);
+        self.stats.bytes_out = self.stats.bytes_out.saturating_add(bytes.len() as u64);
+        self.transmits.push_back(Transmit {
+            identity,
+            to,
+            bytes,
+        });
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.buffers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(1500))
+    }
+
+    fn our_id(&self, identity: u8) -> Option<Id> {
+        self.cfg.identities.get(usize::from(identity)).map(|i| i.id)
+    }
+
+    fn stored_peers_len(&self, ih: &Id) -> usize {
+        let mut v = Vec::new();
+        self.store.peers(ih, &mut v);
+        v.len()
+    }
+
+    fn add_candidate(&mut self, node: NodeInfo, now: Instant) {
+        if !self.acceptable_node(&node) {
+            return;
+        }
+        if self.cfg.crawl {
+            if let Some(owner) = self.owner(&node.id).filter(|o| *o != self.cfg.shard) {
+                // Forward once in a while per node: a small set of recently
+                // forwarded ids, forgotten wholesale when full.
+                if self.forwarded_nodes.len() >= MAX_FORWARDED_NODES {
+                    self.forwarded_nodes.clear();
+                }
+                if self.forwarded_nodes.insert(node.id) {
+                    self.actions.push_back(Action::ToShard {
+                        shard: owner,
+                        msg: ShardMsg::Node { node },
+                    });
+                }
+            }
+        }
+        if self.table.insert_candidate(node, now)
+            && !self.table.in_slice(&node.id)
+            && self.verify.len() < MAX_VERIFY_QUEUE
+        {
+            self.verify.push_back(node.id);
+        }
+    }
+
+    fn add_nodes_from(&mut self, r: &Response<'_>, now: Instant) {
+        for n in r.nodes.iter().chain(r.nodes6.iter()) {
+            self.add_candidate(n, now);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Replies to our queries.
+
+    fn on_response(&mut self, p: Pending, from: SocketAddr, r: &Response<'_>, now: Instant) {
+        if r.id == Id::ZERO || self.is_own_id(&r.id) {
+            count(&mut self.stats.dropped.own_id);
+            self.on_failure(p, now);
+            return;
+        }
+        // A confirmed endpoint answering with another id: evict it and
+        // re-ping its neighbourhood (libtorrent PR #961). Only a reply to our
+        // own query (tid + exact endpoint already matched) gets here.
+        if let Some(old) = self.table.id_of_ip(&from.ip()) {
+            if old != r.id {
+                let confirmed_here = self
+                    .table
+                    .get(&old)
+                    .is_some_and(|e| e.confirmed && e.addr == from);
+                if confirmed_here {
+                    self.table.remove(&old);
+                    count(&mut self.stats.evicted_id_change);
+                    for n in self.table.neighbours(&old, K) {
+                        if self.reping.len() < MAX_REPING_QUEUE {
+                            self.reping.push_back(n);
+                        }
+                    }
+                    self.on_failure(p, now);
+                    return;
+                }
+                if self.table.get(&old).is_some_and(|e| !e.confirmed) {
+                    // What we heard about this IP was wrong; the reply is
+                    // authoritative.
+                    self.table.remove(&old);
+                }
+            }
+        }
+        if let Some(exp) = p.expected {
+            if exp != r.id {
+                self.table.fail(&exp);
+                self.on_failure(p, now);
+                return;
+            }
+        }
+        self.table.confirm(
+            NodeInfo {
+                id: r.id,
+                addr: from,
+            },
+            now,
+        );
+        let holder = NodeInfo {
+            id: r.id,
+            addr: from,
+        };
+        match p.kind {
+            Kind::Ping | Kind::FindNode => self.add_nodes_from(r, now),
+            Kind::Sample => {
+                self.add_nodes_from(r, now);
+                let next = match r.as_samples() {
+                    Ok(s) => {
+                        self.stats.sample_replies = self.stats.sample_replies.saturating_add(1);
+                        self.stats.samples_received =
+                            self.stats.samples_received.saturating_add(s.len() as u64);
+                        for ih in s.samples() {
+                            self.on_sample(ih, holder, now);
+                        }
+                        Duration::from_secs(u64::from(s.interval)).max(self.cfg.min_resample)
+                    }
+                    Err(_) => SAMPLE_RETRY,
+                };
+                if let Some(e) = self.table.get_mut(&r.id) {
+                    e.next_sample = Some(now + next);
+                }
+            }
+            Kind::HolderGetPeers { info_hash } => {
+                let peers = self.valid_peers(r);
+                if peers.is_empty() {
+                    let seeds: Vec<NodeInfo> = r
+                        .nodes
+                        .iter()
+                        .chain(r.nodes6.iter())
+                        .filter(|n| self.acceptable_node(n))
+                        .collect();
+                    self.add_nodes_from(r, now);
+                    self.start_lookup(info_hash, seeds, now);
+                } else {
+                    self.finish(info_hash, peers, now);
+                    self.drive_harvest(now);
+                }
+            }
+            Kind::LookupGetPeers { lookup } => {
+                let peers = self.valid_peers(r);
+                let nodes: Vec<NodeInfo> = r
+                    .nodes
+                    .iter()
+                    .chain(r.nodes6.iter())
+                    .filter(|n| self.acceptable_node(n))
+                    .collect();
+                self.add_nodes_from(r, now);
+                if let Some(l) = self.lookups.get_mut(&lookup) {
+                    l.on_reply(from, peers);
+                    for n in nodes {
+                        l.add(n);
+                    }
+                    self.step_lookup(lookup, now);
+                }
+            }
+        }
+    }
+
+    fn valid_peers(&self, r: &Response<'_>) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = r
+            .peers()
+            .filter(|p| is_valid_peer(p, self.cfg.allow_private))
+            .take(super::lookup::MAX_PEERS)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    fn on_error(&mut self, p: Pending, now: Instant) {
+        // The node is alive but said no.
+        if let (Kind::Sample, Some(id)) = (p.kind, p.expected) {
+            if let Some(e) = self.table.get_mut(&id) {
+                e.next_sample = Some(now + SAMPLE_RETRY);
+            }
+            return;
+        }
+        self.on_failure(p, now);
+    }
+
+    fn on_failure(&mut self, p: Pending, now: Instant) {
+        match p.kind {
+            Kind::Ping | Kind::FindNode | Kind::Sample => {
+                if let Some(id) = p.expected {
+                    if let Some(e) = self.table.get_mut(&id).filter(|e| e.addr == p.to) {
+                        if p.kind == Kind::Sample {
+                            // Unanswered is not an interval: ask again soon
+                            // (if the node survives its failures).
+                            e.next_sample = Some(now + SAMPLE_UNANSWERED_RETRY);
+                        }
+                        self.table.fail(&id);
+                    }
+                }
+            }
+            Kind::HolderGetPeers { info_hash } => {
+                if let Some(id) = p.expected {
+                    self.table.fail(&id);
+                }
+                self.start_lookup(info_hash, Vec::new(), now);
+            }
+            Kind::LookupGetPeers { lookup } => {
+                if let Some(l) = self.lookups.get_mut(&lookup) {
+                    l.on_fail(p.to);
+                    self.step_lookup(lookup, now);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Outbound queries.
+
+    fn identity_for(&self, to: &SocketAddr) -> Option<u8> {
+        // Stable per remote IP: a remote always sees the same id from us.
+        let fam: Vec<usize> = self
+            .cfg
+            .identities
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.addr.is_ipv4() == to.is_ipv4())
+            .map(|(n, _)| n)
+            .collect();
+        if fam.is_empty() {
+            return None;
+        }
+        let h = match to.ip() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+        };
+        let pick = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % fam.len();
+        fam.get(pick).and_then(|&n| u8::try_from(n).ok())
+    }
+
+    fn send_query(
+        &mut self,
+        to: SocketAddr,
+        expected: Option<Id>,
+        kind: Kind,
+        method: &Method<'_>,
+        tier: Tier,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        if is_martian(&to, self.cfg.allow_private) {
+            return Err(SendError::Martian);
+        }
+        let identity = self.identity_for(&to).ok_or(SendError::NoIdentity)?;
+        let our_id = self.our_id(identity).ok_or(SendError::NoIdentity)?;
+        // Admission before any work: a query the limits would refuse is
+        // never built (callers keep the job and retry on a later tick).
+        if !self.budget.can_send(now, QUERY_SIZE_ESTIMATE, tier) {
+            count(&mut self.stats.deferred.budget);
+            return Err(SendError::Budget);
+        }
+        if !self.per_ip_out.check(now, to.ip()) {
+            count(&mut self.stats.deferred.per_ip);
+            return Err(SendError::PerIp);
+        }
+        let Some(slot) = self.inflight.reserve() else {
+            count(&mut self.stats.dropped.inflight_full);
+            return Err(SendError::InflightFull);
+        };
+        let tid = Tid {
+            shard: self.cfg.shard,
+            identity,
+            slot,
+        }
+        .to_bytes();
+        let mut buf = self.buffer();
+        let version = self.cfg.version;
+        encode_query(
+            &mut buf,
+            &Header {
+                tid: &tid,
+                version: version.as_ref().map(|v| &v[..]),
+            },
+            &our_id,
+            method,
+            Want::default(),
+            self.cfg.read_only,
+        );
+        self.budget.try_send(now, buf.len(), tier);
+        self.inflight.insert(
+            slot,
+            Pending {
+                to,
+                identity,
+                expected,
+                kind,
+                deadline: now + self.cfg.query_timeout,
+            },
+        );
+        let c = &mut self.stats.queries_sent;
+        match method {
+            Method::Ping => count(&mut c.ping),
+            Method::FindNode { .. } => count(&mut c.find_node),
+            Method::GetPeers { .. } => count(&mut c.get_peers),
+            Method::AnnouncePeer { .. } => count(&mut c.announce_peer),
+            Method::SampleInfohashes { .. } => count(&mut c.sample_infohashes),
+            Method::Unknown { .. } => count(&mut c.other),
+        }
+        if let Some(id) = expected {
+            if let Some(e) = self.table.get_mut(&id) {
+                e.last_query = Some(now);
+            }
+        }
+        self.push_transmit(identity, to, buf);
+        Ok(())
+    }
+
+    fn explore_room(&self) -> bool {
+        self.inflight.explore < self.cfg.max_explore_inflight
+    }
+}

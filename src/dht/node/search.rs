@@ -1,0 +1,301 @@
+//! Peer searches for the harvester: samples and passive sightings taken to
+//! the owner and into the [`Harvester`], then what it asks for: get_peers
+//! to a sample's holder first, iterative lookups otherwise, and fetches
+//! handed to the runtime.
+
+use super::*;
+
+impl Node {
+    // ------------------------------------------------------------------
+    // Harvest pipeline.
+
+    pub(super) fn on_sample(&mut self, ih: Id, holder: NodeInfo, now: Instant) {
+        match self.owner(&ih) {
+            None => count(&mut self.stats.dropped.foreign_key),
+            Some(s) if s == self.cfg.shard => {
+                self.discover(ih, Source::Sample, Vec::new(), Some(holder), now)
+            }
+            Some(s) => self.actions.push_back(Action::ToShard {
+                shard: s,
+                msg: ShardMsg::Sampled {
+                    info_hash: ih,
+                    holder,
+                },
+            }),
+        }
+    }
+
+    /// A passively seen infohash: to the owner shard.
+    pub(super) fn harvest(
+        &mut self,
+        ih: Id,
+        source: Source,
+        peers: Vec<SocketAddr>,
+        holder: Option<NodeInfo>,
+        now: Instant,
+    ) {
+        if !self.cfg.crawl {
+            return;
+        }
+        match self.owner(&ih) {
+            None => count(&mut self.stats.dropped.foreign_key),
+            Some(s) if s == self.cfg.shard => self.discover(ih, source, peers, holder, now),
+            Some(s) => self.actions.push_back(Action::ToShard {
+                shard: s,
+                msg: ShardMsg::Harvested {
+                    info_hash: ih,
+                    source,
+                    peers,
+                },
+            }),
+        }
+    }
+
+    /// On the owner shard: the harvester takes the infohash in (or merges
+    /// its peers), then runs what it wants.
+    pub(super) fn discover(
+        &mut self,
+        ih: Id,
+        source: Source,
+        peers: Vec<SocketAddr>,
+        holder: Option<NodeInfo>,
+        now: Instant,
+    ) {
+        if !self.cfg.crawl {
+            return;
+        }
+        match self.harvest.discover(ih, source, &peers, holder) {
+            Discovered::New => {
+                match source {
+                    Source::Sample => count(&mut self.stats.infohashes.sample),
+                    Source::GetPeers => count(&mut self.stats.infohashes.get_peers),
+                    Source::Announce => count(&mut self.stats.infohashes.announce),
+                }
+                self.pool.offer(ih, &mut self.rng);
+                // Every shard serves samples from the same set.
+                if self.cfg.forward_queries {
+                    for shard in 0..self.cfg.nr_shards {
+                        if shard != self.cfg.shard {
+                            self.actions.push_back(Action::ToShard {
+                                shard,
+                                msg: ShardMsg::Offer { info_hash: ih },
+                            });
+                        }
+                    }
+                }
+                self.actions.push_back(Action::Discovered {
+                    info_hash: ih,
+                    source,
+                });
+            }
+            Discovered::InProgress => {
+                if !peers.is_empty() && self.harvest.is_fetching(&ih) {
+                    self.actions.push_back(Action::MorePeers {
+                        info_hash: ih,
+                        peers,
+                    });
+                }
+            }
+            Discovered::Shed => count(&mut self.stats.dropped.harvest_full),
+            Discovered::Stored | Discovered::GivenUp => {}
+        }
+        self.drive_harvest(now);
+    }
+
+    /// Hands out what the harvester wants: peer searches (while the node's
+    /// search backlog has room), fetches, and the given-up infohashes.
+    pub(super) fn drive_harvest(&mut self, now: Instant) {
+        let exploit_before = self.exploit.len();
+        while self.exploit.len() + self.lookup_queue.len() < SEARCH_BACKLOG {
+            let Some(req) = self.harvest.poll_search() else {
+                break;
+            };
+            match req.holder {
+                Some(h) if self.exploit.len() < MAX_EXPLOIT_QUEUE => {
+                    self.exploit.push_back(ExploitJob {
+                        info_hash: req.info_hash,
+                        holder: h,
+                        since: now,
+                    });
+                }
+                _ => self.start_lookup(req.info_hash, Vec::new(), now),
+            }
+        }
+        if self.exploit.len() > exploit_before {
+            // Exploitation first: new holder queries are tried as soon as
+            // the datagram or message that made them is processed.
+            self.exploit_new = true;
+        }
+        while let Some(f) = self.harvest.poll_fetch() {
+            count(&mut self.stats.emitted);
+            self.actions.push_back(Action::Fetch {
+                info_hash: f.info_hash,
+                source: f.source,
+                peers: f.peers,
+            });
+        }
+        while let Some(ih) = self.harvest.poll_given_up() {
+            self.actions.push_back(Action::GaveUp { info_hash: ih });
+        }
+    }
+
+    /// The peer search for `ih` is over.
+    pub(super) fn finish(&mut self, ih: Id, peers: Vec<SocketAddr>, now: Instant) {
+        self.harvest.search_done(&ih, &peers, now);
+    }
+
+    pub(super) fn start_lookup(&mut self, ih: Id, seeds: Vec<NodeInfo>, now: Instant) {
+        let Some(source) = self.harvest.searching(&ih) else {
+            return;
+        };
+        if self.lookups.len() >= self.cfg.max_lookups {
+            if self.lookup_queue.len() >= MAX_EXPLOIT_QUEUE {
+                self.finish(ih, Vec::new(), now);
+            } else {
+                self.lookup_queue.push_back((ih, seeds));
+            }
+            return;
+        }
+        let mut l = Lookup::new(ih, source, seeds);
+        for n in self.table.closest(&ih, 16, false) {
+            l.add(n);
+        }
+        count(&mut self.stats.lookups);
+        let id = self.next_lookup;
+        self.next_lookup = self.next_lookup.wrapping_add(1);
+        self.lookups.insert(id, l);
+        self.step_lookup(id, now);
+    }
+
+    /// Sends what lookup `id` wants to send; finishes it when done.
+    /// Returns false when out of budget.
+    pub(super) fn step_lookup(&mut self, id: u32, now: Instant) -> bool {
+        let Some(mut l) = self.lookups.remove(&id) else {
+            return true;
+        };
+        let mut ok = true;
+        // Lookups for infohashes seen only in someone's get_peers run as
+        // exploration: anyone can send us get_peers for random infohashes,
+        // and each lookup costs up to MAX_QUERIES datagrams to third
+        // parties, so they must never crowd out real exploitation.
+        let tier = if l.source == Source::GetPeers {
+            Tier::Explore
+        } else {
+            Tier::Exploit
+        };
+        while let Some(n) = l.next_query() {
+            let m = Method::GetPeers {
+                info_hash: l.target,
+                noseed: false,
+                scrape: false,
+            };
+            match self.send_query(
+                n.addr,
+                Some(n.id),
+                Kind::LookupGetPeers { lookup: id },
+                &m,
+                tier,
+                now,
+            ) {
+                Ok(()) => {}
+                Err(SendError::Budget | SendError::InflightFull) => {
+                    l.unsend(n.addr);
+                    ok = false;
+                    break;
+                }
+                // That IP's share is used up for now: ask it next tick
+                // rather than count a healthy node as failed.
+                Err(SendError::PerIp) => {
+                    l.unsend(n.addr);
+                    break;
+                }
+                Err(_) => l.on_fail(n.addr),
+            }
+        }
+        if l.done() {
+            let peers = std::mem::take(&mut l.peers);
+            self.finish(l.target, peers, now);
+            self.start_queued_lookup(now);
+            self.drive_harvest(now);
+        } else {
+            self.lookups.insert(id, l);
+        }
+        ok
+    }
+
+    pub(super) fn start_queued_lookup(&mut self, now: Instant) {
+        while self.lookups.len() < self.cfg.max_lookups {
+            let Some((ih, seeds)) = self.lookup_queue.pop_front() else {
+                return;
+            };
+            self.start_lookup(ih, seeds, now);
+        }
+    }
+
+    pub(super) fn pump_exploit(&mut self, now: Instant) {
+        let mut n = self.exploit.len();
+        // Holders whose per-IP share is used up in this pass: their other
+        // jobs wait without asking the limiter again (a reply of 20 samples
+        // makes 20 jobs for one holder).
+        let mut refused: Vec<IpAddr> = Vec::new();
+        while n > 0 {
+            n -= 1;
+            let Some(job) = self.exploit.pop_front() else {
+                break;
+            };
+            if refused.contains(&job.holder.addr.ip()) {
+                self.exploit.push_back(job);
+                continue;
+            }
+            if self.harvest.searching(&job.info_hash).is_none() {
+                continue;
+            }
+            if now.saturating_duration_since(job.since) > EXPLOIT_MAX_WAIT {
+                self.start_lookup(job.info_hash, Vec::new(), now);
+                continue;
+            }
+            let m = Method::GetPeers {
+                info_hash: job.info_hash,
+                noseed: false,
+                scrape: false,
+            };
+            let kind = Kind::HolderGetPeers {
+                info_hash: job.info_hash,
+            };
+            match self.send_query(
+                job.holder.addr,
+                Some(job.holder.id),
+                kind,
+                &m,
+                Tier::Exploit,
+                now,
+            ) {
+                Ok(()) => {}
+                Err(SendError::Budget | SendError::InflightFull) => {
+                    self.exploit.push_front(job);
+                    break;
+                }
+                // That IP's share is used up for now: keep the job, try later.
+                Err(SendError::PerIp) => {
+                    if refused.len() < 64 {
+                        refused.push(job.holder.addr.ip());
+                    }
+                    self.exploit.push_back(job);
+                }
+                Err(SendError::Martian | SendError::NoIdentity) => {
+                    self.start_lookup(job.info_hash, Vec::new(), now)
+                }
+            }
+        }
+    }
+
+    pub(super) fn pump_lookups(&mut self, now: Instant) {
+        let ids: Vec<u32> = self.lookups.keys().copied().collect();
+        for id in ids {
+            if !self.step_lookup(id, now) {
+                break;
+            }
+        }
+        self.start_queued_lookup(now);
+    }
+}
