@@ -262,13 +262,25 @@ impl Node {
 
     /// A message from another shard.
     pub fn handle_shard_msg(&mut self, msg: ShardMsg, now: Instant) {
+        let is_reply = matches!(msg, ShardMsg::Reply { .. });
         match msg {
+            // A datagram another shard received for us: a reply to one of
+            // our queries, or a query about a key we own.
             ShardMsg::Reply {
                 identity,
                 from,
                 bytes,
+            }
+            | ShardMsg::Query {
+                identity,
+                from,
+                bytes,
             } => {
-                count(&mut self.stats.forwarded_in);
+                count(if is_reply {
+                    &mut self.stats.forwarded_in
+                } else {
+                    &mut self.stats.queries_forwarded_in
+                });
                 self.process(identity, from, &bytes, now, true);
                 self.recycle(bytes);
             }
@@ -290,15 +302,6 @@ impl Node {
                 if self.owner(&node.id) == Some(self.cfg.shard) {
                     self.add_candidate(node, now);
                 }
-            }
-            ShardMsg::Query {
-                identity,
-                from,
-                bytes,
-            } => {
-                count(&mut self.stats.queries_forwarded_in);
-                self.process(identity, from, &bytes, now, true);
-                self.recycle(bytes);
             }
             ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
         }
