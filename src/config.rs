@@ -356,6 +356,47 @@ mod tests {
         FileConfig::parse(s, Path::new("test.toml"))
     }
 
+    /// `tuning/examples/reference.toml` states every default exactly, and
+    /// with its commented keys uncommented names every key there is.
+    #[test]
+    fn reference_config_matches_the_defaults_and_names_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/examples/reference.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let as_is = CrawlConfig::resolve(FileConfig::parse(&text, &path).unwrap()).unwrap();
+        let none = CrawlConfig::resolve(FileConfig::default()).unwrap();
+        assert_eq!(format!("{as_is:?}"), format!("{none:?}"));
+        let all: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let table: toml::Table = toml::from_str(&all).unwrap();
+        let c = FileConfig::parse(&all, &path).unwrap();
+        assert!(c.cores.is_some() && c.shards.is_some() && c.state_dir.is_some());
+        assert!(c.duration.is_some() && c.db.is_some() && c.metrics.is_some());
+        // Every key FileConfig knows, as serde lists them when refusing an
+        // unknown one: the reference must name each.
+        let e = toml::from_str::<FileConfig>("no-such-key = 1")
+            .unwrap_err()
+            .to_string();
+        let known: Vec<&str> = e
+            .split("expected one of")
+            .nth(1)
+            .unwrap()
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
+        assert!(known.len() >= 20, "{e}");
+        for k in &known {
+            assert!(table.contains_key(*k), "reference.toml lacks `{k}`");
+        }
+        assert_eq!(table.len(), known.len());
+    }
+
     #[test]
     fn defaults_are_for_a_real_server() {
         let c = CrawlConfig::resolve(FileConfig::default()).unwrap();
