@@ -14,6 +14,27 @@ use serde::Deserialize;
 use crate::keyspace::Slice;
 
 /// The well-known DHT routers, used when no `--bootstrap` is given.
+/// Defaults of the crawl settings that have a fixed one: the single place
+/// both [`CrawlConfig::resolve`] and the command line's `--help` read them.
+pub mod defaults {
+    /// `--max-pps`.
+    pub const MAX_PPS: u32 = 20_000;
+    /// `--per-ip-pps`.
+    pub const PER_IP_PPS: u32 = 5;
+    /// `--inbound-per-ip-pps`.
+    pub const INBOUND_PER_IP_PPS: u32 = 5;
+    /// `--fetch-concurrency`.
+    pub const FETCH_CONCURRENCY: usize = 256;
+    /// `--fetch-timeout`, seconds.
+    pub const FETCH_TIMEOUT_S: u64 = 20;
+    /// `--max-metadata-size`, bytes.
+    pub const MAX_METADATA_SIZE: u64 = 10 * 1024 * 1024;
+    /// `--keyspace`.
+    pub const KEYSPACE: &str = "0/1";
+    /// `--udp-rcvbuf` and `--udp-sndbuf`, bytes.
+    pub const UDP_BUFFER: usize = 8 << 20;
+}
+
 pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
     "router.bittorrent.com:6881",
     "router.utorrent.com:6881",
@@ -280,30 +301,30 @@ impl CrawlConfig {
                 message: format!("{n} is more than the 255 shards a transaction id can name"),
             });
         }
-        let max_pps = c.max_pps.unwrap_or(20_000);
-        let per_ip_pps = c.per_ip_pps.unwrap_or(5);
-        let fetch_concurrency = c.fetch_concurrency.unwrap_or(256);
+        let max_pps = c.max_pps.unwrap_or(defaults::MAX_PPS);
+        let per_ip_pps = c.per_ip_pps.unwrap_or(defaults::PER_IP_PPS);
+        let fetch_concurrency = c.fetch_concurrency.unwrap_or(defaults::FETCH_CONCURRENCY);
         if fetch_concurrency == 0 {
             return Err(ConfigError::Invalid {
                 key: "fetch-concurrency",
                 message: "must be at least 1".into(),
             });
         }
-        let fetch_timeout = c.fetch_timeout.unwrap_or(20);
+        let fetch_timeout = c.fetch_timeout.unwrap_or(defaults::FETCH_TIMEOUT_S);
         if fetch_timeout == 0 || fetch_timeout > 3600 {
             return Err(ConfigError::Invalid {
                 key: "fetch-timeout",
                 message: format!("{fetch_timeout} s is outside 1..=3600"),
             });
         }
-        let max_metadata_size = c.max_metadata_size.unwrap_or(10 * 1024 * 1024);
+        let max_metadata_size = c.max_metadata_size.unwrap_or(defaults::MAX_METADATA_SIZE);
         if !(1..=1 << 30).contains(&max_metadata_size) {
             return Err(ConfigError::Invalid {
                 key: "max-metadata-size",
                 message: format!("{max_metadata_size} is outside 1..=1 GiB"),
             });
         }
-        let keyspace_spec = c.keyspace.unwrap_or_else(|| "0/1".to_string());
+        let keyspace_spec = c.keyspace.unwrap_or_else(|| defaults::KEYSPACE.to_string());
         let keyspace = Slice::parse_spec(&keyspace_spec).map_err(|e| ConfigError::Invalid {
             key: "keyspace",
             message: e.to_string(),
@@ -333,7 +354,7 @@ impl CrawlConfig {
             allow_private: c.allow_private.unwrap_or(false),
             max_pps,
             per_ip_pps,
-            inbound_per_ip_pps: c.inbound_per_ip_pps.unwrap_or(5),
+            inbound_per_ip_pps: c.inbound_per_ip_pps.unwrap_or(defaults::INBOUND_PER_IP_PPS),
             duration: c.duration.map(Duration::from_secs),
             db,
             fetch_concurrency,
@@ -342,8 +363,8 @@ impl CrawlConfig {
             metrics: c.metrics,
             keyspace,
             keyspace_spec,
-            udp_rcvbuf: c.udp_rcvbuf.unwrap_or(8 << 20),
-            udp_sndbuf: c.udp_sndbuf.unwrap_or(8 << 20),
+            udp_rcvbuf: c.udp_rcvbuf.unwrap_or(defaults::UDP_BUFFER),
+            udp_sndbuf: c.udp_sndbuf.unwrap_or(defaults::UDP_BUFFER),
         })
     }
 }

@@ -189,6 +189,55 @@ fn bad_flags_and_config_are_clear_errors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `crawl --help` states the default of every flag that has a value (the
+/// config layer applies them, so clap alone would not show them).
+#[test]
+fn crawl_help_shows_every_default() {
+    let out = run(&["crawl", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    // Switches (off unless given) and --config/--help have no value default.
+    let switches = [
+        "--config",
+        "--no-pin",
+        "--oversubscribe",
+        "--allow-private",
+        "--help",
+    ];
+    // One block per flag: its header line (indented at most 6 spaces),
+    // then its indented help, blank lines included.
+    let mut flags: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        if (1..=6).contains(&indent) && t.starts_with('-') {
+            let name = t
+                .split_whitespace()
+                .find(|w| w.starts_with("--"))
+                .unwrap_or(t)
+                .trim_end_matches(',')
+                .to_string();
+            flags.push((name, String::new()));
+        } else if let Some((_, body)) = flags.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    let mut blocks = 0;
+    for (flag, body) in &flags {
+        if switches.contains(&flag.as_str()) {
+            continue;
+        }
+        blocks += 1;
+        assert!(
+            body.to_lowercase().contains("default"),
+            "{flag} does not show its default:\n{body}"
+        );
+    }
+    assert!(blocks >= 20, "only {blocks} flags found in:\n{help}");
+    assert!(help.contains("[default: 20000]"), "{help}");
+}
+
 #[test]
 fn restart_keeps_ids() {
     let dir = tmp("restart");

@@ -108,6 +108,15 @@ impl DbArgs {
     }
 }
 
+use crate::config::defaults as D;
+
+/// `help` with the default the config layer applies when neither the flag
+/// nor the file sets the value (clap cannot show it: the flag is an
+/// `Option` so that the file can fill it).
+fn with_default(help: &str, default: impl std::fmt::Display) -> String {
+    format!("{help} [default: {default}]")
+}
+
 /// Flags of `crawl`. Every one can also be set in the config file.
 #[derive(Debug, Args, Default)]
 pub struct CrawlArgs {
@@ -118,6 +127,8 @@ pub struct CrawlArgs {
     #[arg(long)]
     pub bind: Vec<SocketAddr>,
     /// Bootstrap node HOST:PORT (repeatable; replaces the well-known routers).
+    /// Default: router.bittorrent.com, router.utorrent.com,
+    /// dht.transmissionbt.com, dht.libtorrent.org.
     #[arg(long)]
     pub bootstrap: Vec<String>,
     /// Cores to run on, e.g. 0-3,6 (default: all online cores).
@@ -134,50 +145,53 @@ pub struct CrawlArgs {
     pub oversubscribe: bool,
     /// Node identity mode: bep42 (one id per bind address, shared by all
     /// shards) or spread (one id and one port, port + shard, per shard).
+    /// Default: bep42.
     #[arg(long)]
     pub identity: Option<IdentityMode>,
-    /// State directory: ids, known nodes, the default database.
+    /// State directory: ids, known nodes, the default database (default:
+    /// $XDG_DATA_HOME/dht-hunter, else ~/.local/share/dht-hunter).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// Accept loopback and private addresses (tests and demos only).
     #[arg(long)]
     pub allow_private: bool,
     /// Outbound packets per second, all shards together.
-    #[arg(long)]
+    #[arg(long, help = with_default("Outbound packets per second, all shards together", D::MAX_PPS))]
     pub max_pps: Option<u32>,
     /// Outbound packets per second to one remote IP, all shards together.
-    #[arg(long)]
+    #[arg(long, help = with_default("Outbound packets per second to one remote IP, all shards together", D::PER_IP_PPS))]
     pub per_ip_pps: Option<u32>,
     /// Queries per second accepted from one remote IP (libtorrent's
     /// dos_blocker allows 5); the burst is ten times this.
-    #[arg(long)]
+    #[arg(long, help = with_default("Queries per second accepted from one remote IP (libtorrent's dos_blocker allows 5); the burst is ten times this", D::INBOUND_PER_IP_PPS))]
     pub inbound_per_ip_pps: Option<u32>,
-    /// Stop after this many seconds.
+    /// Stop after this many seconds (default: run until a signal).
     #[arg(long)]
     pub duration: Option<u64>,
-    /// Store URL: sqlite:PATH or postgres://…
+    /// Store URL: sqlite:PATH or postgres://… (default:
+    /// sqlite:STATE_DIR/dht-hunter.sqlite).
     #[arg(long)]
     pub db: Option<String>,
     /// Concurrent metadata fetches per shard.
-    #[arg(long)]
+    #[arg(long, help = with_default("Concurrent metadata fetches per shard", D::FETCH_CONCURRENCY))]
     pub fetch_concurrency: Option<usize>,
     /// Hard deadline of one metadata fetch, seconds.
-    #[arg(long)]
+    #[arg(long, help = with_default("Hard deadline of one metadata fetch, seconds", D::FETCH_TIMEOUT_S))]
     pub fetch_timeout: Option<u64>,
     /// Largest metadata accepted, bytes.
-    #[arg(long)]
+    #[arg(long, help = with_default("Largest metadata accepted, bytes", D::MAX_METADATA_SIZE))]
     pub max_metadata_size: Option<u64>,
-    /// Serve Prometheus metrics on this address.
+    /// Serve Prometheus metrics on this address (default: off).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
     /// Crawl only part I of N of the keyspace (scale-out), e.g. 0/4.
-    #[arg(long)]
+    #[arg(long, help = with_default("Crawl only part I of N of the keyspace (scale-out), e.g. 0/4", D::KEYSPACE))]
     pub keyspace: Option<String>,
     /// SO_RCVBUF per shard socket, bytes.
-    #[arg(long)]
+    #[arg(long, help = with_default("SO_RCVBUF per shard socket, bytes", D::UDP_BUFFER))]
     pub udp_rcvbuf: Option<usize>,
     /// SO_SNDBUF per shard socket, bytes.
-    #[arg(long)]
+    #[arg(long, help = with_default("SO_SNDBUF per shard socket, bytes", D::UDP_BUFFER))]
     pub udp_sndbuf: Option<usize>,
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
