@@ -42,8 +42,9 @@ pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
     "dht.libtorrent.org:25401",
 ];
 
-/// How node ids are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// How node ids are chosen (`--identity` lists the values, with their
+/// help, from this type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum IdentityMode {
     /// One BEP 42-compliant id per bind address, shared by every shard.
@@ -51,20 +52,6 @@ pub enum IdentityMode {
     Bep42,
     /// One id per shard, inside that shard's slice, each on its own port.
     Spread,
-}
-
-impl std::str::FromStr for IdentityMode {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        match s {
-            "bep42" => Ok(IdentityMode::Bep42),
-            "spread" => Ok(IdentityMode::Spread),
-            other => Err(ConfigError::Invalid {
-                key: "identity",
-                message: format!("{other:?} is not one of bep42, spread"),
-            }),
-        }
-    }
 }
 
 /// A configuration problem, naming the key at fault.

@@ -7,7 +7,6 @@
 
 mod logger;
 mod metrics_http;
-pub mod status;
 pub mod swarm;
 
 use std::io::{BufReader, Write};
@@ -26,7 +25,7 @@ use crate::store::{rfc3339, Store};
 /// Exit code for configuration and usage errors.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for a failed demo verification.
-pub const EXIT_VERIFY: u8 = 3;
+pub use crate::demo::EXIT_VERIFY;
 
 /// DHT-Hunter: a thread-per-core BitTorrent DHT crawler and metadata
 /// harvester.
@@ -195,7 +194,7 @@ pub struct CrawlArgs {
     pub udp_sndbuf: Option<usize>,
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
-    pub status: status::StatusMode,
+    pub status: StatusMode,
 }
 
 impl CrawlArgs {
@@ -443,7 +442,7 @@ fn open_existing(db: &DbArgs) -> anyhow::Result<Store> {
 const PENDING_RESUME_MAX: usize = 1_000_000;
 
 /// Runs a crawl until its duration ends or a signal arrives.
-pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Result<()> {
+pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     ensure_parent(&cfg.db)?;
     let store = Store::open(&cfg.db).with_context(|| format!("opening {}", cfg.db))?;
     if let Some(addr) = cfg.metrics {
@@ -495,7 +494,7 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: status::StatusMode) -> anyhow::Resu
                 stop.trigger();
             })?;
     }
-    let status = status::spawn(status_mode, telemetry.clone(), stop.clone());
+    let status = status_spawn(status_mode, telemetry.clone(), stop.clone());
     let reports = eng.join();
     status.stop();
     drop(signals);
@@ -562,4 +561,4 @@ mod signals {
     }
 }
 
-pub use status::{spawn as status_spawn, StatusMode};
+pub use crate::engine::status::{spawn as status_spawn, StatusMode};

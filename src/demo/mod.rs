@@ -23,6 +23,9 @@ use crate::engine::{self, EngineParts, Telemetry};
 use crate::loadgen::swarm::{Swarm, SwarmConfig};
 use crate::store::Store;
 
+/// Exit code for a failed verification.
+pub const EXIT_VERIFY: u8 = 3;
+
 /// Flags of `demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -63,7 +66,7 @@ pub struct DemoArgs {
     pub json: bool,
     /// Status line: auto, always, never.
     #[arg(long, default_value = "auto")]
-    pub status: crate::cli::StatusMode,
+    pub status: crate::engine::status::StatusMode,
 }
 
 /// What the demo found, checked against the ground truth.
@@ -122,7 +125,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(if summary.ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(crate::cli::EXIT_VERIFY)
+        ExitCode::from(EXIT_VERIFY)
     })
 }
 
@@ -186,7 +189,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         swarm.set_target(*addr);
     }
     let stop = eng.shutdown_handle();
-    let status = crate::cli::status_spawn(args.status, telemetry.clone(), stop.clone());
+    let status = crate::engine::status::spawn(args.status, telemetry.clone(), stop.clone());
     let fetchable = swarm.truth.iter().filter(|t| t.fetchable).count();
     let deadline = start + Duration::from_secs(args.timeout);
     while Instant::now() < deadline {

@@ -15,6 +15,7 @@
 
 mod identity;
 pub mod nodes_file;
+pub mod status;
 pub mod telemetry;
 
 use std::cell::RefCell;

@@ -25,9 +25,41 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::swarm::{PeerKind, PEER_BASE};
 use crate::id::Id;
 use crate::wire::{Behaviour, MetadataServe};
+
+/// First address of the simulated peers.
+pub const PEER_BASE: Ipv4Addr = Ipv4Addr::new(127, 96, 0, 1);
+
+/// What a simulated peer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerKind {
+    /// A [`Behaviour`] of the serving state machine.
+    Serve(Behaviour),
+    /// Honest, but trickles its bytes slowly.
+    Slow,
+}
+
+impl PeerKind {
+    /// The ground-truth label.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerKind::Slow => "slow",
+            PeerKind::Serve(Behaviour::Honest) => "honest",
+            PeerKind::Serve(Behaviour::Reject) => "reject",
+            PeerKind::Serve(Behaviour::Lie) => "lie",
+            PeerKind::Serve(Behaviour::Oversize) => "oversize",
+            PeerKind::Serve(Behaviour::DisconnectMidway) => "disconnect",
+            PeerKind::Serve(Behaviour::NoHandshake) => "silent",
+        }
+    }
+
+    /// Whether a fetch from it can succeed (slow ones do, eventually, but
+    /// are not counted on: a crawler with a short deadline drops them).
+    pub fn honest(self) -> bool {
+        matches!(self, PeerKind::Serve(Behaviour::Honest))
+    }
+}
 
 /// One simulated peer.
 #[derive(Debug, Clone, Copy)]

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::peers::{Churn, PeerPlan, PeerServer};
+pub use super::peers::{PeerKind, PEER_BASE};
 use super::pktinfo::PktSocket;
 use super::torrents::{synth, SynthTorrent};
 use crate::dht::{Identity, Node, NodeConfig};
@@ -53,8 +54,6 @@ use crate::wire::Behaviour;
 
 /// First address of the simulated DHT nodes.
 pub const NODE_BASE: Ipv4Addr = Ipv4Addr::new(127, 64, 0, 1);
-/// First address of the simulated peers.
-pub const PEER_BASE: Ipv4Addr = Ipv4Addr::new(127, 96, 0, 1);
 
 /// How a swarm is made.
 #[derive(Debug, Clone)]
@@ -305,36 +304,6 @@ pub const BAD_KINDS: [PeerKind; 6] = [
     PeerKind::Serve(Behaviour::DisconnectMidway),
     PeerKind::Serve(Behaviour::NoHandshake),
 ];
-
-/// What a simulated peer does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PeerKind {
-    /// A [`Behaviour`] of the serving state machine.
-    Serve(Behaviour),
-    /// Honest, but trickles its bytes slowly.
-    Slow,
-}
-
-impl PeerKind {
-    /// The ground-truth label.
-    pub fn label(self) -> &'static str {
-        match self {
-            PeerKind::Slow => "slow",
-            PeerKind::Serve(Behaviour::Honest) => "honest",
-            PeerKind::Serve(Behaviour::Reject) => "reject",
-            PeerKind::Serve(Behaviour::Lie) => "lie",
-            PeerKind::Serve(Behaviour::Oversize) => "oversize",
-            PeerKind::Serve(Behaviour::DisconnectMidway) => "disconnect",
-            PeerKind::Serve(Behaviour::NoHandshake) => "silent",
-        }
-    }
-
-    /// Whether a fetch from it can succeed (slow ones do, eventually, but
-    /// are not counted on: a crawler with a short deadline drops them).
-    pub fn honest(self) -> bool {
-        matches!(self, PeerKind::Serve(Behaviour::Honest))
-    }
-}
 
 impl Swarm {
     /// Builds and starts a swarm.
