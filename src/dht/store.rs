@@ -57,6 +57,12 @@ impl PeerStore {
         }
     }
 
+    /// Whether any peer is held for `ih` (entries are never empty: the last
+    /// peer to expire takes its entry with it).
+    pub fn contains(&self, ih: &Id) -> bool {
+        self.torrents.contains_key(ih)
+    }
+
     /// Torrents held.
     pub fn len(&self) -> usize {
         self.torrents.len()

@@ -119,13 +119,58 @@ pub struct FetchPool {
     tx: LocalSender<FetchJob>,
     rx: RefCell<Option<LocalReceiver<FetchJob>>>,
     stats: Rc<FetchStats>,
-    penalised: RefCell<HashMap<IpAddr, Instant>>,
-    /// IPs whose last attempt timed out, until when: tried last.
-    slow: RefCell<HashMap<IpAddr, Instant>>,
+    /// IPs that lied: skipped until the penalty ends.
+    penalised: RefCell<IpMarks>,
+    /// IPs whose last attempt timed out: tried last until the mark ends.
+    slow: RefCell<IpMarks>,
     /// Extra peers that arrived for jobs still queued or running.
     more_peers: RefCell<HashMap<Id, VecDeque<SocketAddr>>>,
     /// Jobs queued or running.
     active: RefCell<HashSet<Id>>,
+}
+
+/// IPs marked until a time (penalised liars, slow peers), in a bounded
+/// table: expired marks go on lookup or when the table is full.
+#[derive(Debug)]
+struct IpMarks {
+    until: HashMap<IpAddr, Instant>,
+    max: usize,
+}
+
+impl IpMarks {
+    fn new(max: usize) -> Self {
+        IpMarks {
+            until: HashMap::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Whether `ip` is marked at `now`.
+    fn marked(&mut self, ip: IpAddr, now: Instant) -> bool {
+        match self.until.get(&ip) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                self.until.remove(&ip);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Marks `ip` until `until`.
+    fn mark(&mut self, ip: IpAddr, until: Instant, now: Instant) {
+        if self.until.len() >= self.max {
+            self.until.retain(|_, u| *u > now);
+            if self.until.len() >= self.max {
+                // Still full of live marks: forget an arbitrary one rather
+                // than grow.
+                if let Some(k) = self.until.keys().next().copied() {
+                    self.until.remove(&k);
+                }
+            }
+        }
+        self.until.insert(ip, until);
+    }
 }
 
 /// Where a job's outcome goes (the harvester, through the engine).
@@ -140,8 +185,8 @@ impl FetchPool {
             tx,
             rx: RefCell::new(Some(rx)),
             stats: Rc::new(FetchStats::default()),
-            penalised: RefCell::new(HashMap::new()),
-            slow: RefCell::new(HashMap::new()),
+            penalised: RefCell::new(IpMarks::new(cfg.max_penalised)),
+            slow: RefCell::new(IpMarks::new(cfg.max_penalised)),
             more_peers: RefCell::new(HashMap::new()),
             active: RefCell::new(HashSet::new()),
         })
@@ -194,60 +239,6 @@ impl FetchPool {
     /// Jobs waiting in the queue.
     pub fn queue_len(&self) -> usize {
         self.tx.len()
-    }
-
-    fn is_penalised(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut map = self.penalised.borrow_mut();
-        match map.get(&ip) {
-            Some(until) if *until > now => true,
-            Some(_) => {
-                map.remove(&ip);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn is_slow(&self, ip: IpAddr, now: Instant) -> bool {
-        self.slow
-            .borrow()
-            .get(&ip)
-            .is_some_and(|until| *until > now)
-    }
-
-    fn penalise(&self, ip: IpAddr, now: Instant) {
-        Self::mark(
-            &self.penalised,
-            self.cfg.max_penalised,
-            ip,
-            now + self.cfg.penalty,
-        );
-    }
-
-    fn mark_slow(&self, ip: IpAddr, now: Instant) {
-        Self::mark(
-            &self.slow,
-            self.cfg.max_penalised,
-            ip,
-            now + self.cfg.penalty,
-        );
-    }
-
-    /// Remembers `ip` until `until` in a bounded table.
-    fn mark(table: &RefCell<HashMap<IpAddr, Instant>>, max: usize, ip: IpAddr, until: Instant) {
-        let now = Instant::now();
-        let mut map = table.borrow_mut();
-        if map.len() >= max {
-            map.retain(|_, u| *u > now);
-            if map.len() >= max {
-                // Still full of live entries: forget an arbitrary one
-                // rather than grow.
-                if let Some(k) = map.keys().next().copied() {
-                    map.remove(&k);
-                }
-            }
-        }
-        map.insert(ip, until);
     }
 
     /// Runs the pool until the queue is closed (all senders dropped) or
@@ -311,10 +302,10 @@ impl FetchPool {
         loop {
             let i = peers
                 .iter()
-                .position(|p| !self.is_slow(p.ip(), now))
+                .position(|p| !self.slow.borrow_mut().marked(p.ip(), now))
                 .unwrap_or(0);
             let peer = peers.remove(i)?;
-            if self.is_penalised(peer.ip(), now) {
+            if self.penalised.borrow_mut().marked(peer.ip(), now) {
                 self.stats.count_failure(FailureKind::Penalised);
                 tried.push(peer);
                 continue;
@@ -423,10 +414,16 @@ impl FetchPool {
                     tried.push(peer);
                     self.stats.count_failure(kind);
                     if kind.penalises() {
-                        self.penalise(peer.ip(), Instant::now());
+                        let now = Instant::now();
+                        self.penalised
+                            .borrow_mut()
+                            .mark(peer.ip(), now + self.cfg.penalty, now);
                     }
                     if kind == FailureKind::Timeout {
-                        self.mark_slow(peer.ip(), Instant::now());
+                        let now = Instant::now();
+                        self.slow
+                            .borrow_mut()
+                            .mark(peer.ip(), now + self.cfg.penalty, now);
                     }
                 }
             }

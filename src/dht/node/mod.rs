@@ -429,7 +429,7 @@ impl Node {
     pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, now: Instant) {
         // Offered once per torrent, as for a real announce: a pool holding
         // an infohash once per peer would sample fewer distinct torrents.
-        let new_torrent = self.stored_peers_len(&ih) == 0;
+        let new_torrent = !self.store.contains(&ih);
         if self.store.announce(ih, peer, now) && new_torrent {
             self.pool.offer(ih, &mut self.rng);
         }
@@ -559,12 +559,6 @@ impl Node {
 
     fn our_id(&self, identity: u8) -> Option<Id> {
         self.cfg.identities.get(usize::from(identity)).map(|i| i.id)
-    }
-
-    fn stored_peers_len(&self, ih: &Id) -> usize {
-        let mut v = Vec::new();
-        self.store.peers(ih, &mut v);
-        v.len()
     }
 
     fn add_candidate(&mut self, node: NodeInfo, now: Instant) {

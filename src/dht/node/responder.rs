@@ -186,7 +186,7 @@ impl Node {
                     return;
                 }
                 answered = Answered::AnnouncePeer;
-                let new_torrent = self.stored_peers_len(&info_hash) == 0;
+                let new_torrent = !self.store.contains(&info_hash);
                 if self.store.announce(info_hash, peer, now) && new_torrent && !self.cfg.crawl {
                     self.pool.offer(info_hash, &mut self.rng);
                 }
