@@ -142,18 +142,15 @@ fn engine_case(shards: usize, forward: bool) -> (f64, f64) {
     let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let db = format!("sqlite:{}", dir.join("db.sqlite").display());
     let cfg = CrawlConfig::resolve(FileConfig {
-        bind: Some(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))]),
-        bootstrap: Some(vec![silent.local_addr().unwrap().to_string()]),
-        shards: Some(shards),
-        no_pin: Some(true),
-        oversubscribe: Some(true),
-        allow_private: Some(true),
-        state_dir: Some(dir.join("state")),
-        db: Some(db.clone()),
         max_pps: Some(10_000_000),
         per_ip_pps: Some(10_000_000),
         inbound_per_ip_pps: Some(1_000_000),
-        ..FileConfig::default()
+        ..FileConfig::loopback(
+            shards,
+            vec![silent.local_addr().unwrap().to_string()],
+            dir.join("state"),
+            db.clone(),
+        )
     })
     .unwrap();
     let store = Store::open(&db).unwrap();

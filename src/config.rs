@@ -133,6 +133,25 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// A crawler on loopback for the demo, tests and benches: bound to
+    /// 127.0.0.1 on an ephemeral port, private addresses allowed, shards
+    /// unpinned and allowed to outnumber the cores (they share the machine
+    /// with a simulated swarm or a load generator); everything else is the
+    /// crawl command's default unless the caller sets it.
+    pub fn loopback(shards: usize, bootstrap: Vec<String>, state_dir: PathBuf, db: String) -> Self {
+        FileConfig {
+            bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
+            bootstrap: Some(bootstrap),
+            shards: Some(shards),
+            no_pin: Some(true),
+            oversubscribe: Some(true),
+            allow_private: Some(true),
+            state_dir: Some(state_dir),
+            db: Some(db),
+            ..FileConfig::default()
+        }
+    }
+
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

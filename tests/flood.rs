@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,18 +22,16 @@ fn engine_answers_a_mixed_flood() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let db = format!("sqlite:{}", dir.join("db.sqlite").display());
     let cfg = CrawlConfig::resolve(FileConfig {
-        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
-        bootstrap: Some(vec![silent.local_addr().unwrap().to_string()]),
-        shards: Some(1),
-        no_pin: Some(true),
-        allow_private: Some(true),
-        state_dir: Some(dir.join("state")),
-        db: Some(db.clone()),
         max_pps: Some(1_000_000),
         per_ip_pps: Some(1_000_000),
         fetch_concurrency: Some(8),
         fetch_timeout: Some(2),
-        ..FileConfig::default()
+        ..FileConfig::loopback(
+            1,
+            vec![silent.local_addr().unwrap().to_string()],
+            dir.join("state"),
+            db.clone(),
+        )
     })
     .unwrap();
     let store = Store::open(&db).unwrap();
@@ -115,23 +113,18 @@ fn get_peers_flood_does_not_stop_the_harvest() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = format!("sqlite:{}", dir.join("db.sqlite").display());
-    let cfg = CrawlConfig::resolve(FileConfig {
-        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
-        bootstrap: Some(
-            swarm
-                .node_addrs
-                .iter()
-                .take(8)
-                .map(|a| a.to_string())
-                .collect(),
-        ),
-        shards: Some(1),
-        no_pin: Some(true),
-        allow_private: Some(true),
-        state_dir: Some(dir.join("state")),
-        db: Some(db.clone()),
-        ..FileConfig::default()
-    })
+    let bootstrap = swarm
+        .node_addrs
+        .iter()
+        .take(8)
+        .map(|a| a.to_string())
+        .collect();
+    let cfg = CrawlConfig::resolve(FileConfig::loopback(
+        1,
+        bootstrap,
+        dir.join("state"),
+        db.clone(),
+    ))
     .unwrap();
     let store = Store::open(&db).unwrap();
     let telemetry = Arc::new(Telemetry::default());

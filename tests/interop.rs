@@ -249,16 +249,8 @@ fn libtorrent_dht_sessions_use_our_node() {
     std::fs::create_dir_all(&dir).unwrap();
     let db = format!("sqlite:{}", dir.join("db.sqlite").display());
     let cfg = CrawlConfig::resolve(FileConfig {
-        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
-        bootstrap: Some(vec!["127.0.0.1:9".into()]),
-        shards: Some(2),
-        no_pin: Some(true),
-        oversubscribe: Some(true),
-        state_dir: Some(dir.clone()),
-        allow_private: Some(true),
         per_ip_pps: Some(200),
-        db: Some(db.clone()),
-        ..FileConfig::default()
+        ..FileConfig::loopback(2, vec!["127.0.0.1:9".into()], dir.clone(), db.clone())
     })
     .unwrap();
     let store = Store::open(&db).unwrap();
@@ -508,15 +500,7 @@ fn search_then_announce_run(run: usize, search_seconds: u64) -> SearchRun {
     // loopback bind, private addresses allowed, no real bootstrap routers
     // (port 9 on loopback answers nothing), no core pinning.
     let cfg = CrawlConfig::resolve(FileConfig {
-        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
-        bootstrap: Some(vec!["127.0.0.1:9".into()]),
-        shards: Some(2),
-        no_pin: Some(true),
-        oversubscribe: Some(true),
-        state_dir: Some(dir.clone()),
-        allow_private: Some(true),
-        db: Some(db.clone()),
-        ..FileConfig::default()
+        ..FileConfig::loopback(2, vec!["127.0.0.1:9".into()], dir.clone(), db.clone())
     })
     .unwrap();
     let store = Store::open(&db).unwrap();

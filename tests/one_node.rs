@@ -63,15 +63,12 @@ fn run(forward: bool) -> Answers {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let db = format!("sqlite:{}", dir.join("db.sqlite").display());
     let cfg = CrawlConfig::resolve(FileConfig {
-        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
-        bootstrap: Some(vec![silent.local_addr().unwrap().to_string()]),
-        shards: Some(2),
-        no_pin: Some(true),
-        oversubscribe: Some(true),
-        allow_private: Some(true),
-        state_dir: Some(dir.join("state")),
-        db: Some(db.clone()),
-        ..FileConfig::default()
+        ..FileConfig::loopback(
+            2,
+            vec![silent.local_addr().unwrap().to_string()],
+            dir.join("state"),
+            db.clone(),
+        )
     })
     .unwrap();
     let store = Store::open(&db).unwrap();

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -160,26 +159,17 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
     );
     let db_path = args.state_dir.join("dht-hunter.sqlite");
     let db = format!("sqlite:{}", db_path.display());
+    let bootstrap = swarm
+        .node_addrs
+        .iter()
+        .take(8)
+        .map(|a| a.to_string())
+        .collect();
     let flags = FileConfig {
-        bind: Some(vec![SocketAddr::from(([127, 0, 0, 1], 0))]),
-        bootstrap: Some(
-            swarm
-                .node_addrs
-                .iter()
-                .take(8)
-                .map(|a| a.to_string())
-                .collect(),
-        ),
-        shards: Some(args.shards),
-        no_pin: Some(true),
-        oversubscribe: Some(true),
-        state_dir: Some(args.state_dir.clone()),
-        allow_private: Some(true),
-        db: Some(db.clone()),
         fetch_timeout: args.fetch_timeout,
         // Everything else is the crawl command's default: the demo shows
         // what a user gets, not a tuned run.
-        ..FileConfig::default()
+        ..FileConfig::loopback(args.shards, bootstrap, args.state_dir.clone(), db.clone())
     };
     let cfg = CrawlConfig::resolve(flags)?;
     let store = Store::open(&db).with_context(|| format!("opening {db}"))?;
