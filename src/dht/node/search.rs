@@ -10,22 +10,11 @@ impl Node {
     // Harvest pipeline.
 
     pub(super) fn on_sample(&mut self, ih: Id, holder: NodeInfo, now: Instant) {
-        match self.owner(&ih) {
-            None => count(&mut self.stats.dropped.foreign_key),
-            Some(s) if s == self.cfg.shard => {
-                self.discover(ih, Source::Sample, Vec::new(), Some(holder), now)
-            }
-            Some(s) => self.actions.push_back(Action::ToShard {
-                shard: s,
-                msg: ShardMsg::Sampled {
-                    info_hash: ih,
-                    holder,
-                },
-            }),
-        }
+        self.harvest(ih, Source::Sample, Vec::new(), Some(holder), now);
     }
 
-    /// A passively seen infohash: to the owner shard.
+    /// A seen infohash (passively, or as a sample with the node that holds
+    /// its peers): to the owner shard.
     pub(super) fn harvest(
         &mut self,
         ih: Id,
@@ -40,14 +29,20 @@ impl Node {
         match self.owner(&ih) {
             None => count(&mut self.stats.dropped.foreign_key),
             Some(s) if s == self.cfg.shard => self.discover(ih, source, peers, holder, now),
-            Some(s) => self.actions.push_back(Action::ToShard {
-                shard: s,
-                msg: ShardMsg::Harvested {
-                    info_hash: ih,
-                    source,
-                    peers,
-                },
-            }),
+            Some(shard) => {
+                let msg = match holder {
+                    Some(holder) => ShardMsg::Sampled {
+                        info_hash: ih,
+                        holder,
+                    },
+                    None => ShardMsg::Harvested {
+                        info_hash: ih,
+                        source,
+                        peers,
+                    },
+                };
+                self.actions.push_back(Action::ToShard { shard, msg });
+            }
         }
     }
 
