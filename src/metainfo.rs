@@ -326,7 +326,7 @@ fn non_negative(n: i64) -> Result<u64, MetainfoError> {
 }
 
 /// Rejects components that would escape or confuse a download directory.
-fn check_component(c: &TorrentName) -> Result<(), MetainfoError> {
+pub fn check_component(c: &TorrentName) -> Result<(), MetainfoError> {
     let b = c.as_bytes();
     if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
         return Err(MetainfoError::UnsafeComponent(c.display().into_owned()));

@@ -450,7 +450,10 @@ impl FetchPool {
                     discovered_at: job.discovered_at,
                     fetched_at: SystemTime::now(),
                 };
-                if store.fetched(record).is_err() {
+                // A full store queue makes the job wait here, holding its
+                // slot: back-pressure stops new fetches, nothing is dropped.
+                let pause = || shards::timers::sleep(crate::store::BACKPRESSURE_PAUSE);
+                if store.fetched_waiting(record, pause).await.is_err() {
                     self.stats.count_failure(FailureKind::StoreClosed);
                     FetchOutcome::NotRun
                 } else {

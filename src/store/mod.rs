@@ -8,25 +8,41 @@
 //!   `unnest` inserts with `ON CONFLICT DO NOTHING` and a GIN-indexed
 //!   `tsvector` for search.
 //!
-//! # Writes never block the crawler
+//! # Writes: a bounded queue, back-pressure, and no silent loss
 //!
-//! The shards submit through a [`StoreWriter`] (cheap to clone, `Send`), which
-//! pushes onto an **unbounded** crossbeam channel consumed by one writer thread
-//! that batches everything it finds into a single transaction. Unbounded was
-//! chosen over "bounded and hand the item back" because the only sensible
-//! thing a shard could do with a handed-back item is hold it somewhere else in
-//! memory; the queue is that somewhere, and it is observable: the
-//! `dht_store_queue_depth` gauge and [`StoreWriter::queue_len`] let the caller
-//! throttle metadata fetching if the database falls behind. The cost is
-//! memory: a queued fetched torrent is its names and paths plus ~150 bytes, so
-//! a backlog of 100 000 typical torrents is some tens of MiB. The bench
-//! (`benches/store.rs`) shows the writer sustaining far more than a crawler
-//! harvests, so a standing backlog means the disk is failing, not load.
+//! The shards submit through a [`StoreWriter`] (cheap to clone, `Send`),
+//! which pushes onto a **bounded** crossbeam channel
+//! ([`StoreOptions::queue_max`] items) consumed by one writer thread that
+//! batches what it finds into one transaction. What happens when the queue
+//! is full depends on what is submitted:
 //!
-//! Submission fails only once the store is closed, and then it says so
-//! ([`StoreError::Closed`]); nothing is dropped silently. If a batch fails to
-//! commit, the error is kept and returned by the next [`StoreWriter::flush`]
-//! or [`Store::close`], along with how many items were lost.
+//! * a fetched torrent waits for room: [`StoreWriter::fetched_waiting`]
+//!   (the fetch pool, on a shard: the job pauses and holds its fetch slot,
+//!   so the pool stops starting fetches) or [`StoreWriter::fetched`]
+//!   (blocking, for plain threads). A fetched torrent is never dropped for
+//!   want of room;
+//! * a discovery or a forget (hints for the `pending` table, which the
+//!   crawler also keeps in memory) is queued only while the queue is less
+//!   than half full; past that it is refused with [`StoreError::QueueFull`]
+//!   and counted (`dht_hunter_store_shed_total`), so hints can never take
+//!   the room fetched torrents need.
+//!
+//! The writer retries transient failures (busy, disk full, connection lost,
+//! timeouts) with backoff for as long as it takes, and splits a batch the
+//! database rejects until the one bad row fails alone; only that row is
+//! dropped, logged with its infohash and counted (see `writer.rs`). Dropped
+//! rows are reported by the next [`StoreWriter::flush`] or [`Store::close`]
+//! as [`StoreError::Write`]. Submission fails only once the store is closed,
+//! and then it says so ([`StoreError::Closed`]).
+//!
+//! [`Store::faults`] and the `dht_hunter_store_*` metrics show retries,
+//! dropped rows, reconnects, shed hints, producer waits, the queue depth and
+//! whether the writer is stalled.
+//!
+//! PostgreSQL connections have client-side deadlines on everything
+//! (connecting included), TCP keepalives, a server-side
+//! `statement_timeout`, and reconnect on the next attempt after a loss
+//! ([`PgTimeouts`]).
 //!
 //! # Search
 //!
@@ -38,19 +54,22 @@
 mod pg;
 pub mod rfc3339;
 mod sqlite;
+mod writer;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
-use crate::metainfo::{Torrent, TorrentFile, TorrentName};
+use crate::metainfo::{check_component, Torrent, TorrentFile, TorrentName};
 
 /// Newest schema version this build knows (both back ends).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -72,7 +91,16 @@ pub enum StoreError {
     /// A PostgreSQL error (the server's message is included: the client
     /// error's own Display is just "db error").
     #[error("postgres: {}", pg_message(.0))]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
+    /// PostgreSQL did not answer in time (the connection is dropped and
+    /// opened again on the next attempt).
+    #[error("postgres: no answer within {after:?} while {what}")]
+    Timeout {
+        /// What was being done.
+        what: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
     /// The database was written by a newer build.
     #[error("database schema version {found} is newer than this build supports ({supported}); upgrade dht-hunter")]
     SchemaTooNew {
@@ -84,12 +112,20 @@ pub enum StoreError {
     /// The store was closed (or its writer thread died); the item was not queued.
     #[error("the store is closed")]
     Closed,
-    /// A batch failed to commit in the writer thread.
-    #[error("store writer failed, {lost} submitted items were not stored: {message}")]
+    /// A discovery or forget was not queued: the queue is past the share
+    /// such hints may take (counted in `dht_hunter_store_shed_total`).
+    #[error("the store queue is past its share for discoveries ({depth} items queued)")]
+    QueueFull {
+        /// Items queued when it was refused.
+        depth: usize,
+    },
+    /// Rows the database rejected on their own were dropped (each is logged
+    /// with its infohash); everything else was stored.
+    #[error("{lost} submitted items were rejected by the database and dropped; first: {message}")]
     Write {
-        /// Items (discoveries and torrents) in the failed batches.
+        /// Items (discoveries and torrents) dropped.
         lost: u64,
-        /// The first underlying error.
+        /// The first one and its error.
         message: String,
     },
     /// The writer thread panicked.
@@ -266,7 +302,7 @@ impl FromStr for DbUrl {
     type Err = StoreError;
     fn from_str(url: &str) -> Result<Self, StoreError> {
         let bad = |reason: &str| StoreError::BadUrl {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason: reason.to_owned(),
         };
         if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -280,13 +316,104 @@ impl FromStr for DbUrl {
             return Ok(DbUrl::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            ::postgres::Config::from_str(url).map_err(|e| bad(&e.to_string()))?;
+            tokio_postgres::Config::from_str(url).map_err(|e| bad(&e.to_string()))?;
             return Ok(DbUrl::Postgres(url.to_owned()));
         }
         Err(bad(
             "expected sqlite:PATH, postgres://... or postgresql://...",
         ))
     }
+}
+
+/// `url` with its password replaced by `***` (in the user-info part and in a
+/// `password=` parameter), for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// PostgreSQL connection deadlines and keepalives. Where the URL sets one
+/// of these itself (`connect_timeout`, `keepalives_idle`,
+/// `keepalives_interval`, `keepalives_retries`, `tcp_user_timeout`, or
+/// `statement_timeout` in `options`), the URL wins. tuning/README.md says
+/// why each default is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgTimeouts {
+    /// The whole connection set-up, from DNS to ready-for-query (enforced
+    /// by the client, so a server that accepts and never answers is
+    /// bounded too).
+    pub connect: Duration,
+    /// Idle time before the first TCP keepalive probe.
+    pub keepalive_idle: Duration,
+    /// Time between keepalive probes.
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the kernel drops the connection.
+    pub keepalive_retries: u32,
+    /// Most time sent data may stay unacknowledged (`TCP_USER_TIMEOUT`).
+    pub tcp_user_timeout: Duration,
+    /// The writer's server-side `statement_timeout`.
+    pub statement: Duration,
+    /// How long past `statement` the writer waits for any answer before it
+    /// drops the connection as dead (a cancelled statement answers at once;
+    /// silence means the server or the path to it is gone).
+    pub reply_grace: Duration,
+}
+
+impl Default for PgTimeouts {
+    fn default() -> Self {
+        PgTimeouts {
+            connect: Duration::from_secs(10),
+            keepalive_idle: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_retries: 3,
+            tcp_user_timeout: Duration::from_secs(60),
+            statement: Duration::from_secs(60),
+            reply_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What the store has weathered since it was opened; the same numbers are
+/// exported as `dht_hunter_store_*` metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Writes retried after a transient failure (busy, disk full, a lost
+    /// connection, a timeout).
+    pub retries: u64,
+    /// Rows the database rejected on their own: logged and dropped.
+    pub rows_dropped: u64,
+    /// Connections re-established after a loss (PostgreSQL).
+    pub reconnects: u64,
+    /// Discoveries and forgets refused because the queue was past their share.
+    pub shed: u64,
+    /// Times a fetched torrent found the queue full and waited.
+    pub producer_waits: u64,
+    /// Whether the writer is waiting to retry right now.
+    pub stalled: bool,
 }
 
 /// Tuning knobs; [`StoreOptions::default`] is what [`Store::open`] uses.
@@ -307,6 +434,18 @@ pub struct StoreOptions {
     /// prunes the oldest discoveries beyond it (the crawler gave up on
     /// most of those long ago).
     pub max_pending_rows: i64,
+    /// Items the submission queue holds at most; discoveries and forgets
+    /// only use the first half.
+    pub queue_max: usize,
+    /// First pause before retrying a transient failure; doubled per retry.
+    pub retry_min: Duration,
+    /// Longest pause between retries.
+    pub retry_max: Duration,
+    /// SQLite's busy timeout: how long a statement waits for a lock held by
+    /// another connection before failing (and being retried).
+    pub sqlite_busy_timeout: Duration,
+    /// PostgreSQL deadlines and keepalives.
+    pub pg: PgTimeouts,
 }
 
 impl Default for StoreOptions {
@@ -318,6 +457,11 @@ impl Default for StoreOptions {
             wal_autocheckpoint_pages: 1000,
             journal_size_limit: 64 << 20,
             max_pending_rows: 1_000_000,
+            queue_max: 16_384,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(30),
+            sqlite_busy_timeout: Duration::from_secs(10),
+            pg: PgTimeouts::default(),
         }
     }
 }
@@ -387,9 +531,14 @@ trait Backend: Send {
 #[derive(Debug)]
 struct Shared {
     tx: RwLock<Option<Sender<Msg>>>,
+    /// Discoveries and forgets are queued only below this depth.
+    hint_limit: usize,
+    counters: Arc<writer::Counters>,
+    backend: &'static str,
 }
 
 impl Shared {
+    /// Queues `msg`, waiting for room.
     fn send(&self, msg: Msg) -> Result<(), StoreError> {
         // Send fails if the writer thread is gone (its receiver dropped), so a
         // dead writer can never swallow submissions.
@@ -399,10 +548,43 @@ impl Shared {
             None => Err(StoreError::Closed),
         }
     }
+
+    /// Queues `msg` if there is room now; a full queue hands it back.
+    fn try_send(&self, msg: Msg) -> Result<(), TrySendError<Msg>> {
+        let guard = self.tx.read().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(tx) => tx.try_send(msg),
+            None => Err(TrySendError::Disconnected(msg)),
+        }
+    }
+
+    /// Queues a hint (discovery, forget) while the queue is below its share.
+    fn send_hint(&self, op: Op, kind: &'static str) -> Result<(), StoreError> {
+        let guard = self.tx.read().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            return Err(StoreError::Closed);
+        };
+        let depth = tx.len();
+        let refused = if depth >= self.hint_limit {
+            true
+        } else {
+            match tx.try_send(Msg::Op(op)) {
+                Ok(()) => false,
+                Err(TrySendError::Full(_)) => true,
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            }
+        };
+        if refused {
+            self.counters.shed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("dht_hunter_store_shed_total", "backend" => self.backend, "op" => kind)
+                .increment(1);
+            return Err(StoreError::QueueFull { depth });
+        }
+        Ok(())
+    }
 }
 
-/// Submission handle for the crawler: cheap to clone, never blocks on the
-/// database.
+/// Submission handle for the crawler: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct StoreWriter {
     shared: Arc<Shared>,
@@ -410,37 +592,89 @@ pub struct StoreWriter {
 
 impl StoreWriter {
     /// Records that `infohash` was seen (kept in `pending` until fetched;
-    /// ignored if already stored or pending).
+    /// ignored if already stored or pending). Never blocks: refused with
+    /// [`StoreError::QueueFull`] when the queue is past half full.
     pub fn discovered(
         &self,
         infohash: [u8; 20],
         source: Source,
         at: SystemTime,
     ) -> Result<(), StoreError> {
-        self.shared.send(Msg::Op(Op::Discovered {
-            infohash,
-            source,
-            at: unix_secs(at),
-        }))
+        self.shared.send_hint(
+            Op::Discovered {
+                infohash,
+                source,
+                at: unix_secs(at),
+            },
+            "discovered",
+        )
     }
 
     /// Stores a harvested torrent (ignored if the infohash is already stored)
-    /// and removes it from `pending`.
+    /// and removes it from `pending`. Blocks while the queue is full: for
+    /// plain threads; an async task uses [`StoreWriter::fetched_waiting`].
     pub fn fetched(&self, record: TorrentRecord) -> Result<(), StoreError> {
-        self.shared.send(Msg::Op(Op::Fetched(Box::new(record))))
+        let msg = Msg::Op(Op::Fetched(Box::new(record)));
+        match self.shared.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => {
+                self.note_wait();
+                self.shared.send(msg)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+        }
+    }
+
+    /// [`StoreWriter::fetched`] for async code: while the queue is full it
+    /// awaits `pause()` (a timer of the caller's executor) and tries again,
+    /// without blocking the thread. Fails only if the store is closed.
+    pub async fn fetched_waiting<F>(
+        &self,
+        record: TorrentRecord,
+        mut pause: impl FnMut() -> F,
+    ) -> Result<(), StoreError>
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let mut msg = Msg::Op(Op::Fetched(Box::new(record)));
+        let mut waited = false;
+        loop {
+            match self.shared.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    if !waited {
+                        waited = true;
+                        self.note_wait();
+                    }
+                    msg = back;
+                    pause().await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            }
+        }
+    }
+
+    fn note_wait(&self) {
+        self.shared
+            .counters
+            .producer_waits
+            .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("dht_hunter_store_producer_waits_total", "backend" => self.shared.backend)
+            .increment(1);
     }
 
     /// Removes `infohash` from `pending`: the crawler gave up on it, so a
     /// restart does not resume it (a later sighting with a peer starts it
-    /// again).
+    /// again). Never blocks; refused like [`StoreWriter::discovered`].
     pub fn forget(&self, infohash: [u8; 20]) -> Result<(), StoreError> {
-        self.shared.send(Msg::Op(Op::Forget { infohash }))
+        self.shared.send_hint(Op::Forget { infohash }, "forget")
     }
 
     /// Blocks until everything submitted before this call is committed and
-    /// synced, and reports (then clears) any write error since the last
-    /// flush. SQLite durability: the WAL is fsynced by a passive checkpoint,
-    /// which a concurrently open long read transaction can defer.
+    /// synced (however long the database takes to come back), and reports
+    /// (then clears) any rows dropped since the last flush. SQLite
+    /// durability: the WAL is fsynced by a passive checkpoint, which a
+    /// concurrently open long read transaction can defer.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.shared.send(Msg::Flush(tx))?;
@@ -452,7 +686,16 @@ impl StoreWriter {
         let guard = self.shared.tx.read().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().map_or(0, Sender::len)
     }
+
+    /// See [`Store::faults`].
+    pub fn faults(&self) -> FaultCounts {
+        self.shared.counters.snapshot()
+    }
 }
+
+/// How long [`StoreWriter::fetched_waiting`]'s callers pause between tries
+/// while the queue is full.
+pub const BACKPRESSURE_PAUSE: Duration = Duration::from_millis(50);
 
 /// An open store: the read side plus ownership of the writer thread.
 pub struct Store {
@@ -478,6 +721,7 @@ impl Store {
 
     /// [`Store::open`] with explicit tuning.
     pub fn open_with(url: &str, opts: StoreOptions) -> Result<Store, StoreError> {
+        let counters = Arc::new(writer::Counters::default());
         let (write, read): (Box<dyn Backend>, Box<dyn Backend>) = match url.parse::<DbUrl>()? {
             DbUrl::Sqlite(path) => {
                 let w = sqlite::SqliteBackend::open(&path, &opts, true)?;
@@ -485,25 +729,45 @@ impl Store {
                 (Box::new(w), Box::new(r))
             }
             DbUrl::Postgres(url) => {
-                let w = pg::PgBackend::open(&url, true)?;
-                let r = pg::PgBackend::open(&url, false)?;
+                let w = pg::PgBackend::open(&url, pg::Role::Writer, opts.pg, counters.clone())?;
+                let r = pg::PgBackend::open(&url, pg::Role::Reader, opts.pg, counters.clone())?;
                 (Box::new(w), Box::new(r))
             }
         };
+        Self::with_backends(write, read, opts, counters)
+    }
+
+    /// Starts the writer thread over already opened back ends.
+    fn with_backends(
+        write: Box<dyn Backend>,
+        read: Box<dyn Backend>,
+        opts: StoreOptions,
+        counters: Arc<writer::Counters>,
+    ) -> Result<Store, StoreError> {
         let backend = write.name();
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let cap = opts.queue_max.max(2);
+        let (tx, rx) = crossbeam_channel::bounded(cap);
         let shared = Arc::new(Shared {
             tx: RwLock::new(Some(tx)),
+            hint_limit: cap / 2,
+            counters: counters.clone(),
+            backend,
         });
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(write, rx, opts))?;
+            .spawn(move || writer::writer_loop(write, rx, opts, counters))?;
         Ok(Store {
             read: std::sync::Mutex::new(read),
             writer: StoreWriter { shared },
             thread: Some(thread),
             backend,
         })
+    }
+
+    /// Retries, dropped rows, reconnects, shed hints and producer waits
+    /// since the store was opened, and whether the writer is stalled now.
+    pub fn faults(&self) -> FaultCounts {
+        self.writer.faults()
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -616,12 +880,15 @@ impl Store {
     }
 
     /// Reads JSONL in the [`Store::export_jsonl`] format and stores every
-    /// record whose infohash is not already stored. Bad lines are reported
-    /// with their line number and skipped; database errors abort.
+    /// record whose infohash is not already stored. Bad lines (and records
+    /// the database rejects on their own) are reported with their line
+    /// number and skipped; a database that stays unreachable through a few
+    /// retries aborts the import (run it again: what is stored is skipped).
     pub fn import_jsonl(&self, input: &mut dyn BufRead) -> Result<ImportReport, StoreError> {
         const BATCH: usize = 1000;
         let mut report = ImportReport::default();
         let mut batch = Vec::with_capacity(BATCH);
+        let mut lines = Vec::with_capacity(BATCH);
         let mut line = Vec::new();
         let mut line_no = 0u64;
         loop {
@@ -635,29 +902,61 @@ impl Store {
                 continue;
             }
             match parse_json_line(&line) {
-                Ok(rec) => batch.push(Op::Fetched(Box::new(rec))),
+                Ok(rec) => {
+                    batch.push(Op::Fetched(Box::new(rec)));
+                    lines.push(line_no);
+                }
                 Err(msg) => report.errors.push((line_no, msg)),
             }
             if batch.len() == BATCH {
-                self.import_batch(&mut batch, &mut report)?;
+                self.import_batch(&mut batch, &mut lines, &mut report)?;
             }
         }
-        self.import_batch(&mut batch, &mut report)?;
+        self.import_batch(&mut batch, &mut lines, &mut report)?;
+        report.errors.sort_by_key(|(n, _)| *n);
         Ok(report)
     }
 
     fn import_batch(
         &self,
         batch: &mut Vec<Op>,
+        lines: &mut Vec<u64>,
         report: &mut ImportReport,
     ) -> Result<(), StoreError> {
+        /// Retries of a transient failure before the import gives up.
+        const RETRIES: u32 = 5;
         if batch.is_empty() {
             return Ok(());
         }
-        let new = self.with_read(|b| b.write(batch))?;
+        let mut rejected = 0u64;
+        let new = self.with_read(|b| {
+            writer::write_resilient(
+                batch,
+                |ops| b.write(ops),
+                writer::classify,
+                |e, _, attempt| {
+                    let pause = writer::backoff(
+                        attempt,
+                        Duration::from_millis(200),
+                        Duration::from_secs(5),
+                        0.5,
+                    );
+                    log::warn!("import: {e}; retry {attempt} of {RETRIES} in {pause:?}");
+                    std::thread::sleep(pause);
+                    attempt <= RETRIES
+                },
+                |i, e| {
+                    rejected += 1;
+                    report
+                        .errors
+                        .push((lines[i], format!("rejected by the database: {e}")));
+                },
+            )
+        })?;
         report.imported += new;
-        report.duplicates += batch.len() as u64 - new;
+        report.duplicates += batch.len() as u64 - new - rejected;
         batch.clear();
+        lines.clear();
         Ok(())
     }
 }
@@ -670,126 +969,7 @@ impl Drop for Store {
     }
 }
 
-fn writer_loop(
-    mut backend: Box<dyn Backend>,
-    rx: Receiver<Msg>,
-    opts: StoreOptions,
-) -> Result<(), StoreError> {
-    let name = backend.name();
-    let batch_seconds = metrics::histogram!("dht_store_batch_seconds", "backend" => name);
-    let batch_size = metrics::histogram!("dht_store_batch_size", "backend" => name);
-    let queue_depth = metrics::gauge!("dht_store_queue_depth", "backend" => name);
-    let failures = metrics::counter!("dht_store_write_failures_total", "backend" => name);
-    let lost_items = metrics::counter!("dht_store_lost_items_total", "backend" => name);
-
-    // The first write error not yet reported, and how many items failed since.
-    let mut failed: Option<(u64, String)> = None;
-    let mut batch: Vec<Op> = Vec::with_capacity(opts.batch_max);
-    let mut replies = Vec::new();
-    let mut batches_since_checkpoint = 0u32;
-    let mut dirty = false;
-    let note = |failed: &mut Option<(u64, String)>, lost: u64, e: &StoreError| {
-        log::error!("store writer ({name}): {e}");
-        failures.increment(1);
-        lost_items.increment(lost);
-        match failed {
-            Some((n, _)) => *n += lost,
-            None => *failed = Some((lost, e.to_string())),
-        }
-    };
-
-    loop {
-        let first = match rx.recv_timeout(opts.idle_checkpoint) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => {
-                if dirty {
-                    if let Err(e) = backend.maintain(opts.max_pending_rows) {
-                        note(&mut failed, 0, &e);
-                    }
-                    dirty = false;
-                    batches_since_checkpoint = 0;
-                }
-                continue;
-            }
-            // Every sender is gone: only happens after Shutdown was queued.
-            Err(RecvTimeoutError::Disconnected) => Msg::Shutdown,
-        };
-        let mut shutdown = false;
-        let mut next = Some(first);
-        while let Some(msg) = next {
-            match msg {
-                Msg::Op(op) => batch.push(op),
-                Msg::Flush(reply) => replies.push(reply),
-                Msg::Shutdown => shutdown = true,
-            }
-            next = if shutdown || batch.len() >= opts.batch_max {
-                None
-            } else {
-                rx.try_recv().ok()
-            };
-        }
-        // After Shutdown nothing can be queued (the sender is gone), but drain
-        // anything that raced in before it, in order.
-        if shutdown {
-            while let Ok(msg) = rx.try_recv() {
-                match msg {
-                    Msg::Op(op) => batch.push(op),
-                    Msg::Flush(reply) => replies.push(reply),
-                    Msg::Shutdown => {}
-                }
-            }
-        }
-
-        if !batch.is_empty() {
-            let started = Instant::now();
-            let n = batch.len();
-            match backend.write(&batch) {
-                Ok(_) => {
-                    batch_seconds.record(started.elapsed().as_secs_f64());
-                    batch_size.record(n as f64);
-                }
-                Err(e) => note(&mut failed, n as u64, &e),
-            }
-            batch.clear();
-            batches_since_checkpoint += 1;
-            dirty = true;
-        }
-        queue_depth.set(rx.len() as f64);
-
-        if batches_since_checkpoint >= opts.checkpoint_every_batches || shutdown {
-            if let Err(e) = backend.maintain(opts.max_pending_rows) {
-                note(&mut failed, 0, &e);
-            }
-            batches_since_checkpoint = 0;
-            dirty = false;
-        }
-        if !replies.is_empty() {
-            if let Err(e) = backend.sync() {
-                note(&mut failed, 0, &e);
-            }
-            let outcome = failed.take();
-            for reply in replies.drain(..) {
-                let r = match &outcome {
-                    None => Ok(()),
-                    Some((lost, message)) => Err(StoreError::Write {
-                        lost: *lost,
-                        message: message.clone(),
-                    }),
-                };
-                // The flusher may have given up waiting; nothing to do then.
-                let _ = reply.send(r);
-            }
-        }
-        if shutdown {
-            return match failed {
-                None => Ok(()),
-                Some((lost, message)) => Err(StoreError::Write { lost, message }),
-            };
-        }
-    }
-}
-
-fn pg_message(e: &::postgres::Error) -> String {
+fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
         None => e.to_string(),
@@ -813,16 +993,53 @@ fn from_unix_secs(s: i64) -> SystemTime {
     }
 }
 
+/// Longest search token, in bytes: longer words are cut (at a character
+/// boundary) when indexed and when queried alike, so they still match.
+/// PostgreSQL refuses lexemes of 2 KiB; nobody searches for 200-byte words.
+pub const MAX_TOKEN_BYTES: usize = 200;
+/// Most distinct tokens indexed for one torrent (name first, then paths).
+pub const MAX_INDEXED_TOKENS: usize = 20_000;
+/// Most bytes of tokens indexed for one torrent. With
+/// [`MAX_INDEXED_TOKENS`] this keeps a PostgreSQL `tsvector` (1 MiB at
+/// most, lexemes plus 4 bytes each) far from its limit, so no torrent can
+/// fail a batch for its size.
+pub const MAX_INDEXED_BYTES: usize = 256 * 1024;
+
 /// Splits text into lowercase alphanumeric words: the shared tokenizer for
 /// indexing and querying, so SQLite and PostgreSQL agree on what matches.
-/// Duplicates are dropped (first occurrence kept).
+/// Duplicates are dropped (first occurrence kept); words are cut to
+/// [`MAX_TOKEN_BYTES`].
 pub fn search_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    tokens_capped(texts, usize::MAX, usize::MAX)
+}
+
+/// [`search_tokens`], stopping before `max_tokens` tokens or `max_bytes`
+/// bytes (each token counted with one separator byte).
+fn tokens_capped<'a>(
+    texts: impl IntoIterator<Item = &'a str>,
+    max_tokens: usize,
+    max_bytes: usize,
+) -> Vec<String> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    let mut push = |w: String| {
+    let mut bytes = 0usize;
+    // Returns false once a cap is reached.
+    let mut push = |mut w: String| {
+        if w.len() > MAX_TOKEN_BYTES {
+            let mut end = MAX_TOKEN_BYTES;
+            while !w.is_char_boundary(end) {
+                end -= 1;
+            }
+            w.truncate(end);
+        }
+        if out.len() >= max_tokens || bytes.saturating_add(w.len() + 1) > max_bytes {
+            return false;
+        }
         if seen.insert(w.clone()) {
+            bytes += w.len() + 1;
             out.push(w);
         }
+        true
     };
     for text in texts {
         for word in text.split(|c: char| !c.is_alphanumeric()) {
@@ -838,19 +1055,44 @@ pub fn search_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String
                     i += 1;
                 }
                 let run = &chars[start..i];
-                if !cjk {
-                    push(run.iter().collect::<String>().to_lowercase());
+                let more = if !cjk {
+                    push(run.iter().collect::<String>().to_lowercase())
                 } else if run.len() == 1 {
-                    push(run[0].to_string());
+                    push(run[0].to_string())
                 } else {
-                    for pair in run.windows(2) {
-                        push(pair.iter().collect());
-                    }
+                    run.windows(2).all(|pair| push(pair.iter().collect()))
+                };
+                if !more {
+                    return out;
                 }
             }
         }
     }
     out
+}
+
+/// `text` made safe to print on a terminal: names and paths are data from
+/// strangers, not terminal commands. Control characters (C0, ESC included,
+/// DEL, C1) and the Unicode bidirectional overrides and isolates (which
+/// reorder what is displayed) are written as `\x1b` / `\u{202e}` escapes;
+/// everything else is left as is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Han, Hiragana, Katakana and Hangul: scripts written without spaces.
@@ -865,11 +1107,17 @@ fn is_cjk(c: char) -> bool {
         | 0x20000..=0x2fa1f) // CJK extensions B–F, compatibility supplement
 }
 
-/// The text to index for a torrent: name and file paths, tokenized.
+/// The text to index for a torrent: name and file paths, tokenized, within
+/// [`MAX_INDEXED_TOKENS`] and [`MAX_INDEXED_BYTES`].
 fn search_body(t: &Torrent) -> String {
     let name = t.name.display();
     let paths: Vec<String> = t.files.iter().map(TorrentFile::display_path).collect();
-    search_tokens(std::iter::once(name.as_ref()).chain(paths.iter().map(String::as_str))).join(" ")
+    tokens_capped(
+        std::iter::once(name.as_ref()).chain(paths.iter().map(String::as_str)),
+        MAX_INDEXED_TOKENS,
+        MAX_INDEXED_BYTES,
+    )
+    .join(" ")
 }
 
 /// Text column value plus the raw bytes when the text is not exact.
@@ -950,6 +1198,9 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
     if r.files.is_empty() {
         return Err("files is empty".into());
     }
+    // The same rule as fetched metadata: no empty, `.` or `..` component.
+    let name = TorrentName::Utf8(r.name);
+    check_component(&name).map_err(|e| format!("name: {e}"))?;
     let mut total: i64 = 0;
     let mut files = Vec::with_capacity(r.files.len());
     for (i, f) in r.files.into_iter().enumerate() {
@@ -958,8 +1209,8 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
             .checked_add(size)
             .ok_or_else(|| "total size overflows".to_owned())?;
         let path: Vec<TorrentName> = f.path.split('/').map(TorrentName::from).collect();
-        if path.iter().any(|c| c.as_bytes().is_empty()) {
-            return Err(format!("file {i}: empty path component in {:?}", f.path));
+        for c in &path {
+            check_component(c).map_err(|e| format!("file {i}: {e} in {:?}", f.path))?;
         }
         files.push(TorrentFile { path, size: f.size });
     }
@@ -972,7 +1223,7 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
     Ok(TorrentRecord {
         infohash,
         torrent: Torrent {
-            name: TorrentName::Utf8(r.name),
+            name,
             total_size: r.size,
             piece_length: 0,
             private: false,
@@ -1058,6 +1309,315 @@ mod tests {
         let (t, raw) = text_and_raw(&[0xff], "\u{FFFD}".into());
         assert_eq!(t, "\u{FFFD}");
         assert_eq!(raw.as_deref(), Some(&[0xffu8][..]));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://dht:s3cret@db.example:5432/dht?sslmode=disable"),
+            "postgres://dht:***@db.example:5432/dht?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://dht@db/dht?password=s3cret&application_name=x"),
+            "postgresql://dht@db/dht?password=***&application_name=x"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite:/tmp/x.db"), "sqlite:/tmp/x.db");
+        let err = "postgres://u:s3cret@h:notaport/db"
+            .parse::<DbUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert!(matches!(printable("Ubuntu 24.04 日本"), Cow::Borrowed(_)));
+        assert_eq!(
+            printable("evil\x1b]0;pwned\x07\x1b[2Jname"),
+            "evil\\x1b]0;pwned\\x07\\x1b[2Jname"
+        );
+        assert_eq!(printable("a\nb\rc\td\x7f"), "a\\x0ab\\x0dc\\x09d\\x7f");
+        // C1 CSI, and a right-to-left override that would reorder the name.
+        assert_eq!(printable("x\u{9b}31m"), "x\\u{9b}31m");
+        assert_eq!(
+            printable("invoice\u{202e}fdp.exe"),
+            "invoice\\u{202e}fdp.exe"
+        );
+    }
+
+    #[test]
+    fn long_tokens_are_cut_alike_when_indexed_and_queried() {
+        let long = "a".repeat(5000);
+        let toks = search_tokens([long.as_str()]);
+        assert_eq!(toks, ["a".repeat(MAX_TOKEN_BYTES)]);
+        // Cut at a character boundary (Cyrillic is 2 bytes a letter).
+        let cyr = "я".repeat(MAX_TOKEN_BYTES);
+        let toks = search_tokens([cyr.as_str()]);
+        assert_eq!(toks[0].len(), MAX_TOKEN_BYTES);
+        assert!(toks[0].chars().all(|c| c == 'я'));
+    }
+
+    #[test]
+    fn the_search_body_of_one_torrent_is_capped() {
+        let files: Vec<TorrentFile> = (0..60_000)
+            .map(|i| TorrentFile {
+                path: vec![
+                    format!("dir{i}").into(),
+                    format!("file{i}x{}", "b".repeat(300)).into(),
+                ],
+                size: 1,
+            })
+            .collect();
+        let t = Torrent {
+            name: "the-name".into(),
+            total_size: 60_000,
+            piece_length: 16384,
+            private: false,
+            files,
+        };
+        let body = search_body(&t);
+        let toks: Vec<&str> = body.split(' ').collect();
+        assert!(body.len() <= MAX_INDEXED_BYTES, "{}", body.len());
+        assert!(toks.len() <= MAX_INDEXED_TOKENS);
+        assert!(toks.iter().all(|t| t.len() <= MAX_TOKEN_BYTES));
+        // The name comes first, so it is always searchable.
+        assert_eq!(&toks[..2], ["the", "name"]);
+        // Small torrents are indexed whole.
+        let small = Torrent {
+            files: t.files[..3].to_vec(),
+            ..t.clone()
+        };
+        assert_eq!(search_body(&small).split(' ').count(), 2 + 6);
+    }
+
+    #[test]
+    fn import_rejects_unsafe_paths_as_fetching_does() {
+        let line = |name: &str, path: &str| {
+            format!(
+                r#"{{"infohash":"{}","name":{},"size":1,"files":[{{"path":{},"size":1}}],"discovered_at":"2024-01-01T00:00:00Z","fetched_at":"2024-01-01T00:00:00Z","source":"sample"}}"#,
+                "ab".repeat(20),
+                serde_json::to_string(name).unwrap(),
+                serde_json::to_string(path).unwrap()
+            )
+        };
+        assert!(parse_json_line(line("ok", "dir/file.txt").as_bytes()).is_ok());
+        for (name, path) in [
+            ("ok", "../etc/passwd"),
+            ("ok", "dir/../../x"),
+            ("ok", "dir//x"),
+            ("ok", "/abs"),
+            ("ok", "dir/"),
+            ("ok", "./x"),
+            ("ok", ""),
+            ("..", "x"),
+            ("", "x"),
+            (".", "x"),
+        ] {
+            let err = parse_json_line(line(name, path).as_bytes()).unwrap_err();
+            assert!(
+                err.contains("unsafe path component"),
+                "{name:?} {path:?}: {err}"
+            );
+        }
+    }
+
+    /// The writer's SQLite connection behind a page limit the test moves: a
+    /// disk that fills up (SQLITE_FULL from SQLite itself) and is freed.
+    struct PageLimited {
+        inner: sqlite::SqliteBackend,
+        limit: Arc<std::sync::atomic::AtomicU64>,
+        applied: u64,
+        full_errors: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl PageLimited {
+        fn apply(&mut self) -> Result<(), StoreError> {
+            let limit = self.limit.load(Ordering::Relaxed);
+            if limit != self.applied {
+                self.inner.conn().query_row(
+                    &format!("PRAGMA max_page_count = {limit}"),
+                    [],
+                    |_| Ok(()),
+                )?;
+                self.applied = limit;
+            }
+            Ok(())
+        }
+
+        fn note<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+            if let Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))) = &r {
+                if e.code == rusqlite::ErrorCode::DiskFull {
+                    self.full_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            r
+        }
+    }
+
+    impl Backend for PageLimited {
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+        fn write(&mut self, ops: &[Op]) -> Result<u64, StoreError> {
+            self.apply()?;
+            let r = self.inner.write(ops);
+            self.note(r)
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            self.inner.sync()
+        }
+        fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError> {
+            self.inner.maintain(max_pending)
+        }
+        fn search(&mut self, t: &[String], l: usize) -> Result<Vec<SearchHit>, StoreError> {
+            self.inner.search(t, l)
+        }
+        fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
+            self.inner.stats(now)
+        }
+        fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError> {
+            self.inner.pending(limit)
+        }
+        fn is_known(&mut self, ih: &[u8; 20]) -> Result<bool, StoreError> {
+            self.inner.is_known(ih)
+        }
+        fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError> {
+            self.inner.infohashes(sink)
+        }
+        fn export(&mut self, sink: &mut ExportSink<'_>) -> Result<u64, StoreError> {
+            self.inner.export(sink)
+        }
+    }
+
+    fn record(i: u32) -> TorrentRecord {
+        let mut infohash = [0u8; 20];
+        infohash[..4].copy_from_slice(&i.to_be_bytes());
+        infohash[19] = 0x5a;
+        let name = format!("torrent {i} {}", "padding ".repeat(40));
+        TorrentRecord {
+            infohash,
+            torrent: Torrent {
+                name: name.as_str().into(),
+                total_size: 100,
+                piece_length: 16384,
+                private: false,
+                files: vec![TorrentFile {
+                    path: vec![name.as_str().into()],
+                    size: 100,
+                }],
+            },
+            source: Source::Sample,
+            discovered_at: from_unix_secs(1_700_000_000),
+            fetched_at: from_unix_secs(1_700_000_060),
+        }
+    }
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Disk full: the writer stalls and retries, producers wait (blocking
+    /// and async alike), hints are shed; once space is freed every torrent
+    /// submitted is stored and none is dropped.
+    #[test]
+    fn sqlite_disk_full_stalls_then_stores_everything() {
+        const N: u32 = 1500;
+        let dir = std::env::temp_dir().join(format!("dht-hunter-diskfull-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let opts = StoreOptions {
+            queue_max: 64,
+            batch_max: 50,
+            retry_min: Duration::from_millis(5),
+            retry_max: Duration::from_millis(40),
+            ..StoreOptions::default()
+        };
+        let w = sqlite::SqliteBackend::open(&path, &opts, true).unwrap();
+        let r = sqlite::SqliteBackend::open(&path, &opts, false).unwrap();
+        let pages: u64 = w
+            .conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        // Room for a few dozen of these torrents, not for N.
+        let limit = Arc::new(std::sync::atomic::AtomicU64::new(pages + 12));
+        let full_errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let w = PageLimited {
+            inner: w,
+            limit: limit.clone(),
+            applied: 0,
+            full_errors: full_errors.clone(),
+        };
+        let store = Store::with_backends(Box::new(w), Box::new(r), opts, Arc::default()).unwrap();
+
+        let blocking = store.writer();
+        let producer = std::thread::spawn(move || {
+            for i in 0..N / 2 {
+                blocking.fetched(record(i)).unwrap();
+            }
+        });
+        let waiting = store.writer();
+        let pauses = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = pauses.clone();
+        let async_producer = std::thread::spawn(move || {
+            for i in N / 2..N {
+                let pause = || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(2));
+                    std::future::ready(())
+                };
+                futures_lite::future::block_on(waiting.fetched_waiting(record(i), pause)).unwrap();
+            }
+        });
+
+        // The disk fills: the writer stalls, the queue fills, producers wait.
+        wait_until("the writer stalls on a full disk", || {
+            let f = store.faults();
+            f.stalled && f.retries >= 3 && store.writer().queue_len() == 64
+        });
+        assert!(full_errors.load(Ordering::Relaxed) >= 1);
+        assert!(!producer.is_finished() && !async_producer.is_finished());
+        wait_until("the async producer pauses", || {
+            pauses.load(Ordering::Relaxed) > 0
+        });
+        let stored_while_full = store.stats().unwrap().torrents;
+        assert!(
+            stored_while_full < u64::from(N) / 2,
+            "{stored_while_full} stored on a full disk"
+        );
+        // Hints give way to torrents.
+        assert!(matches!(
+            store
+                .writer()
+                .discovered([7; 20], Source::GetPeers, UNIX_EPOCH),
+            Err(StoreError::QueueFull { .. })
+        ));
+        let f = store.faults();
+        assert_eq!((f.rows_dropped, f.shed), (0, 1));
+        assert!(f.producer_waits >= 1);
+
+        // Space is freed.
+        limit.store(1 << 30, Ordering::Relaxed);
+        producer.join().unwrap();
+        async_producer.join().unwrap();
+        store.flush().unwrap();
+        let f = store.faults();
+        assert!(!f.stalled);
+        assert_eq!(f.rows_dropped, 0);
+        assert_eq!(store.stats().unwrap().torrents, u64::from(N));
+        for i in [0, N / 2 - 1, N / 2, N - 1] {
+            assert!(store.is_known(&record(i).infohash).unwrap(), "{i}");
+        }
+        store.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

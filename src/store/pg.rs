@@ -1,4 +1,5 @@
-//! PostgreSQL back end (`postgres` crate, synchronous client, no TLS).
+//! PostgreSQL back end (tokio-postgres on a private current-thread runtime,
+//! no TLS).
 //!
 //! * A whole batch is three statements in one transaction: pending rows, then
 //!   torrents and their files in a single data-modifying CTE, then the
@@ -15,16 +16,33 @@
 //! * Tables are created in the first schema of the connection's
 //!   `search_path`, so several stores can share one database (the tests use
 //!   `?options=-csearch_path%3D<schema>`).
+//!
+//! # Faults
+//!
+//! The synchronous `postgres` client bounds only the TCP connect: a server
+//! that accepts and never answers, or a connection that went half-open
+//! mid-statement, would block its caller forever. So this back end drives
+//! tokio-postgres itself and puts a client-side deadline on every call
+//! ([`PgTimeouts`]): the whole connection set-up, and (writer) each call at
+//! `statement_timeout` plus a grace. TCP keepalives and `TCP_USER_TIMEOUT`
+//! let the kernel notice a dead peer too. A call that times out or finds the
+//! connection closed drops it; the next call connects again, and the writer
+//! thread's retries (with backoff) make that "reconnect and resume".
 
-use std::time::SystemTime;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Statement};
+use futures_lite::StreamExt;
+use tokio::runtime::Runtime;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
+use super::writer::Counters;
 use super::{
     dedup_fetched, from_unix_secs, name_columns, path_columns, search_body, to_i64, Backend,
-    ExportRow, ExportSink, Op, PendingEntry, SearchHit, Source, Stats, StoreError, SCHEMA_VERSION,
+    ExportRow, ExportSink, Op, PendingEntry, PgTimeouts, SearchHit, Source, Stats, StoreError,
+    SCHEMA_VERSION,
 };
 
 /// Schema migrations, applied in order; entry `i` takes version `i` to `i + 1`.
@@ -92,44 +110,223 @@ const INSERT_TORRENTS: &str = "
 
 const DELETE_PENDING: &str = "DELETE FROM pending WHERE infohash = ANY($1::bytea[])";
 
-pub(super) struct PgBackend {
+/// Which connection this is: the writer's (migrations, `statement_timeout`,
+/// a client-side deadline on every call) or the read side's (searches,
+/// stats and exports may legitimately run long: its connection set-up and
+/// keepalives are bounded, its statements are not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Writer,
+    Reader,
+}
+
+/// An open session and its prepared statements.
+struct Conn {
     client: Client,
     insert_pending: Statement,
     insert_torrents: Statement,
     delete_pending: Statement,
 }
 
-impl PgBackend {
-    /// Connects; the writer's connection (`migrate`) creates and upgrades the
-    /// schema, and is opened first.
-    pub(super) fn open(url: &str, migrate: bool) -> Result<PgBackend, StoreError> {
-        let mut client = Client::connect(url, NoTls)?;
-        if migrate {
-            run_migrations(&mut client)?;
-        }
-        Ok(PgBackend {
-            insert_pending: client.prepare(INSERT_PENDING)?,
-            insert_torrents: client.prepare(INSERT_TORRENTS)?,
-            delete_pending: client.prepare(DELETE_PENDING)?,
-            client,
-        })
+pub(super) struct PgBackend {
+    config: Config,
+    timeouts: PgTimeouts,
+    role: Role,
+    /// Drives the connection, only while a call is in progress.
+    rt: Runtime,
+    /// None after a loss: the next call connects again.
+    conn: Option<Conn>,
+    /// A connection was made before (so the next one is a reconnect).
+    connected_once: bool,
+    counters: Arc<Counters>,
+}
+
+/// tokio-postgres's keepalive idle time when the URL does not set one.
+const LIBRARY_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// Applies `t` to `config` wherever the URL did not set the value itself.
+fn apply_timeouts(config: &mut Config, t: &PgTimeouts) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(t.connect);
+    }
+    config.keepalives(true);
+    if config.get_keepalives_idle() == LIBRARY_KEEPALIVE_IDLE {
+        config.keepalives_idle(t.keepalive_idle);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(t.keepalive_interval);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(t.keepalive_retries);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(t.tcp_user_timeout);
     }
 }
 
-fn run_migrations(client: &mut Client) -> Result<(), StoreError> {
-    let mut tx = client.transaction()?;
+/// The writer session's `SET statement_timeout`, unless the URL's `options`
+/// set one.
+fn statement_timeout_sql(config: &Config, t: &PgTimeouts) -> Option<String> {
+    if config
+        .get_options()
+        .is_some_and(|o| o.contains("statement_timeout"))
+    {
+        return None;
+    }
+    Some(format!(
+        "SET statement_timeout = {}",
+        t.statement.as_millis()
+    ))
+}
+
+/// Runs `fut` to completion on `rt`, failing with [`StoreError::Timeout`]
+/// past `deadline`.
+fn block<T>(
+    rt: &Runtime,
+    deadline: Option<Duration>,
+    what: &'static str,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match deadline {
+        None => rt.block_on(fut),
+        Some(after) => rt.block_on(async {
+            tokio::time::timeout(after, fut)
+                .await
+                .unwrap_or(Err(StoreError::Timeout { what, after }))
+        }),
+    }
+}
+
+impl PgBackend {
+    /// Connects; the writer's connection (which runs the migrations) is
+    /// opened first. Fails if the server cannot be reached now: a crawler
+    /// that cannot reach its database at start says so instead of waiting.
+    pub(super) fn open(
+        url: &str,
+        role: Role,
+        timeouts: PgTimeouts,
+        counters: Arc<Counters>,
+    ) -> Result<PgBackend, StoreError> {
+        let mut config: Config = url.parse()?;
+        apply_timeouts(&mut config, &timeouts);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut b = PgBackend {
+            config,
+            timeouts,
+            role,
+            rt,
+            conn: None,
+            connected_once: false,
+            counters,
+        };
+        b.connect()?;
+        Ok(b)
+    }
+
+    /// The client-side deadline of one call.
+    fn call_deadline(&self) -> Option<Duration> {
+        match self.role {
+            Role::Writer => Some(self.timeouts.statement + self.timeouts.reply_grace),
+            Role::Reader => None,
+        }
+    }
+
+    fn connect_deadline(&self) -> Duration {
+        self.config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(self.timeouts.connect)
+    }
+
+    fn connect(&mut self) -> Result<(), StoreError> {
+        self.conn = None;
+        let connect_deadline = self.connect_deadline();
+        let connecting = self.config.connect(NoTls);
+        let (mut client, connection) =
+            block(&self.rt, Some(connect_deadline), "connecting", async {
+                Ok(connecting.await?)
+            })?;
+        // Runs only while a call blocks on the runtime, which is when its
+        // messages are needed.
+        self.rt.spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("postgres connection ended: {e}");
+            }
+        });
+        let role = self.role;
+        let set_timeout = statement_timeout_sql(&self.config, &self.timeouts);
+        let setup = async move {
+            if role == Role::Writer {
+                if let Some(sql) = set_timeout {
+                    client.batch_execute(&sql).await?;
+                }
+                run_migrations(&mut client).await?;
+            }
+            Ok(Conn {
+                insert_pending: client.prepare(INSERT_PENDING).await?,
+                insert_torrents: client.prepare(INSERT_TORRENTS).await?,
+                delete_pending: client.prepare(DELETE_PENDING).await?,
+                client,
+            })
+        };
+        let deadline = self.call_deadline().unwrap_or(connect_deadline);
+        let conn = block(&self.rt, Some(deadline), "setting up the session", setup)?;
+        if self.connected_once {
+            self.counters.reconnected("postgres");
+            log::info!("postgres: reconnected ({:?} connection)", self.role);
+        }
+        self.connected_once = true;
+        self.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Runs `op` on a live connection (connecting first if the last one was
+    /// lost), with this role's deadline. A timeout or a closed connection
+    /// drops the connection, so the next call starts afresh.
+    fn with_conn<T>(
+        &mut self,
+        op: impl FnOnce(&Runtime, Option<Duration>, &mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.connect()?;
+        }
+        let deadline = self.call_deadline();
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        let r = op(&self.rt, deadline, conn);
+        if let Err(e) = &r {
+            let lost = matches!(e, StoreError::Timeout { .. })
+                || matches!(e, StoreError::Postgres(pe) if pe.is_closed())
+                || conn.client.is_closed();
+            if lost {
+                log::warn!("postgres: dropping the {:?} connection: {e}", self.role);
+                self.conn = None;
+            }
+        }
+        r
+    }
+}
+
+async fn run_migrations(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
     // Serializes concurrent openers of the same schema (CREATE TABLE IF NOT
     // EXISTS is not safe against a concurrent identical CREATE).
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('dht_hunter:' || coalesce(current_schema(), '')))",
         &[],
-    )?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")?;
+    )
+    .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version bigint NOT NULL)")
+        .await?;
     let current: i64 = tx
         .query_one(
             "SELECT coalesce(max(version), 0)::int8 FROM schema_version",
             &[],
-        )?
+        )
+        .await?
         .get(0);
     if current > SCHEMA_VERSION {
         return Err(StoreError::SchemaTooNew {
@@ -138,17 +335,18 @@ fn run_migrations(client: &mut Client) -> Result<(), StoreError> {
         });
     }
     for sql in MIGRATIONS.iter().skip(current.max(0) as usize) {
-        tx.batch_execute(sql)?;
+        tx.batch_execute(sql).await?;
     }
     if current < SCHEMA_VERSION {
-        tx.execute("DELETE FROM schema_version", &[])?;
+        tx.execute("DELETE FROM schema_version", &[]).await?;
         tx.execute(
             "INSERT INTO schema_version (version) VALUES ($1)",
             &[&SCHEMA_VERSION],
-        )?;
+        )
+        .await?;
         log::info!("postgres schema migrated from version {current} to {SCHEMA_VERSION}");
     }
-    tx.commit()?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -164,6 +362,10 @@ fn source(row: &Row, idx: usize) -> Result<Source, StoreError> {
 
 fn to_time(secs: i64) -> SystemTime {
     from_unix_secs(secs)
+}
+
+fn limit_param(limit: usize) -> i64 {
+    limit.min(i64::MAX as usize) as i64
 }
 
 impl Backend for PgBackend {
@@ -237,25 +439,30 @@ impl Backend for PgBackend {
             }
         }
 
-        let mut tx = self.client.transaction()?;
-        if !p_ih.is_empty() {
-            tx.execute(&self.insert_pending, &[&p_ih, &p_src, &p_at])?;
-        }
-        let mut new = 0;
-        if !t_ih.is_empty() {
-            let params: [&(dyn ToSql + Sync); 16] = [
-                &t_ih, &t_name, &t_raw, &t_size, &t_pl, &t_priv, &t_fc, &t_disc, &t_fetch, &t_src,
-                &t_body, &f_ih, &f_idx, &f_path, &f_raw, &f_size,
-            ];
-            let n: i64 = tx.query_one(&self.insert_torrents, &params)?.get(0);
-            new = n as u64;
-            tx.execute(&self.delete_pending, &[&t_ih])?;
-        }
-        if !g_ih.is_empty() {
-            tx.execute(&self.delete_pending, &[&g_ih])?;
-        }
-        tx.commit()?;
-        Ok(new)
+        self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "writing a batch", async {
+                let tx = c.client.transaction().await?;
+                if !p_ih.is_empty() {
+                    tx.execute(&c.insert_pending, &[&p_ih, &p_src, &p_at])
+                        .await?;
+                }
+                let mut new = 0;
+                if !t_ih.is_empty() {
+                    let params: [&(dyn ToSql + Sync); 16] = [
+                        &t_ih, &t_name, &t_raw, &t_size, &t_pl, &t_priv, &t_fc, &t_disc, &t_fetch,
+                        &t_src, &t_body, &f_ih, &f_idx, &f_path, &f_raw, &f_size,
+                    ];
+                    let n: i64 = tx.query_one(&c.insert_torrents, &params).await?.get(0);
+                    new = n as u64;
+                    tx.execute(&c.delete_pending, &[&t_ih]).await?;
+                }
+                if !g_ih.is_empty() {
+                    tx.execute(&c.delete_pending, &[&g_ih]).await?;
+                }
+                tx.commit().await?;
+                Ok(new)
+            })
+        })
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
@@ -267,13 +474,19 @@ impl Backend for PgBackend {
     fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError> {
         // The server checkpoints and autovacuums on its own; the pending
         // table is kept bounded here, oldest discoveries first.
-        self.client.execute(
-            "DELETE FROM pending WHERE infohash IN (
-                 SELECT infohash FROM pending ORDER BY discovered_at
-                 LIMIT greatest(0, (SELECT count(*) FROM pending) - $1))",
-            &[&max_pending],
-        )?;
-        Ok(())
+        self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "pruning pending", async {
+                c.client
+                    .execute(
+                        "DELETE FROM pending WHERE infohash IN (
+                             SELECT infohash FROM pending ORDER BY discovered_at
+                             LIMIT greatest(0, (SELECT count(*) FROM pending) - $1))",
+                        &[&max_pending],
+                    )
+                    .await?;
+                Ok(())
+            })
+        })
     }
 
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
@@ -284,14 +497,20 @@ impl Backend for PgBackend {
             .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(" & ");
-        let rows = self.client.query(
-            "SELECT infohash, name, total_size, file_count, source, fetched_at
-             FROM torrents
-             WHERE search @@ $1::text::tsquery
-             ORDER BY ts_rank(search, $1::text::tsquery) DESC, infohash
-             LIMIT $2",
-            &[&query, &(limit.min(i64::MAX as usize) as i64)],
-        )?;
+        let rows = self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "searching", async {
+                Ok(c.client
+                    .query(
+                        "SELECT infohash, name, total_size, file_count, source, fetched_at
+                         FROM torrents
+                         WHERE search @@ $1::text::tsquery
+                         ORDER BY ts_rank(search, $1::text::tsquery) DESC, infohash
+                         LIMIT $2",
+                        &[&query, &limit_param(limit)],
+                    )
+                    .await?)
+            })
+        })?;
         rows.iter()
             .map(|row| {
                 Ok(SearchHit {
@@ -307,53 +526,68 @@ impl Backend for PgBackend {
     }
 
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
-        let mut s = Stats::default();
-        let row = self.client.query_one(
-            "SELECT count(*), coalesce(sum(file_count), 0)::int8, min(fetched_at), max(fetched_at),
-                    count(*) FILTER (WHERE fetched_at >= $1),
-                    count(*) FILTER (WHERE fetched_at >= $2)
-             FROM torrents",
-            &[&to_time(now - 3600), &to_time(now - 86_400)],
-        )?;
-        s.torrents = row.try_get::<_, i64>(0)? as u64;
-        s.files = row.try_get::<_, i64>(1)? as u64;
-        s.first_fetched = row.try_get(2)?;
-        s.last_fetched = row.try_get(3)?;
-        s.fetched_last_hour = row.try_get::<_, i64>(4)? as u64;
-        s.fetched_last_day = row.try_get::<_, i64>(5)? as u64;
-        for row in self
-            .client
-            .query("SELECT source, count(*) FROM torrents GROUP BY source", &[])?
-        {
-            let src = source(&row, 0)?;
-            let n = row.try_get::<_, i64>(1)? as u64;
-            for (s, count) in &mut s.by_source {
-                if *s == src {
-                    *count = n;
+        self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "reading stats", async {
+                let client = &c.client;
+                let mut s = Stats::default();
+                let row = client
+                    .query_one(
+                        "SELECT count(*), coalesce(sum(file_count), 0)::int8, min(fetched_at),
+                                max(fetched_at),
+                                count(*) FILTER (WHERE fetched_at >= $1),
+                                count(*) FILTER (WHERE fetched_at >= $2)
+                         FROM torrents",
+                        &[&to_time(now - 3600), &to_time(now - 86_400)],
+                    )
+                    .await?;
+                s.torrents = row.try_get::<_, i64>(0)? as u64;
+                s.files = row.try_get::<_, i64>(1)? as u64;
+                s.first_fetched = row.try_get(2)?;
+                s.last_fetched = row.try_get(3)?;
+                s.fetched_last_hour = row.try_get::<_, i64>(4)? as u64;
+                s.fetched_last_day = row.try_get::<_, i64>(5)? as u64;
+                for row in client
+                    .query("SELECT source, count(*) FROM torrents GROUP BY source", &[])
+                    .await?
+                {
+                    let src = source(&row, 0)?;
+                    let n = row.try_get::<_, i64>(1)? as u64;
+                    for (s, count) in &mut s.by_source {
+                        if *s == src {
+                            *count = n;
+                        }
+                    }
                 }
-            }
-        }
-        s.pending = self
-            .client
-            .query_one("SELECT count(*) FROM pending", &[])?
-            .try_get::<_, i64>(0)? as u64;
-        s.db_bytes = self
-            .client
-            .query_one(
-                "SELECT (pg_total_relation_size('torrents') + pg_total_relation_size('files')
-                         + pg_total_relation_size('pending'))::int8",
-                &[],
-            )?
-            .try_get::<_, i64>(0)? as u64;
-        Ok(s)
+                s.pending = client
+                    .query_one("SELECT count(*) FROM pending", &[])
+                    .await?
+                    .try_get::<_, i64>(0)? as u64;
+                s.db_bytes = client
+                    .query_one(
+                        "SELECT (pg_total_relation_size('torrents')
+                                 + pg_total_relation_size('files')
+                                 + pg_total_relation_size('pending'))::int8",
+                        &[],
+                    )
+                    .await?
+                    .try_get::<_, i64>(0)? as u64;
+                Ok(s)
+            })
+        })
     }
 
     fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError> {
-        let rows = self.client.query(
-            "SELECT infohash, source, discovered_at FROM pending
-             ORDER BY discovered_at, infohash LIMIT $1",
-            &[&(limit.min(i64::MAX as usize) as i64)],
-        )?;
+        let rows = self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "reading pending", async {
+                Ok(c.client
+                    .query(
+                        "SELECT infohash, source, discovered_at FROM pending
+                         ORDER BY discovered_at, infohash LIMIT $1",
+                        &[&limit_param(limit)],
+                    )
+                    .await?)
+            })
+        })?;
         rows.iter()
             .map(|row| {
                 Ok(PendingEntry {
@@ -366,72 +600,178 @@ impl Backend for PgBackend {
     }
 
     fn is_known(&mut self, ih: &[u8; 20]) -> Result<bool, StoreError> {
-        let row = self.client.query_one(
-            "SELECT EXISTS (SELECT 1 FROM torrents WHERE infohash = $1)
-                 OR EXISTS (SELECT 1 FROM pending WHERE infohash = $1)",
-            &[&&ih[..]],
-        )?;
-        Ok(row.try_get(0)?)
+        self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "looking up an infohash", async {
+                let row = c
+                    .client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM torrents WHERE infohash = $1)
+                             OR EXISTS (SELECT 1 FROM pending WHERE infohash = $1)",
+                        &[&&ih[..]],
+                    )
+                    .await?;
+                Ok(row.try_get(0)?)
+            })
+        })
     }
 
     fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for row in self.client.query("SELECT infohash FROM torrents", &[])? {
-            let b: &[u8] = row.get(0);
-            let ih: [u8; 20] = b
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("infohash is not 20 bytes".into()))?;
-            sink(ih);
-            n += 1;
-        }
-        Ok(n)
+        self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "reading infohashes", async {
+                let rows = c
+                    .client
+                    .query_raw(
+                        "SELECT infohash FROM torrents",
+                        std::iter::empty::<&(dyn ToSql + Sync)>(),
+                    )
+                    .await?;
+                let mut rows = std::pin::pin!(rows);
+                let mut n = 0;
+                while let Some(row) = rows.next().await {
+                    sink(infohash(&row?, 0)?);
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
     }
 
     fn export(&mut self, sink: &mut ExportSink<'_>) -> Result<u64, StoreError> {
-        // One snapshot; rows are streamed, not collected.
-        let mut tx = self
-            .client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let mut rows = tx.query_raw(
-            "SELECT t.infohash, t.name, t.total_size,
-                    extract(epoch FROM t.discovered_at)::int8,
-                    extract(epoch FROM t.fetched_at)::int8, t.source, f.path, f.size
-             FROM torrents t LEFT JOIN files f ON f.infohash = t.infohash
-             ORDER BY t.infohash, f.idx",
-            std::iter::empty::<&(dyn ToSql + Sync)>(),
-        )?;
-        let mut count = 0;
-        let mut cur: Option<ExportRow> = None;
-        while let Some(row) = rows.next()? {
-            let ih = infohash(&row, 0)?;
-            if cur.as_ref().is_none_or(|c| c.infohash != ih) {
+        self.with_conn(|rt, deadline, c| {
+            block(rt, deadline, "exporting", async {
+                // One snapshot; rows are streamed, not collected.
+                let tx = c
+                    .client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await?;
+                let rows = tx
+                    .query_raw(
+                        "SELECT t.infohash, t.name, t.total_size,
+                                extract(epoch FROM t.discovered_at)::int8,
+                                extract(epoch FROM t.fetched_at)::int8, t.source, f.path, f.size
+                         FROM torrents t LEFT JOIN files f ON f.infohash = t.infohash
+                         ORDER BY t.infohash, f.idx",
+                        std::iter::empty::<&(dyn ToSql + Sync)>(),
+                    )
+                    .await?;
+                let mut rows = std::pin::pin!(rows);
+                let mut count = 0;
+                let mut cur: Option<ExportRow> = None;
+                while let Some(row) = rows.next().await {
+                    let row = row?;
+                    let ih = infohash(&row, 0)?;
+                    if cur.as_ref().is_none_or(|c| c.infohash != ih) {
+                        if let Some(done) = cur.take() {
+                            sink(done)?;
+                            count += 1;
+                        }
+                        cur = Some(ExportRow {
+                            infohash: ih,
+                            name: row.try_get(1)?,
+                            size: row.try_get::<_, i64>(2)? as u64,
+                            files: Vec::new(),
+                            discovered_at: row.try_get(3)?,
+                            fetched_at: row.try_get(4)?,
+                            source: source(&row, 5)?,
+                        });
+                    }
+                    if let (Some(c), Some(path)) =
+                        (cur.as_mut(), row.try_get::<_, Option<String>>(6)?)
+                    {
+                        c.files.push((path, row.try_get::<_, i64>(7)? as u64));
+                    }
+                }
                 if let Some(done) = cur.take() {
                     sink(done)?;
                     count += 1;
                 }
-                cur = Some(ExportRow {
-                    infohash: ih,
-                    name: row.try_get(1)?,
-                    size: row.try_get::<_, i64>(2)? as u64,
-                    files: Vec::new(),
-                    discovered_at: row.try_get(3)?,
-                    fetched_at: row.try_get(4)?,
-                    source: source(&row, 5)?,
-                });
+                tx.commit().await?;
+                Ok(count)
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    #[test]
+    fn timeouts_are_applied_unless_the_url_sets_them() {
+        let t = PgTimeouts::default();
+        let mut c: Config = "postgres://u:p@127.0.0.1:5432/db".parse().unwrap();
+        apply_timeouts(&mut c, &t);
+        assert_eq!(c.get_connect_timeout(), Some(&t.connect));
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), t.keepalive_idle);
+        assert_eq!(c.get_keepalives_interval(), Some(t.keepalive_interval));
+        assert_eq!(c.get_keepalives_retries(), Some(t.keepalive_retries));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&t.tcp_user_timeout));
+        assert_eq!(
+            statement_timeout_sql(&c, &t).as_deref(),
+            Some("SET statement_timeout = 60000")
+        );
+
+        let mut c: Config = "postgres://u:p@127.0.0.1/db?connect_timeout=3&keepalives_idle=7\
+                             &options=-cstatement_timeout%3D5s"
+            .parse()
+            .unwrap();
+        apply_timeouts(&mut c, &t);
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(7));
+        assert_eq!(statement_timeout_sql(&c, &t), None);
+    }
+
+    /// A "server" that accepts connections and never says a word: the
+    /// TCP connect succeeds, so only a client-side deadline on the whole
+    /// set-up (not tokio-postgres's own connect_timeout, which covers the
+    /// TCP connect alone) can end the wait.
+    #[test]
+    fn a_server_that_never_answers_is_bounded_by_the_connect_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = held.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                keep.lock().unwrap().push(s);
             }
-            if let (Some(c), Some(path)) = (cur.as_mut(), row.try_get::<_, Option<String>>(6)?) {
-                c.files.push((path, row.try_get::<_, i64>(7)? as u64));
-            }
+        });
+        let t = PgTimeouts {
+            connect: Duration::from_millis(300),
+            ..PgTimeouts::default()
+        };
+        let url = format!("postgres://u:p@127.0.0.1:{port}/db");
+        for _ in 0..2 {
+            let started = Instant::now();
+            let err = PgBackend::open(&url, Role::Writer, t, Arc::default())
+                .err()
+                .unwrap();
+            let took = started.elapsed();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Timeout {
+                        what: "connecting",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(took >= Duration::from_millis(300), "{took:?}");
+            assert!(took < Duration::from_secs(5), "{took:?}");
+            // Transient: the writer retries it.
+            assert!(matches!(
+                super::super::writer::classify(&err),
+                super::super::writer::Fault::Transient("timeout")
+            ));
         }
-        drop(rows);
-        if let Some(done) = cur.take() {
-            sink(done)?;
-            count += 1;
-        }
-        tx.commit()?;
-        Ok(count)
+        // The connections were accepted: the wait was past the TCP connect.
+        assert_eq!(held.lock().unwrap().len(), 2);
     }
 }

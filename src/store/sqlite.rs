@@ -19,7 +19,6 @@
 //!   hits are joined back to `torrents`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, Row, TransactionBehavior};
 
@@ -83,7 +82,7 @@ impl SqliteBackend {
         migrate: bool,
     ) -> Result<SqliteBackend, StoreError> {
         let mut conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(opts.sqlite_busy_timeout)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Corrupt(format!(
@@ -101,6 +100,12 @@ impl SqliteBackend {
             conn,
             path: path.to_owned(),
         })
+    }
+
+    /// The connection, for tests that inject faults into it.
+    #[cfg(test)]
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     fn wal_bytes(&self) -> u64 {
