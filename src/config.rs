@@ -116,6 +116,9 @@ pub struct FileConfig {
     pub duration: Option<u64>,
     /// `db = "sqlite:/var/lib/dht-hunter/db.sqlite"`.
     pub db: Option<String>,
+    /// `db-url-file = "/etc/dht-hunter/db-url"`: the store URL is the
+    /// file's first line (keeps a password out of `ps` and of this file).
+    pub db_url_file: Option<PathBuf>,
     /// `fetch-concurrency = 256`.
     pub fetch_concurrency: Option<usize>,
     /// `fetch-timeout = 20` (seconds).
@@ -169,9 +172,29 @@ impl FileConfig {
         })
     }
 
-    /// Fills every field that is unset here from `lower` (flags over file).
-    pub fn or(self, lower: FileConfig) -> FileConfig {
+    /// The layer the environment gives: the store URL from
+    /// [`DB_URL_ENV`], when set and not empty.
+    pub fn from_env() -> FileConfig {
         FileConfig {
+            db: std::env::var(DB_URL_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+            ..FileConfig::default()
+        }
+    }
+
+    /// Fills every field that is unset here from `lower` (flags over file).
+    /// `db` and `db-url-file` are one setting: a layer that sets either
+    /// hides both of the lower layer's.
+    pub fn or(self, lower: FileConfig) -> FileConfig {
+        let (db, db_url_file) = if self.db.is_some() || self.db_url_file.is_some() {
+            (self.db, self.db_url_file)
+        } else {
+            (lower.db, lower.db_url_file)
+        };
+        FileConfig {
+            db,
+            db_url_file,
             bind: self.bind.or(lower.bind),
             bootstrap: self.bootstrap.or(lower.bootstrap),
             cores: self.cores.or(lower.cores),
@@ -185,7 +208,6 @@ impl FileConfig {
             per_ip_pps: self.per_ip_pps.or(lower.per_ip_pps),
             inbound_per_ip_pps: self.inbound_per_ip_pps.or(lower.inbound_per_ip_pps),
             duration: self.duration.or(lower.duration),
-            db: self.db.or(lower.db),
             fetch_concurrency: self.fetch_concurrency.or(lower.fetch_concurrency),
             fetch_timeout: self.fetch_timeout.or(lower.fetch_timeout),
             max_metadata_size: self.max_metadata_size.or(lower.max_metadata_size),
@@ -245,6 +267,75 @@ pub struct CrawlConfig {
     pub udp_rcvbuf: usize,
     /// SO_SNDBUF per shard socket.
     pub udp_sndbuf: usize,
+}
+
+/// The environment variable a store URL may come from (below the flags,
+/// above the config file), so that a password never shows in `ps`.
+pub const DB_URL_ENV: &str = "DHT_HUNTER_DB_URL";
+
+/// Reads a store URL from `path`: its first line, trimmed. Warns when the
+/// file is readable by others than its owner. The contents never appear in
+/// an error.
+pub fn read_db_url_file(path: &Path) -> Result<String, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let url = text.lines().next().unwrap_or("").trim().to_string();
+    if url.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: "db-url-file",
+            message: format!("{} is empty", path.display()),
+        });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                log::warn!(
+                    "{} holds the database URL but others than its owner may read it (chmod 600)",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(url)
+}
+
+/// The store URL from `db` or `db_url_file` (never both), else the SQLite
+/// file in `state_dir`; the single place both the crawl and the other
+/// commands resolve it.
+pub fn resolve_db(
+    db: Option<String>,
+    db_url_file: Option<&Path>,
+    state_dir: &Path,
+) -> Result<String, ConfigError> {
+    let db = match (db, db_url_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: "db",
+                message: "set either db or db-url-file, not both".into(),
+            })
+        }
+        (Some(url), None) => url,
+        (None, Some(path)) => read_db_url_file(path)?,
+        (None, None) => format!("sqlite:{}", state_dir.join("dht-hunter.sqlite").display()),
+    };
+    if !(db.starts_with("sqlite:")
+        || db.starts_with("postgres://")
+        || db.starts_with("postgresql://"))
+    {
+        return Err(ConfigError::Invalid {
+            key: "db",
+            message: format!(
+                "{:?} is neither sqlite:PATH nor postgres://…",
+                crate::store::redact_url(&db)
+            ),
+        });
+    }
+    Ok(db)
 }
 
 /// The default state directory: `$XDG_DATA_HOME/dht-hunter`, else
@@ -336,18 +427,7 @@ impl CrawlConfig {
             message: e.to_string(),
         })?;
         let state_dir = c.state_dir.unwrap_or_else(default_state_dir);
-        let db = c
-            .db
-            .unwrap_or_else(|| format!("sqlite:{}", state_dir.join("dht-hunter.sqlite").display()));
-        if !(db.starts_with("sqlite:")
-            || db.starts_with("postgres://")
-            || db.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::Invalid {
-                key: "db",
-                message: format!("{db:?} is neither sqlite:PATH nor postgres://…"),
-            });
-        }
+        let db = resolve_db(c.db, c.db_url_file.as_deref(), &state_dir)?;
         Ok(CrawlConfig {
             bind,
             bootstrap,
@@ -481,6 +561,72 @@ mod tests {
         );
         assert!(c.allow_private);
         assert_eq!(c.per_ip_pps, 9);
+    }
+
+    #[test]
+    fn the_db_url_comes_from_a_flag_the_environment_or_a_file() {
+        let dir = std::env::temp_dir().join(format!("dht-hunter-dburl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("db-url");
+        std::fs::write(&secret, "postgres://dht:s3cret@db/dht\n").unwrap();
+        let file_layer = |text: &str| parse(text).unwrap();
+        let url_file = |p: &Path| FileConfig {
+            db_url_file: Some(p.to_path_buf()),
+            ..FileConfig::default()
+        };
+        let url = |u: &str| FileConfig {
+            db: Some(u.into()),
+            ..FileConfig::default()
+        };
+        let resolve = |c: FileConfig| CrawlConfig::resolve(c).map(|c| c.db);
+
+        // From a file named in the config file, or on the command line.
+        let toml = format!("db-url-file = {:?}", secret.display().to_string());
+        assert_eq!(
+            resolve(file_layer(&toml)).unwrap(),
+            "postgres://dht:s3cret@db/dht"
+        );
+        assert_eq!(
+            resolve(url_file(&secret)).unwrap(),
+            "postgres://dht:s3cret@db/dht"
+        );
+        // A higher layer's URL hides a lower layer's file, and the reverse.
+        assert_eq!(
+            resolve(url("sqlite:/x.db").or(file_layer(&toml))).unwrap(),
+            "sqlite:/x.db"
+        );
+        assert_eq!(
+            resolve(url_file(&secret).or(file_layer("db = \"sqlite:/y.db\""))).unwrap(),
+            "postgres://dht:s3cret@db/dht"
+        );
+        // Flags > environment > file (the CLI stacks the layers this way).
+        let env = url("postgres://env@db/dht");
+        assert_eq!(
+            resolve(FileConfig::default().or(env.clone()).or(file_layer(&toml))).unwrap(),
+            "postgres://env@db/dht"
+        );
+        assert_eq!(
+            resolve(url("sqlite:/flag.db").or(env).or(file_layer(&toml))).unwrap(),
+            "sqlite:/flag.db"
+        );
+        // Both in one layer, a missing file, an empty file: clear errors
+        // that never print the URL.
+        let both = format!("{toml}\ndb = \"sqlite:/z.db\"");
+        let e = resolve(file_layer(&both)).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = resolve(url_file(&dir.join("missing")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing"), "{e}");
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let e = resolve(url_file(&dir.join("empty")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("empty"), "{e}");
+        std::fs::write(&secret, "mysql://root:s3cret@db/x").unwrap();
+        let e = resolve(url_file(&secret)).unwrap_err().to_string();
+        assert!(e.contains("db") && !e.contains("s3cret"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

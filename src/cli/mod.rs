@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode};
 use crate::engine::{self, EngineParts, Telemetry};
-use crate::store::{rfc3339, Store};
+use crate::store::{printable, redact_url, rfc3339, SearchHit, Store};
 
 /// Exit code for configuration and usage errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -86,24 +86,34 @@ enum Command {
 /// Where the store is.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// Store URL: sqlite:PATH or postgres://USER:PASS@HOST/DB.
+    /// Store URL: sqlite:PATH or postgres://USER:PASS@HOST/DB (default:
+    /// $DHT_HUNTER_DB_URL, else the SQLite file in the state directory).
+    /// A password given here shows in `ps`: prefer the variable or
+    /// --db-url-file.
     #[arg(long)]
     pub db: Option<String>,
+    /// Read the store URL from the first line of this file.
+    #[arg(long, conflicts_with = "db")]
+    pub db_url_file: Option<PathBuf>,
     /// State directory (the default database lives there).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
 }
 
 impl DbArgs {
-    fn url(&self) -> String {
-        if let Some(u) = &self.db {
-            return u.clone();
+    /// Flags over the environment over the default, as for `crawl`.
+    fn url(&self) -> Result<String, ConfigError> {
+        let layers = FileConfig {
+            db: self.db.clone(),
+            db_url_file: self.db_url_file.clone(),
+            ..FileConfig::default()
         }
+        .or(FileConfig::from_env());
         let dir = self
             .state_dir
             .clone()
             .unwrap_or_else(crate::config::default_state_dir);
-        format!("sqlite:{}", dir.join("dht-hunter.sqlite").display())
+        crate::config::resolve_db(layers.db, layers.db_url_file.as_deref(), &dir)
     }
 }
 
@@ -167,10 +177,16 @@ pub struct CrawlArgs {
     /// Stop after this many seconds (default: run until a signal).
     #[arg(long)]
     pub duration: Option<u64>,
-    /// Store URL: sqlite:PATH or postgres://… (default:
-    /// sqlite:STATE_DIR/dht-hunter.sqlite).
+    /// Store URL: sqlite:PATH or postgres://… (default: $DHT_HUNTER_DB_URL,
+    /// else sqlite:STATE_DIR/dht-hunter.sqlite). A password given here
+    /// shows in `ps`: prefer the variable or --db-url-file.
     #[arg(long)]
     pub db: Option<String>,
+    /// Read the store URL from the first line of this file (mode 600), so
+    /// the password shows neither in `ps` nor in the config file (default:
+    /// unset).
+    #[arg(long, conflicts_with = "db")]
+    pub db_url_file: Option<PathBuf>,
     /// Concurrent metadata fetches per shard.
     #[arg(long, help = with_default("Concurrent metadata fetches per shard", D::FETCH_CONCURRENCY))]
     pub fetch_concurrency: Option<usize>,
@@ -216,6 +232,7 @@ impl CrawlArgs {
             inbound_per_ip_pps: self.inbound_per_ip_pps,
             duration: self.duration,
             db: self.db.clone(),
+            db_url_file: self.db_url_file.clone(),
             fetch_concurrency: self.fetch_concurrency,
             fetch_timeout: self.fetch_timeout,
             max_metadata_size: self.max_metadata_size,
@@ -226,13 +243,14 @@ impl CrawlArgs {
         }
     }
 
-    /// Flags over the config file over the defaults.
+    /// Flags over the environment (the store URL) over the config file
+    /// over the defaults.
     pub fn resolve(&self) -> Result<CrawlConfig, ConfigError> {
         let file = match &self.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        CrawlConfig::resolve(self.as_file_config().or(file))
+        CrawlConfig::resolve(self.as_file_config().or(FileConfig::from_env()).or(file))
     }
 }
 
@@ -274,6 +292,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_existing(&db)?;
             let hits = store.search(&text, limit)?;
+            // Names are data from strangers: JSON escapes control
+            // characters itself; the human format escapes them here.
             let mut out = std::io::stdout().lock();
             for h in hits {
                 let ih = rfc3339::hex(&h.infohash);
@@ -288,13 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     });
                     writeln!(out, "{v}")?;
                 } else {
-                    writeln!(
-                        out,
-                        "{ih}  {:>10}  {:>5} files  {}",
-                        human_bytes(h.total_size),
-                        h.file_count,
-                        h.name
-                    )?;
+                    writeln!(out, "{}", hit_line(&h))?;
                 }
             }
             store.close()?;
@@ -323,9 +337,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { file, db } => {
-            let url = db.url();
+            let url = db.url()?;
             ensure_parent(&url)?;
-            let store = Store::open(&url).with_context(|| format!("opening {url}"))?;
+            let store =
+                Store::open(&url).with_context(|| format!("opening {}", redact_url(&url)))?;
             let f = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
             let report = store.import_jsonl(&mut BufReader::new(f))?;
@@ -337,7 +352,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.errors.len()
             );
             for (line, msg) in report.errors.iter().take(20) {
-                eprintln!("  line {line}: {msg}");
+                eprintln!("  line {line}: {}", printable(msg));
             }
             Ok(if report.errors.is_empty() {
                 ExitCode::SUCCESS
@@ -392,6 +407,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One search hit for humans; the name is escaped ([`printable`]).
+fn hit_line(h: &SearchHit) -> String {
+    format!(
+        "{}  {:>10}  {:>5} files  {}",
+        rfc3339::hex(&h.infohash),
+        human_bytes(h.total_size),
+        h.file_count,
+        printable(&h.name)
+    )
+}
+
 fn unix(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -428,14 +454,14 @@ fn ensure_parent(url: &str) -> anyhow::Result<()> {
 /// Opens a store that must already exist (search, export, stats never
 /// create an empty database by accident).
 fn open_existing(db: &DbArgs) -> anyhow::Result<Store> {
-    let url = db.url();
+    let url = db.url()?;
     if let Some(path) = url.strip_prefix("sqlite:") {
         anyhow::ensure!(
             std::path::Path::new(path).exists(),
             "no database at {path} (use --db or --state-dir)"
         );
     }
-    Store::open(&url).with_context(|| format!("opening {url}"))
+    Store::open(&url).with_context(|| format!("opening {}", redact_url(&url)))
 }
 
 /// Most unfetched infohashes resumed at start.
@@ -444,7 +470,7 @@ const PENDING_RESUME_MAX: usize = 1_000_000;
 /// Runs a crawl until its duration ends or a signal arrives.
 pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     ensure_parent(&cfg.db)?;
-    let store = Store::open(&cfg.db).with_context(|| format!("opening {}", cfg.db))?;
+    let store = Store::open(&cfg.db).with_context(|| format!("opening {}", redact_url(&cfg.db)))?;
     if let Some(addr) = cfg.metrics {
         metrics_http::serve(addr).with_context(|| format!("metrics on {addr}"))?;
     }
@@ -484,7 +510,7 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     let eng = engine::start(cfg, parts)?;
     log::info!("listening on {:?}", eng.udp_addrs);
     let stop = eng.shutdown_handle();
-    let signals = signals::install(stop.clone())?;
+    let signals = signals::install(stop.clone(), store.writer())?;
     if let Some(d) = cfg.duration {
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -525,6 +551,7 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
 /// SIGINT/SIGTERM: the first stops the engine gracefully, the second exits
 /// at once (SQLite's WAL keeps the database consistent either way).
 mod signals {
+    use crate::store::StoreWriter;
     use shards::ShutdownHandle;
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::iterator::{Handle, Signals};
@@ -539,7 +566,7 @@ mod signals {
         }
     }
 
-    pub fn install(stop: ShutdownHandle) -> std::io::Result<Installed> {
+    pub fn install(stop: ShutdownHandle, store: StoreWriter) -> std::io::Result<Installed> {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         let handle = signals.handle();
         std::thread::Builder::new()
@@ -552,7 +579,18 @@ mod signals {
                         log::info!("signal {sig}: stopping (again to exit at once)");
                         stop.trigger();
                     } else {
-                        log::warn!("second signal: exiting now");
+                        // Nothing is lost silently: say what the queue held
+                        // (a stalled database is what makes stopping slow).
+                        let f = store.faults();
+                        log::warn!(
+                            "second signal: exiting now; {} queued store items are not written{}",
+                            store.queue_len(),
+                            if f.stalled {
+                                " (the database is failing: see the retries above)"
+                            } else {
+                                ""
+                            }
+                        );
                         std::process::exit(130);
                     }
                 }
@@ -562,3 +600,59 @@ mod signals {
 }
 
 pub use crate::engine::status::{spawn as status_spawn, StatusMode};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_lines_escape_what_a_terminal_would_obey() {
+        let hit = SearchHit {
+            infohash: [0xab; 20],
+            name: "movie\x1b]0;owned\x07\x1b[2J\x1b[31m.mkv\u{9b}\u{202e}".into(),
+            total_size: 1 << 20,
+            file_count: 2,
+            source: crate::store::Source::Sample,
+            fetched_at: std::time::UNIX_EPOCH,
+        };
+        let line = hit_line(&hit);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.ends_with(r"movie\x1b]0;owned\x07\x1b[2J\x1b[31m.mkv\u{9b}\u{202e}"),
+            "{line}"
+        );
+        assert!(line.starts_with(&"ab".repeat(20)));
+        assert!(line.contains("1.0 MiB"), "{line}");
+    }
+
+    #[test]
+    fn db_flags_conflict_and_fall_back_to_the_state_dir() {
+        let args = DbArgs {
+            db: None,
+            db_url_file: None,
+            state_dir: Some("/var/lib/x".into()),
+        };
+        // Unless DHT_HUNTER_DB_URL is set in this test's environment.
+        if std::env::var_os(crate::config::DB_URL_ENV).is_none() {
+            assert_eq!(args.url().unwrap(), "sqlite:/var/lib/x/dht-hunter.sqlite");
+        }
+        let r = Cli::try_parse_from([
+            "dht-hunter",
+            "stats",
+            "--db",
+            "sqlite:/a",
+            "--db-url-file",
+            "/b",
+        ]);
+        assert!(r.is_err());
+        let r = Cli::try_parse_from([
+            "dht-hunter",
+            "crawl",
+            "--db",
+            "sqlite:/a",
+            "--db-url-file",
+            "/b",
+        ]);
+        assert!(r.is_err());
+    }
+}

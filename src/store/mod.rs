@@ -681,10 +681,14 @@ impl StoreWriter {
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// Items queued and not yet taken by the writer thread.
+    /// Items queued and not yet taken by the writer thread. Never blocks
+    /// (a signal handler asks it): while the store is closing it returns
+    /// the depth the writer last saw.
     pub fn queue_len(&self) -> usize {
-        let guard = self.shared.tx.read().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().map_or(0, Sender::len)
+        match self.shared.tx.try_read() {
+            Ok(guard) => guard.as_ref().map_or(0, Sender::len),
+            Err(_) => self.shared.counters.queue_depth.load(Ordering::Relaxed) as usize,
+        }
     }
 
     /// See [`Store::faults`].
@@ -796,17 +800,19 @@ impl Store {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        {
-            let mut guard = self
-                .writer
-                .shared
-                .tx
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(tx) = guard.take() {
-                // Fails only if the thread already exited; join reports why.
-                let _ = tx.send(Msg::Shutdown);
-            }
+        // Taking the sender under the write lock orders every successful
+        // submission before Shutdown; the lock is released before the send,
+        // which waits for room when the database is failing.
+        let tx = self
+            .writer
+            .shared
+            .tx
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            // Fails only if the thread already exited; join reports why.
+            let _ = tx.send(Msg::Shutdown);
         }
         thread.join().map_err(|_| StoreError::WriterPanicked)?
     }

@@ -284,29 +284,42 @@ impl PgBackend {
 
     /// Runs `op` on a live connection (connecting first if the last one was
     /// lost), with this role's deadline. A timeout or a closed connection
-    /// drops the connection, so the next call starts afresh.
+    /// drops the connection, so the next call starts afresh. On the read
+    /// side, a call that found an old connection dead (the server restarted
+    /// since the last call) is run once more on a new one when `rerun` says
+    /// it can be (the writer's own retries cover the write side).
     fn with_conn<T>(
         &mut self,
-        op: impl FnOnce(&Runtime, Option<Duration>, &mut Conn) -> Result<T, StoreError>,
+        rerun: bool,
+        mut op: impl FnMut(&Runtime, Option<Duration>, &mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.connect()?;
-        }
-        let deadline = self.call_deadline();
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(StoreError::Closed);
-        };
-        let r = op(&self.rt, deadline, conn);
-        if let Err(e) = &r {
+        loop {
+            let fresh = if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+                self.connect()?;
+                true
+            } else {
+                false
+            };
+            let deadline = self.call_deadline();
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(StoreError::Closed);
+            };
+            let r = op(&self.rt, deadline, conn);
+            let Err(e) = &r else {
+                return r;
+            };
             let lost = matches!(e, StoreError::Timeout { .. })
                 || matches!(e, StoreError::Postgres(pe) if pe.is_closed())
                 || conn.client.is_closed();
-            if lost {
-                log::warn!("postgres: dropping the {:?} connection: {e}", self.role);
-                self.conn = None;
+            if !lost {
+                return r;
+            }
+            log::warn!("postgres: dropping the {:?} connection: {e}", self.role);
+            self.conn = None;
+            if fresh || !rerun || self.role == Role::Writer {
+                return r;
             }
         }
-        r
     }
 }
 
@@ -439,7 +452,7 @@ impl Backend for PgBackend {
             }
         }
 
-        self.with_conn(|rt, deadline, c| {
+        self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "writing a batch", async {
                 let tx = c.client.transaction().await?;
                 if !p_ih.is_empty() {
@@ -474,7 +487,7 @@ impl Backend for PgBackend {
     fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError> {
         // The server checkpoints and autovacuums on its own; the pending
         // table is kept bounded here, oldest discoveries first.
-        self.with_conn(|rt, deadline, c| {
+        self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "pruning pending", async {
                 c.client
                     .execute(
@@ -497,7 +510,7 @@ impl Backend for PgBackend {
             .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(" & ");
-        let rows = self.with_conn(|rt, deadline, c| {
+        let rows = self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "searching", async {
                 Ok(c.client
                     .query(
@@ -526,7 +539,7 @@ impl Backend for PgBackend {
     }
 
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
-        self.with_conn(|rt, deadline, c| {
+        self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "reading stats", async {
                 let client = &c.client;
                 let mut s = Stats::default();
@@ -577,7 +590,7 @@ impl Backend for PgBackend {
     }
 
     fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError> {
-        let rows = self.with_conn(|rt, deadline, c| {
+        let rows = self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "reading pending", async {
                 Ok(c.client
                     .query(
@@ -600,7 +613,7 @@ impl Backend for PgBackend {
     }
 
     fn is_known(&mut self, ih: &[u8; 20]) -> Result<bool, StoreError> {
-        self.with_conn(|rt, deadline, c| {
+        self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "looking up an infohash", async {
                 let row = c
                     .client
@@ -616,7 +629,8 @@ impl Backend for PgBackend {
     }
 
     fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError> {
-        self.with_conn(|rt, deadline, c| {
+        // Not rerun: the sink may have taken infohashes already.
+        self.with_conn(false, |rt, deadline, c| {
             block(rt, deadline, "reading infohashes", async {
                 let rows = c
                     .client
@@ -637,7 +651,8 @@ impl Backend for PgBackend {
     }
 
     fn export(&mut self, sink: &mut ExportSink<'_>) -> Result<u64, StoreError> {
-        self.with_conn(|rt, deadline, c| {
+        // Not rerun: the sink may have written rows already.
+        self.with_conn(false, |rt, deadline, c| {
             block(rt, deadline, "exporting", async {
                 // One snapshot; rows are streamed, not collected.
                 let tx = c

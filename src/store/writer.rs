@@ -159,6 +159,8 @@ pub(super) struct Counters {
     pub(super) shed: AtomicU64,
     pub(super) producer_waits: AtomicU64,
     pub(super) stalled: AtomicBool,
+    /// The queue depth the writer last saw.
+    pub(super) queue_depth: AtomicU64,
 }
 
 impl Counters {
@@ -184,7 +186,7 @@ impl Counters {
 fn describe(op: &Op) -> String {
     match op {
         Op::Fetched(r) => format!(
-            "torrent {} {:?}",
+            "torrent {} \"{}\"",
             rfc3339::hex(&r.infohash),
             printable(&r.torrent.name.display())
         ),
@@ -246,6 +248,7 @@ pub(super) fn writer_loop(
         counters.stalled.store(true, Relaxed);
         stalled.set(1.0);
         queue_depth.set(rx.len() as f64);
+        counters.queue_depth.store(rx.len() as u64, Relaxed);
         metrics::counter!("dht_hunter_store_retries_total", "backend" => name, "reason" => reason)
             .increment(1);
         let jitter = rng.below(1 << 20) as f64 / f64::from(1u32 << 20);
@@ -307,6 +310,7 @@ pub(super) fn writer_loop(
             }
         }
         queue_depth.set(rx.len() as f64);
+        counters.queue_depth.store(rx.len() as u64, Relaxed);
 
         if !batch.is_empty() {
             let started = Instant::now();
