@@ -4,17 +4,31 @@
 //! (a URL to a database where the role may create schemas; see
 //! `.ci/postgres.sh`). Without it they print a notice and pass, unless `CI`
 //! is set, in which case a missing URL fails them so CI cannot skip silently.
-//! Each PostgreSQL test works in its own schema, so tests run in parallel.
+//! Each PostgreSQL test works in its own schema, so tests run in parallel;
+//! the one that restarts the server (`postgres_restart_mid_run`) runs alone
+//! ([`PG_SERVER`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::BufReader;
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dht_hunter::metainfo::{Torrent, TorrentFile, TorrentName};
 use dht_hunter::store::{
-    ImportReport, Source, Store, StoreError, StoreOptions, TorrentRecord, SCHEMA_VERSION,
+    ImportReport, PgTimeouts, Source, Store, StoreError, StoreOptions, TorrentRecord,
+    SCHEMA_VERSION,
 };
+
+/// PostgreSQL tests hold this for reading; the restart test holds it for
+/// writing, so no other test sees the server go away.
+static PG_SERVER: RwLock<()> = RwLock::new(());
+
+fn pg_shared() -> RwLockReadGuard<'static, ()> {
+    PG_SERVER.read().unwrap_or_else(|e| e.into_inner())
+}
 
 // ---------------------------------------------------------------- harness
 
@@ -137,6 +151,27 @@ impl TestDb {
         }
     }
 
+    /// Takes the database's write lock on a side connection until the
+    /// guard is dropped (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an
+    /// EXCLUSIVE lock on `torrents`, which blocks inserts).
+    fn hold_write_lock(&self) -> Box<dyn std::any::Any> {
+        match &self.kind {
+            Kind::Sqlite { path, .. } => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                Box::new(c)
+            }
+            Kind::Pg { base, schema } => {
+                let mut c = pg_admin(base);
+                c.batch_execute(&format!(
+                    "SET search_path TO {schema}; BEGIN; LOCK TABLE torrents IN EXCLUSIVE MODE"
+                ))
+                .unwrap();
+                Box::new(c)
+            }
+        }
+    }
+
     fn query_bytes(&self, sql: &str) -> Option<Vec<u8>> {
         match &self.kind {
             Kind::Sqlite { path, .. } => rusqlite::Connection::open(path)
@@ -178,6 +213,7 @@ macro_rules! both_backends {
             }
             #[test]
             fn postgres() {
+                let _server = super::pg_shared();
                 if let Some(db) = super::TestDb::postgres(stringify!($name)) {
                     super::$name(&db);
                 }
@@ -198,6 +234,8 @@ both_backends!(
     writer_errors_surface,
     nothing_lost_on_close,
     stats,
+    poisoned_batch,
+    huge_search_vector,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -257,6 +295,27 @@ fn export(store: &Store) -> (u64, Vec<u8>) {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs `checks` on `store`; if they fail, the store is leaked rather than
+/// closed, so that a writer hung on a dead connection (the bug these tests
+/// look for) makes the test fail instead of hang in close().
+fn or_leak(store: Store, checks: impl FnOnce(&Store)) -> Store {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checks(&store))) {
+        Ok(()) => store,
+        Err(panic) => {
+            let _hung = std::mem::ManuallyDrop::new(store);
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // ---------------------------------------------------------------- tests
@@ -962,5 +1021,335 @@ fn sqlite_search_index_survives_reopen() {
         db.query_i64("SELECT count(*) FROM torrents_fts WHERE torrents_fts MATCH 'name'"),
         1
     );
+    store.close().unwrap();
+}
+
+// ---------------------------------------------------------------- faults
+
+/// One bad row among hundreds in one batch: it alone is dropped, logged,
+/// counted and reported by the flush; every other row is stored.
+fn poisoned_batch(db: &TestDb) {
+    const N: u32 = 400;
+    const POISON: u32 = 137;
+    let store = db.open();
+    let w = store.writer();
+    w.fetched(simple(0, "warm-up")).unwrap();
+    store.flush().unwrap();
+    db.exec(if db.is_pg() {
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.name = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON torrents FOR EACH ROW EXECUTE FUNCTION poison();"
+    } else {
+        "CREATE TRIGGER poison BEFORE INSERT ON torrents WHEN NEW.name = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned row'); END;"
+    });
+    // Hold the writer on a first batch, so that everything after it waits
+    // in the queue and reaches the database as one batch.
+    let lock = db.hold_write_lock();
+    w.fetched(simple(1, "held")).unwrap();
+    wait_until(
+        "the writer takes the held batch",
+        Duration::from_secs(10),
+        || w.queue_len() == 0,
+    );
+    for i in 2..=N {
+        w.fetched(simple(i, if i == POISON { "poison" } else { "fine" }))
+            .unwrap();
+    }
+    // And a torrent whose size does not fit the schema (bigint).
+    let mut huge = simple(N + 1, "huge");
+    huge.torrent.total_size = u64::MAX;
+    huge.torrent.files[0].size = u64::MAX;
+    w.fetched(huge).unwrap();
+    assert_eq!(w.queue_len(), N as usize);
+    drop(lock);
+
+    match store.flush() {
+        Err(StoreError::Write { lost, message }) => {
+            assert_eq!(lost, 2, "{message}");
+            assert!(message.contains(&hex(&ih(POISON))), "{message}");
+            assert!(message.contains("poisoned row"), "{message}");
+        }
+        other => panic!("expected the two bad rows reported, got {other:?}"),
+    }
+    // Reported once.
+    store.flush().unwrap();
+    let f = store.faults();
+    assert_eq!(f.rows_dropped, 2);
+    assert_eq!(f.retries, 0, "a bad row is not retried");
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), i64::from(N));
+    assert!(!store.is_known(&ih(POISON)).unwrap());
+    assert!(!store.is_known(&ih(N + 1)).unwrap());
+    for i in [0, 1, 2, POISON - 1, POISON + 1, N] {
+        assert!(store.is_known(&ih(i)).unwrap(), "{i}");
+    }
+    assert_eq!(store.search("fine", 1000).unwrap().len(), N as usize - 2);
+    store.close().unwrap();
+}
+
+/// A torrent with a 5000-letter word and 30 000 long file names: its search
+/// vector is capped, so it is stored and found like any other. (Uncapped,
+/// PostgreSQL 15's `array_to_tsvector` stores a vector over 1 MiB or a
+/// lexeme over 2 KiB corrupt, and neither word below is found.)
+fn huge_search_vector(db: &TestDb) {
+    let store = db.open();
+    let long_word = "x".repeat(5000);
+    let name = format!("giant {long_word}");
+    let paths: Vec<String> = (0..30_000)
+        .map(|i| format!("d{i}/f{i}{}", "q".repeat(300)))
+        .collect();
+    let files: Vec<(&str, u64)> = paths.iter().map(|p| (p.as_str(), 1)).collect();
+    let w = store.writer();
+    w.fetched(record(1, name.as_str().into(), &files, Source::Sample))
+        .unwrap();
+    w.fetched(simple(2, "neighbour")).unwrap();
+    store.flush().unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!((s.torrents, s.files), (2, 30_001));
+    assert_eq!(store.faults().rows_dropped, 0);
+    assert_eq!(store.search("giant", 5).unwrap()[0].infohash, ih(1));
+    // The long word is cut alike when indexed and when searched.
+    assert_eq!(store.search(&long_word, 5).unwrap()[0].infohash, ih(1));
+    assert_eq!(store.search("d0", 5).unwrap()[0].infohash, ih(1));
+    assert_eq!(store.search("neighbour", 5).unwrap().len(), 1);
+    store.close().unwrap();
+}
+
+/// SQLite busy past its timeout (another process holds the write lock):
+/// the writer retries until the lock is released, and stores everything.
+#[test]
+fn sqlite_busy_is_retried_until_the_lock_goes() {
+    let db = TestDb::sqlite("busy");
+    let opts = StoreOptions {
+        sqlite_busy_timeout: Duration::from_millis(50),
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&db.url, opts).unwrap();
+    let lock = db.hold_write_lock();
+    let w = store.writer();
+    for i in 0..100 {
+        w.fetched(simple(i, "busy")).unwrap();
+    }
+    wait_until("the writer retries", Duration::from_secs(10), || {
+        let f = store.faults();
+        f.stalled && f.retries >= 3
+    });
+    assert_eq!(store.stats().unwrap().torrents, 0);
+    drop(lock);
+    store.flush().unwrap();
+    let f = store.faults();
+    assert_eq!((f.rows_dropped, f.stalled), (0, false));
+    assert_eq!(store.stats().unwrap().torrents, 100);
+    store.close().unwrap();
+}
+
+/// A TCP relay between the store and PostgreSQL that can go silent: it then
+/// swallows what either side sends and accepts new connections without a
+/// word, as a server or path that hangs does (the sockets stay open).
+struct Relay {
+    port: u16,
+    silent: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(upstream: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = Arc::new(AtomicBool::new(false));
+        let quiet = silent.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                if quiet.load(Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let quiet = quiet.clone();
+                    std::thread::spawn(move || pump(from, to, &quiet));
+                }
+            }
+        });
+        Relay { port, silent }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, silent: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if silent.load(Ordering::SeqCst) => {}
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// `url` with its host:port replaced by 127.0.0.1:`port`; also returns the
+/// original address.
+fn via_port(url: &str, port: u16) -> (String, SocketAddr) {
+    let at = url.find('@').unwrap() + 1;
+    let end = at + url[at..].find('/').unwrap();
+    let upstream: SocketAddr = url[at..end].parse().unwrap();
+    (
+        format!("{}127.0.0.1:{port}{}", &url[..at], &url[end..]),
+        upstream,
+    )
+}
+
+/// A server that stops answering mid-run (a half-open connection, a hung
+/// host): the writer's call is bounded by statement_timeout + grace, the
+/// connection is dropped, reconnecting is bounded by the connect deadline
+/// and retried; once the server answers again everything is stored.
+#[test]
+fn postgres_silent_server_is_timed_out_and_reconnected() {
+    let _server = pg_shared();
+    let Some(db) = TestDb::postgres("silent") else {
+        return;
+    };
+    let (_, upstream) = via_port(&db.url, 0);
+    let relay = Relay::start(upstream);
+    let (url, _) = via_port(&db.url, relay.port);
+    let opts = StoreOptions {
+        pg: PgTimeouts {
+            connect: Duration::from_millis(500),
+            statement: Duration::from_millis(1000),
+            reply_grace: Duration::from_millis(500),
+            ..PgTimeouts::default()
+        },
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(300),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&url, opts).unwrap();
+    let w = store.writer();
+    w.fetched(simple(1, "before")).unwrap();
+    store.flush().unwrap();
+
+    relay.silent.store(true, Ordering::SeqCst);
+    let went_silent = Instant::now();
+    for i in 2..=50 {
+        w.fetched(simple(i, "during")).unwrap();
+    }
+    let store = or_leak(store, |store| {
+        // The write times out (1.5 s), then reconnects time out (0.5 s each).
+        wait_until("timeouts and retries", Duration::from_secs(30), || {
+            store.faults().retries >= 3
+        });
+        let waited = went_silent.elapsed();
+        assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+        assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 1);
+
+        relay.silent.store(false, Ordering::SeqCst);
+        wait_until("everything is stored", Duration::from_secs(30), || {
+            db.query_i64("SELECT count(*) FROM torrents") == 50
+        });
+    });
+    store.flush().unwrap();
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 50);
+    let f = store.faults();
+    assert!(f.reconnects >= 1, "{f:?}");
+    assert_eq!((f.rows_dropped, f.stalled), (0, false));
+    store.close().unwrap();
+}
+
+/// The cluster `.ci/postgres.sh` made for `url` (`pg_lsclusters` by port),
+/// when this process may control it.
+fn cluster_of(url: &str) -> Option<(String, String)> {
+    let (_, addr) = via_port(url, 0);
+    let out = std::process::Command::new("pg_lsclusters")
+        .arg("--no-header")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 3 && f[2] == addr.port().to_string())
+            .then(|| (f[0].to_string(), f[1].to_string()))
+    })
+}
+
+fn pg_ctl(cluster: &(String, String), action: &[&str]) {
+    let st = std::process::Command::new("pg_ctlcluster")
+        .args([cluster.0.as_str(), cluster.1.as_str()])
+        .args(action)
+        .status()
+        .unwrap();
+    assert!(st.success(), "pg_ctlcluster {action:?}: {st}");
+}
+
+/// PostgreSQL restarts mid-run (`pg_ctlcluster stop -m fast`, which ends
+/// every session, then `start`): the writer retries, reconnects and stores
+/// everything submitted while the server was down.
+#[test]
+fn postgres_restart_mid_run() {
+    let _alone = PG_SERVER.write().unwrap_or_else(|e| e.into_inner());
+    let Some(db) = TestDb::postgres("restart") else {
+        return;
+    };
+    let Some(cluster) = cluster_of(&db.url) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the test cluster cannot be controlled with pg_ctlcluster"
+        );
+        eprintln!(
+            "notice: no pg_ctlcluster cluster serves DHT_HUNTER_TEST_PG; skipping restart test"
+        );
+        return;
+    };
+    let opts = StoreOptions {
+        retry_min: Duration::from_millis(50),
+        retry_max: Duration::from_millis(500),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&db.url, opts).unwrap();
+    let w = store.writer();
+    for i in 0..100 {
+        w.fetched(simple(i, "before")).unwrap();
+    }
+    store.flush().unwrap();
+
+    pg_ctl(&cluster, &["stop", "-m", "fast"]);
+    let store = or_leak(store, |store| {
+        let down = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for i in 100..600 {
+                w.fetched(simple(i, "while down")).unwrap();
+            }
+            wait_until("the writer notices", Duration::from_secs(20), || {
+                let f = store.faults();
+                f.stalled && f.retries >= 2
+            });
+        }));
+        // Started again whatever happened, so the other tests keep a server.
+        pg_ctl(&cluster, &["start"]);
+        if let Err(panic) = down {
+            std::panic::resume_unwind(panic);
+        }
+        // (Polled: a writer that never reconnects would make flush wait
+        // forever.)
+        wait_until("everything is stored", Duration::from_secs(60), || {
+            db.query_i64("SELECT count(*) FROM torrents") == 600
+        });
+    });
+    store.flush().unwrap();
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 600);
+    let f = store.faults();
+    assert!(f.reconnects >= 1, "{f:?}");
+    assert_eq!(f.rows_dropped, 0);
+    // The read side reconnects too.
+    assert_eq!(store.stats().unwrap().torrents, 600);
     store.close().unwrap();
 }

@@ -1001,14 +1001,18 @@ fn from_unix_secs(s: i64) -> SystemTime {
 
 /// Longest search token, in bytes: longer words are cut (at a character
 /// boundary) when indexed and when queried alike, so they still match.
-/// PostgreSQL refuses lexemes of 2 KiB; nobody searches for 200-byte words.
+/// A PostgreSQL lexeme must stay under 2 KiB; nobody searches for 200-byte
+/// words.
 pub const MAX_TOKEN_BYTES: usize = 200;
 /// Most distinct tokens indexed for one torrent (name first, then paths).
 pub const MAX_INDEXED_TOKENS: usize = 20_000;
 /// Most bytes of tokens indexed for one torrent. With
-/// [`MAX_INDEXED_TOKENS`] this keeps a PostgreSQL `tsvector` (1 MiB at
-/// most, lexemes plus 4 bytes each) far from its limit, so no torrent can
-/// fail a batch for its size.
+/// [`MAX_INDEXED_TOKENS`] this keeps a PostgreSQL `tsvector` (lexemes under
+/// 2 KiB, 1 MiB in all) far from its limits. `array_to_tsvector` does not
+/// check them: on PostgreSQL 15 a longer lexeme or a larger vector is
+/// stored corrupt (its offsets wrap) and nothing in it can be found, so
+/// without these caps one torrent with many long file names would be
+/// unsearchable, and could fail its batch on a version that checks.
 pub const MAX_INDEXED_BYTES: usize = 256 * 1024;
 
 /// Splits text into lowercase alphanumeric words: the shared tokenizer for
