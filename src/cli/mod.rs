@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode};
 use crate::engine::{self, EngineParts, Telemetry};
-use crate::store::{printable, redact_url, rfc3339, SearchHit, Store};
+use crate::store::{printable, redact_url, rfc3339, unsafe_on_terminal, SearchHit, Store};
 
 /// Exit code for configuration and usage errors.
 pub const EXIT_USAGE: u8 = 2;
@@ -292,8 +292,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_existing(&db)?;
             let hits = store.search(&text, limit)?;
-            // Names are data from strangers: JSON escapes control
-            // characters itself; the human format escapes them here.
+            // Names are data from strangers, not terminal commands: both
+            // formats escape what a terminal would act on.
             let mut out = std::io::stdout().lock();
             for h in hits {
                 let ih = rfc3339::hex(&h.infohash);
@@ -306,7 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "source": h.source.as_str(),
                         "fetched_at": rfc3339::format(unix(h.fetched_at)),
                     });
-                    writeln!(out, "{v}")?;
+                    writeln!(out, "{}", json_printable(&v.to_string()))?;
                 } else {
                     writeln!(out, "{}", hit_line(&h))?;
                 }
@@ -405,6 +405,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Serialized JSON with the characters a terminal would act on written as
+/// `\uXXXX` escapes: the same JSON value (they can only occur inside
+/// strings), safe to print. serde_json escapes C0 itself, not DEL, C1 or
+/// the bidi controls.
+fn json_printable(json: &str) -> std::borrow::Cow<'_, str> {
+    if !json.chars().any(unsafe_on_terminal) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_on_terminal(c) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// One search hit for humans; the name is escaped ([`printable`]).
@@ -623,6 +645,20 @@ mod tests {
         );
         assert!(line.starts_with(&"ab".repeat(20)));
         assert!(line.contains("1.0 MiB"), "{line}");
+    }
+
+    #[test]
+    fn search_json_escapes_them_too_and_stays_the_same_value() {
+        let name = "a\x1b[2Jb\u{7f}c\u{9b}d\u{202e}e 日本";
+        let v = serde_json::json!({ "name": name });
+        let text = json_printable(&v.to_string()).into_owned();
+        assert!(!text.chars().any(unsafe_on_terminal), "{text:?}");
+        assert!(
+            text.contains(r"\u001b") && text.contains(r"\u009b"),
+            "{text}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["name"], name);
     }
 
     #[test]

@@ -1081,14 +1081,18 @@ fn tokens_capped<'a>(
     out
 }
 
+/// Whether a terminal may act on `c` instead of showing it: control
+/// characters (C0, ESC included, DEL, C1) and the Unicode bidirectional
+/// overrides and isolates (which reorder what is displayed).
+pub fn unsafe_on_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// `text` made safe to print on a terminal: names and paths are data from
-/// strangers, not terminal commands. Control characters (C0, ESC included,
-/// DEL, C1) and the Unicode bidirectional overrides and isolates (which
-/// reorder what is displayed) are written as `\x1b` / `\u{202e}` escapes;
-/// everything else is left as is.
+/// strangers, not terminal commands. What [`unsafe_on_terminal`] names is
+/// written as `\x1b` / `\u{202e}` escapes; everything else is left as is.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let unsafe_char =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char = unsafe_on_terminal;
     if !text.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
