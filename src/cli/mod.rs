@@ -497,8 +497,10 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     let status = status_spawn(status_mode, telemetry.clone(), stop.clone());
     let reports = eng.join();
     status.stop();
-    drop(signals);
+    // The signal handler stays installed through the final flush: a second
+    // signal still ends the process at once.
     let reports = reports?;
+    let _watchdog = signals::watchdog(STORE_STOP_LIMIT)?;
     let nodes: Vec<_> = reports
         .iter()
         .flat_map(|r| r.known_nodes.iter().copied())
@@ -508,6 +510,7 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     }
     store.flush()?;
     store.close()?;
+    drop(signals);
     let t = telemetry.totals();
     log::info!(
         "stopped: {} infohashes, {} torrents fetched, {} given up, {} in progress, \
@@ -522,10 +525,48 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the final store flush may take after the shards stopped (a
+/// database that went away is retried until then; see tuning/README.md).
+const STORE_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// SIGINT/SIGTERM: the first stops the engine gracefully, the second exits
 /// at once (SQLite's WAL keeps the database consistent either way).
 mod signals {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use shards::ShutdownHandle;
+
+    /// Ends the process if the final flush outlives `limit`.
+    pub struct Watchdog {
+        done: Arc<AtomicBool>,
+    }
+
+    impl Drop for Watchdog {
+        fn drop(&mut self) {
+            self.done.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn watchdog(limit: Duration) -> std::io::Result<Watchdog> {
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::Builder::new()
+            .name("stop-watchdog".into())
+            .spawn(move || {
+                std::thread::sleep(limit);
+                if !seen.load(Ordering::Acquire) {
+                    log::error!(
+                        "the store did not finish writing within {} s of stopping: \
+                         exiting; what it had not written is lost",
+                        limit.as_secs()
+                    );
+                    std::process::exit(1);
+                }
+            })?;
+        Ok(Watchdog { done })
+    }
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::iterator::{Handle, Signals};
 

@@ -15,11 +15,11 @@
 
 mod identity;
 pub mod nodes_file;
+pub mod outbox;
 pub mod status;
 pub mod telemetry;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -247,6 +247,7 @@ fn to_store_source(s: crate::dht::Source) -> StoreSource {
 struct Shard {
     ctx: ShardContext<ShardMsg>,
     node: RefCell<Node>,
+    outbox: Rc<outbox::Outbox<ShardMsg>>,
     pool: Rc<FetchPool>,
     store: StoreWriter,
     tele: Arc<Telemetry>,
@@ -322,6 +323,7 @@ async fn run_shard(
     let me = Rc::new(Shard {
         ctx: ctx.clone(),
         node: RefCell::new(node),
+        outbox: outbox::Outbox::new(ctx.mesh().clone()),
         pool: pool.clone(),
         store: parts.store.clone(),
         tele: parts.telemetry.clone(),
@@ -450,10 +452,19 @@ async fn run_shard(
             futures_lite::future::or(timers, stop).await;
         }));
     }
+    {
+        // The only task that awaits a cross-shard send (see `outbox`).
+        let me2 = me.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let spill = |m| me2.spill(m);
+            me2.outbox.clone().run(spill, me2.ctx.shutdown()).await;
+        }));
+    }
     for t in tasks {
         t.await;
     }
     fetcher.await;
+    me.save_unfinished().await;
     me.publish();
     let known_nodes: Vec<NodeInfo> = me.node.borrow().known_nodes().collect();
     Ok(ShardReport { shard, known_nodes })
@@ -463,10 +474,75 @@ fn seed_for(shard: usize) -> u64 {
     crate::rng::Rng::from_entropy().next_u64() ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// How long a stopping shard keeps draining its mesh inbox for messages
+/// its peers sent just before they stopped.
+const DRAIN_WINDOW: Duration = Duration::from_millis(200);
+
 impl Shard {
-    /// Moves everything the node produced to where it goes.
+    /// A message that cannot reach its shard: an infohash is recorded as
+    /// pending in the store (resumed at the next start); anything else is
+    /// as losable as the datagram it came from, and only counted.
+    fn spill(&self, msg: ShardMsg) {
+        let (ih, source) = match msg {
+            ShardMsg::Harvested {
+                info_hash, source, ..
+            } => (info_hash, source),
+            ShardMsg::Sampled { info_hash, .. } => (info_hash, crate::dht::Source::Sample),
+            _ => return,
+        };
+        if let Err(e) = self
+            .store
+            .discovered(ih.0, to_store_source(source), SystemTime::now())
+        {
+            log::warn!("store: {ih} from another shard not recorded as pending: {e}");
+        }
+    }
+
+    /// Stopping: every infohash this shard knows but has not stored is
+    /// written as pending, with what other shards sent it and what it had
+    /// not yet sent them. Nothing here waits on another shard.
+    async fn save_unfinished(&self) {
+        let spill = |m| self.spill(m);
+        self.outbox.spill_remaining(&spill);
+        // Peers stop at about the same moment; what they sent just before
+        // is in the inbox within microseconds. Drain until a quiet window.
+        loop {
+            let next = futures_lite::future::or(
+                async { self.ctx.recv().await.map(|(_, m)| m) },
+                async {
+                    shards::timers::sleep(DRAIN_WINDOW).await;
+                    None
+                },
+            )
+            .await;
+            match next {
+                Some(m) => self.spill(m),
+                None => break,
+            }
+        }
+        let node = self.node.borrow();
+        let mut saved = 0u64;
+        for (ih, source) in node.unfinished() {
+            match self
+                .store
+                .discovered(ih.0, to_store_source(source), SystemTime::now())
+            {
+                Ok(()) => saved += 1,
+                Err(e) => {
+                    log::warn!("store: unfinished infohashes not saved: {e}");
+                    break;
+                }
+            }
+        }
+        log::debug!(
+            "shard {}: {saved} unfinished infohashes saved as pending",
+            self.ctx.shard_id()
+        );
+    }
+
+    /// Moves everything the node produced to where it goes. Never waits
+    /// on another shard (see `outbox`).
     async fn pump(&self) {
-        let mut to_shards: HashMap<u8, Vec<ShardMsg>> = HashMap::new();
         let mut failed = Vec::new();
         {
             let mut node = self.node.borrow_mut();
@@ -481,7 +557,11 @@ impl Shard {
             }
             while let Some(a) = node.poll_action() {
                 match a {
-                    Action::ToShard { shard, msg } => to_shards.entry(shard).or_default().push(msg),
+                    Action::ToShard { shard, msg } => {
+                        if let Err(msg) = self.outbox.push(usize::from(shard), msg) {
+                            self.spill(msg);
+                        }
+                    }
                     Action::Discovered { info_hash, source } => {
                         let source = to_store_source(source);
                         if let Err(e) =
@@ -533,11 +613,7 @@ impl Shard {
         for s in self.ctx.udp_sockets().iter() {
             s.flush().await;
         }
-        for (shard, msgs) in to_shards {
-            if let Err(e) = self.ctx.send_batch_to(usize::from(shard), msgs).await {
-                log::debug!("mesh send to shard {shard} failed: {e}");
-            }
-        }
+        self.outbox.wake();
     }
 
     /// Copies counters to the shared telemetry and the metrics recorder.

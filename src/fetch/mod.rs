@@ -249,11 +249,17 @@ impl FetchPool {
         tcp: Rc<TcpConnector>,
         store: StoreWriter,
         outcomes: OutcomeSink,
-        stop: impl std::future::Future<Output = ()>,
+        stop: shards::ShutdownSignal,
     ) {
         let Some(rx) = self.rx.borrow_mut().take() else {
             return;
         };
+        // Jobs watch the stop signal too: a stopping shard does not wait up
+        // to a job budget (2 × the fetch timeout) for slow peers. A job cut
+        // short reports `NotRun`; its infohash stays pending in the store.
+        // A semaphore with no permits, closed at stop: every job waiting on
+        // it wakes at once, and a finished job's wait leaves nothing behind.
+        let stopped = Rc::new(Semaphore::new(0));
         let sem = Rc::new(Semaphore::new(self.cfg.concurrency.max(1) as u64));
         let conns = Rc::new(Semaphore::new(self.cfg.max_connections.max(1) as u64));
         let dispatch = async {
@@ -266,9 +272,19 @@ impl FetchPool {
                 let store = store.clone();
                 let conns = conns.clone();
                 let outcomes = outcomes.clone();
+                let stopped = stopped.clone();
                 glommio::spawn_local(async move {
                     let ih = job.info_hash;
-                    let outcome = pool.fetch_job(job, &tcp, &conns, &store).await;
+                    let job_stop = async {
+                        // Only ever an error: nobody signals this semaphore.
+                        let _closed = stopped.acquire(1).await;
+                        FetchOutcome::NotRun
+                    };
+                    let outcome = futures_lite::future::or(
+                        pool.fetch_job(job, &tcp, &conns, &store),
+                        job_stop,
+                    )
+                    .await;
                     pool.active.borrow_mut().remove(&ih);
                     pool.more_peers.borrow_mut().remove(&ih);
                     drop(permit);
@@ -278,7 +294,8 @@ impl FetchPool {
             }
         };
         futures_lite::future::or(dispatch, stop).await;
-        // Let running jobs finish: take every permit back.
+        stopped.close();
+        // Wait for the jobs to notice: take every permit back.
         let total = self.cfg.concurrency.max(1) as u64;
         let _all = sem.acquire(total).await;
     }

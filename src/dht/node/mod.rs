@@ -389,6 +389,12 @@ impl Node {
         s
     }
 
+    /// Every infohash taken in and not yet stored or given up, with how it
+    /// was first seen (saved as pending when the crawler stops).
+    pub fn unfinished(&self) -> impl Iterator<Item = (Id, Source)> + '_ {
+        self.harvest.unfinished()
+    }
+
     /// Confirmed nodes, to persist across restarts.
     pub fn known_nodes(&self) -> impl Iterator<Item = NodeInfo> + '_ {
         self.table.known()
