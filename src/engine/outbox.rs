@@ -193,3 +193,79 @@ impl<M: Send + 'static> Outbox<M> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Both shards answer every message they receive with two more, from
+    /// the task that receives, over tiny mesh queues: both directions stay
+    /// full. With sends that waited in the receiving task this is the
+    /// mesh's deadlock; through the outbox both shards keep receiving.
+    #[test]
+    fn saturated_both_ways_keeps_moving() {
+        const TARGET: u64 = 200_000;
+        let got: Arc<Vec<AtomicU64>> = Arc::new((0..2).map(|_| AtomicU64::new(0)).collect());
+        let held: Arc<Vec<AtomicU64>> = Arc::new((0..2).map(|_| AtomicU64::new(0)).collect());
+        let shards = shards::ShardsBuilder::new()
+            .shards(2)
+            .pin(false)
+            .oversubscribe(true)
+            .mesh_capacity(4)
+            .mesh_batch(8)
+            .spawn({
+                let got = got.clone();
+                let held = held.clone();
+                move |ctx: shards::ShardContext<u64>| {
+                    let got = got.clone();
+                    let held = held.clone();
+                    async move {
+                        let me = ctx.shard_id();
+                        let peer = 1 - me;
+                        let out = Outbox::new(ctx.mesh().clone());
+                        let flusher = glommio::spawn_local(out.clone().run(|_| {}, ctx.shutdown()));
+                        for i in 0..1000 {
+                            out.push(peer, i).map_err(|_| "refused at start")?;
+                        }
+                        out.wake();
+                        let recv = async {
+                            while let Some((_, m)) = ctx.recv().await {
+                                got[me].fetch_add(1, Ordering::Relaxed);
+                                // Refusals (held too many) are fine here:
+                                // the point is that receiving never stops.
+                                let _ = out.push(peer, m + 1);
+                                let _ = out.push(peer, m + 2);
+                                out.wake();
+                                held[me].store(out.stats().held, Ordering::Relaxed);
+                            }
+                        };
+                        futures_lite::future::or(recv, ctx.shutdown()).await;
+                        flusher.await;
+                        Ok::<_, &'static str>(())
+                    }
+                }
+            })
+            .unwrap();
+        let stop = shards.shutdown_handle();
+        let start = Instant::now();
+        while got.iter().any(|g| g.load(Ordering::Relaxed) < TARGET)
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.trigger();
+        shards.join().unwrap();
+        let got: Vec<u64> = got.iter().map(|g| g.load(Ordering::Relaxed)).collect();
+        let held: Vec<u64> = held.iter().map(|g| g.load(Ordering::Relaxed)).collect();
+        assert!(
+            got.iter().all(|g| *g >= TARGET),
+            "stalled: received {got:?} in {:?}",
+            start.elapsed()
+        );
+        // The queues really were full in both directions.
+        assert!(held.iter().all(|h| *h > 0), "never held: {held:?}");
+    }
+}
