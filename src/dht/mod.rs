@@ -505,6 +505,10 @@ pub struct DropCounts {
     pub wrong_endpoint: u64,
     /// Over the inbound per-IP limit.
     pub per_ip_in: u64,
+    /// Replies for another shard from a source that sent more of them than
+    /// we could have asked it for (forged-reply floods), dropped before
+    /// any copy.
+    pub per_ip_replies: u64,
     /// Reply not sent: over the outbound per-IP limit.
     pub per_ip_out: u64,
     /// Reply not sent: over the shard's budget.

@@ -1104,3 +1104,50 @@ fn nodes_heard_on_the_wrong_shard_go_to_their_owner() {
     );
     assert!(s1.table_entry(&near).is_none());
 }
+
+#[test]
+fn forged_replies_for_another_shard_are_limited_before_any_copy() {
+    let t0 = Instant::now();
+    let mut c = cfg();
+    c.shard = 0;
+    c.nr_shards = 2;
+    c.per_ip_pps = 5;
+    c.per_ip_burst = 10;
+    let mut s0 = Node::new(c, t0);
+    // A flood of replies naming shard 1's transactions, from one source,
+    // with bodies shard 0 would have to decode to judge.
+    let forged = |i: u16| {
+        let tid = [1u8, 0, (i >> 8) as u8, i as u8];
+        response(
+            &tid,
+            Id([7; 20]),
+            &ResponseBody {
+                token: Some(b"tok"),
+                ..Default::default()
+            },
+        )
+    };
+    let src = peer(3);
+    for i in 0..1000u16 {
+        s0.handle_datagram(0, src, &forged(i), t0);
+    }
+    let forwarded = actions(&mut s0)
+        .into_iter()
+        .filter(|a| matches!(a, Action::ToShard { shard: 1, .. }))
+        .count() as u64;
+    let s = s0.stats();
+    // Twice the per-IP burst passes; the rest is dropped uncopied.
+    assert_eq!(forwarded, 20);
+    assert_eq!(s.forwarded_out, 20);
+    assert_eq!(s.dropped.per_ip_replies, 980);
+    // Nothing was decoded as a reply here.
+    assert_eq!(s.replies, 0);
+    assert_eq!(s.dropped.unknown_tid, 0);
+    // A tid naming a shard that does not exist is dropped, not forwarded.
+    let bad = response(&[9, 0, 0, 1], Id([7; 20]), &ResponseBody::default());
+    s0.handle_datagram(0, peer(4), &bad, t0);
+    assert_eq!(s0.stats().dropped.unknown_tid, 1);
+    // One second later the source may send a few more.
+    s0.handle_datagram(0, src, &forged(2000), t0 + Duration::from_secs(1));
+    assert_eq!(s0.stats().forwarded_out, 21);
+}

@@ -507,14 +507,12 @@ impl Shard {
         // Peers stop at about the same moment; what they sent just before
         // is in the inbox within microseconds. Drain until a quiet window.
         loop {
-            let next = futures_lite::future::or(
-                async { self.ctx.recv().await.map(|(_, m)| m) },
-                async {
+            let next =
+                futures_lite::future::or(async { self.ctx.recv().await.map(|(_, m)| m) }, async {
                     shards::timers::sleep(DRAIN_WINDOW).await;
                     None
-                },
-            )
-            .await;
+                })
+                .await;
             match next {
                 Some(m) => self.spill(m),
                 None => break,

@@ -220,6 +220,7 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
         ("garbage", d.garbage),
         ("martian", d.martian),
         ("unknown_tid", d.unknown_tid),
+        ("per_ip_replies", d.per_ip_replies),
         ("wrong_endpoint", d.wrong_endpoint),
         ("inflight_full", d.inflight_full),
         ("harvest_full", d.harvest_full),

@@ -124,6 +124,9 @@ pub struct Node {
     budget: Budget,
     per_ip_out: PerIpLimiter,
     per_ip_in: PerIpLimiter,
+    /// Replies routed to another shard, per source: no source can answer
+    /// more queries than the per-IP rate lets us send it.
+    per_ip_replies: PerIpLimiter,
     store: PeerStore,
     pool: SamplePool,
     harvest: Harvester,
@@ -191,6 +194,14 @@ impl Node {
             key(&mut rng),
             now,
         );
+        let per_ip_replies = PerIpLimiter::with_rate(
+            cfg.limiter_slots,
+            cfg.per_ip_pps.saturating_mul(2),
+            Duration::from_secs(1),
+            cfg.per_ip_burst.saturating_mul(2).max(1),
+            key(&mut rng),
+            now,
+        );
         let harvest = Harvester::new(cfg.harvest, key(&mut rng));
         let sweep_cursor = slice.random_id(&mut rng);
         Node {
@@ -201,6 +212,7 @@ impl Node {
             budget: Budget::new(u64::from(cfg.max_pps), cfg.max_bps, cfg.budget_window, now),
             per_ip_out,
             per_ip_in,
+            per_ip_replies,
             store: PeerStore::new(cfg.max_torrents, cfg.max_peers),
             pool: SamplePool::new(cfg.sample_pool),
             harvest,
@@ -246,6 +258,9 @@ impl Node {
         self.stats.bytes_in = self.stats.bytes_in.saturating_add(data.len() as u64);
         if is_martian(&from, self.cfg.allow_private) {
             count(&mut self.stats.dropped.martian);
+            return;
+        }
+        if self.cfg.nr_shards > 1 && self.route_reply(identity, from, data, now) {
             return;
         }
         self.process(identity, from, data, now, false);
@@ -477,7 +492,7 @@ impl Node {
             }
             Err(KrpcError::BadResponse { tid }) => {
                 // A response without an id counts as a failed transaction.
-                if let Some(p) = self.match_reply(identity, from, tid, data, fwd) {
+                if let Some(p) = self.match_reply(identity, from, tid) {
                     self.on_failure(p, now);
                 }
                 return;
@@ -490,48 +505,58 @@ impl Node {
         match msg.body {
             Body::Query(q) => self.handle_query(identity, from, &msg, &q, data, fwd, now),
             Body::Response(r) => {
-                if let Some(p) = self.match_reply(identity, from, msg.tid, data, fwd) {
+                if let Some(p) = self.match_reply(identity, from, msg.tid) {
                     self.on_response(p, from, &r, now);
                 }
             }
             Body::Error(_) => {
-                if let Some(p) = self.match_reply(identity, from, msg.tid, data, fwd) {
+                if let Some(p) = self.match_reply(identity, from, msg.tid) {
                     self.on_error(p, now);
                 }
             }
         }
     }
 
-    /// Finds (and removes) the transaction a reply answers, forwarding it to
-    /// its origin shard when that is another one.
-    fn match_reply(
-        &mut self,
-        identity: u8,
-        from: SocketAddr,
-        tid: &[u8],
-        data: &[u8],
-        fwd: bool,
-    ) -> Option<Pending> {
+    /// A reply whose transaction id names another shard goes there, found
+    /// from the `t` and `y` keys alone (no decode) and admitted by the
+    /// per-source reply limit before it is copied. Returns whether the
+    /// datagram was dealt with here.
+    fn route_reply(&mut self, identity: u8, from: SocketAddr, data: &[u8], now: Instant) -> bool {
+        let Some(t) = crate::krpc::wire::reply_tid(data).and_then(Tid::from_bytes) else {
+            return false;
+        };
+        if t.shard == self.cfg.shard {
+            return false;
+        }
+        if t.shard >= self.cfg.nr_shards {
+            count(&mut self.stats.dropped.unknown_tid);
+        } else if !self.per_ip_replies.check(now, from.ip()) {
+            count(&mut self.stats.dropped.per_ip_replies);
+        } else {
+            count(&mut self.stats.forwarded_out);
+            let mut bytes = self.buffer();
+            bytes.extend_from_slice(data);
+            self.actions.push_back(Action::ToShard {
+                shard: t.shard,
+                msg: ShardMsg::Reply {
+                    identity,
+                    from,
+                    bytes,
+                },
+            });
+        }
+        true
+    }
+
+    /// Finds (and removes) the transaction a reply answers. Replies for
+    /// other shards were routed before decoding (`route_reply`).
+    fn match_reply(&mut self, identity: u8, from: SocketAddr, tid: &[u8]) -> Option<Pending> {
         let Some(t) = Tid::from_bytes(tid) else {
             count(&mut self.stats.dropped.unknown_tid);
             return None;
         };
         if t.shard != self.cfg.shard {
-            if fwd || t.shard >= self.cfg.nr_shards {
-                count(&mut self.stats.dropped.unknown_tid);
-            } else {
-                count(&mut self.stats.forwarded_out);
-                let mut bytes = self.buffer();
-                bytes.extend_from_slice(data);
-                self.actions.push_back(Action::ToShard {
-                    shard: t.shard,
-                    msg: ShardMsg::Reply {
-                        identity,
-                        from,
-                        bytes,
-                    },
-                });
-            }
+            count(&mut self.stats.dropped.unknown_tid);
             return None;
         }
         let Some(p) = self.inflight.get(t.slot) else {
