@@ -51,6 +51,9 @@ pub enum EngineError {
     /// A node configuration was rejected.
     #[error("node configuration: {0}")]
     Node(#[from] crate::dht::ConfigError),
+    /// The operating system gave no random bytes for the token secret.
+    #[error("no entropy from the operating system for the token secret: {0}")]
+    Entropy(getrandom::Error),
     /// The state directory could not be created.
     #[error("state directory {0}: {1}")]
     StateDir(std::path::PathBuf, std::io::Error),
@@ -195,8 +198,10 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         cfg.keyspace,
         nr_shards,
     )?;
+    // The token secret comes straight from the OS: a PRNG seeded with 64
+    // bits would make every token guessable from 2^64 tries.
     let mut token_key = [0u8; 32];
-    crate::rng::Rng::from_entropy().fill(&mut token_key);
+    crate::rng::os_random(&mut token_key).map_err(EngineError::Entropy)?;
     let bootstrap = resolve_bootstrap(&cfg.bootstrap);
     if bootstrap.is_empty() {
         log::warn!("no bootstrap address resolved; relying on known nodes and inbound traffic");
