@@ -16,6 +16,7 @@
 mod identity;
 pub mod nodes_file;
 pub mod outbox;
+pub mod preflight;
 pub mod status;
 pub mod telemetry;
 
@@ -51,6 +52,9 @@ pub enum EngineError {
     /// A node configuration was rejected.
     #[error("node configuration: {0}")]
     Node(#[from] crate::dht::ConfigError),
+    /// The host lacks a limit or an address family the crawl needs.
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
     /// The operating system gave no random bytes for the token secret.
     #[error("no entropy from the operating system for the token secret: {0}")]
     Entropy(getrandom::Error),
@@ -161,14 +165,15 @@ pub fn resolve_bootstrap(entries: &[String]) -> Vec<SocketAddr> {
 pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineError> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| EngineError::StateDir(cfg.state_dir.clone(), e))?;
+    let binds = preflight::usable_binds(&cfg.bind)?;
     let builder = ShardsBuilder::new()
         .pin(cfg.pin)
         .oversubscribe(cfg.oversubscribe);
     // bep42: every shard shares each address (SO_REUSEPORT), one id per
     // address. spread: shard s binds port + s alone, with its own id.
     let mut builder = match cfg.identity {
-        IdentityMode::Bep42 => builder.udp_bind(cfg.bind.clone()),
-        IdentityMode::Spread => builder.udp_bind_spread(cfg.bind.clone()),
+        IdentityMode::Bep42 => builder.udp_bind(binds.clone()),
+        IdentityMode::Spread => builder.udp_bind_spread(binds.clone()),
     }
     .udp_buffers(Some(cfg.udp_rcvbuf), Some(cfg.udp_sndbuf))
     .tcp(TcpOptions {
@@ -186,6 +191,12 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         builder = builder.shards(n);
     }
     let nr_shards = builder.plan()?.nr_shards();
+    preflight::check_limits(
+        nr_shards,
+        tcp_cap(cfg),
+        binds.len(),
+        shards::DEFAULT_IO_MEMORY,
+    )?;
     parts.telemetry.ensure_shards(nr_shards);
 
     // Ids are keyed on the configured addresses (spread: port + shard), so
@@ -193,7 +204,7 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     // its sockets' real addresses.
     let identities_base = load_or_create_identities(
         &cfg.state_dir,
-        &cfg.bind,
+        &binds,
         cfg.identity,
         cfg.keyspace,
         nr_shards,
@@ -206,7 +217,10 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     if bootstrap.is_empty() {
         log::warn!("no bootstrap address resolved; relying on known nodes and inbound traffic");
     }
-    let cfg = Arc::new(cfg.clone());
+    let cfg = Arc::new(CrawlConfig {
+        bind: binds,
+        ..cfg.clone()
+    });
     let ids = Arc::new(identities_base);
     let bootstrap = Arc::new(bootstrap);
     // One start instant for every shard: token epochs are counted from it,
