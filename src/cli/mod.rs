@@ -443,6 +443,13 @@ const PENDING_RESUME_MAX: usize = 1_000_000;
 
 /// Runs a crawl until its duration ends or a signal arrives.
 pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
+    // A file-size limit (RLIMIT_FSIZE) reached while writing must be an
+    // error the store retries, not SIGXFSZ killing the crawler.
+    // SAFETY: setting a signal's disposition to ignore, before any thread
+    // that could race on it starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     ensure_parent(&cfg.db)?;
     let store = Store::open(&cfg.db).with_context(|| format!("opening {}", cfg.db))?;
     if let Some(addr) = cfg.metrics {

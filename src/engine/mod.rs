@@ -267,6 +267,9 @@ struct Shard {
     ctx: ShardContext<ShardMsg>,
     node: RefCell<Node>,
     outbox: Rc<outbox::Outbox<ShardMsg>>,
+    /// The longest a timer wake-up came late: how long the shard's thread
+    /// was busy with something else (a stall), since start.
+    stall_max: std::cell::Cell<Duration>,
     pool: Rc<FetchPool>,
     store: StoreWriter,
     tele: Arc<Telemetry>,
@@ -343,6 +346,7 @@ async fn run_shard(
         ctx: ctx.clone(),
         node: RefCell::new(node),
         outbox: outbox::Outbox::new(ctx.mesh().clone()),
+        stall_max: std::cell::Cell::new(Duration::ZERO),
         pool: pool.clone(),
         store: parts.store.clone(),
         tele: parts.telemetry.clone(),
@@ -463,7 +467,18 @@ async fn run_shard(
                     let next = me.node.borrow().poll_timeout();
                     let at = next.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
                     shards::timers::sleep_until(at).await;
-                    me.node.borrow_mut().handle_timeout(Instant::now());
+                    let woke = Instant::now();
+                    let late = woke.saturating_duration_since(at);
+                    if late > me.stall_max.get() {
+                        me.stall_max.set(late);
+                        if late > STALL_WARN {
+                            log::warn!(
+                                "shard {}: its thread was busy for {late:?} (timer late)",
+                                me.ctx.shard_id()
+                            );
+                        }
+                    }
+                    me.node.borrow_mut().handle_timeout(woke);
                     me.pump().await;
                     me.publish();
                 }
@@ -492,6 +507,10 @@ async fn run_shard(
 fn seed_for(shard: usize) -> u64 {
     crate::rng::Rng::from_entropy().next_u64() ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
+
+/// A timer wake-up later than this is logged: something held the shard's
+/// thread (see `Shard::stall_max`).
+const STALL_WARN: Duration = Duration::from_millis(500);
 
 /// How long a stopping shard keeps draining its mesh inbox for messages
 /// its peers sent just before they stopped.
@@ -641,5 +660,14 @@ impl Shard {
             t.update(&stats, &f, self.pool.queue_len());
         }
         telemetry::export_metrics(self.ctx.shard_id(), &stats, &f, self.pool.queue_len());
+        let shard = self.ctx.shard_id().to_string();
+        metrics::gauge!("dht_hunter_shard_stall_max_seconds", "shard" => shard.clone())
+            .set(self.stall_max.get().as_secs_f64());
+        let o = self.outbox.stats();
+        metrics::counter!("dht_hunter_mesh_held_total", "shard" => shard.clone()).absolute(o.held);
+        metrics::counter!("dht_hunter_mesh_spilled_total", "shard" => shard.clone())
+            .absolute(o.spilled);
+        metrics::gauge!("dht_hunter_mesh_held", "shard" => shard)
+            .set(self.outbox.held_len() as f64);
     }
 }
