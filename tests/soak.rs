@@ -21,6 +21,8 @@
 //! (the tmpfs) or PostgreSQL are skipped with a notice outside CI, and
 //! fail under CI.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -575,7 +577,7 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
     // 32 MiB) of the second quarter's, for the long mode; the compressed
     // mode restarts too early for a meaningful trend and records it only.
     if total >= 1800 {
-        for i in 0..crawlers.len() {
+        for (i, c) in crawlers.iter().enumerate() {
             let mean = |from: f64, to: f64| {
                 let v: Vec<u64> = samples
                     .iter()
@@ -588,7 +590,7 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
             assert!(
                 q4 <= q2 * 1.25 + 32.0 * 1024.0,
                 "{}: RSS grew from {q2} to {q4} KiB",
-                crawlers[i].name
+                c.name
             );
         }
     }

@@ -8,10 +8,10 @@
 //!   low (the usual 1,024 is below what two default shards need); a hard
 //!   limit that is too low is an error naming both numbers and the flags
 //!   that lower the need.
-//! - **Locked memory.** glommio registers `io_memory` per executor with
-//!   io_uring. Kernels before 5.12 charge it to `RLIMIT_MEMLOCK`; later
-//!   ones charge the memory cgroup instead, so the check applies only
-//!   there.
+//! - **Locked memory.** glommio locks `io_memory` per io_uring ring; the
+//!   runtime (`shards`) judges the limit and names the fix. Here the soft
+//!   `RLIMIT_MEMLOCK` is only raised toward the hard one first, so a host
+//!   whose hard limit suffices needs no `ulimit -l`.
 //! - **IPv6.** The default binds `0.0.0.0` and `[::]`. On a host without
 //!   IPv6 the `[::]` address is dropped with a warning and the crawl runs on
 //!   IPv4 alone; if no address is left it is an error.
@@ -47,28 +47,9 @@ pub enum PreflightError {
         /// Per shard.
         per_shard: u64,
     },
-    /// The locked-memory limit is below glommio's need (kernels < 5.12).
-    #[error(
-        "the locked-memory limit is {have} KiB but io_uring needs {need} KiB on this kernel \
-         ({shards} shards × {per_shard} KiB); raise it (LimitMEMLOCK= in the systemd unit, \
-         `ulimit -l`, or `--ulimit memlock=-1` for a container)"
-    )]
-    MemLock {
-        /// The limit in KiB.
-        have: u64,
-        /// The need in KiB.
-        need: u64,
-        /// Shards.
-        shards: usize,
-        /// Per shard, KiB.
-        per_shard: u64,
-    },
     /// No bind address can be used.
     #[error("no bind address is usable on this host: {0}")]
     NoAddress(String),
-    /// A limit could not be read.
-    #[error("reading resource limits: {0}")]
-    Rlimit(std::io::Error),
 }
 
 /// The bind addresses this host can use: IPv6 ones are dropped (with a
@@ -102,8 +83,8 @@ fn ipv6_usable(addr: &SocketAddr) -> std::io::Result<()> {
     UdpSocket::bind(probe).map(drop)
 }
 
-/// Checks (and where allowed raises) the open-file and locked-memory
-/// limits for `shards` shards with `tcp_per_shard` connections each.
+/// Checks (and where allowed raises) the open-file limit, and raises the
+/// soft locked-memory limit toward the hard one, for `shards` shards with `tcp_per_shard` connections each.
 pub fn check_limits(
     shards: usize,
     tcp_per_shard: usize,
@@ -120,18 +101,12 @@ pub fn check_limits(
         shards,
         per_shard,
     })?;
-    if kernel_charges_memlock() {
-        let per_shard = (io_memory_per_shard as u64).div_ceil(1024) + 64;
-        let need_kib = (shards as u64).saturating_mul(per_shard);
-        raise(libc::RLIMIT_MEMLOCK, need_kib.saturating_mul(1024)).map_err(|(hard, _)| {
-            PreflightError::MemLock {
-                have: hard / 1024,
-                need: need_kib,
-                shards,
-                per_shard,
-            }
-        })?;
-    }
+    // The runtime judges locked memory (three rings per executor); raising
+    // the soft limit toward the hard one is all that is done here.
+    let memlock = (shards as u64)
+        .saturating_mul(3)
+        .saturating_mul(io_memory_per_shard as u64);
+    let _ = raise(libc::RLIMIT_MEMLOCK, memlock);
     Ok(())
 }
 
@@ -163,38 +138,9 @@ fn raise(res: libc::__rlimit_resource_t, need: u64) -> Result<(), (u64, u64)> {
     Ok(())
 }
 
-/// Kernels before 5.12 charge io_uring's registered memory to
-/// `RLIMIT_MEMLOCK`.
-fn kernel_charges_memlock() -> bool {
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
-    kernel_before(&release, (5, 12))
-}
-
-fn kernel_before(release: &str, (maj, min): (u32, u32)) -> bool {
-    let mut parts = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|p| p.parse::<u32>().ok());
-    match (parts.next(), parts.next()) {
-        (Some(a), Some(b)) => (a, b) < (maj, min),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kernel_versions() {
-        assert!(kernel_before("5.4.0-150-generic", (5, 12)));
-        assert!(kernel_before("4.19.0", (5, 12)));
-        assert!(!kernel_before("5.12.0", (5, 12)));
-        assert!(!kernel_before("6.18.44-fc-v669\n", (5, 12)));
-        assert!(!kernel_before("garbage", (5, 12)));
-    }
 
     #[test]
     fn open_file_limit_is_raised_or_named() {
