@@ -249,7 +249,7 @@ impl FetchPool {
         tcp: Rc<TcpConnector>,
         store: StoreWriter,
         outcomes: OutcomeSink,
-        stop: shards::ShutdownSignal,
+        stop: impl std::future::Future<Output = ()>,
     ) {
         let Some(rx) = self.rx.borrow_mut().take() else {
             return;
