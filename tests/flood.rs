@@ -173,3 +173,79 @@ fn get_peers_flood_does_not_stop_the_harvest() {
         t.fetched
     );
 }
+
+/// `--max-pps` is one limit for the process: with one shard flooded and the
+/// other idle, the busy shard answers well above its static half (it
+/// borrows the idle shard's share through the runtime's global budget),
+/// and the two together stay within the limit.
+#[test]
+fn busy_shard_borrows_the_idle_shards_budget() {
+    let dir = std::env::temp_dir().join(format!("dh-lend-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let db = format!("sqlite:{}", dir.join("db.sqlite").display());
+    const LIMIT: u64 = 2000;
+    let cfg = CrawlConfig::resolve(FileConfig {
+        max_pps: Some(LIMIT as u32),
+        // Spread: each shard its own port, so the flood reaches one shard.
+        identity: Some(dht_hunter::config::IdentityMode::Spread),
+        ..FileConfig::loopback(
+            2,
+            vec![silent.local_addr().unwrap().to_string()],
+            dir.join("state"),
+            db.clone(),
+        )
+    })
+    .unwrap();
+    let store = Store::open(&db).unwrap();
+    let tweak: engine::NodeTweak = Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
+        nc.inbound_per_ip_pps = 1_000_000;
+        nc.inbound_per_ip_burst = 1_000_000;
+        nc.per_ip_pps = 1_000_000;
+        nc.per_ip_burst = 1_000_000;
+    });
+    let telemetry = Arc::new(Telemetry::default());
+    let eng = engine::start(
+        &cfg,
+        EngineParts::new(store.writer(), telemetry.clone()).with_tweak(tweak),
+    )
+    .unwrap();
+    // Shard 0's socket (spread lists shard 0's first).
+    let mut fc = FloodConfig::new(eng.udp_addrs[0]);
+    fc.sources = 64;
+    fc.rate = 3 * LIMIT;
+    fc.duration = Duration::from_secs(4);
+    fc.timeout = Duration::from_millis(500);
+    fc.mix = "ping=1".parse().unwrap();
+    fc.read_only = true;
+    let r = flood::run(&fc).unwrap();
+    let per_shard: Vec<u64> = (0..2)
+        .map(|s| {
+            telemetry
+                .shard(s)
+                .map(|t| t.packets_out.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0)
+        })
+        .collect();
+    eng.shutdown_handle().trigger();
+    eng.join().unwrap();
+    store.close().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("{r}\npackets out per shard: {per_shard:?}");
+    let secs = fc.duration.as_secs_f64();
+    let answered_rate = r.answered as f64 / secs;
+    // Above its static share (LIMIT / 2) by a margin lending alone explains.
+    assert!(
+        answered_rate > 0.7 * LIMIT as f64,
+        "the busy shard answered {answered_rate:.0}/s, static share {}",
+        LIMIT / 2
+    );
+    // Everything both shards sent, over the run (plus start-up bursts and
+    // the drain), within the one limit.
+    let total: u64 = per_shard.iter().sum();
+    assert!(
+        (total as f64) < LIMIT as f64 * (secs + 0.5) * 1.05,
+        "sent {total} in {secs} s under a {LIMIT}/s limit"
+    );
+}

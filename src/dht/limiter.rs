@@ -1,16 +1,25 @@
-//! Pure rate limiters: a token bucket, the per-shard traffic budget with
-//! priority tiers, and a fixed-memory per-IP limiter.
+//! The node's outbound budget with priority tiers, and a fixed-memory
+//! per-IP limiter.
 //!
-//! (The `shards` crate is growing equivalents; these are kept small and
-//! local so the node does not depend on an API that is still moving.)
+//! The packet budget is a token bucket at `max_pps` for a node on its own
+//! (the tests, the simulations). In the crawler its rate is this shard's
+//! share of the runtime's global budget ([`shards::budget::GlobalBudget`]):
+//! `--max-pps` is one limit for the whole process, and shards with little
+//! to send lend their share to busy ones every 100 ms over the runtime's
+//! budget mesh. The node stays sans-IO: the engine moves demand out and the
+//! share in ([`Budget::take_demand`], [`Budget::set_share`]).
 //!
-//! Everything takes `now` and saturates: limits of 0 let nothing through,
-//! `u64::MAX` is effectively unlimited, a `now` earlier than the last call is
-//! treated as no time passing, and a gap of centuries just fills the bucket.
+//! Token buckets are the runtime's ([`shards::budget::TokenBucket`]): one
+//! implementation. Everything takes `now` and saturates: limits of 0 let
+//! nothing through, `u64::MAX` is effectively unlimited, a `now` earlier
+//! than the last call is treated as no time passing, and a gap of centuries
+//! just fills the bucket.
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use shards::budget::TokenBucket;
 
 const NANOS: u128 = 1_000_000_000;
 
@@ -19,63 +28,6 @@ const REBASE_NANOS: u64 = 1 << 62;
 
 fn nanos(d: Duration) -> u128 {
     d.as_nanos()
-}
-
-/// A token bucket counting in nano-tokens so that any rate refills smoothly.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate: u64,
-    burst: u64,
-    level: u128,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// `rate` tokens per second, holding at most `burst`; starts full.
-    pub fn new(rate: u64, burst: u64, now: Instant) -> Self {
-        TokenBucket {
-            rate,
-            burst,
-            level: u128::from(burst) * NANOS,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        if now > self.last {
-            let add = nanos(now - self.last).saturating_mul(u128::from(self.rate));
-            let cap = u128::from(self.burst) * NANOS;
-            self.level = self.level.saturating_add(add).min(cap);
-            self.last = now;
-        }
-    }
-
-    /// Whole tokens available now.
-    pub fn available(&mut self, now: Instant) -> u64 {
-        self.refill(now);
-        u64::try_from(self.level / NANOS).unwrap_or(u64::MAX)
-    }
-
-    /// Whether `n` tokens can be taken while leaving `reserve` behind.
-    pub fn can_take(&mut self, now: Instant, n: u64, reserve: u64) -> bool {
-        self.refill(now);
-        self.level >= (u128::from(n) + u128::from(reserve)) * NANOS
-    }
-
-    /// Takes `n` tokens if that leaves at least `reserve`.
-    pub fn try_take(&mut self, now: Instant, n: u64, reserve: u64) -> bool {
-        if self.can_take(now, n, reserve) {
-            self.level -= u128::from(n) * NANOS;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// The bucket's capacity.
-    pub fn burst(&self) -> u64 {
-        self.burst
-    }
 }
 
 /// Who is asking for outbound budget, most important first.
@@ -106,31 +58,75 @@ impl Tier {
 }
 
 /// A shard's outbound budget: packets and bytes per second.
+///
+/// On its own it spends `max_pps`. Under the runtime's global budget the
+/// engine calls [`Budget::set_share`] every tick with this shard's current
+/// share and feeds [`Budget::take_demand`] to the global budget, which
+/// lends idle shards' shares to busy ones.
 #[derive(Debug, Clone)]
 pub struct Budget {
     packets: TokenBucket,
     bytes: TokenBucket,
+    /// Bytes per packet the byte budget allows on average.
+    bytes_per_packet: u64,
+    window: Duration,
+    /// Packets asked for (granted or refused) since the last `take_demand`.
+    demand: u64,
+}
+
+/// `rate` over `window`, at least `min` (but never above `rate`).
+fn burst_for(rate: u64, window: Duration, min: u64) -> u64 {
+    let b = u128::from(rate).saturating_mul(nanos(window)) / NANOS;
+    u64::try_from(b).unwrap_or(u64::MAX).max(min.min(rate))
 }
 
 impl Budget {
     /// `pps` packets and `bps` bytes per second with `window` worth of burst
     /// (at least one packet and one full datagram).
     pub fn new(pps: u64, bps: u64, window: Duration, now: Instant) -> Self {
-        let scale = |rate: u64, min: u64| {
-            let b = u128::from(rate).saturating_mul(nanos(window)) / NANOS;
-            u64::try_from(b).unwrap_or(u64::MAX).max(min.min(rate))
-        };
         Budget {
-            packets: TokenBucket::new(pps, scale(pps, 1), now),
-            bytes: TokenBucket::new(bps, scale(bps, 1500), now),
+            packets: TokenBucket::new(pps, burst_for(pps, window, 1), now),
+            bytes: TokenBucket::new(bps, burst_for(bps, window, 1500), now),
+            bytes_per_packet: bps.checked_div(pps).unwrap_or(0),
+            window,
+            demand: 0,
         }
     }
 
+    /// Sets the packet rate to `pps` (a share of a global budget) and the
+    /// byte rate to follow it at the same bytes per packet.
+    pub fn set_share(&mut self, now: Instant, pps: u64) {
+        if pps == self.packets.rate() {
+            return;
+        }
+        self.packets
+            .set_rate(now, pps, burst_for(pps, self.window, 1));
+        let bps = pps.saturating_mul(self.bytes_per_packet);
+        self.bytes
+            .set_rate(now, bps, burst_for(bps, self.window, 1500));
+    }
+
+    /// The packet rate now.
+    pub fn pps(&self) -> u64 {
+        self.packets.rate()
+    }
+
+    /// Packets asked for since the last call (granted or not): what the
+    /// global budget lends by.
+    pub fn take_demand(&mut self) -> u64 {
+        std::mem::take(&mut self.demand)
+    }
+
     /// Whether one packet of `len` bytes fits for `tier` (nothing taken).
+    /// A refusal counts as demand.
     pub fn can_send(&mut self, now: Instant, len: usize, tier: Tier) -> bool {
         let pr = tier.reserve(self.packets.burst());
         let br = tier.reserve(self.bytes.burst());
-        self.packets.can_take(now, 1, pr) && self.bytes.can_take(now, len as u64, br)
+        let ok = self.packets.can_take(now, 1, pr) && self.bytes.can_take(now, len as u64, br);
+        if !ok {
+            self.demand = self.demand.saturating_add(1);
+        }
+        ok
     }
 
     /// Takes one packet of `len` bytes if it fits for `tier`.
@@ -138,7 +134,8 @@ impl Budget {
         if !self.can_send(now, len, tier) {
             return false;
         }
-        self.packets.try_take(now, 1, 0) && self.bytes.try_take(now, len as u64, 0)
+        self.demand = self.demand.saturating_add(1);
+        self.packets.try_take(now, 1) && self.bytes.try_take(now, len as u64)
     }
 
     /// Whole packets available now.
@@ -308,27 +305,27 @@ mod tests {
         let t0 = Instant::now();
         // Limit 0: nothing ever passes, even after a long gap.
         let mut zero = TokenBucket::new(0, 0, t0);
-        assert!(!zero.try_take(t0, 1, 0));
-        assert!(!zero.try_take(t0 + Duration::from_secs(1 << 40), 1, 0));
+        assert!(!zero.try_take(t0, 1));
+        assert!(!zero.try_take(t0 + Duration::from_secs(1 << 40), 1));
         // Huge: everything passes, no overflow after a huge gap.
         let mut huge = TokenBucket::new(u64::MAX, u64::MAX, t0);
         for _ in 0..1000 {
-            assert!(huge.try_take(t0, 1_000_000, 0));
+            assert!(huge.try_take(t0, 1_000_000));
         }
-        assert!(huge.try_take(t0 + Duration::from_secs(u64::MAX / 4), u64::MAX / 2, 0));
+        assert!(huge.try_take(t0 + Duration::from_secs(u64::MAX / 4), u64::MAX / 2));
         // Normal: 10/s, burst 5; a clock going backwards gives nothing.
         let mut b = TokenBucket::new(10, 5, t0 + Duration::from_secs(10));
         for _ in 0..5 {
-            assert!(b.try_take(t0 + Duration::from_secs(10), 1, 0));
+            assert!(b.try_take(t0 + Duration::from_secs(10), 1));
         }
-        assert!(!b.try_take(t0 + Duration::from_secs(10), 1, 0));
-        assert!(!b.try_take(t0, 1, 0));
-        assert!(b.try_take(t0 + Duration::from_millis(10_100), 1, 0));
+        assert!(!b.try_take(t0 + Duration::from_secs(10), 1));
+        assert!(!b.try_take(t0, 1));
+        assert!(b.try_take(t0 + Duration::from_millis(10_100), 1));
         // A gap of centuries refills to the burst, not beyond.
         assert_eq!(b.available(t0 + Duration::from_secs(1 << 36)), 5);
         // Reserve is honoured.
-        assert!(!b.try_take(t0 + Duration::from_secs(1 << 36), 1, 5));
-        assert!(b.try_take(t0 + Duration::from_secs(1 << 36), 1, 4));
+        assert!(!b.try_take_reserving(t0 + Duration::from_secs(1 << 36), 1, 5));
+        assert!(b.try_take_reserving(t0 + Duration::from_secs(1 << 36), 1, 4));
     }
 
     #[test]

@@ -183,7 +183,12 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         max_per_shard: tcp_cap(cfg),
         max_per_ip: 2,
     })
-    .name("dht-hunter");
+    .name("dht-hunter")
+    // One packet limit for the process: each shard starts with an equal
+    // share and idle shards lend theirs to busy ones (see dht::limiter).
+    .global_budget(shards::budget::GlobalBudgetConfig::new(u64::from(
+        cfg.max_pps,
+    )));
     if let Some(list) = &cfg.cores {
         builder = builder.cores(list.parse::<CoreList>()?);
     }
@@ -478,6 +483,7 @@ async fn run_shard(
                             );
                         }
                     }
+                    me.sync_budget(woke);
                     me.node.borrow_mut().handle_timeout(woke);
                     me.pump().await;
                     me.publish();
@@ -574,6 +580,20 @@ impl Shard {
             "shard {}: {saved} unfinished infohashes saved as pending",
             self.ctx.shard_id()
         );
+    }
+
+    /// Moves the node's demand to the global budget and its current share
+    /// back (lending happens in the runtime, every epoch).
+    fn sync_budget(&self, now: Instant) {
+        if let Some(g) = self.ctx.global_budget() {
+            let mut node = self.node.borrow_mut();
+            let demand = node.take_budget_demand();
+            let share = g.with(|g| {
+                g.note_demand(demand);
+                g.share()
+            });
+            node.set_budget_share(share.max(1), now);
+        }
     }
 
     /// Moves everything the node produced to where it goes. Never waits

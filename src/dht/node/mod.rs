@@ -404,6 +404,23 @@ impl Node {
         s
     }
 
+    /// Packets asked of the outbound budget since the last call (sent or
+    /// refused): this shard's demand, for a global budget that lends.
+    pub fn take_budget_demand(&mut self) -> u64 {
+        self.budget.take_demand()
+    }
+
+    /// Sets the outbound packet rate to `pps` (this shard's current share
+    /// of a global budget); bytes follow at the configured bytes/packet.
+    pub fn set_budget_share(&mut self, pps: u64, now: Instant) {
+        self.budget.set_share(now, pps);
+    }
+
+    /// The outbound packet rate now.
+    pub fn budget_pps(&self) -> u64 {
+        self.budget.pps()
+    }
+
     /// Every infohash taken in and not yet stored or given up, with how it
     /// was first seen (saved as pending when the crawler stops).
     pub fn unfinished(&self) -> impl Iterator<Item = (Id, Source)> + '_ {
