@@ -237,8 +237,9 @@ pub enum Action {
         /// The message.
         msg: ShardMsg,
     },
-    /// A new infohash owned by this shard, for the store's pending table
-    /// (once per infohash life).
+    /// An infohash owned by this shard, for the store's pending table: once
+    /// per infohash life when taken in, and at each announce or sample
+    /// sighting while the harvester is too full to take it in.
     Discovered {
         /// The infohash.
         info_hash: Id,
