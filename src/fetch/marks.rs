@@ -27,8 +27,8 @@ struct Mark {
 }
 
 /// Addresses (by [`limit_key`]) marked until a time, with how many times
-/// in a row, in a bounded table: expired marks go on lookup or when the
-/// table is full.
+/// (each within the hold of the last), in a bounded table: expired marks
+/// go on lookup or when the table is full.
 #[derive(Debug)]
 pub(super) struct IpMarks {
     marks: HashMap<IpAddr, Mark>,
@@ -111,7 +111,7 @@ pub(super) struct PeerMarks {
     /// Keys that lied or sent junk: skipped until the penalty ends.
     liars: IpMarks,
     /// Keys whose attempts timed out: last after one, skipped after
-    /// `timeout_strikes` in a row.
+    /// `timeout_strikes`, each within `penalty` of the last.
     timeouts: IpMarks,
     penalty: Duration,
     timeout_strikes: u32,

@@ -21,7 +21,8 @@
 //! * remembers peers by their IPv6 /64 or IPv4 address, in bounded tables
 //!   whose marks expire: ones that lie (hash mismatch, malformed data) or
 //!   send junk are skipped for `penalty`; ones that time out are tried
-//!   last, and skipped after `timeout_strikes` timeouts in a row;
+//!   last, and skipped after `timeout_strikes` timeouts each within
+//!   `penalty` of the last;
 //! * never connects to a port below 1024 unless told to
 //!   (`allow_privileged_ports`): DHT values must not aim the crawler at a
 //!   third party's service;
@@ -95,8 +96,9 @@ pub struct PoolConfig {
     /// How long a lying peer is skipped, and how long a timeout counts
     /// against a peer.
     pub penalty: Duration,
-    /// Timeouts in a row (each within `penalty` of the last) after which a
-    /// peer's IPv4 address or IPv6 /64 is skipped instead of tried last.
+    /// Timeouts, each within `penalty` of the last, after which a peer's
+    /// IPv4 address or IPv6 /64 is skipped instead of tried last (a
+    /// success in between does not reset the count).
     pub timeout_strikes: u32,
     /// Penalised keys (and, apart, timed-out keys) remembered at most.
     pub max_penalised: usize,
