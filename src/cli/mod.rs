@@ -154,6 +154,12 @@ pub struct CrawlArgs {
     /// Accept loopback and private addresses (tests and demos only).
     #[arg(long)]
     pub allow_private: bool,
+    /// Fetch metadata from peers on ports below 1024 (default: off, as
+    /// libtorrent's no_connect_privileged_ports: peers come from DHT
+    /// values anyone can write, and must not aim the crawler at a third
+    /// party's SSH, HTTP or mail server).
+    #[arg(long)]
+    pub allow_privileged_ports: bool,
     /// Outbound packets per second, all shards together.
     #[arg(long, help = with_default("Outbound packets per second, all shards together", D::MAX_PPS))]
     pub max_pps: Option<u32>,
@@ -211,6 +217,7 @@ impl CrawlArgs {
             identity: self.identity,
             state_dir: self.state_dir.clone(),
             allow_private: flag(self.allow_private),
+            allow_privileged_ports: flag(self.allow_privileged_ports),
             max_pps: self.max_pps,
             per_ip_pps: self.per_ip_pps,
             inbound_per_ip_pps: self.inbound_per_ip_pps,

@@ -229,13 +229,7 @@ impl PerIpLimiter {
     fn hash(&self, ip: IpAddr) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.key.hash(&mut h);
-        match ip {
-            IpAddr::V4(v4) => (4u8, u32::from(v4)).hash(&mut h),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => (4u8, u32::from(v4)).hash(&mut h),
-                None => (6u8, (u128::from(v6) >> 64) as u64).hash(&mut h),
-            },
-        }
+        super::addr::limit_key(ip).hash(&mut h);
         h.finish()
     }
 
