@@ -4,9 +4,10 @@
 //! candidate peers exhaust file descriptors or hammer one host. Every
 //! connection therefore needs a [`ConnPermit`] from its shard's
 //! [`TcpConnector`]: at most `max_per_shard` in total and `max_per_ip` per
-//! remote IP, counted by [`limit_key`] (an IPv6 /64 is one IP, an
-//! IPv4-mapped address is its IPv4), so one host cannot multiply its share
-//! by walking its /64. The permit is taken *before* `socket(2)` is called, so the
+//! remote IP across every shard of the process (one shared table of
+//! atomics, [`SharedConnCounts`]), counted by [`limit_key`] (an IPv6 /64 is
+//! one IP, an IPv4-mapped address is its IPv4), so one host cannot multiply
+//! its share by walking its /64 or by being fetched from by many shards. The permit is taken *before* `socket(2)` is called, so the
 //! number of descriptors is bounded by construction, and it is released
 //! when the [`TcpConn`] (or the permit) is dropped, whatever the path.
 //!
@@ -17,12 +18,12 @@
 //! exchange.
 
 use std::{
-    cell::{Cell, RefCell},
-    collections::HashMap,
+    cell::Cell,
     io,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     rc::Rc,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -31,7 +32,7 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use metrics::{counter, gauge, Counter, Gauge};
 
-use crate::budget::limit_key;
+use crate::budget::{limit_key, SharedConnCounts};
 
 /// Limits and timeouts for outgoing connections of one shard.
 #[derive(Debug, Clone, Copy)]
@@ -44,8 +45,8 @@ pub struct TcpOptions {
     pub write_timeout: Option<Duration>,
     /// Connections open at once on one shard.
     pub max_per_shard: usize,
-    /// Connections open at once to one remote IP (IPv6: one /64), per
-    /// shard.
+    /// Connections open at once to one remote IP (IPv6: one /64), all
+    /// shards together.
     pub max_per_ip: usize,
 }
 
@@ -100,17 +101,17 @@ pub enum TcpError {
     },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counts {
     total: Cell<usize>,
-    per_ip: RefCell<HashMap<IpAddr, usize>>,
+    /// Per IP across every shard of the process.
+    per_ip: Arc<SharedConnCounts>,
 }
 
 /// Right to hold one connection; releases its slot on drop.
 #[derive(Debug)]
 pub struct ConnPermit {
     counts: Rc<Counts>,
-    /// The [`limit_key`] counted.
     ip: IpAddr,
     open: Gauge,
 }
@@ -120,16 +121,14 @@ impl Drop for ConnPermit {
         self.counts
             .total
             .set(self.counts.total.get().saturating_sub(1));
-        let mut map = self.counts.per_ip.borrow_mut();
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
+        self.counts.per_ip.release(self.ip);
         self.open.decrement(1.0);
     }
 }
+
+/// Slots of the per-IP connection table a process shares (256 KiB; see
+/// [`SharedConnCounts`] on sharing a slot).
+pub const CONN_COUNT_SLOTS: usize = 1 << 16;
 
 #[derive(Debug)]
 struct TcpMetrics {
@@ -149,8 +148,23 @@ pub struct TcpConnector {
 }
 
 impl TcpConnector {
-    /// A connector with the given limits; `shard` labels its metrics.
+    /// A connector with the given limits and a per-IP table of its own;
+    /// `shard` labels its metrics.
     pub fn new(opts: TcpOptions, shard: usize) -> Self {
+        Self::with_shared_counts(
+            opts,
+            shard,
+            Arc::new(SharedConnCounts::new(CONN_COUNT_SLOTS)),
+        )
+    }
+
+    /// A connector whose per-IP cap counts connections in `per_ip`, shared
+    /// with the other shards' connectors (the runtime builds one table).
+    pub fn with_shared_counts(
+        opts: TcpOptions,
+        shard: usize,
+        per_ip: Arc<SharedConnCounts>,
+    ) -> Self {
         let s = shard.to_string();
         let c = |reason: &'static str| counter!("shards_tcp_refused_total", "shard" => s.clone(), "reason" => reason);
         let metrics = TcpMetrics {
@@ -161,7 +175,10 @@ impl TcpConnector {
             errors: counter!("shards_tcp_connect_errors_total", "shard" => s.clone()),
         };
         Self {
-            counts: Rc::new(Counts::default()),
+            counts: Rc::new(Counts {
+                total: Cell::new(0),
+                per_ip,
+            }),
             opts,
             metrics: Rc::new(metrics),
         }
@@ -177,14 +194,10 @@ impl TcpConnector {
         self.counts.total.get()
     }
 
-    /// Connections currently held to `ip` on this shard (IPv6: to its /64).
+    /// Connections currently held to `ip` by every shard (IPv6: to its
+    /// /64).
     pub fn active_for(&self, ip: IpAddr) -> usize {
-        self.counts
-            .per_ip
-            .borrow()
-            .get(&limit_key(ip))
-            .copied()
-            .unwrap_or(0)
+        self.counts.per_ip.count(ip)
     }
 
     /// Takes a slot for `ip` if both caps allow it (the per-IP cap counts
@@ -198,19 +211,13 @@ impl TcpConnector {
                 limit: self.opts.max_per_shard,
             });
         }
-        let mut map = self.counts.per_ip.borrow_mut();
-        let n = map.entry(key).or_insert(0);
-        if *n >= self.opts.max_per_ip {
-            if *n == 0 {
-                map.remove(&key);
-            }
+        if !self.counts.per_ip.try_acquire(key, self.opts.max_per_ip) {
             self.metrics.ip_cap.increment(1);
             return Err(TcpError::IpCap {
                 ip,
                 limit: self.opts.max_per_ip,
             });
         }
-        *n += 1;
         self.counts.total.set(total + 1);
         self.metrics.open.increment(1.0);
         Ok(ConnPermit {

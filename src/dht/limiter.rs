@@ -15,16 +15,14 @@
 //! than the last call is treated as no time passing, and a gap of centuries
 //! just fills the bucket.
 
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use shards::budget::TokenBucket;
+use std::sync::Arc;
+
+use shards::budget::{PerIpLimiter, SharedPerIpLimiter, TokenBucket};
 
 const NANOS: u128 = 1_000_000_000;
-
-/// Per-IP clock offsets past this (146 years) re-base the limiter.
-const REBASE_NANOS: u64 = 1 << 62;
 
 fn nanos(d: Duration) -> u128 {
     d.as_nanos()
@@ -144,148 +142,46 @@ impl Budget {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    /// Non-zero tag of the owner's hash; 0 when never used.
-    tag: u32,
-    /// GCRA theoretical arrival time, nanoseconds since `origin`.
-    tat: u64,
-}
-
-/// A per-source-IP limiter in fixed memory (libtorrent's dos_blocker idea,
-/// sized for millions of spoofed sources).
-///
-/// Each IP (IPv6: its /64) hashes, with a secret key, to two candidate
-/// slots of a table fixed at construction; its state is one GCRA
-/// "theoretical arrival time". A source finding both slots busy with other
-/// active sources shares the one with more credit, which only ever makes
-/// it stricter, never lets it escape its limit. Memory is
-/// `size_of::<Slot>() × slots` whatever the traffic.
+/// A per-IP limit: the node's own fixed table (a node on its own: the
+/// tests, the simulations), or a table every shard of the process shares,
+/// so that the limit holds for the process however the kernel spreads a
+/// source's datagrams over the shards. Both are the runtime's
+/// ([`shards::budget`]); an IPv6 /64 is one source.
 #[derive(Debug, Clone)]
-pub struct PerIpLimiter {
-    slots: Box<[Slot]>,
-    mask: usize,
-    key: (u64, u64),
-    origin: Instant,
-    /// Nanoseconds per token.
-    interval: u64,
-    /// How far ahead of now a TAT may run: `interval × (burst - 1)`.
-    tolerance: u64,
-    closed: bool,
-    denied: u64,
+pub enum IpLimit {
+    /// This node's table.
+    Local(PerIpLimiter),
+    /// The process's table.
+    Shared(Arc<SharedPerIpLimiter>),
 }
 
-impl PerIpLimiter {
-    /// `slots` (rounded up to a power of two, at least 2, at most 2^22)
-    /// sources, each allowed one packet per `interval` with bursts of `burst`.
-    /// An interval of zero means unlimited; a burst of zero closes it.
-    pub fn new(
-        slots: usize,
-        interval: Duration,
-        burst: u32,
-        key: (u64, u64),
-        now: Instant,
-    ) -> Self {
-        let n = slots.clamp(2, 1 << 22).next_power_of_two();
-        let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
-        PerIpLimiter {
-            slots: vec![Slot::default(); n].into_boxed_slice(),
-            mask: n - 1,
-            key,
-            origin: now,
-            interval,
-            tolerance: interval.saturating_mul(u64::from(burst.saturating_sub(1))),
-            closed: burst == 0,
-            denied: 0,
-        }
+impl IpLimit {
+    /// A table of its own: `rate` packets per second per source, bursts of
+    /// `burst`; a rate or burst of 0 lets nothing through.
+    pub fn local(slots: usize, rate: u32, burst: u32, now: Instant) -> Self {
+        IpLimit::Local(PerIpLimiter::new(
+            slots,
+            u64::from(rate),
+            u64::from(burst),
+            now,
+        ))
     }
 
-    /// A limiter allowing `rate` packets per `per` (e.g. 5 per second split
-    /// over 2 shards: `rate = 5, per = 2 s`). A rate of 0 closes it.
-    pub fn with_rate(
-        slots: usize,
-        rate: u32,
-        per: Duration,
-        burst: u32,
-        key: (u64, u64),
-        now: Instant,
-    ) -> Self {
-        if rate == 0 {
-            return Self::new(slots, Duration::MAX, 0, key, now);
-        }
-        Self::new(slots, per / rate, burst, key, now)
-    }
-
-    /// Bytes used by the table (constant).
-    pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.slots)
-    }
-
-    /// Requests refused so far.
-    pub fn denied(&self) -> u64 {
-        self.denied
-    }
-
-    fn hash(&self, ip: IpAddr) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.key.hash(&mut h);
-        super::addr::limit_key(ip).hash(&mut h);
-        h.finish()
+    /// A table shared by every shard, with the same meaning.
+    pub fn shared(slots: usize, rate: u32, burst: u32, now: Instant) -> Arc<SharedPerIpLimiter> {
+        Arc::new(SharedPerIpLimiter::new(
+            slots,
+            u64::from(rate),
+            u64::from(burst),
+            now,
+        ))
     }
 
     /// One packet from or to `ip` at `now`: true if allowed (and charged).
     pub fn check(&mut self, now: Instant, ip: IpAddr) -> bool {
-        if self.closed {
-            self.denied = self.denied.saturating_add(1);
-            return false;
-        }
-        let mut t = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX);
-        if t >= REBASE_NANOS {
-            // After a gap of a century every bucket is full: start over
-            // rather than let the clock saturate.
-            self.origin = now;
-            self.slots.fill(Slot::default());
-            t = 0;
-        }
-        let h = self.hash(ip);
-        let tag = ((h >> 32) as u32) | 1;
-        let i1 = (h as usize) & self.mask;
-        let mut i2 = (h.rotate_right(21) as usize) & self.mask;
-        if i2 == i1 {
-            i2 ^= 1;
-        }
-        let (s1, s2) = match (self.slots.get(i1), self.slots.get(i2)) {
-            (Some(a), Some(b)) => (*a, *b),
-            _ => return false,
-        };
-        let idle = |s: &Slot| s.tag == 0 || s.tat <= t;
-        let idx = if s1.tag == tag {
-            i1
-        } else if s2.tag == tag {
-            i2
-        } else if idle(&s1) {
-            i1
-        } else if idle(&s2) {
-            i2
-        } else if s1.tat <= s2.tat {
-            i1
-        } else {
-            i2
-        };
-        let Some(slot) = self.slots.get_mut(idx) else {
-            return false;
-        };
-        if slot.tag != tag && (slot.tag == 0 || slot.tat <= t) {
-            *slot = Slot { tag, tat: t };
-        }
-        let tat = slot.tat.max(t);
-        if tat - t <= self.tolerance {
-            slot.tat = tat.saturating_add(self.interval);
-            true
-        } else {
-            self.denied = self.denied.saturating_add(1);
-            false
+        match self {
+            IpLimit::Local(l) => l.check(now, ip),
+            IpLimit::Shared(l) => l.check(now, ip),
         }
     }
 }
@@ -323,42 +219,15 @@ mod tests {
     }
 
     #[test]
-    fn case23_per_ip_limits() {
-        let t0 = Instant::now();
-        let ip: IpAddr = IpAddr::from([1, 2, 3, 4]);
-        let mut closed = PerIpLimiter::with_rate(64, 0, Duration::from_secs(1), 10, (1, 2), t0);
-        assert!(!closed.check(t0, ip));
-        assert!(!closed.check(t0 + Duration::from_secs(1 << 40), ip));
-        let mut open = PerIpLimiter::new(64, Duration::ZERO, 1, (1, 2), t0);
-        for _ in 0..10_000 {
-            assert!(open.check(t0, ip));
-        }
-        let mut l = PerIpLimiter::with_rate(64, 5, Duration::from_secs(1), 10, (1, 2), t0);
-        let passed = (0..100).filter(|_| l.check(t0, ip)).count();
-        assert_eq!(passed, 10);
-        // After a huge gap the burst is back, exactly.
-        let later = t0 + Duration::from_secs(1 << 40);
-        let passed = (0..100).filter(|_| l.check(later, ip)).count();
-        assert_eq!(passed, 10);
-        // A clock going backwards gives no extra credit.
-        assert!(!l.check(t0, ip));
-        // Rate: over 10 s at 100 attempts/s, 10 burst + 5/s pass (±1).
-        let mut l = PerIpLimiter::with_rate(64, 5, Duration::from_secs(1), 10, (1, 2), t0);
-        let mut n = 0;
-        for ms in (0..10_000u64).step_by(10) {
-            if l.check(t0 + Duration::from_millis(ms), ip) {
-                n += 1;
-            }
-        }
-        assert!((59..=61).contains(&n), "{n}");
-    }
-
-    #[test]
     fn case22_millions_of_spoofed_ips_bounded_memory() {
         let t0 = Instant::now();
-        let mut l = PerIpLimiter::with_rate(4096, 5, Duration::from_secs(1), 10, (7, 9), t0);
-        let mem = l.memory_bytes();
-        assert_eq!(mem, 4096 * std::mem::size_of::<Slot>());
+        let mut l = IpLimit::local(4096, 5, 10, t0);
+        let mem = |l: &IpLimit| match l {
+            IpLimit::Local(t) => t.memory_bytes(),
+            IpLimit::Shared(t) => t.memory_bytes(),
+        };
+        let before = mem(&l);
+        assert!(before <= 4096 * 16, "{before}");
         let victim = IpAddr::from([9, 9, 9, 9]);
         // The victim floods too: it must stay limited whatever else happens.
         let mut victim_passed = 0;
@@ -370,7 +239,7 @@ mod tests {
                 victim_passed += 1;
             }
         }
-        assert_eq!(l.memory_bytes(), mem);
+        assert_eq!(mem(&l), before);
         // 2 s of flooding: at most its burst + 2 s of rate.
         assert!(victim_passed <= 10 + 10 + 1, "{victim_passed}");
     }

@@ -144,7 +144,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use node::Node;
+pub use node::{IpLimits, Node};
 
 use crate::id::Id;
 use crate::keyspace::Slice;

@@ -32,7 +32,7 @@ pub use identity::{load_or_create_identities, IdentityError};
 pub use telemetry::{ShardTelemetry, Telemetry};
 
 use crate::config::{CrawlConfig, IdentityMode};
-use crate::dht::{Action, Identity, Node, NodeConfig, ShardMsg};
+use crate::dht::{Action, Identity, IpLimits, Node, NodeConfig, ShardMsg};
 use crate::fetch::{FetchJob, FetchPool, PoolConfig};
 use crate::krpc::NodeInfo;
 use crate::store::{Source as StoreSource, StoreWriter};
@@ -231,12 +231,27 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     // One start instant for every shard: token epochs are counted from it,
     // so a token issued by one shard verifies on any other.
     let t0 = Instant::now();
+    // Per-IP limits shared by every shard, built by the first shard from
+    // its (tweaked) node config; every shard's config has the same rates.
+    let ip_limits: Arc<std::sync::OnceLock<IpLimits>> = Arc::new(std::sync::OnceLock::new());
     let shards = builder.spawn(move |ctx: ShardContext<ShardMsg>| {
+        let ip_limits = ip_limits.clone();
         let cfg = cfg.clone();
         let ids = ids.clone();
         let bootstrap = bootstrap.clone();
         let parts = parts.clone();
-        async move { run_shard(ctx, &cfg, &ids, &bootstrap, (token_key, t0), parts).await }
+        async move {
+            run_shard(
+                ctx,
+                &cfg,
+                &ids,
+                &bootstrap,
+                (token_key, t0),
+                &ip_limits,
+                parts,
+            )
+            .await
+        }
     })?;
     let udp_addrs = shards.udp_addrs().to_vec();
     Ok(Engine { shards, udp_addrs })
@@ -286,6 +301,7 @@ async fn run_shard(
     ids: &[Vec<crate::id::Id>],
     bootstrap: &[SocketAddr],
     (token_key, t0): ([u8; 32], Instant),
+    ip_limits: &std::sync::OnceLock<IpLimits>,
     parts: EngineParts,
 ) -> Result<ShardReport, EngineError> {
     let shard = ctx.shard_id();
@@ -324,7 +340,9 @@ async fn run_shard(
         t(&mut nc);
     }
     nc.validate()?;
+    let shared_limits = ip_limits.get_or_init(|| IpLimits::shared(&nc, t0)).clone();
     let mut node = Node::new(nc, t0);
+    node.share_ip_limits(&shared_limits);
     let now = Instant::now();
     for k in parts.known_nodes.iter() {
         node.add_known_node(*k, now);

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::addr::{is_martian, is_valid_peer};
 use super::harvest::{Discovered, FetchOutcome, Harvester};
-use super::limiter::{Budget, PerIpLimiter, Tier};
+use super::limiter::{Budget, IpLimit, Tier};
 use super::lookup::Lookup;
 use super::store::{PeerStore, SamplePool};
 use super::table::Table;
@@ -122,11 +122,11 @@ pub struct Node {
     table: Table,
     inflight: Inflight,
     budget: Budget,
-    per_ip_out: PerIpLimiter,
-    per_ip_in: PerIpLimiter,
+    per_ip_out: IpLimit,
+    per_ip_in: IpLimit,
     /// Replies routed to another shard, per source: no source can answer
     /// more queries than the per-IP rate lets us send it.
-    per_ip_replies: PerIpLimiter,
+    per_ip_replies: IpLimit,
     store: PeerStore,
     pool: SamplePool,
     harvest: Harvester,
@@ -169,6 +169,59 @@ fn count(c: &mut u64) {
     *c = c.saturating_add(1);
 }
 
+/// The node's three per-IP limits: queries it answers (inbound), packets
+/// it sends to one address (outbound), and replies it routes to another
+/// shard (at most twice what it may ask one address: more are forged).
+#[derive(Debug, Clone)]
+pub struct IpLimits {
+    /// Queries from one source.
+    pub inbound: IpLimit,
+    /// Packets to one destination.
+    pub outbound: IpLimit,
+    /// Replies routed to another shard, per source.
+    pub replies: IpLimit,
+}
+
+impl IpLimits {
+    /// Tables of the node's own, from `cfg`.
+    pub fn local(cfg: &NodeConfig, now: Instant) -> Self {
+        let (i, o, r) = Self::rates(cfg);
+        IpLimits {
+            inbound: IpLimit::local(cfg.limiter_slots, i.0, i.1, now),
+            outbound: IpLimit::local(cfg.limiter_slots, o.0, o.1, now),
+            replies: IpLimit::local(cfg.limiter_slots, r.0, r.1, now),
+        }
+    }
+
+    /// Tables every shard shares (build once, hand a clone to each node's
+    /// [`Node::share_ip_limits`]): a source that the kernel spreads over
+    /// the shards, or that several shards talk to, gets one limit in all.
+    pub fn shared(cfg: &NodeConfig, now: Instant) -> Self {
+        let (i, o, r) = Self::rates(cfg);
+        let s = |(rate, burst): (u32, u32)| {
+            IpLimit::Shared(IpLimit::shared(cfg.limiter_slots, rate, burst, now))
+        };
+        IpLimits {
+            inbound: s(i),
+            outbound: s(o),
+            replies: s(r),
+        }
+    }
+
+    /// (rate, burst) of inbound, outbound and routed replies.
+    #[allow(clippy::type_complexity)]
+    fn rates(cfg: &NodeConfig) -> ((u32, u32), (u32, u32), (u32, u32)) {
+        (
+            (cfg.inbound_per_ip_pps, cfg.inbound_per_ip_burst),
+            (cfg.per_ip_pps, cfg.per_ip_burst),
+            (
+                cfg.per_ip_pps.saturating_mul(2),
+                cfg.per_ip_burst.saturating_mul(2).max(1),
+            ),
+        )
+    }
+}
+
 impl Node {
     /// A node for `cfg`, starting at `now`. All shards of a machine should be
     /// created with the same `now` and `token_key`, so that their token epochs
@@ -177,31 +230,7 @@ impl Node {
         let mut rng = Rng::seed_from_u64(cfg.seed);
         let key = |rng: &mut Rng| (rng.next_u64(), rng.next_u64());
         let slice = cfg.slice();
-        let shards = u64::from(cfg.nr_shards.max(1));
-        let per_ip_out = PerIpLimiter::with_rate(
-            cfg.limiter_slots,
-            cfg.per_ip_pps,
-            Duration::from_secs(shards),
-            (u64::from(cfg.per_ip_burst) / shards).max(1) as u32,
-            key(&mut rng),
-            now,
-        );
-        let per_ip_in = PerIpLimiter::with_rate(
-            cfg.limiter_slots,
-            cfg.inbound_per_ip_pps,
-            Duration::from_secs(1),
-            cfg.inbound_per_ip_burst,
-            key(&mut rng),
-            now,
-        );
-        let per_ip_replies = PerIpLimiter::with_rate(
-            cfg.limiter_slots,
-            cfg.per_ip_pps.saturating_mul(2),
-            Duration::from_secs(1),
-            cfg.per_ip_burst.saturating_mul(2).max(1),
-            key(&mut rng),
-            now,
-        );
+        let limits = IpLimits::local(&cfg, now);
         let harvest = Harvester::new(cfg.harvest, key(&mut rng));
         let sweep_cursor = slice.random_id(&mut rng);
         Node {
@@ -210,9 +239,9 @@ impl Node {
             table: Table::new(slice, cfg.max_nodes, cfg.max_out_per_bucket),
             inflight: Inflight::new(cfg.max_inflight),
             budget: Budget::new(u64::from(cfg.max_pps), cfg.max_bps, cfg.budget_window, now),
-            per_ip_out,
-            per_ip_in,
-            per_ip_replies,
+            per_ip_out: limits.outbound,
+            per_ip_in: limits.inbound,
+            per_ip_replies: limits.replies,
             store: PeerStore::new(cfg.max_torrents, cfg.max_peers),
             pool: SamplePool::new(cfg.sample_pool),
             harvest,
@@ -402,6 +431,14 @@ impl Node {
         s.torrents = self.store.len();
         s.harvest = self.harvest.stats();
         s
+    }
+
+    /// Uses per-IP tables shared with the other shards from now on, so each
+    /// limit holds for the process (see [`IpLimits::shared`]).
+    pub fn share_ip_limits(&mut self, limits: &IpLimits) {
+        self.per_ip_out = limits.outbound.clone();
+        self.per_ip_in = limits.inbound.clone();
+        self.per_ip_replies = limits.replies.clone();
     }
 
     /// Packets asked of the outbound budget since the last call (sent or
