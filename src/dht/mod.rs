@@ -135,6 +135,7 @@ pub mod lookup;
 mod node;
 pub mod store;
 pub mod table;
+pub mod vote;
 
 #[cfg(test)]
 mod sim;
