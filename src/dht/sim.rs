@@ -302,7 +302,7 @@ impl Sim {
                         self.drain_crawler(d);
                     }
                 }
-                Action::Discovered { .. } | Action::GaveUp { .. } => {}
+                Action::Discovered { .. } | Action::GaveUp { .. } | Action::Rekeyed { .. } => {}
                 Action::Fetch {
                     info_hash,
                     source,
