@@ -403,8 +403,8 @@ pub struct NodeConfig {
     /// The `v` we send.
     pub version: Option<[u8; 4]>,
     /// Learn our external address from the `ip` of replies, by a vote, and
-    /// move to a BEP 42 id for it ([`vote`]; `node/external_ip.rs`). On
-    /// shard 0 only by default: it re-keys the others.
+    /// move to a BEP 42 id for it ([`vote`]; `node/external_ip.rs`). Shard
+    /// 0 votes and re-keys the others; the flag must be the same on all.
     pub external_ip: vote::VoteConfig,
     /// Prefer nodes whose ids are BEP 42-valid for their addresses in the
     /// table (libtorrent's `dht_prefer_verified_node_ids`, on there too):
@@ -476,10 +476,7 @@ impl NodeConfig {
             seed,
             token_key,
             version: Some(*b"DH\x00\x01"),
-            external_ip: vote::VoteConfig {
-                enabled: shard == 0,
-                ..vote::VoteConfig::default()
-            },
+            external_ip: vote::VoteConfig::default(),
             prefer_verified: true,
         }
     }

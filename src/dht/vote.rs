@@ -43,9 +43,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// `tuning/README.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VoteConfig {
-    /// Take part: learn the external address and move to a BEP 42 id for
-    /// it. On one shard only (it re-keys the others); off with `spread`
-    /// identities, whose ids must stay inside their shards' slices.
+    /// Learn the external address and move to a BEP 42 id for it (shard 0
+    /// votes and re-keys the others). Off with `spread` identities, whose
+    /// ids must stay inside their shards' slices.
     pub enabled: bool,
     /// Votes (distinct voter prefixes) the winner needs at least (2 at
     /// least, whatever is set).

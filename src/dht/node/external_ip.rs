@@ -10,9 +10,9 @@
 //! public address itself, changes nothing).
 //!
 //! Shards: with `bep42` identities every shard shares each address and
-//! its id, so they must move together. One shard votes (the configuration
-//! enables it on shard 0 only: it sees the replies to its own queries,
-//! plenty for a vote) and sends the new id to the others
+//! its id, so they must move together. Shard 0 alone votes (it sees the
+//! replies to its own queries, plenty for a vote) and sends the new id to
+//! the others
 //! ([`ShardMsg::Rekey`]); the runtime saves it ([`Action::Rekeyed`]) so a
 //! restart begins with it. The shards' slices do not move: in `bep42` mode
 //! the shared id is not tied to any slice, and the table is ordered around
@@ -38,7 +38,7 @@ pub(super) struct ExternalIp {
 
 impl ExternalIp {
     pub(super) fn new(cfg: &NodeConfig) -> Self {
-        let voters = if cfg.external_ip.enabled {
+        let voters = if cfg.external_ip.enabled && cfg.shard == 0 {
             cfg.identities
                 .iter()
                 .map(|_| IpVoter::new(cfg.external_ip))
