@@ -16,9 +16,11 @@
 //!   from that voter.
 //! * **A winner needs [`VoteConfig::min_votes`] votes and a clear margin**:
 //!   more than 3/2 of the runner-up's (libtorrent: `top * 2 / 3 > second`).
-//!   A minority of liars cannot win, a large minority can stall a change
-//!   (the current address stays) but not make one, and a single voter never
-//!   decides anything (at least two votes are always needed).
+//!   Liars who are a minority of the voters heard cannot win (only liars
+//!   who all answer before the honest voters could, until those outvote
+//!   them), 40 % of them or more can stall a change (the current address
+//!   stays) but not make one, and a single voter never decides anything
+//!   (at least two votes are always needed).
 //! * **Reported addresses that cannot be ours are not votes**: another
 //!   family than the voter's, unspecified, martian, or BEP 42-exempt (a
 //!   private or loopback address needs no BEP 42 id).
