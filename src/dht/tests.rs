@@ -1241,6 +1241,12 @@ fn the_vote_on_reply_ips_moves_every_shard_to_a_bep42_id() {
             id: new
         }]
     );
+    // Our former id is still ours: others keep listing us under it for a
+    // while, and an entry for it would be ourselves.
+    let own_before = s0.stats().dropped.own_id;
+    s0.handle_datagram(0, peer(60), &ping(b"o1", old), t0);
+    assert_eq!(s0.stats().dropped.own_id, own_before + 1);
+    assert!(out(&mut s0).is_empty());
     // Shard 1 does not vote: a unanimous lie in its replies moves nothing.
     s1.handle_timeout(t0);
     for (k, t) in out(&mut s1).iter().enumerate() {

@@ -28,12 +28,18 @@ use super::*;
 use crate::dht::vote::IpVoter;
 use crate::id::{bep42_id, bep42_verify};
 
-/// The vote's state: one voter per identity (none when not voting), and a
-/// refresh around a new id waiting to be sent.
+/// Former ids remembered as ours.
+const MAX_FORMER: usize = 8;
+
+/// The vote's state: one voter per identity (none when not voting), the
+/// refreshes around new ids waiting to be sent, and our former ids.
 #[derive(Debug)]
 pub(super) struct ExternalIp {
     voters: Vec<IpVoter>,
-    refresh: Option<Id>,
+    refresh: Vec<Id>,
+    /// Ids we used before a re-key: other nodes keep listing us under them
+    /// for a while, and an entry for one would be ourselves.
+    former: Vec<Id>,
 }
 
 impl ExternalIp {
@@ -48,8 +54,14 @@ impl ExternalIp {
         };
         ExternalIp {
             voters,
-            refresh: None,
+            refresh: Vec::new(),
+            former: Vec::new(),
         }
+    }
+
+    /// Whether `id` was one of ours before a re-key.
+    pub(super) fn was_ours(&self, id: &Id) -> bool {
+        self.former.contains(id)
     }
 
     /// The address the vote settled on for `identity`.
@@ -120,7 +132,7 @@ impl Node {
             me.addr,
             me.id
         );
-        self.rekey(identity, id, now);
+        self.rekey(identity, id);
         for shard in 0..self.cfg.nr_shards {
             if shard != self.cfg.shard {
                 self.actions.push_back(Action::ToShard {
@@ -138,28 +150,33 @@ impl Node {
 
     /// Uses `id` on `identity` from now on (decided here or by the voting
     /// shard).
-    pub(super) fn rekey(&mut self, identity: u8, id: Id, _now: Instant) {
+    pub(super) fn rekey(&mut self, identity: u8, id: Id) {
         let Some(slot) = self.cfg.identities.get_mut(usize::from(identity)) else {
             return;
         };
         if slot.id == id {
             return;
         }
-        slot.id = id;
+        let old = std::mem::replace(&mut slot.id, id);
+        if self.external.former.len() >= MAX_FORMER {
+            self.external.former.remove(0);
+        }
+        self.external.former.push(old);
+        self.external.former.retain(|f| *f != id);
         count(&mut self.stats.rekeys);
         // Whoever the table knew under our new id is not us.
         self.table.remove(&id);
         // The shard whose slice holds the new id (shard 0 when it lies
         // outside this machine's keyspace) tells the nodes near it.
         if self.owner(&id).unwrap_or(0) == self.cfg.shard {
-            self.external.refresh = Some(id);
+            self.external.refresh.push(id);
         }
     }
 
     /// find_node for our new id to the nodes closest to it, once we know
     /// any (libtorrent's refresh after a new id).
     fn pump_self_refresh(&mut self, now: Instant) {
-        let Some(target) = self.external.refresh else {
+        let Some(target) = self.external.refresh.first().copied() else {
             return;
         };
         if self.table.is_empty() {
@@ -180,6 +197,6 @@ impl Node {
                 Err(_) => {}
             }
         }
-        self.external.refresh = None;
+        self.external.refresh.remove(0);
     }
 }

@@ -311,7 +311,7 @@ impl Node {
                 }
             }
             ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
-            ShardMsg::Rekey { identity, id } => self.rekey(identity, id, now),
+            ShardMsg::Rekey { identity, id } => self.rekey(identity, id),
         }
         self.flush_exploit(now);
     }
@@ -460,7 +460,7 @@ impl Node {
     }
 
     fn is_own_id(&self, id: &Id) -> bool {
-        self.cfg.identities.iter().any(|i| i.id == *id)
+        self.cfg.identities.iter().any(|i| i.id == *id) || self.external.was_ours(id)
     }
 
     fn acceptable_node(&self, n: &NodeInfo) -> bool {
