@@ -86,7 +86,7 @@ impl Node {
             return;
         };
         if let Some(ext) = voter.vote(from.ip(), ip.ip(), now) {
-            self.external_ip_changed(identity, ext, now);
+            self.external_ip_changed(identity, ext);
         }
     }
 
@@ -95,7 +95,7 @@ impl Node {
         for i in 0..self.external.voters.len() {
             let changed = self.external.voters.get_mut(i).and_then(|v| v.expire(now));
             if let (Some(ext), Ok(identity)) = (changed, u8::try_from(i)) {
-                self.external_ip_changed(identity, ext, now);
+                self.external_ip_changed(identity, ext);
             }
         }
         self.pump_self_refresh(now);
@@ -108,7 +108,7 @@ impl Node {
 
     /// The vote settled on `ext` for `identity`: move to a BEP 42 id for it
     /// (unless ours is valid for it already), on every shard.
-    fn external_ip_changed(&mut self, identity: u8, ext: IpAddr, now: Instant) {
+    fn external_ip_changed(&mut self, identity: u8, ext: IpAddr) {
         let Some(me) = self.cfg.identities.get(usize::from(identity)).copied() else {
             return;
         };
