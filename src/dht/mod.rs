@@ -135,13 +135,14 @@ pub mod lookup;
 mod node;
 pub mod store;
 pub mod table;
+pub mod vote;
 
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use node::{IpLimits, Node};
@@ -225,6 +226,14 @@ pub enum ShardMsg {
         /// The infohash.
         info_hash: Id,
     },
+    /// The voting shard moved `identity` to a new (BEP 42) id: every shard
+    /// uses it from now on (shared identities move together).
+    Rekey {
+        /// The identity (bind address) index.
+        identity: u8,
+        /// Its new id.
+        id: Id,
+    },
 }
 
 /// Something for the runtime to do.
@@ -268,6 +277,17 @@ pub enum Action {
         info_hash: Id,
         /// The new peers.
         peers: Vec<SocketAddr>,
+    },
+    /// The external address of `identity` was voted to `external` and the
+    /// node moved to `id`, a BEP 42 id for it (all shards do): save it, so
+    /// that a restart begins with it.
+    Rekeyed {
+        /// The identity (bind address) index.
+        identity: u8,
+        /// The voted external address.
+        external: IpAddr,
+        /// The new id.
+        id: Id,
     },
 }
 
@@ -383,6 +403,14 @@ pub struct NodeConfig {
     pub token_key: [u8; 32],
     /// The `v` we send.
     pub version: Option<[u8; 4]>,
+    /// Learn our external address from the `ip` of replies, by a vote, and
+    /// move to a BEP 42 id for it ([`vote`]; `node/external_ip.rs`). Shard
+    /// 0 votes and re-keys the others; the flag must be the same on all.
+    pub external_ip: vote::VoteConfig,
+    /// Prefer nodes whose ids are BEP 42-valid for their addresses in the
+    /// table (libtorrent's `dht_prefer_verified_node_ids`, on there too):
+    /// see [`table`].
+    pub prefer_verified: bool,
 }
 
 impl NodeConfig {
@@ -449,6 +477,8 @@ impl NodeConfig {
             seed,
             token_key,
             version: Some(*b"DH\x00\x01"),
+            external_ip: vote::VoteConfig::default(),
+            prefer_verified: true,
         }
     }
 
@@ -591,6 +621,8 @@ pub struct NodeStats {
     pub sample_replies: u64,
     /// Confirmed nodes whose id changed, evicted.
     pub evicted_id_change: u64,
+    /// Our own id changed (a BEP 42 id for a newly voted external address).
+    pub rekeys: u64,
     /// Table entries (candidates included).
     pub nodes_known: usize,
     /// Confirmed table entries.

@@ -293,6 +293,8 @@ struct Shard {
     pool: Rc<FetchPool>,
     store: StoreWriter,
     tele: Arc<Telemetry>,
+    /// The state directory and the configured binds, to save a new id.
+    ids_file: (std::path::PathBuf, Vec<SocketAddr>),
 }
 
 async fn run_shard(
@@ -329,6 +331,9 @@ async fn run_shard(
     // One node to the outside: with shared identities the key's owner
     // answers keyed queries.
     nc.forward_queries = cfg.identity == IdentityMode::Bep42 && n > 1;
+    // BEP 42 ids follow the voted external address only where ids are
+    // shared; spread ids must stay inside their shards' slices.
+    nc.external_ip.enabled &= cfg.identity == IdentityMode::Bep42;
     // The harvester never hands the pool more than its queue holds.
     let pool_defaults = PoolConfig::default();
     nc.harvest.max_fetching = nc
@@ -374,6 +379,7 @@ async fn run_shard(
         pool: pool.clone(),
         store: parts.store.clone(),
         tele: parts.telemetry.clone(),
+        ids_file: (cfg.state_dir.clone(), cfg.bind.clone()),
     });
 
     let tcp = Rc::new(ctx.tcp().clone());
@@ -671,6 +677,14 @@ impl Shard {
                     }
                     Action::MorePeers { info_hash, peers } => {
                         self.pool.add_peers(info_hash, &peers)
+                    }
+                    Action::Rekeyed { identity, id, .. } => {
+                        let (dir, binds) = &self.ids_file;
+                        if let Some(bind) = binds.get(usize::from(identity)) {
+                            if let Err(e) = identity::save_id(dir, *bind, id) {
+                                log::warn!("new id {id} for {bind} not saved: {e}");
+                            }
+                        }
                     }
                 }
             }

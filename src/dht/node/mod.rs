@@ -10,6 +10,8 @@
 //!   [`Harvester`]'s (`super::harvest`);
 //! * [`maintain`]: bootstrap, the sample sweep, walks, verification and
 //!   re-pings;
+//! * [`external_ip`]: the vote on our external address and the move to a
+//!   BEP 42 id for it;
 //! * this file: the public surface (`handle_*`, `poll_*`), inbound
 //!   dispatch, replies to our own queries, and sending.
 //!
@@ -17,6 +19,7 @@
 //! and the handling of replies to our queries all work on the transaction
 //! table and the routing table together, and read best side by side.
 
+mod external_ip;
 mod inflight;
 mod maintain;
 mod responder;
@@ -155,6 +158,7 @@ pub struct Node {
     refresh_cursor: Id,
     walks: u64,
     recent_gaps: Vec<u64>,
+    external: external_ip::ExternalIp,
 }
 
 fn want_families(want: Want, from: &SocketAddr) -> (bool, bool) {
@@ -233,10 +237,12 @@ impl Node {
         let limits = IpLimits::local(&cfg, now);
         let harvest = Harvester::new(cfg.harvest, key(&mut rng));
         let sweep_cursor = slice.random_id(&mut rng);
+        let mut table = Table::new(slice, cfg.max_nodes, cfg.max_out_per_bucket);
+        table.set_prefer_verified(cfg.prefer_verified);
         Node {
             slice,
             tokens: TokenSecrets::with_period(cfg.token_key, now, cfg.token_rotation),
-            table: Table::new(slice, cfg.max_nodes, cfg.max_out_per_bucket),
+            table,
             inflight: Inflight::new(cfg.max_inflight),
             budget: Budget::new(u64::from(cfg.max_pps), cfg.max_bps, cfg.budget_window, now),
             per_ip_out: limits.outbound,
@@ -268,6 +274,7 @@ impl Node {
             refresh_cursor: slice.first(),
             walks: 0,
             recent_gaps: Vec::new(),
+            external: external_ip::ExternalIp::new(&cfg),
             rng,
             cfg,
         }
@@ -348,6 +355,7 @@ impl Node {
                 }
             }
             ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
+            ShardMsg::Rekey { identity, id } => self.rekey(identity, id),
         }
         self.flush_exploit(now);
     }
@@ -393,6 +401,7 @@ impl Node {
         self.pump_verify(now);
         self.pump_walk(now);
         self.pump_refresh(now);
+        self.pump_external(now);
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick;
         }
@@ -526,7 +535,7 @@ impl Node {
     }
 
     fn is_own_id(&self, id: &Id) -> bool {
-        self.cfg.identities.iter().any(|i| i.id == *id)
+        self.cfg.identities.iter().any(|i| i.id == *id) || self.external.was_ours(id)
     }
 
     fn acceptable_node(&self, n: &NodeInfo) -> bool {
@@ -560,6 +569,7 @@ impl Node {
             Body::Query(q) => self.handle_query(identity, from, &msg, &q, data, fwd, now),
             Body::Response(r) => {
                 if let Some(p) = self.match_reply(identity, from, msg.tid) {
+                    self.on_reported_ip(identity, from, msg.ip, now);
                     self.on_response(p, from, &r, now);
                 }
             }
@@ -864,6 +874,15 @@ impl Node {
         fam.get(pick).and_then(|&n| u8::try_from(n).ok())
     }
 
+    /// BEP 32 `want` for our queries: both families when both are bound
+    /// (we can use either kind of node), nothing otherwise (the responder's
+    /// default, our own family, is what we can use).
+    fn query_want(&self) -> Want {
+        let ids = &self.cfg.identities;
+        let both = ids.iter().any(|i| i.addr.is_ipv4()) && ids.iter().any(|i| i.addr.is_ipv6());
+        Want { n4: both, n6: both }
+    }
+
     fn send_query(
         &mut self,
         to: SocketAddr,
@@ -908,7 +927,7 @@ impl Node {
             },
             &our_id,
             method,
-            Want::default(),
+            self.query_want(),
             self.cfg.read_only,
         );
         self.budget.try_send(now, buf.len(), tier);
