@@ -817,3 +817,24 @@ fn sigterm_and_sigkill_lose_no_seen_infohash() {
     swarm.stop();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let out = run(&["completions", "bash"]);
+    assert!(out.status.success());
+    let bash = String::from_utf8_lossy(&out.stdout);
+    assert!(bash.contains("complete") && bash.contains("crawl") && bash.contains("--max-pps"));
+    let out = run(&["completions", "zsh"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("#compdef"));
+    let out = run(&["man"]);
+    assert!(out.status.success());
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        man.contains(".TH dht-hunter 1"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    assert!(man.contains("crawl"));
+    let out = run(&["completions", "tcsh"]);
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
