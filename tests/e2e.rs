@@ -26,6 +26,49 @@ fn run(args: &[&str]) -> Output {
         .expect("run dht-hunter")
 }
 
+/// A free loopback UDP address to bind a crawler to.
+fn free_bind() -> String {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `crawl` arguments for a two-shard loopback crawler bound to `bind`,
+/// bootstrapping from `swarm`, with its state in `dir`, plus `extra`.
+fn crawl_args(
+    bind: &str,
+    dir: &Path,
+    swarm: &dht_hunter::loadgen::swarm::Swarm,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "crawl",
+        "--bind",
+        bind,
+        "--allow-private",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--shards",
+        "2",
+        "--no-pin",
+        "--oversubscribe",
+        "--status",
+        "never",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    for n in swarm.node_addrs.iter().take(8) {
+        args.push("--bootstrap".into());
+        args.push(n.to_string());
+    }
+    args
+}
+
 fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {
@@ -362,40 +405,21 @@ fn sigterm_mid_crawl_keeps_every_completed_fetch() {
         ..SwarmConfig::default()
     })
     .unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut args: Vec<String> = [
-        "crawl",
-        "--bind",
+    let bind = free_bind();
+    let args = crawl_args(
         &bind,
-        "--allow-private",
-        "--state-dir",
-        dir.to_str().unwrap(),
-        "--shards",
-        "2",
-        "--no-pin",
-        "--oversubscribe",
-        "--fetch-timeout",
-        "5",
+        &dir,
+        &swarm,
         // Slow fetching down so the signal lands in the middle.
-        "--fetch-concurrency",
-        "2",
-        "--per-ip-pps",
-        "50",
-        "--status",
-        "never",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for n in swarm.node_addrs.iter().take(8) {
-        args.push("--bootstrap".into());
-        args.push(n.to_string());
-    }
+        &[
+            "--fetch-timeout",
+            "5",
+            "--fetch-concurrency",
+            "2",
+            "--per-ip-pps",
+            "50",
+        ],
+    );
     let child = Command::new(bin())
         .args(&args)
         .stdin(Stdio::null())
@@ -527,35 +551,21 @@ fn restart_resumes_unfetched_infohashes() {
     .unwrap();
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     let crawl = |duration: &str, max_metadata: &str| {
-        let mut args: Vec<String> = [
-            "crawl",
-            "--bind",
+        let args = crawl_args(
             "127.0.0.1:0",
-            "--allow-private",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--no-pin",
-            "--oversubscribe",
-            "--per-ip-pps",
-            "50",
-            "--max-metadata-size",
-            max_metadata,
-            "--fetch-timeout",
-            "5",
-            "--duration",
-            duration,
-            "--status",
-            "never",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for n in swarm.node_addrs.iter().take(8) {
-            args.push("--bootstrap".into());
-            args.push(n.to_string());
-        }
+            &dir,
+            &swarm,
+            &[
+                "--per-ip-pps",
+                "50",
+                "--max-metadata-size",
+                max_metadata,
+                "--fetch-timeout",
+                "5",
+                "--duration",
+                duration,
+            ],
+        );
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         run(&refs)
     };
@@ -667,41 +677,17 @@ fn sigterm_and_sigkill_lose_no_seen_infohash() {
         ..SwarmConfig::default()
     })
     .unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bind = format!("127.0.0.1:{port}");
+    let bind = free_bind();
     let target: std::net::SocketAddr = bind.parse().unwrap();
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     let spawn = || {
-        let mut args: Vec<String> = [
-            "crawl",
-            "--bind",
+        // Fetch slowly, so most seen infohashes are still in progress.
+        let args = crawl_args(
             &bind,
-            "--allow-private",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--no-pin",
-            "--oversubscribe",
-            "--fetch-timeout",
-            "5",
-            // Fetch slowly, so most seen infohashes are still in progress.
-            "--fetch-concurrency",
-            "2",
-            "--status",
-            "never",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for n in swarm.node_addrs.iter().take(8) {
-            args.push("--bootstrap".into());
-            args.push(n.to_string());
-        }
+            &dir,
+            &swarm,
+            &["--fetch-timeout", "5", "--fetch-concurrency", "2"],
+        );
         Command::new(bin())
             .args(&args)
             .stdin(Stdio::null())
