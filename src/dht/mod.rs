@@ -133,7 +133,7 @@ pub mod harvest;
 pub mod limiter;
 pub mod lookup;
 mod node;
-pub mod store;
+pub mod peers;
 pub mod table;
 pub mod vote;
 

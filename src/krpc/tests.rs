@@ -599,7 +599,7 @@ fn errors_round_trip() {
 
 #[test]
 fn reply_tid_finds_replies_only() {
-    use super::wire::reply_tid;
+    use super::raw::reply_tid;
     let mut r = Vec::new();
     encode_response(
         &mut r,

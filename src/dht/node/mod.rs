@@ -35,7 +35,7 @@ use super::addr::{is_martian, is_valid_peer};
 use super::harvest::{Discovered, FetchOutcome, Harvester};
 use super::limiter::{Budget, IpLimit, Tier};
 use super::lookup::Lookup;
-use super::store::{PeerStore, SamplePool};
+use super::peers::{PeerStore, SamplePool};
 use super::table::Table;
 use super::{Action, NodeConfig, NodeStats, ShardMsg, Source, Transmit};
 use crate::id::Id;
@@ -586,7 +586,7 @@ impl Node {
     /// per-source reply limit before it is copied. Returns whether the
     /// datagram was dealt with here.
     fn route_reply(&mut self, identity: u8, from: SocketAddr, data: &[u8], now: Instant) -> bool {
-        let Some(t) = crate::krpc::wire::reply_tid(data).and_then(Tid::from_bytes) else {
+        let Some(t) = crate::krpc::raw::reply_tid(data).and_then(Tid::from_bytes) else {
             return false;
         };
         if t.shard == self.cfg.shard {

@@ -1,9 +1,9 @@
-//! The wire layer: one pass over a datagram that picks out every key KRPC
+//! The raw layer: one pass over a datagram that picks out every key KRPC
 //! knows, as borrowed slices, with no allocation and no interpretation.
 //!
 //! The typed layer ([`super::message`]) then decides what the keys mean. The
 //! split follows pubky/mainline's `messages/internal.rs` and rqbit's borrowed
-//! buffers: wire types mirror the bencode; typed messages mirror the protocol.
+//! buffers: raw types mirror the bencode; typed messages mirror the protocol.
 //!
 //! A known key with an unexpected type is treated as absent (so an `id` that
 //! is an integer reads as a missing id and earns a 203 error). Unknown keys
