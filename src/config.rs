@@ -106,6 +106,8 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// `allow-private = true`.
     pub allow_private: Option<bool>,
+    /// `allow-privileged-ports = true`.
+    pub allow_privileged_ports: Option<bool>,
     /// `max-pps = 20000`.
     pub max_pps: Option<u32>,
     /// `per-ip-pps = 5`.
@@ -204,6 +206,7 @@ impl FileConfig {
             identity: self.identity.or(lower.identity),
             state_dir: self.state_dir.or(lower.state_dir),
             allow_private: self.allow_private.or(lower.allow_private),
+            allow_privileged_ports: self.allow_privileged_ports.or(lower.allow_privileged_ports),
             max_pps: self.max_pps.or(lower.max_pps),
             per_ip_pps: self.per_ip_pps.or(lower.per_ip_pps),
             inbound_per_ip_pps: self.inbound_per_ip_pps.or(lower.inbound_per_ip_pps),
@@ -240,6 +243,8 @@ pub struct CrawlConfig {
     pub state_dir: PathBuf,
     /// Accept loopback and private addresses (tests and demos).
     pub allow_private: bool,
+    /// Fetch metadata from peers on ports below 1024.
+    pub allow_privileged_ports: bool,
     /// Global outbound packet budget per second, over all shards.
     pub max_pps: u32,
     /// Outbound packets per second to one remote IP, over all shards.
@@ -438,6 +443,7 @@ impl CrawlConfig {
             identity: c.identity.unwrap_or_default(),
             state_dir,
             allow_private: c.allow_private.unwrap_or(false),
+            allow_privileged_ports: c.allow_privileged_ports.unwrap_or(false),
             max_pps,
             per_ip_pps,
             inbound_per_ip_pps: c.inbound_per_ip_pps.unwrap_or(defaults::INBOUND_PER_IP_PPS),
@@ -512,6 +518,7 @@ mod tests {
         assert_eq!(c.bootstrap.len(), 4);
         assert!(c.pin);
         assert!(!c.allow_private);
+        assert!(!c.allow_privileged_ports);
         assert_eq!(c.identity, IdentityMode::Bep42);
         assert!(c.db.starts_with("sqlite:"));
         assert_eq!(c.keyspace, Slice::full());
@@ -627,6 +634,28 @@ mod tests {
         let e = resolve(url_file(&secret)).unwrap_err().to_string();
         assert!(e.contains("db") && !e.contains("s3cret"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn privileged_ports_are_off_unless_the_file_or_a_flag_says_so() {
+        let off = CrawlConfig::resolve(FileConfig::default()).unwrap();
+        assert!(!off.allow_privileged_ports);
+        let file = parse("allow-privileged-ports = true\n").unwrap();
+        assert!(
+            CrawlConfig::resolve(file.clone())
+                .unwrap()
+                .allow_privileged_ports
+        );
+        // A switch can only turn it on: unset on the command line, the
+        // file's value stands.
+        let flags = FileConfig::default();
+        assert!(
+            CrawlConfig::resolve(flags.or(file))
+                .unwrap()
+                .allow_privileged_ports
+        );
+        let e = parse("allow-privileged-ports = 1").unwrap_err().to_string();
+        assert!(e.contains("allow-privileged-ports"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,49 @@ fn run(args: &[&str]) -> Output {
         .expect("run dht-hunter")
 }
 
+/// A free loopback UDP address to bind a crawler to.
+fn free_bind() -> String {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// `crawl` arguments for a two-shard loopback crawler bound to `bind`,
+/// bootstrapping from `swarm`, with its state in `dir`, plus `extra`.
+fn crawl_args(
+    bind: &str,
+    dir: &Path,
+    swarm: &dht_hunter::loadgen::swarm::Swarm,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "crawl",
+        "--bind",
+        bind,
+        "--allow-private",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--shards",
+        "2",
+        "--no-pin",
+        "--oversubscribe",
+        "--status",
+        "never",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    for n in swarm.node_addrs.iter().take(8) {
+        args.push("--bootstrap".into());
+        args.push(n.to_string());
+    }
+    args
+}
+
 fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {
@@ -362,40 +405,21 @@ fn sigterm_mid_crawl_keeps_every_completed_fetch() {
         ..SwarmConfig::default()
     })
     .unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut args: Vec<String> = [
-        "crawl",
-        "--bind",
+    let bind = free_bind();
+    let args = crawl_args(
         &bind,
-        "--allow-private",
-        "--state-dir",
-        dir.to_str().unwrap(),
-        "--shards",
-        "2",
-        "--no-pin",
-        "--oversubscribe",
-        "--fetch-timeout",
-        "5",
+        &dir,
+        &swarm,
         // Slow fetching down so the signal lands in the middle.
-        "--fetch-concurrency",
-        "2",
-        "--per-ip-pps",
-        "50",
-        "--status",
-        "never",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for n in swarm.node_addrs.iter().take(8) {
-        args.push("--bootstrap".into());
-        args.push(n.to_string());
-    }
+        &[
+            "--fetch-timeout",
+            "5",
+            "--fetch-concurrency",
+            "2",
+            "--per-ip-pps",
+            "50",
+        ],
+    );
     let child = Command::new(bin())
         .args(&args)
         .stdin(Stdio::null())
@@ -527,35 +551,21 @@ fn restart_resumes_unfetched_infohashes() {
     .unwrap();
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     let crawl = |duration: &str, max_metadata: &str| {
-        let mut args: Vec<String> = [
-            "crawl",
-            "--bind",
+        let args = crawl_args(
             "127.0.0.1:0",
-            "--allow-private",
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--no-pin",
-            "--oversubscribe",
-            "--per-ip-pps",
-            "50",
-            "--max-metadata-size",
-            max_metadata,
-            "--fetch-timeout",
-            "5",
-            "--duration",
-            duration,
-            "--status",
-            "never",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for n in swarm.node_addrs.iter().take(8) {
-            args.push("--bootstrap".into());
-            args.push(n.to_string());
-        }
+            &dir,
+            &swarm,
+            &[
+                "--per-ip-pps",
+                "50",
+                "--max-metadata-size",
+                max_metadata,
+                "--fetch-timeout",
+                "5",
+                "--duration",
+                duration,
+            ],
+        );
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         run(&refs)
     };
@@ -644,4 +654,173 @@ fn restart_resumes_unfetched_infohashes() {
     assert!(seen > 0, "run 3 saw none of the stored torrents: {line}");
     swarm.stop();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Stop mid-harvest with SIGTERM, restart, kill with SIGKILL, restart: at
+/// every point each infohash the crawler acknowledged an announce for is
+/// stored or pending in the database (none is lost with the process).
+#[test]
+fn sigterm_and_sigkill_lose_no_seen_infohash() {
+    use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+    use dht_hunter::store::Store;
+    use std::collections::HashSet;
+    let dir = tmp("kill-keeps");
+    let swarm = Swarm::start(&SwarmConfig {
+        nodes: 200,
+        torrents: 3000,
+        peers_per_torrent: 1,
+        bad_fraction: 0.0,
+        unfetchable_fraction: 0.0,
+        large_torrents: 0,
+        client_rate: 300,
+        seed: 21,
+        ..SwarmConfig::default()
+    })
+    .unwrap();
+    let bind = free_bind();
+    let target: std::net::SocketAddr = bind.parse().unwrap();
+    let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
+    let spawn = || {
+        // Fetch slowly, so most seen infohashes are still in progress.
+        let args = crawl_args(
+            &bind,
+            &dir,
+            &swarm,
+            &["--fetch-timeout", "5", "--fetch-concurrency", "2"],
+        );
+        Command::new(bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let acked = || -> HashSet<String> {
+        let stats = swarm.counters.per_target.lock().unwrap();
+        stats
+            .iter()
+            .filter(|t| t.target == bind)
+            .flat_map(|t| t.acked_torrents.iter())
+            .map(|&i| swarm.truth[i as usize].infohash.clone())
+            .collect()
+    };
+    // Waits until `more` new announces were acknowledged, then returns
+    // what was acknowledged up to then.
+    let seen_after = |more: usize| -> HashSet<String> {
+        let base = acked().len();
+        let start = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = acked();
+            if now.len() >= base + more {
+                return now;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "only {} announces acknowledged",
+                now.len() - base
+            );
+        }
+    };
+    // Every seen infohash is stored or pending; returns (stored, pending).
+    let check = |seen: &HashSet<String>, when: &str| -> (usize, usize) {
+        let s = Store::open(&db).unwrap();
+        let pending: HashSet<String> = s
+            .pending(1_000_000)
+            .unwrap()
+            .into_iter()
+            .map(|p| dht_hunter::id::Id(p.infohash).to_hex())
+            .collect();
+        let stored: HashSet<String> = s
+            .stored_infohashes()
+            .unwrap()
+            .into_iter()
+            .map(|ih| dht_hunter::id::Id(ih).to_hex())
+            .collect();
+        s.close().unwrap();
+        let lost: Vec<&String> = seen
+            .iter()
+            .filter(|h| !pending.contains(*h) && !stored.contains(*h))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{when}: {} of {} seen infohashes lost (stored {}, pending {})",
+            lost.len(),
+            seen.len(),
+            stored.len(),
+            pending.len()
+        );
+        let seen_stored = seen.iter().filter(|h| stored.contains(*h)).count();
+        (seen_stored, seen.len() - seen_stored)
+    };
+    let signal = |child: &std::process::Child, sig: i32| {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(child.id() as i32, sig) };
+        assert_eq!(rc, 0);
+    };
+
+    // Run 1: SIGTERM mid-harvest.
+    let child = spawn();
+    swarm.set_target(target);
+    let seen = seen_after(150);
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (stored, pending) = check(&seen, "after SIGTERM");
+    assert!(
+        pending > 0,
+        "the harvest had finished ({stored} stored): not mid-harvest"
+    );
+
+    // Run 2: restart, then SIGKILL mid-harvest. What was acknowledged a
+    // second before the kill has been committed (the writer commits as
+    // items arrive).
+    let mut child = spawn();
+    let seen2: HashSet<String> = seen_after(150).union(&seen).cloned().collect();
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait().unwrap();
+    let (stored2, pending2) = check(&seen2, "after SIGKILL");
+    assert!(pending2 > 0, "not mid-harvest ({stored2} stored)");
+
+    // Run 3: a restart resumes from the killed run's database and still
+    // holds every seen infohash when it stops.
+    let child = spawn();
+    std::thread::sleep(Duration::from_secs(8));
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unfetched infohashes"), "{stderr}");
+    let (stored3, _) = check(&seen2, "after the last restart");
+    assert!(stored3 > stored2, "nothing fetched after the restart");
+    swarm.stop();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    let out = run(&["completions", "bash"]);
+    assert!(out.status.success());
+    let bash = String::from_utf8_lossy(&out.stdout);
+    assert!(bash.contains("complete") && bash.contains("crawl") && bash.contains("--max-pps"));
+    let out = run(&["completions", "zsh"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("#compdef"));
+    let out = run(&["man"]);
+    assert!(out.status.success());
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        man.contains(".TH dht-hunter 1"),
+        "{}",
+        &man[..man.len().min(200)]
+    );
+    assert!(man.contains("crawl"));
+    let out = run(&["completions", "tcsh"]);
+    assert!(!out.status.success(), "an unknown shell is refused");
 }

@@ -1,18 +1,27 @@
 //! The fetch pool against the load generator's peers on loopback: a lying
 //! peer is detected, penalised and skipped afterwards; the next peer of the
-//! same job succeeds; a full queue hands jobs back and counts them.
+//! same job succeeds; a full queue hands jobs back and counts them; tarpits
+//! (tricklers, junk streamers, silent peers, privileged ports) cost at most
+//! their budgets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use dht_hunter::dht::harvest::FetchOutcome;
-use dht_hunter::fetch::{FailureKind, FetchJob, FetchPool, OutcomeSink, PoolConfig};
+use dht_hunter::fetch::{
+    FailureKind, FetchJob, FetchPool, OutcomeSink, PoolConfig, FIRST_UNPRIVILEGED_PORT,
+};
 use dht_hunter::id::Id;
+use dht_hunter::loadgen::peers::{PeerKind, PeerPlan, PeerServer, PEER_BASE};
 use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+use dht_hunter::loadgen::torrents::synth;
+use dht_hunter::rng::Rng;
 use dht_hunter::store::{Source, Store};
+use dht_hunter::wire::Behaviour;
 
 #[test]
 fn liars_are_penalised_and_honest_peers_win() {
@@ -328,4 +337,268 @@ fn a_full_queue_hands_jobs_back() {
         .join()
         .unwrap();
     assert_eq!(out[0], (3, 3, 2, 2));
+}
+
+// ------------------------------------------------------------- tarpits
+//
+// Hostile peers served by the load generator's peer server on 127.96.0.x,
+// each against a fresh pool that runs its jobs one after the other. (IPv6
+// grouping by /64 cannot be shown on loopback, where IPv6 is one address:
+// `src/fetch/marks.rs` and `shards::tcp` test it on synthetic addresses.)
+
+/// The hostile peers, all serving one small synthetic torrent.
+struct Tarpit {
+    server: PeerServer,
+    info_hash: Id,
+    addrs: Vec<SocketAddr>,
+}
+
+fn tarpit(kinds: &[PeerKind]) -> Tarpit {
+    let mut rng = Rng::seed_from_u64(11);
+    let t = synth(0, &mut rng, None);
+    let plans: Vec<PeerPlan> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| PeerPlan {
+            ip: Ipv4Addr::from(u32::from(PEER_BASE) + i as u32),
+            kind: *kind,
+            torrent: 0,
+            churn: None,
+        })
+        .collect();
+    let ips: Vec<Ipv4Addr> = plans.iter().map(|p| p.ip).collect();
+    let infos = Arc::new(vec![(t.info_hash, Arc::new(t.info))]);
+    let server = PeerServer::start(plans, infos, Instant::now()).unwrap();
+    // The swarm's peers listen on this (ephemeral) port: it must be one the
+    // crawler connects to by default.
+    assert!(server.port >= FIRST_UNPRIVILEGED_PORT, "{}", server.port);
+    let addrs = ips
+        .into_iter()
+        .map(|ip| SocketAddr::from((ip, server.port)))
+        .collect();
+    Tarpit {
+        server,
+        info_hash: t.info_hash,
+        addrs,
+    }
+}
+
+/// One job's end: its outcome, how long it took, every failure count
+/// after it (indexed like `FailureKind::ALL`).
+#[derive(Debug, Clone)]
+struct Turn {
+    outcome: FetchOutcome,
+    took: Duration,
+    failures: Vec<u64>,
+}
+
+impl Turn {
+    fn count(&self, kind: FailureKind) -> u64 {
+        let i = FailureKind::ALL.iter().position(|k| *k == kind).unwrap();
+        self.failures[i]
+    }
+}
+
+/// Runs one job per peer list, each after the previous one ended, on one
+/// pool.
+fn in_turn(cfg: PoolConfig, info_hash: Id, jobs: Vec<Vec<SocketAddr>>, name: &str) -> Vec<Turn> {
+    let dir = std::env::temp_dir().join(format!("dh-tarpit-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&format!("sqlite:{}", dir.join("db.sqlite").display())).unwrap();
+    let writer = store.writer();
+    let turns = shards::ShardsBuilder::new()
+        .shards(1)
+        .pin(false)
+        .spawn(move |ctx: shards::ShardContext<()>| {
+            let jobs = jobs.clone();
+            let writer = writer.clone();
+            async move {
+                let pool = FetchPool::new(cfg);
+                let stats = pool.stats();
+                let (outcomes, sink) = collect();
+                let tcp = Rc::new(ctx.tcp().clone());
+                let runner =
+                    glommio::spawn_local(pool.clone().run(tcp, writer, sink, ctx.shutdown()));
+                let mut turns = Vec::new();
+                for (i, peers) in jobs.into_iter().enumerate() {
+                    let started = Instant::now();
+                    assert!(pool
+                        .submit(FetchJob {
+                            info_hash,
+                            source: Source::GetPeers,
+                            discovered_at: SystemTime::now(),
+                            peers,
+                        })
+                        .is_ok());
+                    while outcomes.borrow().len() <= i {
+                        assert!(started.elapsed() < Duration::from_secs(30), "job {i} stuck");
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    turns.push(Turn {
+                        outcome: outcomes.borrow()[i].1.clone(),
+                        took: started.elapsed(),
+                        failures: FailureKind::ALL
+                            .iter()
+                            .map(|k| stats.failures(*k))
+                            .collect(),
+                    });
+                }
+                ctx.shutdown_handle().trigger();
+                runner.await;
+                Ok::<_, std::io::Error>(turns)
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    store.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    turns.into_iter().next().unwrap()
+}
+
+/// A peer that answers both handshakes at once, then trickles its metadata
+/// a byte every 100 ms (progress inside every read deadline: the idle
+/// timeout never fires) is cut off by the connection's wall-time budget.
+#[test]
+fn a_trickling_peer_is_cut_off_by_the_time_budget() {
+    let pit = tarpit(&[PeerKind::Slow]);
+    let mut cfg = PoolConfig::default();
+    cfg.fetch.hard_deadline = Duration::from_millis(1500);
+    let turns = in_turn(cfg, pit.info_hash, vec![vec![pit.addrs[0]]], "trickle");
+    pit.server.stop();
+    let t = &turns[0];
+    assert_eq!(
+        t.outcome,
+        FetchOutcome::Failed {
+            tried: vec![pit.addrs[0]]
+        }
+    );
+    assert_eq!(t.count(FailureKind::Timeout), 1);
+    // The idle (25 s) and handshake (10 s) timeouts were far off: only the
+    // time budget can have ended it, within it plus loopback slack.
+    assert!(
+        t.took >= Duration::from_millis(1500) && t.took < Duration::from_millis(2500),
+        "{:?}",
+        t.took
+    );
+}
+
+/// A peer that answers both handshakes, then streams legal junk messages as
+/// fast as we read is cut off by the byte budget long before any deadline,
+/// and is penalised: the next job skips it without connecting and gets the
+/// metadata from an honest peer.
+#[test]
+fn a_junk_streaming_peer_is_cut_off_by_the_byte_budget() {
+    let pit = tarpit(&[PeerKind::Junk, PeerKind::Serve(Behaviour::Honest)]);
+    let (junk, honest) = (pit.addrs[0], pit.addrs[1]);
+    let cfg = PoolConfig {
+        peers_at_once: 1,
+        ..PoolConfig::default()
+    };
+    let turns = in_turn(
+        cfg,
+        pit.info_hash,
+        vec![vec![junk], vec![junk, honest]],
+        "junk",
+    );
+    pit.server.stop();
+    let (first, second) = (&turns[0], &turns[1]);
+    assert_eq!(first.outcome, FetchOutcome::Failed { tried: vec![junk] });
+    assert_eq!(first.count(FailureKind::ByteBudget), 1);
+    assert_eq!(first.count(FailureKind::Timeout), 0);
+    // The hard deadline is 30 s: 2 MiB on loopback takes milliseconds.
+    assert!(first.took < Duration::from_secs(5), "{:?}", first.took);
+    assert_eq!(second.outcome, FetchOutcome::Stored);
+    assert_eq!(second.count(FailureKind::Penalised), 1);
+    assert_eq!(
+        second.count(FailureKind::ByteBudget),
+        1,
+        "junk was tried again"
+    );
+}
+
+/// A peer that timed out is tried last by the next job (which succeeds
+/// through another peer without waiting for it), and after
+/// `timeout_strikes` timeouts not at all.
+#[test]
+fn timed_out_peers_go_last_then_off_the_list() {
+    let pit = tarpit(&[
+        PeerKind::Serve(Behaviour::NoHandshake),
+        PeerKind::Serve(Behaviour::Honest),
+    ]);
+    let (silent, honest) = (pit.addrs[0], pit.addrs[1]);
+    let mut cfg = PoolConfig {
+        peers_at_once: 1,
+        ..PoolConfig::default()
+    };
+    cfg.fetch.handshake_timeout = Duration::from_millis(300);
+    assert_eq!(cfg.timeout_strikes, 3);
+    let jobs = vec![
+        vec![silent],
+        vec![silent, honest],
+        vec![silent],
+        vec![silent],
+        vec![silent, honest],
+        vec![silent],
+    ];
+    let turns = in_turn(cfg, pit.info_hash, jobs, "timeouts");
+    pit.server.stop();
+    let timeouts: Vec<u64> = turns
+        .iter()
+        .map(|t| t.count(FailureKind::Timeout))
+        .collect();
+    let penalised: Vec<u64> = turns
+        .iter()
+        .map(|t| t.count(FailureKind::Penalised))
+        .collect();
+    // 1: times out. 2: the silent peer goes last, the honest one serves
+    // first, so no second timeout and no wait for one. 3, 4: strikes two
+    // and three. 5: skipped (not connected to), the honest peer serves.
+    // 6: skipped, nothing left to try.
+    assert_eq!(timeouts, [1, 1, 2, 3, 3, 3]);
+    assert_eq!(penalised, [0, 0, 0, 0, 1, 2]);
+    assert_eq!(turns[1].outcome, FetchOutcome::Stored);
+    assert!(
+        turns[1].took < Duration::from_millis(300),
+        "{:?}",
+        turns[1].took
+    );
+    assert_eq!(turns[4].outcome, FetchOutcome::Stored);
+    assert_eq!(
+        turns[5].outcome,
+        FetchOutcome::Failed {
+            tried: vec![silent]
+        }
+    );
+    assert!(
+        turns[5].took < Duration::from_millis(300),
+        "{:?}",
+        turns[5].took
+    );
+}
+
+/// Peers on ports below 1024 are refused by default: counted, listed as
+/// tried, never connected to. (The addresses are loopback anyway; an
+/// attempt would show as refused, timed out or closed.)
+#[test]
+fn privileged_ports_are_refused_without_connecting() {
+    let low: Vec<SocketAddr> = [1u16, 22, 80, 1023]
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    let turns = in_turn(
+        PoolConfig::default(),
+        Id([7; 20]),
+        vec![low.clone()],
+        "ports",
+    );
+    let t = &turns[0];
+    assert_eq!(t.outcome, FetchOutcome::Failed { tried: low });
+    assert_eq!(t.count(FailureKind::PrivilegedPort), 4);
+    let attempted: u64 = FailureKind::ALL
+        .iter()
+        .filter(|k| **k != FailureKind::PrivilegedPort)
+        .map(|k| t.count(*k))
+        .sum();
+    assert_eq!(attempted, 0, "{t:?}");
 }

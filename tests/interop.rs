@@ -17,7 +17,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +59,27 @@ fn in_netns(name: &str) -> bool {
         skip_or_fail("python3-libtorrent is not installed");
         return false;
     }
+    // Can this user make a network namespace at all? (Not without root or
+    // unprivileged user namespaces; a failure inside the namespace is then
+    // told apart from not being allowed to make one.)
+    let probe = Command::new("unshare")
+        .args(["-n", "true"])
+        .stderr(Stdio::piped())
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            skip_or_fail(&format!(
+                "unshare -n is not permitted here ({}); run as root",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+            return false;
+        }
+        Err(e) => {
+            skip_or_fail(&format!("unshare not available: {e}"));
+            return false;
+        }
+    }
     let exe = std::env::current_exe().unwrap();
     let status = Command::new("unshare")
         .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
@@ -68,10 +89,6 @@ fn in_netns(name: &str) -> bool {
         .status();
     match status {
         Ok(s) if s.success() => false,
-        Ok(s) if s.code() == Some(1) && !Path::new("/proc/self/ns/net").exists() => {
-            skip_or_fail("no network namespaces");
-            false
-        }
         Ok(s) => panic!("{name} failed inside the namespace: {s}"),
         Err(e) => {
             skip_or_fail(&format!("unshare not available: {e}"));

@@ -313,6 +313,11 @@ impl ShardsBuilder {
             source,
         })?;
 
+        // One per-IP connection table for every shard's connector: the
+        // per-IP cap is per process, not per shard.
+        let conn_counts = std::sync::Arc::new(crate::budget::SharedConnCounts::new(
+            crate::tcp::CONN_COUNT_SLOTS,
+        ));
         let mut handles = Vec::with_capacity(n);
         let parts = app_mesh
             .into_iter()
@@ -337,6 +342,7 @@ impl ShardsBuilder {
                 budget_mesh: budget_mesh[i].take(),
                 budget: self.global_budget,
                 tcp: self.tcp,
+                conn_counts: conn_counts.clone(),
                 metrics_interval: self.metrics_interval,
                 reader,
                 guard: FailGuard {
@@ -412,6 +418,7 @@ struct ShardSetup<M: Send + 'static> {
     budget_mesh: Option<MeshEnds<BudgetMsg>>,
     budget: Option<GlobalBudgetConfig>,
     tcp: TcpOptions,
+    conn_counts: std::sync::Arc<crate::budget::SharedConnCounts>,
     metrics_interval: Duration,
     reader: std::os::unix::net::UnixStream,
     guard: FailGuard,
@@ -436,6 +443,7 @@ where
         budget_mesh,
         budget,
         tcp,
+        conn_counts,
         metrics_interval,
         reader,
         mut guard,
@@ -489,7 +497,7 @@ where
         mesh,
         shutdown: guard.shutdown.clone(),
         local_shutdown,
-        tcp: TcpConnector::new(tcp, shard),
+        tcp: TcpConnector::with_shared_counts(tcp, shard, conn_counts),
         budget,
     };
     match f(ctx).await {

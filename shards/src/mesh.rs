@@ -478,6 +478,18 @@ impl<M: Send + 'static> Mesh<M> {
         }
     }
 
+    /// Empties every outbox without sending (for a shard that stops while
+    /// its peers may no longer drain): the batches, with their peer index.
+    pub fn take_outboxes(&self) -> Vec<(usize, Vec<M>)> {
+        let mut outbox = self.outbox.borrow_mut();
+        outbox
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(peer, b)| (peer, std::mem::take(b)))
+            .collect()
+    }
+
     /// Messages waiting in outboxes (not yet in any queue).
     pub fn queued(&self) -> usize {
         self.outbox.borrow().iter().map(Vec::len).sum()

@@ -4,7 +4,10 @@
 //! candidate peers exhaust file descriptors or hammer one host. Every
 //! connection therefore needs a [`ConnPermit`] from its shard's
 //! [`TcpConnector`]: at most `max_per_shard` in total and `max_per_ip` per
-//! remote IP. The permit is taken *before* `socket(2)` is called, so the
+//! remote IP across every shard of the process (one shared table of
+//! atomics, [`SharedConnCounts`]), counted by [`limit_key`] (an IPv6 /64 is
+//! one IP, an IPv4-mapped address is its IPv4), so one host cannot multiply
+//! its share by walking its /64 or by being fetched from by many shards. The permit is taken *before* `socket(2)` is called, so the
 //! number of descriptors is bounded by construction, and it is released
 //! when the [`TcpConn`] (or the permit) is dropped, whatever the path.
 //!
@@ -15,12 +18,12 @@
 //! exchange.
 
 use std::{
-    cell::{Cell, RefCell},
-    collections::HashMap,
+    cell::Cell,
     io,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     rc::Rc,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -28,6 +31,8 @@ use std::{
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use metrics::{counter, gauge, Counter, Gauge};
+
+use crate::budget::{limit_key, SharedConnCounts};
 
 /// Limits and timeouts for outgoing connections of one shard.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +45,8 @@ pub struct TcpOptions {
     pub write_timeout: Option<Duration>,
     /// Connections open at once on one shard.
     pub max_per_shard: usize,
-    /// Connections open at once to one remote IP, per shard.
+    /// Connections open at once to one remote IP (IPv6: one /64), all
+    /// shards together.
     pub max_per_ip: usize,
 }
 
@@ -65,10 +71,11 @@ pub enum TcpError {
         /// The cap.
         limit: usize,
     },
-    /// The shard already has `limit` connections open to `ip`.
+    /// The shard already has `limit` connections open to `ip` (or to
+    /// others in its IPv6 /64).
     #[error("per-IP TCP connection cap reached for {ip} ({limit})")]
     IpCap {
-        /// The remote IP.
+        /// The remote IP asked for.
         ip: IpAddr,
         /// The cap.
         limit: usize,
@@ -94,10 +101,11 @@ pub enum TcpError {
     },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counts {
     total: Cell<usize>,
-    per_ip: RefCell<HashMap<IpAddr, usize>>,
+    /// Per IP across every shard of the process.
+    per_ip: Arc<SharedConnCounts>,
 }
 
 /// Right to hold one connection; releases its slot on drop.
@@ -113,16 +121,14 @@ impl Drop for ConnPermit {
         self.counts
             .total
             .set(self.counts.total.get().saturating_sub(1));
-        let mut map = self.counts.per_ip.borrow_mut();
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
+        self.counts.per_ip.release(self.ip);
         self.open.decrement(1.0);
     }
 }
+
+/// Slots of the per-IP connection table a process shares (256 KiB; see
+/// [`SharedConnCounts`] on sharing a slot).
+pub const CONN_COUNT_SLOTS: usize = 1 << 16;
 
 #[derive(Debug)]
 struct TcpMetrics {
@@ -142,8 +148,23 @@ pub struct TcpConnector {
 }
 
 impl TcpConnector {
-    /// A connector with the given limits; `shard` labels its metrics.
+    /// A connector with the given limits and a per-IP table of its own;
+    /// `shard` labels its metrics.
     pub fn new(opts: TcpOptions, shard: usize) -> Self {
+        Self::with_shared_counts(
+            opts,
+            shard,
+            Arc::new(SharedConnCounts::new(CONN_COUNT_SLOTS)),
+        )
+    }
+
+    /// A connector whose per-IP cap counts connections in `per_ip`, shared
+    /// with the other shards' connectors (the runtime builds one table).
+    pub fn with_shared_counts(
+        opts: TcpOptions,
+        shard: usize,
+        per_ip: Arc<SharedConnCounts>,
+    ) -> Self {
         let s = shard.to_string();
         let c = |reason: &'static str| counter!("shards_tcp_refused_total", "shard" => s.clone(), "reason" => reason);
         let metrics = TcpMetrics {
@@ -154,7 +175,10 @@ impl TcpConnector {
             errors: counter!("shards_tcp_connect_errors_total", "shard" => s.clone()),
         };
         Self {
-            counts: Rc::new(Counts::default()),
+            counts: Rc::new(Counts {
+                total: Cell::new(0),
+                per_ip,
+            }),
             opts,
             metrics: Rc::new(metrics),
         }
@@ -170,13 +194,16 @@ impl TcpConnector {
         self.counts.total.get()
     }
 
-    /// Connections currently held to `ip` on this shard.
+    /// Connections currently held to `ip` by every shard (IPv6: to its
+    /// /64).
     pub fn active_for(&self, ip: IpAddr) -> usize {
-        self.counts.per_ip.borrow().get(&ip).copied().unwrap_or(0)
+        self.counts.per_ip.count(ip)
     }
 
-    /// Takes a slot for `ip` if both caps allow it.
+    /// Takes a slot for `ip` if both caps allow it (the per-IP cap counts
+    /// `ip`'s [`limit_key`]).
     pub fn try_permit(&self, ip: IpAddr) -> Result<ConnPermit, TcpError> {
+        let key = limit_key(ip);
         let total = self.counts.total.get();
         if total >= self.opts.max_per_shard {
             self.metrics.shard_cap.increment(1);
@@ -184,24 +211,18 @@ impl TcpConnector {
                 limit: self.opts.max_per_shard,
             });
         }
-        let mut map = self.counts.per_ip.borrow_mut();
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.opts.max_per_ip {
-            if *n == 0 {
-                map.remove(&ip);
-            }
+        if !self.counts.per_ip.try_acquire(key, self.opts.max_per_ip) {
             self.metrics.ip_cap.increment(1);
             return Err(TcpError::IpCap {
                 ip,
                 limit: self.opts.max_per_ip,
             });
         }
-        *n += 1;
         self.counts.total.set(total + 1);
         self.metrics.open.increment(1.0);
         Ok(ConnPermit {
             counts: self.counts.clone(),
-            ip,
+            ip: key,
             open: self.metrics.open.clone(),
         })
     }
@@ -326,5 +347,48 @@ impl AsyncWrite for TcpConn {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-IP cap counts an IPv6 /64 as one IP and a v4-mapped address
+    /// as its IPv4. Permits create no socket, so the addresses are only
+    /// counted, never contacted.
+    #[test]
+    fn per_ip_cap_counts_a_v6_prefix_as_one_ip() {
+        let tcp = TcpConnector::new(
+            TcpOptions {
+                max_per_shard: 100,
+                max_per_ip: 2,
+                ..TcpOptions::default()
+            },
+            0,
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = tcp.try_permit(ip("2001:db8:1:2::1"));
+        let b = tcp.try_permit(ip("2001:db8:1:2:ffff::9"));
+        assert!(a.is_ok() && b.is_ok());
+        let c = tcp.try_permit(ip("2001:db8:1:2:1234::77"));
+        assert!(matches!(c, Err(TcpError::IpCap { limit: 2, .. })), "{c:?}");
+        assert_eq!(tcp.active_for(ip("2001:db8:1:2::5")), 2);
+        // Another /64 has its own count.
+        let d = tcp.try_permit(ip("2001:db8:1:3::1"));
+        assert!(d.is_ok());
+        drop(a);
+        assert!(tcp.try_permit(ip("2001:db8:1:2::3")).is_ok());
+        // v4-mapped and plain IPv4 share one count.
+        let e = tcp.try_permit(ip("::ffff:198.51.100.1"));
+        let f = tcp.try_permit(ip("198.51.100.1"));
+        assert!(e.is_ok() && f.is_ok());
+        assert!(matches!(
+            tcp.try_permit(ip("198.51.100.1")),
+            Err(TcpError::IpCap { .. })
+        ));
+        assert!(tcp.try_permit(ip("198.51.100.2")).is_ok());
+        drop((b, d, e, f));
+        assert_eq!(tcp.active(), 0);
     }
 }

@@ -73,6 +73,14 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) to standard output.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    Man,
     /// Counts, rates, database size and sources.
     Stats {
         /// One JSON object.
@@ -164,6 +172,12 @@ pub struct CrawlArgs {
     /// Accept loopback and private addresses (tests and demos only).
     #[arg(long)]
     pub allow_private: bool,
+    /// Fetch metadata from peers on ports below 1024 (default: off, as
+    /// libtorrent's no_connect_privileged_ports: peers come from DHT
+    /// values anyone can write, and must not aim the crawler at a third
+    /// party's SSH, HTTP or mail server).
+    #[arg(long)]
+    pub allow_privileged_ports: bool,
     /// Outbound packets per second, all shards together.
     #[arg(long, help = with_default("Outbound packets per second, all shards together", D::MAX_PPS))]
     pub max_pps: Option<u32>,
@@ -227,6 +241,7 @@ impl CrawlArgs {
             identity: self.identity,
             state_dir: self.state_dir.clone(),
             allow_private: flag(self.allow_private),
+            allow_privileged_ports: flag(self.allow_privileged_ports),
             max_pps: self.max_pps,
             per_ip_pps: self.per_ip_pps,
             inbound_per_ip_pps: self.inbound_per_ip_pps,
@@ -284,6 +299,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => crate::demo::run(&args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "dht-hunter", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Search {
             text,
             limit,
@@ -491,6 +518,13 @@ const PENDING_RESUME_MAX: usize = 1_000_000;
 
 /// Runs a crawl until its duration ends or a signal arrives.
 pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
+    // A file-size limit (RLIMIT_FSIZE) reached while writing must be an
+    // error the store retries, not SIGXFSZ killing the crawler.
+    // SAFETY: setting a signal's disposition to ignore, before any thread
+    // that could race on it starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     ensure_parent(&cfg.db)?;
     let store = Store::open(&cfg.db).with_context(|| format!("opening {}", redact_url(&cfg.db)))?;
     if let Some(addr) = cfg.metrics {
@@ -545,8 +579,10 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     let status = status_spawn(status_mode, telemetry.clone(), stop.clone());
     let reports = eng.join();
     status.stop();
-    drop(signals);
+    // The signal handler stays installed through the final flush: a second
+    // signal still ends the process at once.
     let reports = reports?;
+    let _watchdog = signals::watchdog(STORE_STOP_LIMIT)?;
     let nodes: Vec<_> = reports
         .iter()
         .flat_map(|r| r.known_nodes.iter().copied())
@@ -556,6 +592,7 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     }
     store.flush()?;
     store.close()?;
+    drop(signals);
     let t = telemetry.totals();
     log::info!(
         "stopped: {} infohashes, {} torrents fetched, {} given up, {} in progress, \
@@ -570,11 +607,49 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the final store flush may take after the shards stopped (a
+/// database that went away is retried until then; see tuning/README.md).
+const STORE_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// SIGINT/SIGTERM: the first stops the engine gracefully, the second exits
 /// at once (SQLite's WAL keeps the database consistent either way).
 mod signals {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use crate::store::StoreWriter;
     use shards::ShutdownHandle;
+
+    /// Ends the process if the final flush outlives `limit`.
+    pub struct Watchdog {
+        done: Arc<AtomicBool>,
+    }
+
+    impl Drop for Watchdog {
+        fn drop(&mut self) {
+            self.done.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn watchdog(limit: Duration) -> std::io::Result<Watchdog> {
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::Builder::new()
+            .name("stop-watchdog".into())
+            .spawn(move || {
+                std::thread::sleep(limit);
+                if !seen.load(Ordering::Acquire) {
+                    log::error!(
+                        "the store did not finish writing within {} s of stopping: \
+                         exiting; what it had not written is lost",
+                        limit.as_secs()
+                    );
+                    std::process::exit(1);
+                }
+            })?;
+        Ok(Watchdog { done })
+    }
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::iterator::{Handle, Signals};
 

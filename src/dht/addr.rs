@@ -83,6 +83,11 @@ pub fn is_valid_peer(addr: &SocketAddr, allow_private: bool) -> bool {
     addr.port() > 1 && !is_martian(addr, allow_private)
 }
 
+/// The address a peer or node is limited under (per-IP caps, budgets,
+/// penalties): IPv4 as is, IPv4-mapped IPv6 as its IPv4, other IPv6 by
+/// its /64. One rule for the whole crate, kept with the runtime's TCP cap.
+pub use shards::budget::limit_key;
+
 /// The prefix a lookup allows one node of: the /24 for IPv4, the /64 for IPv6.
 pub fn lookup_prefix(ip: IpAddr) -> u64 {
     match ip {

@@ -296,6 +296,11 @@ impl Harvester {
         }
     }
 
+    /// Every infohash in progress, with how it was first seen.
+    pub fn unfinished(&self) -> impl Iterator<Item = (Id, Source)> + '_ {
+        self.entries.iter().map(|(ih, e)| (*ih, e.source))
+    }
+
     /// Counters.
     pub fn stats(&self) -> HarvestStats {
         let mut s = self.stats;

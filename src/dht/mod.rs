@@ -133,18 +133,19 @@ pub mod harvest;
 pub mod limiter;
 pub mod lookup;
 mod node;
-pub mod store;
+pub mod peers;
 pub mod table;
+pub mod vote;
 
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use node::Node;
+pub use node::{IpLimits, Node};
 
 use crate::id::Id;
 use crate::keyspace::Slice;
@@ -225,6 +226,14 @@ pub enum ShardMsg {
         /// The infohash.
         info_hash: Id,
     },
+    /// The voting shard moved `identity` to a new (BEP 42) id: every shard
+    /// uses it from now on (shared identities move together).
+    Rekey {
+        /// The identity (bind address) index.
+        identity: u8,
+        /// Its new id.
+        id: Id,
+    },
 }
 
 /// Something for the runtime to do.
@@ -237,8 +246,9 @@ pub enum Action {
         /// The message.
         msg: ShardMsg,
     },
-    /// A new infohash owned by this shard, for the store's pending table
-    /// (once per infohash life).
+    /// An infohash owned by this shard, for the store's pending table: once
+    /// per infohash life when taken in, and at each announce or sample
+    /// sighting while the harvester is too full to take it in.
     Discovered {
         /// The infohash.
         info_hash: Id,
@@ -267,6 +277,17 @@ pub enum Action {
         info_hash: Id,
         /// The new peers.
         peers: Vec<SocketAddr>,
+    },
+    /// The external address of `identity` was voted to `external` and the
+    /// node moved to `id`, a BEP 42 id for it (all shards do): save it, so
+    /// that a restart begins with it.
+    Rekeyed {
+        /// The identity (bind address) index.
+        identity: u8,
+        /// The voted external address.
+        external: IpAddr,
+        /// The new id.
+        id: Id,
     },
 }
 
@@ -382,6 +403,14 @@ pub struct NodeConfig {
     pub token_key: [u8; 32],
     /// The `v` we send.
     pub version: Option<[u8; 4]>,
+    /// Learn our external address from the `ip` of replies, by a vote, and
+    /// move to a BEP 42 id for it ([`vote`]; `node/external_ip.rs`). Shard
+    /// 0 votes and re-keys the others; the flag must be the same on all.
+    pub external_ip: vote::VoteConfig,
+    /// Prefer nodes whose ids are BEP 42-valid for their addresses in the
+    /// table (libtorrent's `dht_prefer_verified_node_ids`, on there too):
+    /// see [`table`].
+    pub prefer_verified: bool,
 }
 
 impl NodeConfig {
@@ -448,6 +477,8 @@ impl NodeConfig {
             seed,
             token_key,
             version: Some(*b"DH\x00\x01"),
+            external_ip: vote::VoteConfig::default(),
+            prefer_verified: true,
         }
     }
 
@@ -505,6 +536,10 @@ pub struct DropCounts {
     pub wrong_endpoint: u64,
     /// Over the inbound per-IP limit.
     pub per_ip_in: u64,
+    /// Replies for another shard from a source that sent more of them than
+    /// we could have asked it for (forged-reply floods), dropped before
+    /// any copy.
+    pub per_ip_replies: u64,
     /// Reply not sent: over the outbound per-IP limit.
     pub per_ip_out: u64,
     /// Reply not sent: over the shard's budget.
@@ -586,6 +621,8 @@ pub struct NodeStats {
     pub sample_replies: u64,
     /// Confirmed nodes whose id changed, evicted.
     pub evicted_id_change: u64,
+    /// Our own id changed (a BEP 42 id for a newly voted external address).
+    pub rekeys: u64,
     /// Table entries (candidates included).
     pub nodes_known: usize,
     /// Confirmed table entries.

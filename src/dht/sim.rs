@@ -7,6 +7,13 @@
 //!
 //! The network counts every datagram the crawler sends to each IP, so the
 //! per-IP limit can be checked over all shards together.
+//!
+//! The crawler can sit behind a NAT ([`Sim::set_crawler_public`]): the
+//! population then sees its datagrams come from a public address and
+//! reports that address in `ip`, and the network carries their datagrams
+//! to that address back to the crawler. Population nodes can also lie about
+//! it ([`Sim::liars`]). All of it is in memory: nothing is ever sent
+//! anywhere, the addresses are only bytes.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -90,6 +97,16 @@ pub struct Sim {
     pub harvested: Vec<Harvest>,
     pub more_peers: u64,
     pub delivered: u64,
+    /// The crawler's address as the population sees it (a NAT), if set.
+    pub crawler_public: Option<SocketAddr>,
+    /// Population nodes that report this address as the crawler's `ip`.
+    pub liars: HashMap<usize, SocketAddr>,
+    /// When a liar's reply was rewritten.
+    pub lies: Vec<Instant>,
+    /// The sender id of every query the crawler sent, with its time.
+    pub crawler_query_ids: Vec<(Instant, u8, Id)>,
+    /// Every [`Action::Rekeyed`] of the crawler, with its shard and time.
+    pub rekeyed: Vec<(Instant, u8, Action)>,
 }
 
 /// The address of population node `i`: each in its own /24, as distinct
@@ -103,6 +120,30 @@ pub fn pop_addr(i: usize) -> SocketAddr {
 pub fn announcer_addr(j: usize) -> SocketAddr {
     let ip = Ipv4Addr::new(127, 100 + (j / 200) as u8, (j % 200) as u8, 2);
     SocketAddr::from((ip, 6881))
+}
+
+/// Replaces the `ip` a response carries (a liar's doing), in place. Keys
+/// are sorted, so `ip` is a response's first key: `d2:ip6:…`. Returns
+/// whether it was rewritten.
+fn rewrite_ip(bytes: &mut [u8], lie: SocketAddr) -> bool {
+    let mut compact = Vec::with_capacity(18);
+    match lie.ip() {
+        IpAddr::V4(a) => compact.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => compact.extend_from_slice(&a.octets()),
+    }
+    compact.extend_from_slice(&lie.port().to_be_bytes());
+    let key = format!("d2:ip{}:", compact.len());
+    if !bytes.starts_with(key.as_bytes()) {
+        return false;
+    }
+    let start = key.len();
+    match bytes.get_mut(start..start + compact.len()) {
+        Some(v) => {
+            v.copy_from_slice(&compact);
+            true
+        }
+        None => false,
+    }
 }
 
 fn src_hash(a: &SocketAddr) -> u64 {
@@ -175,6 +216,11 @@ impl Sim {
             harvested: Vec::new(),
             more_peers: 0,
             delivered: 0,
+            crawler_public: None,
+            liars: HashMap::new(),
+            lies: Vec::new(),
+            crawler_query_ids: Vec::new(),
+            rekeyed: Vec::new(),
         };
         for i in 0..n {
             sim.push(
@@ -276,21 +322,38 @@ impl Sim {
         self.by_addr.insert(self.crawler_addr, Dest::Crawler);
     }
 
+    /// Puts the crawler behind a NAT whose public side is `public` (see
+    /// the module docs).
+    pub fn set_crawler_public(&mut self, public: SocketAddr) {
+        self.crawler_public = Some(public);
+        self.by_addr.insert(public, Dest::Crawler);
+    }
+
     fn drain_pop(&mut self, i: usize) {
         let from = self.pop_info[i].addr;
-        while let Some(t) = self.pop[i].poll_transmit() {
+        while let Some(mut t) = self.pop[i].poll_transmit() {
+            if let (Some(lie), Some(public)) = (self.liars.get(&i), self.crawler_public) {
+                if t.to == public && rewrite_ip(&mut t.bytes, *lie) {
+                    self.lies.push(self.now);
+                }
+            }
             self.send(from, t.to, t.bytes);
         }
         while self.pop[i].poll_action().is_some() {}
     }
 
     fn drain_crawler(&mut self, s: usize) {
-        let from = self.crawler_addr;
+        let from = self.crawler_public.unwrap_or(self.crawler_addr);
         while let Some(t) = self.crawler[s].poll_transmit() {
             self.crawler_sent
                 .entry(t.to.ip())
                 .or_default()
                 .push(self.now);
+            if let Ok(m) = decode(&t.bytes) {
+                if let Body::Query(q) = m.body {
+                    self.crawler_query_ids.push((self.now, s as u8, q.id));
+                }
+            }
             self.send(from, t.to, t.bytes);
         }
         while let Some(a) = self.crawler[s].poll_action() {
@@ -303,6 +366,7 @@ impl Sim {
                     }
                 }
                 Action::Discovered { .. } | Action::GaveUp { .. } => {}
+                a @ Action::Rekeyed { .. } => self.rekeyed.push((self.now, s as u8, a)),
                 Action::Fetch {
                     info_hash,
                     source,
@@ -510,6 +574,106 @@ mod tests {
             other += found(&mut sim, 1 - o, target, q);
         }
         (owner as f64 / 200.0, other as f64 / 200.0)
+    }
+
+    /// The crawler behind a NAT, with a random id as a wildcard bind has:
+    /// the population reports its public address in `ip` (a fifth of it
+    /// lies), shard 0's vote settles on the true one, and both shards move
+    /// to one BEP 42 id for it, once, while the crawl goes on and harvests
+    /// everything.
+    #[test]
+    fn crawler_behind_a_nat_moves_to_a_bep42_id_for_its_public_address() {
+        let public: SocketAddr = "203.0.113.7:6881".parse().unwrap();
+        let lie: SocketAddr = "198.51.100.9:6881".parse().unwrap();
+        let mut sim = Sim::new(500, 21);
+        sim.set_crawler_public(public);
+        for i in (0..500).step_by(5) {
+            sim.liars.insert(i, lie);
+        }
+        let mut rng = Rng::seed_from_u64(22);
+        let ihs: Vec<Id> = (0..100).map(|_| Id::random(&mut rng)).collect();
+        for (j, ih) in ihs.iter().enumerate() {
+            sim.announce(j, *ih, 3);
+        }
+        sim.run_until(Duration::from_secs(5));
+        let old = Id::random(&mut rng);
+        assert!(!crate::id::bep42_verify(&old, public.ip()));
+        let cfgs = (0..2u8)
+            .map(|s| {
+                let mut c = NodeConfig::new(
+                    s,
+                    2,
+                    vec![Identity {
+                        addr: sim.crawler_addr,
+                        id: old,
+                    }],
+                    200 + u64::from(s),
+                    [9; 32],
+                );
+                c.allow_private = true;
+                c.forward_queries = true;
+                c.bootstrap = (0..4).map(|i| pop_addr(i * 97)).collect();
+                c.per_ip_pps = 50;
+                c.per_ip_burst = 50;
+                c.limiter_slots = 8192;
+                c.harvest.stored_capacity = 100_000;
+                c
+            })
+            .collect();
+        let start = sim.now;
+        sim.add_crawler(cfgs);
+        sim.run_until(Duration::from_secs(65));
+
+        // One decision, on shard 0, for the true address.
+        assert_eq!(sim.rekeyed.len(), 1, "{:?}", sim.rekeyed);
+        let (
+            at,
+            shard,
+            Action::Rekeyed {
+                identity,
+                external,
+                id,
+            },
+        ) = sim.rekeyed[0].clone()
+        else {
+            unreachable!()
+        };
+        assert_eq!((shard, identity, external), (0, 0, public.ip()));
+        assert!(crate::id::bep42_verify(&id, public.ip()));
+        eprintln!("re-keyed {:?} after the crawler started", at - start);
+        assert!(
+            at - start < Duration::from_secs(10),
+            "slow: {:?}",
+            at - start
+        );
+        for c in &sim.crawler {
+            assert_eq!(c.config().identities[0].id, id);
+            assert_eq!(c.stats().rekeys, 1);
+        }
+        assert_eq!(sim.crawler[0].external_ip(0), Some(public.ip()));
+        // Every query before it carried the old id, every one after the new
+        // one, from both shards (the mesh delivers at once here).
+        let mut after = [0u64; 2];
+        for (t, s, qid) in &sim.crawler_query_ids {
+            if *t < at {
+                assert_eq!(*qid, old);
+            } else if *t > at {
+                assert_eq!(*qid, id, "shard {s} at {:?}", *t - start);
+                after[usize::from(*s)] += 1;
+            }
+        }
+        assert!(after.iter().all(|n| *n > 100), "{after:?}");
+        // The crawl went on: every infohash harvested.
+        let seen: std::collections::HashSet<Id> =
+            sim.harvested.iter().map(|h| h.info_hash).collect();
+        assert_eq!(seen.len(), ihs.len());
+        // The liars were heard before the decision, and outvoted.
+        let early_lies = sim.lies.iter().filter(|t| **t <= at).count();
+        eprintln!(
+            "{early_lies} lies before the decision, {} in all",
+            sim.lies.len()
+        );
+        assert!(early_lies >= 1);
     }
 
     /// More seeds, for confidence (slow in debug: run with --ignored).

@@ -16,12 +16,23 @@
 //!   the slice are kept up to the table bound.
 //! * When full, candidates are evicted oldest first; confirmed nodes leave
 //!   only by failing or by an id change.
+//! * BEP 42 (libtorrent's `dht_prefer_verified_node_ids`): each entry
+//!   records whether its id is valid for its IP ([`bep42_verify`]; local
+//!   addresses are exempt and count as verified). With
+//!   [`Table::set_prefer_verified`] on, a verified node beats an
+//!   unverified one: in a full out-of-slice bucket it takes the place of an
+//!   unverified candidate, or, once confirmed, of an unverified confirmed
+//!   node (libtorrent's replacement rule for a full bucket); at the table
+//!   bound unverified candidates are evicted before verified ones, and an
+//!   unverified newcomer never pushes out a verified candidate. Nodes
+//!   inside the slice are all kept when there is room, verified or not:
+//!   each may hold samples.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::id::Id;
+use crate::id::{bep42_verify, Id};
 use crate::keyspace::Slice;
 use crate::krpc::NodeInfo;
 
@@ -45,6 +56,9 @@ pub struct Entry {
     pub next_sample: Option<Instant>,
     /// When it entered the table.
     pub added: Instant,
+    /// Whether its id is valid for its IP under BEP 42 (exempt addresses
+    /// count as verified).
+    pub verified: bool,
 }
 
 /// The table (see the module docs).
@@ -52,7 +66,13 @@ pub struct Entry {
 pub struct Table {
     nodes: BTreeMap<Id, Entry>,
     by_ip: HashMap<IpAddr, Id>,
+    /// Candidates, oldest first (all of them, or the unverified ones when
+    /// verified nodes are preferred); entries that left or were confirmed
+    /// are skipped lazily.
     candidates: VecDeque<Id>,
+    /// Verified candidates, oldest first, when verified nodes are preferred.
+    candidates_verified: VecDeque<Id>,
+    prefer_verified: bool,
     slice: Slice,
     reference: Id,
     out_per_bucket: Vec<u16>,
@@ -100,6 +120,8 @@ impl Table {
             nodes: BTreeMap::new(),
             by_ip: HashMap::new(),
             candidates: VecDeque::new(),
+            candidates_verified: VecDeque::new(),
+            prefer_verified: false,
             slice,
             reference: mid,
             out_per_bucket: vec![0; 161],
@@ -109,8 +131,59 @@ impl Table {
         }
     }
 
+    /// Prefer BEP 42-verified nodes (see the module docs). Set it before
+    /// the first insertion.
+    pub fn set_prefer_verified(&mut self, on: bool) {
+        self.prefer_verified = on;
+    }
+
     fn bucket(&self, id: &Id) -> usize {
         self.reference.bucket_index(id).unwrap_or(160)
+    }
+
+    /// An unverified out-of-slice entry of distance bucket `bucket` to make
+    /// room for a verified node: a candidate, else (when `confirmed_too`)
+    /// the confirmed one with the most failures.
+    fn unverified_in_bucket(&self, bucket: usize, confirmed_too: bool) -> Option<Id> {
+        use std::ops::Bound::{Excluded, Included};
+        let b = u32::try_from(bucket).ok().filter(|b| *b < 160)?;
+        // The bucket's ids share b bits with the reference and differ at
+        // bit b; of those, only the ones outside the slice count.
+        let (lo, hi) = prefix_range(&flip_bit(&self.reference, b), b + 1);
+        let (first, last) = (self.slice.first(), self.slice.last());
+        let below = (lo < first).then(|| {
+            let end = if hi < first {
+                Included(hi)
+            } else {
+                Excluded(first)
+            };
+            self.nodes.range((Included(lo), end))
+        });
+        let above = (hi > last).then(|| {
+            let start = if lo > last {
+                Included(lo)
+            } else {
+                Excluded(last)
+            };
+            self.nodes.range((start, Included(hi)))
+        });
+        let mut victim: Option<(&Id, &Entry)> = None;
+        for (id, e) in below
+            .into_iter()
+            .flatten()
+            .chain(above.into_iter().flatten())
+        {
+            if e.verified {
+                continue;
+            }
+            if !e.confirmed {
+                return Some(*id);
+            }
+            if confirmed_too && victim.is_none_or(|(_, v)| e.fails > v.fails) {
+                victim = Some((id, e));
+            }
+        }
+        victim.map(|(id, _)| *id)
     }
 
     /// Entries (candidates included).
@@ -148,11 +221,24 @@ impl Table {
         self.slice.contains(id)
     }
 
-    fn evict_candidate(&mut self) -> bool {
-        while let Some(id) = self.candidates.pop_front() {
-            if self.nodes.get(&id).is_some_and(|e| !e.confirmed) {
-                self.remove(&id);
-                return true;
+    /// Evicts the oldest candidate to make room for a newcomer: unverified
+    /// ones first; a verified one only for a verified newcomer (or when
+    /// verified nodes are not preferred: then there is one queue).
+    fn evict_candidate(&mut self, newcomer_verified: bool) -> bool {
+        for verified_queue in [false, true] {
+            if verified_queue && !newcomer_verified {
+                return false;
+            }
+            let queue = if verified_queue {
+                &mut self.candidates_verified
+            } else {
+                &mut self.candidates
+            };
+            while let Some(id) = queue.pop_front() {
+                if self.nodes.get(&id).is_some_and(|e| !e.confirmed) {
+                    self.remove(&id);
+                    return true;
+                }
             }
         }
         false
@@ -187,15 +273,31 @@ impl Table {
         if self.nodes.contains_key(&node.id) || self.by_ip.contains_key(&node.addr.ip()) {
             return false;
         }
+        let verified = bep42_verify(&node.id, node.addr.ip());
+        let preferred = self.prefer_verified && verified;
         let inside = self.slice.contains(&node.id);
         let bucket = self.bucket(&node.id);
         if !inside
             && self.out_per_bucket.get(bucket).copied().unwrap_or(u16::MAX)
                 >= self.max_out_per_bucket
         {
-            return false;
+            // A full bucket: only a verified node gets in, in the place of
+            // an unverified one.
+            let victim = if preferred {
+                self.unverified_in_bucket(bucket, confirmed)
+            } else {
+                None
+            };
+            match victim {
+                Some(v) => {
+                    self.remove(&v);
+                }
+                None => return false,
+            }
         }
-        if self.nodes.len() >= self.max_nodes && !self.evict_candidate() {
+        if self.nodes.len() >= self.max_nodes
+            && !self.evict_candidate(verified || !self.prefer_verified)
+        {
             return false;
         }
         self.nodes.insert(
@@ -208,17 +310,22 @@ impl Table {
                 fails: 0,
                 next_sample: None,
                 added: now,
+                verified,
             },
         );
         self.by_ip.insert(node.addr.ip(), node.id);
         if confirmed {
             self.confirmed += 1;
         } else {
-            self.candidates.push_back(node.id);
-            if self.candidates.len() > 2 * self.max_nodes {
+            let queue = if preferred {
+                &mut self.candidates_verified
+            } else {
+                &mut self.candidates
+            };
+            queue.push_back(node.id);
+            if queue.len() > 2 * self.max_nodes {
                 let nodes = &self.nodes;
-                self.candidates
-                    .retain(|id| nodes.get(id).is_some_and(|e| !e.confirmed));
+                queue.retain(|id| nodes.get(id).is_some_and(|e| !e.confirmed));
             }
         }
         if !inside {
@@ -622,6 +729,119 @@ mod tests {
             exact_hits >= 180,
             "only {exact_hits}/200 answers were the exact 8 closest"
         );
+    }
+
+    /// A public address (bytes only: the table sends nothing).
+    fn public(i: u32) -> SocketAddr {
+        SocketAddr::from((std::net::Ipv4Addr::from(0x0b00_0001 + (i << 8)), 6881))
+    }
+
+    /// A node in distance bucket 0 of the lower half's table (top bit set),
+    /// with an id valid for its address under BEP 42 or not.
+    fn far_node(i: u32, verified: bool, rng: &mut Rng) -> NodeInfo {
+        // The CRC of (address, r & 7) fixes the top 21 bits: find an
+        // address with an r that sets the top bit.
+        for k in 0.. {
+            let addr = public(i * 64 + k);
+            let id = if verified {
+                let top = (0..8u8)
+                    .map(|r| crate::id::bep42_id(addr.ip(), r, rng))
+                    .find(|id| id.0[0] & 0x80 != 0);
+                match top {
+                    Some(id) => id,
+                    None => continue,
+                }
+            } else {
+                let mut id = Id::random(rng);
+                id.0[0] |= 0x80;
+                id
+            };
+            assert_eq!(bep42_verify(&id, addr.ip()), verified);
+            return NodeInfo { id, addr };
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn verified_nodes_beat_unverified_ones_in_a_full_bucket() {
+        let now = Instant::now();
+        let mut rng = Rng::seed_from_u64(11);
+        let lower = Slice::full().part(0, 2);
+        let mut t = Table::new(lower, 100, 2);
+        t.set_prefer_verified(true);
+        let u1 = far_node(1, false, &mut rng);
+        let u2 = far_node(2, false, &mut rng);
+        assert!(t.confirm(u1, now));
+        assert!(t.insert_candidate(u2, now));
+        assert!(!t.get(&u1.id).unwrap().verified);
+        // Full: an unverified newcomer is refused, a verified candidate
+        // takes the unverified candidate's place.
+        assert!(!t.insert_candidate(far_node(3, false, &mut rng), now));
+        let v1 = far_node(4, true, &mut rng);
+        assert!(t.insert_candidate(v1, now));
+        assert!(t.get(&u2.id).is_none());
+        assert!(t.get(&v1.id).unwrap().verified);
+        // A verified candidate does not push out a confirmed node.
+        assert!(!t.insert_candidate(far_node(5, true, &mut rng), now));
+        assert!(t.get(&u1.id).is_some());
+        // A verified node that answered us does: it replaces the
+        // unverified confirmed one.
+        let v2 = far_node(6, true, &mut rng);
+        assert!(t.confirm(v2, now));
+        assert!(t.get(&u1.id).is_none());
+        assert_eq!(t.confirmed_len(), 1);
+        assert_eq!(t.len(), 2);
+        // Now all verified: nothing more gets in.
+        assert!(!t.confirm(far_node(7, true, &mut rng), now));
+
+        // Off, the bucket is first come, first kept.
+        let mut t = Table::new(lower, 100, 2);
+        assert!(t.confirm(u1, now));
+        assert!(t.insert_candidate(u2, now));
+        assert!(!t.insert_candidate(far_node(4, true, &mut rng), now));
+        assert!(!t.confirm(far_node(6, true, &mut rng), now));
+    }
+
+    #[test]
+    fn at_the_bound_unverified_candidates_go_first() {
+        let now = Instant::now();
+        let mut rng = Rng::seed_from_u64(12);
+        // The whole keyspace: every node is inside the slice.
+        let mut t = Table::new(Slice::full(), 3, 8);
+        t.set_prefer_verified(true);
+        let v = far_node(1, true, &mut rng);
+        let u1 = far_node(2, false, &mut rng);
+        let u2 = far_node(3, false, &mut rng);
+        for n in [v, u1, u2] {
+            assert!(t.insert_candidate(n, now));
+        }
+        // A verified newcomer evicts the oldest unverified candidate, not
+        // the older verified one.
+        let v2 = far_node(4, true, &mut rng);
+        assert!(t.insert_candidate(v2, now));
+        assert!(t.get(&u1.id).is_none() && t.get(&v.id).is_some());
+        // An unverified newcomer takes the last unverified one's place...
+        let u3 = far_node(5, false, &mut rng);
+        assert!(t.insert_candidate(u3, now));
+        assert!(t.get(&u2.id).is_none());
+        // ...but, with only verified candidates left, never theirs.
+        assert!(t.insert_candidate(far_node(6, true, &mut rng), now));
+        assert!(t.get(&u3.id).is_none());
+        assert!(!t.insert_candidate(far_node(7, false, &mut rng), now));
+        assert_eq!(t.len(), 3);
+        assert!(t.iter().all(|(_, e)| e.verified));
+        // Loopback and private addresses are exempt: verified whatever
+        // their id.
+        let mut t = Table::new(Slice::full(), 10, 8);
+        t.set_prefer_verified(true);
+        assert!(t.insert_candidate(
+            NodeInfo {
+                id: Id([0x42; 20]),
+                addr: addr(1)
+            },
+            now
+        ));
+        assert!(t.get(&Id([0x42; 20])).unwrap().verified);
     }
 
     #[test]

@@ -1104,3 +1104,246 @@ fn nodes_heard_on_the_wrong_shard_go_to_their_owner() {
     );
     assert!(s1.table_entry(&near).is_none());
 }
+
+#[test]
+fn forged_replies_for_another_shard_are_limited_before_any_copy() {
+    let t0 = Instant::now();
+    let mut c = cfg();
+    c.shard = 0;
+    c.nr_shards = 2;
+    c.per_ip_pps = 5;
+    c.per_ip_burst = 10;
+    let mut s0 = Node::new(c, t0);
+    // A flood of replies naming shard 1's transactions, from one source,
+    // with bodies shard 0 would have to decode to judge.
+    let forged = |i: u16| {
+        let tid = [1u8, 0, (i >> 8) as u8, i as u8];
+        response(
+            &tid,
+            Id([7; 20]),
+            &ResponseBody {
+                token: Some(b"tok"),
+                ..Default::default()
+            },
+        )
+    };
+    let src = peer(3);
+    for i in 0..1000u16 {
+        s0.handle_datagram(0, src, &forged(i), t0);
+    }
+    let forwarded = actions(&mut s0)
+        .into_iter()
+        .filter(|a| matches!(a, Action::ToShard { shard: 1, .. }))
+        .count() as u64;
+    let s = s0.stats();
+    // Twice the per-IP burst passes; the rest is dropped uncopied.
+    assert_eq!(forwarded, 20);
+    assert_eq!(s.forwarded_out, 20);
+    assert_eq!(s.dropped.per_ip_replies, 980);
+    // Nothing was decoded as a reply here.
+    assert_eq!(s.replies, 0);
+    assert_eq!(s.dropped.unknown_tid, 0);
+    // A tid naming a shard that does not exist is dropped, not forwarded.
+    let bad = response(&[9, 0, 0, 1], Id([7; 20]), &ResponseBody::default());
+    s0.handle_datagram(0, peer(4), &bad, t0);
+    assert_eq!(s0.stats().dropped.unknown_tid, 1);
+    // One second later the source may send a few more.
+    s0.handle_datagram(0, src, &forged(2000), t0 + Duration::from_secs(1));
+    assert_eq!(s0.stats().forwarded_out, 21);
+}
+
+// ----------------------------------------------------------------------
+// BEP 42 citizenship: our external address, our id, `want`.
+
+/// A reply to query `t` with `ip` as the address its sender saw.
+fn reply_with_ip(t: &Transmit, id: Id, ip: SocketAddr) -> Vec<u8> {
+    let tid = decode(&t.bytes).unwrap().tid.to_vec();
+    let mut o = Vec::new();
+    encode_response(
+        &mut o,
+        &Header {
+            tid: &tid,
+            version: None,
+        },
+        Some(ip),
+        &id,
+        &ResponseBody::default(),
+    );
+    o
+}
+
+fn query_of(t: &Transmit) -> crate::krpc::Query<'_> {
+    match decode(&t.bytes).unwrap().body {
+        Body::Query(q) => q,
+        other => panic!("not a query: {other:?}"),
+    }
+}
+
+/// Voters in distinct /24s (loopback: the sources are real here).
+fn voter(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 40 + i, 0, 1], 7000))
+}
+
+#[test]
+fn queries_want_both_families_only_when_both_are_bound() {
+    let t0 = Instant::now();
+    let six: SocketAddr = "[::1]:6881".parse().unwrap();
+    let mut c = quiet_cfg();
+    c.identities.push(Identity {
+        addr: six,
+        id: Id([0xab; 20]),
+    });
+    c.bootstrap = vec![peer(1), "[::1]:7001".parse().unwrap()];
+    let mut n = Node::new(c, t0);
+    n.handle_timeout(t0);
+    let sent = out(&mut n);
+    assert_eq!(sent.len(), 2);
+    for t in &sent {
+        assert_eq!(query_of(t).want, Want { n4: true, n6: true }, "{t:?}");
+        let wire = &t.bytes[..];
+        assert!(wire.windows(16).any(|w| w == b"4:wantl2:n42:n6e"));
+    }
+    // One family bound: no `want` at all (the responder's default, our
+    // own family, is what we can use).
+    let mut c = quiet_cfg();
+    c.bootstrap = vec![peer(1)];
+    let mut n = Node::new(c, t0);
+    n.handle_timeout(t0);
+    let sent = out(&mut n);
+    assert_eq!(sent.len(), 1);
+    assert!(!query_of(&sent[0]).want.is_specified());
+    assert!(!sent[0].bytes.windows(6).any(|w| w == b"4:want"));
+}
+
+#[test]
+fn the_vote_on_reply_ips_moves_every_shard_to_a_bep42_id() {
+    let t0 = Instant::now();
+    let ext: SocketAddr = "203.0.113.7:6881".parse().unwrap();
+    let lie: SocketAddr = "198.51.100.9:6881".parse().unwrap();
+    let mk = |s: u8| {
+        let mut c = quiet_cfg();
+        c.shard = s;
+        c.nr_shards = 2;
+        c.bootstrap = (0..14).map(voter).collect();
+        Node::new(c, t0)
+    };
+    let (mut s0, mut s1) = (mk(0), mk(1));
+    let old = s0.config().identities[0].id;
+    assert!(!crate::id::bep42_verify(&old, ext.ip()));
+    s0.handle_timeout(t0);
+    let sent = out(&mut s0);
+    assert_eq!(sent.len(), 14);
+    // Four liars answer first, then ten honest nodes; unsolicited
+    // responses (a stray tid) with the honest address count for nothing.
+    for i in 0..20u8 {
+        let stray = Tid {
+            shard: 0,
+            identity: 0,
+            slot: 4000 + u16::from(i),
+        }
+        .to_bytes();
+        let mut o = Vec::new();
+        encode_response(
+            &mut o,
+            &Header {
+                tid: &stray,
+                version: None,
+            },
+            Some(ext),
+            &Id([i; 20]),
+            &ResponseBody::default(),
+        );
+        s0.handle_datagram(0, SocketAddr::from(([127, 90 + i, 0, 1], 7000)), &o, t0);
+    }
+    for (k, t) in sent.iter().enumerate() {
+        let ip = if k < 4 { lie } else { ext };
+        s0.handle_datagram(0, t.to, &reply_with_ip(t, Id([k as u8 + 1; 20]), ip), t0);
+        let moved = s0.config().identities[0].id != old;
+        // The tenth honest reply (k = 13) decides: 10 >= 10 votes, and
+        // 10 > 4 * 3/2.
+        assert_eq!(moved, k == 13, "reply {k}");
+    }
+    let new = s0.config().identities[0].id;
+    assert!(crate::id::bep42_verify(&new, ext.ip()));
+    assert_eq!(s0.external_ip(0), Some(ext.ip()));
+    assert_eq!(s0.stats().rekeys, 1);
+    // The runtime is told to save it, and shard 1 to use it.
+    let acts = actions(&mut s0);
+    assert!(acts.contains(&Action::Rekeyed {
+        identity: 0,
+        external: ext.ip(),
+        id: new,
+    }));
+    let to_s1: Vec<ShardMsg> = acts
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::ToShard { shard: 1, msg } => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        to_s1,
+        vec![ShardMsg::Rekey {
+            identity: 0,
+            id: new
+        }]
+    );
+    // Our former id is still ours: others keep listing us under it for a
+    // while, and an entry for it would be ourselves.
+    let own_before = s0.stats().dropped.own_id;
+    s0.handle_datagram(0, peer(60), &ping(b"o1", old), t0);
+    assert_eq!(s0.stats().dropped.own_id, own_before + 1);
+    assert!(out(&mut s0).is_empty());
+    // Shard 1 does not vote: a unanimous lie in its replies moves nothing.
+    s1.handle_timeout(t0);
+    for (k, t) in out(&mut s1).iter().enumerate() {
+        s1.handle_datagram(0, t.to, &reply_with_ip(t, Id([k as u8 + 1; 20]), lie), t0);
+    }
+    assert_eq!(s1.config().identities[0].id, old);
+    assert!(actions(&mut s1).is_empty());
+    for m in to_s1 {
+        s1.handle_shard_msg(m, t0);
+    }
+    assert_eq!(s1.config().identities[0].id, new);
+    assert_eq!(s1.stats().rekeys, 1);
+    // From now on both shards' queries carry the new id, and the shard
+    // whose slice holds it asks the nodes closest to it about it (the
+    // refresh libtorrent does after a new id).
+    let t1 = t0 + Duration::from_secs(1);
+    let owner = crate::keyspace::shard_for(&new, 2);
+    let mut refreshed = false;
+    for (s, n) in [&mut s0, &mut s1].into_iter().enumerate() {
+        n.add_known_node(
+            NodeInfo {
+                id: Id([0x77; 20]),
+                addr: peer(77),
+            },
+            t0,
+        );
+        n.handle_timeout(t1);
+        for t in out(n) {
+            let q = query_of(&t);
+            assert_eq!(q.id, new, "shard {s}");
+            if q.method == (Method::FindNode { target: new }) {
+                assert_eq!(s, owner, "only the owner refreshes");
+                refreshed = true;
+            }
+        }
+    }
+    assert!(refreshed, "no find_node for the new id");
+    // The same vote again (a restart with the saved id) keeps the id.
+    let mut c = quiet_cfg();
+    c.identities[0].id = new;
+    c.bootstrap = (0..10).map(voter).collect();
+    let mut again = Node::new(c, t0);
+    again.handle_timeout(t0);
+    for (k, t) in out(&mut again).iter().enumerate() {
+        again.handle_datagram(0, t.to, &reply_with_ip(t, Id([k as u8 + 1; 20]), ext), t0);
+    }
+    assert_eq!(again.external_ip(0), Some(ext.ip()));
+    assert_eq!(again.config().identities[0].id, new);
+    assert_eq!(again.stats().rekeys, 0);
+    assert!(!actions(&mut again)
+        .iter()
+        .any(|a| matches!(a, Action::Rekeyed { .. })));
+}

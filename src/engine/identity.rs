@@ -1,12 +1,21 @@
 //! Node ids that survive restarts.
 //!
-//! An ip:port must never change its id: libtorrent evicts a confirmed node
-//! whose id changes, so a crawler that picks a fresh id at every start
-//! throws away the reputation it built in other nodes' tables. Ids are kept
-//! in `STATE_DIR/identities`, one line per ip:port: `ADDR HEX40`.
+//! An ip:port must not change its id without cause: libtorrent evicts a
+//! confirmed node whose id changes, so a crawler that picks a fresh id at
+//! every start throws away the reputation it built in other nodes' tables.
+//! Ids are kept in `STATE_DIR/identities`, one line per ip:port:
+//! `ADDR HEX40`.
 //!
 //! * `bep42`: one id per configured bind address, shared by every shard.
-//!   A bind with port 0 is kept under port 0 (as configured).
+//!   A bind with port 0 is kept under port 0 (as configured). A bind on a
+//!   specific public address gets a BEP 42 id for it at once; a wildcard
+//!   or private bind starts with a random id until the nodes that answer us
+//!   have voted on our external address (`crate::dht::vote`), and the
+//!   node then moves to a BEP 42 id for that address, which
+//!   [`save_id`] writes over the bind's line: the one cause for an id to
+//!   change, as in libtorrent (BEP 42 ties the id to the address). A
+//!   restart begins with it, and keeps it as long as the vote finds the
+//!   same address.
 //! * `spread`: one id per shard and bind address, drawn uniformly inside
 //!   the shard's slice of the keyspace and kept under the address that
 //!   shard binds, port + shard (see `shards::udp::spread_addr`). A bind
@@ -117,19 +126,38 @@ pub fn load_or_create_identities(
         }
     };
     if changed {
-        let mut text = String::from("# DHT-Hunter node ids: ADDR HEX40. Keep them stable.\n");
-        for (a, id) in &known {
-            text.push_str(&format!("{a} {id}\n"));
-        }
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| IdentityError::Io {
-                path: path.clone(),
-                source,
-            })?;
+        write_known(&path, &known)?;
     }
     Ok(out)
+}
+
+/// Saves `id` as the id of bind address `addr` (as configured), replacing
+/// the line it had: the node moved to a BEP 42 id for its voted external
+/// address. Other lines are kept as they are.
+pub fn save_id(dir: &Path, addr: SocketAddr, id: Id) -> Result<(), IdentityError> {
+    let path = dir.join(FILE);
+    let mut known = read_known(&path)?;
+    match known.iter_mut().find(|(a, _)| *a == addr) {
+        Some((_, old)) if *old == id => return Ok(()),
+        Some((_, old)) => *old = id,
+        None => known.push((addr, id)),
+    }
+    write_known(&path, &known)
+}
+
+/// Writes the `(ADDR, id)` pairs atomically (a temporary file renamed).
+fn write_known(path: &Path, known: &[(SocketAddr, Id)]) -> Result<(), IdentityError> {
+    let mut text = String::from("# DHT-Hunter node ids: ADDR HEX40. Keep them stable.\n");
+    for (a, id) in known {
+        text.push_str(&format!("{a} {id}\n"));
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| IdentityError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// The saved `(ADDR, id)` pairs, in file order (none when there is no file).
@@ -270,6 +298,36 @@ mod tests {
         assert!(!dir.join(FILE).exists(), "nothing saved for port 0");
         let again = load(&dir, &[z], IdentityMode::Spread, 3);
         assert_ne!(again, ids, "fresh at every start");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_voted_bep42_id_is_saved_and_survives_a_restart() {
+        let dir = temp_dir("rekey");
+        let wild: SocketAddr = "0.0.0.0:6881".parse().unwrap();
+        let six: SocketAddr = "[::]:6881".parse().unwrap();
+        let first = load(&dir, &[wild, six], IdentityMode::Bep42, 2);
+        let external: IpAddr = "203.0.113.7".parse().unwrap();
+        assert!(
+            !crate::id::bep42_verify(&first[0][0], external),
+            "a wildcard bind starts with a random id"
+        );
+        // The vote settled; the node moved to a BEP 42 id and saved it.
+        let mut rng = Rng::seed_from_u64(5);
+        let id = bep42_id(external, 3, &mut rng);
+        save_id(&dir, wild, id).unwrap();
+        // A restart begins with it, for every shard; the other line stays.
+        let again = load(&dir, &[wild, six], IdentityMode::Bep42, 2);
+        assert_eq!(again[0], vec![id, first[0][1]]);
+        assert_eq!(again[1], again[0]);
+        assert!(crate::id::bep42_verify(&again[0][0], external));
+        // Saving the same id again changes nothing; an unknown bind is added.
+        let before = std::fs::read_to_string(dir.join(FILE)).unwrap();
+        save_id(&dir, wild, id).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join(FILE)).unwrap(), before);
+        let other: SocketAddr = "0.0.0.0:7000".parse().unwrap();
+        save_id(&dir, other, id).unwrap();
+        assert_eq!(load(&dir, &[other], IdentityMode::Bep42, 1)[0][0], id);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

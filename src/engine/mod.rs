@@ -15,11 +15,12 @@
 
 mod identity;
 pub mod nodes_file;
+pub mod outbox;
+pub mod preflight;
 pub mod status;
 pub mod telemetry;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ pub use identity::{load_or_create_identities, IdentityError};
 pub use telemetry::{ShardTelemetry, Telemetry};
 
 use crate::config::{CrawlConfig, IdentityMode};
-use crate::dht::{Action, Identity, Node, NodeConfig, ShardMsg};
+use crate::dht::{Action, Identity, IpLimits, Node, NodeConfig, ShardMsg};
 use crate::fetch::{FetchJob, FetchPool, PoolConfig};
 use crate::krpc::NodeInfo;
 use crate::store::{Source as StoreSource, StoreWriter};
@@ -51,6 +52,12 @@ pub enum EngineError {
     /// A node configuration was rejected.
     #[error("node configuration: {0}")]
     Node(#[from] crate::dht::ConfigError),
+    /// The host lacks a limit or an address family the crawl needs.
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    /// The operating system gave no random bytes for the token secret.
+    #[error("no entropy from the operating system for the token secret: {0}")]
+    Entropy(getrandom::Error),
     /// The state directory could not be created.
     #[error("state directory {0}: {1}")]
     StateDir(std::path::PathBuf, std::io::Error),
@@ -158,14 +165,15 @@ pub fn resolve_bootstrap(entries: &[String]) -> Vec<SocketAddr> {
 pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineError> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|e| EngineError::StateDir(cfg.state_dir.clone(), e))?;
+    let binds = preflight::usable_binds(&cfg.bind)?;
     let builder = ShardsBuilder::new()
         .pin(cfg.pin)
         .oversubscribe(cfg.oversubscribe);
     // bep42: every shard shares each address (SO_REUSEPORT), one id per
     // address. spread: shard s binds port + s alone, with its own id.
     let mut builder = match cfg.identity {
-        IdentityMode::Bep42 => builder.udp_bind(cfg.bind.clone()),
-        IdentityMode::Spread => builder.udp_bind_spread(cfg.bind.clone()),
+        IdentityMode::Bep42 => builder.udp_bind(binds.clone()),
+        IdentityMode::Spread => builder.udp_bind_spread(binds.clone()),
     }
     .udp_buffers(Some(cfg.udp_rcvbuf), Some(cfg.udp_sndbuf))
     .tcp(TcpOptions {
@@ -175,7 +183,12 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         max_per_shard: tcp_cap(cfg),
         max_per_ip: 2,
     })
-    .name("dht-hunter");
+    .name("dht-hunter")
+    // One packet limit for the process: each shard starts with an equal
+    // share and idle shards lend theirs to busy ones (see dht::limiter).
+    .global_budget(shards::budget::GlobalBudgetConfig::new(u64::from(
+        cfg.max_pps,
+    )));
     if let Some(list) = &cfg.cores {
         builder = builder.cores(list.parse::<CoreList>()?);
     }
@@ -183,6 +196,12 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         builder = builder.shards(n);
     }
     let nr_shards = builder.plan()?.nr_shards();
+    preflight::check_limits(
+        nr_shards,
+        tcp_cap(cfg),
+        binds.len(),
+        shards::DEFAULT_IO_MEMORY,
+    )?;
     parts.telemetry.ensure_shards(nr_shards);
 
     // Ids are keyed on the configured addresses (spread: port + shard), so
@@ -190,29 +209,49 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     // its sockets' real addresses.
     let identities_base = load_or_create_identities(
         &cfg.state_dir,
-        &cfg.bind,
+        &binds,
         cfg.identity,
         cfg.keyspace,
         nr_shards,
     )?;
+    // The token secret comes straight from the OS: a PRNG seeded with 64
+    // bits would make every token guessable from 2^64 tries.
     let mut token_key = [0u8; 32];
-    crate::rng::Rng::from_entropy().fill(&mut token_key);
+    crate::rng::os_random(&mut token_key).map_err(EngineError::Entropy)?;
     let bootstrap = resolve_bootstrap(&cfg.bootstrap);
     if bootstrap.is_empty() {
         log::warn!("no bootstrap address resolved; relying on known nodes and inbound traffic");
     }
-    let cfg = Arc::new(cfg.clone());
+    let cfg = Arc::new(CrawlConfig {
+        bind: binds,
+        ..cfg.clone()
+    });
     let ids = Arc::new(identities_base);
     let bootstrap = Arc::new(bootstrap);
     // One start instant for every shard: token epochs are counted from it,
     // so a token issued by one shard verifies on any other.
     let t0 = Instant::now();
+    // Per-IP limits shared by every shard, built by the first shard from
+    // its (tweaked) node config; every shard's config has the same rates.
+    let ip_limits: Arc<std::sync::OnceLock<IpLimits>> = Arc::new(std::sync::OnceLock::new());
     let shards = builder.spawn(move |ctx: ShardContext<ShardMsg>| {
+        let ip_limits = ip_limits.clone();
         let cfg = cfg.clone();
         let ids = ids.clone();
         let bootstrap = bootstrap.clone();
         let parts = parts.clone();
-        async move { run_shard(ctx, &cfg, &ids, &bootstrap, (token_key, t0), parts).await }
+        async move {
+            run_shard(
+                ctx,
+                &cfg,
+                &ids,
+                &bootstrap,
+                (token_key, t0),
+                &ip_limits,
+                parts,
+            )
+            .await
+        }
     })?;
     let udp_addrs = shards.udp_addrs().to_vec();
     Ok(Engine { shards, udp_addrs })
@@ -247,9 +286,15 @@ fn to_store_source(s: crate::dht::Source) -> StoreSource {
 struct Shard {
     ctx: ShardContext<ShardMsg>,
     node: RefCell<Node>,
+    outbox: Rc<outbox::Outbox<ShardMsg>>,
+    /// The longest a timer wake-up came late: how long the shard's thread
+    /// was busy with something else (a stall), since start.
+    stall_max: std::cell::Cell<Duration>,
     pool: Rc<FetchPool>,
     store: StoreWriter,
     tele: Arc<Telemetry>,
+    /// The state directory and the configured binds, to save a new id.
+    ids_file: (std::path::PathBuf, Vec<SocketAddr>),
 }
 
 async fn run_shard(
@@ -258,6 +303,7 @@ async fn run_shard(
     ids: &[Vec<crate::id::Id>],
     bootstrap: &[SocketAddr],
     (token_key, t0): ([u8; 32], Instant),
+    ip_limits: &std::sync::OnceLock<IpLimits>,
     parts: EngineParts,
 ) -> Result<ShardReport, EngineError> {
     let shard = ctx.shard_id();
@@ -285,6 +331,9 @@ async fn run_shard(
     // One node to the outside: with shared identities the key's owner
     // answers keyed queries.
     nc.forward_queries = cfg.identity == IdentityMode::Bep42 && n > 1;
+    // BEP 42 ids follow the voted external address only where ids are
+    // shared; spread ids must stay inside their shards' slices.
+    nc.external_ip.enabled &= cfg.identity == IdentityMode::Bep42;
     // The harvester never hands the pool more than its queue holds.
     let pool_defaults = PoolConfig::default();
     nc.harvest.max_fetching = nc
@@ -296,7 +345,9 @@ async fn run_shard(
         t(&mut nc);
     }
     nc.validate()?;
+    let shared_limits = ip_limits.get_or_init(|| IpLimits::shared(&nc, t0)).clone();
     let mut node = Node::new(nc, t0);
+    node.share_ip_limits(&shared_limits);
     let now = Instant::now();
     for k in parts.known_nodes.iter() {
         node.add_known_node(*k, now);
@@ -318,13 +369,17 @@ async fn run_shard(
     pool_cfg.fetch.handshake_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.handshake_timeout);
     pool_cfg.fetch.idle_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.idle_timeout);
     pool_cfg.job_budget = cfg.fetch_timeout.saturating_mul(2);
+    pool_cfg.allow_privileged_ports = cfg.allow_privileged_ports;
     let pool = FetchPool::new(pool_cfg);
     let me = Rc::new(Shard {
         ctx: ctx.clone(),
         node: RefCell::new(node),
+        outbox: outbox::Outbox::new(ctx.mesh().clone()),
+        stall_max: std::cell::Cell::new(Duration::ZERO),
         pool: pool.clone(),
         store: parts.store.clone(),
         tele: parts.telemetry.clone(),
+        ids_file: (cfg.state_dir.clone(), cfg.bind.clone()),
     });
 
     let tcp = Rc::new(ctx.tcp().clone());
@@ -442,7 +497,19 @@ async fn run_shard(
                     let next = me.node.borrow().poll_timeout();
                     let at = next.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
                     shards::timers::sleep_until(at).await;
-                    me.node.borrow_mut().handle_timeout(Instant::now());
+                    let woke = Instant::now();
+                    let late = woke.saturating_duration_since(at);
+                    if late > me.stall_max.get() {
+                        me.stall_max.set(late);
+                        if late > STALL_WARN {
+                            log::warn!(
+                                "shard {}: its thread was busy for {late:?} (timer late)",
+                                me.ctx.shard_id()
+                            );
+                        }
+                    }
+                    me.sync_budget(woke);
+                    me.node.borrow_mut().handle_timeout(woke);
                     me.pump().await;
                     me.publish();
                 }
@@ -450,10 +517,19 @@ async fn run_shard(
             futures_lite::future::or(timers, stop).await;
         }));
     }
+    {
+        // The only task that awaits a cross-shard send (see `outbox`).
+        let me2 = me.clone();
+        tasks.push(glommio::spawn_local(async move {
+            let spill = |m| me2.spill(m);
+            me2.outbox.clone().run(spill, me2.ctx.shutdown()).await;
+        }));
+    }
     for t in tasks {
         t.await;
     }
     fetcher.await;
+    me.save_unfinished().await;
     me.publish();
     let known_nodes: Vec<NodeInfo> = me.node.borrow().known_nodes().collect();
     Ok(ShardReport { shard, known_nodes })
@@ -463,10 +539,95 @@ fn seed_for(shard: usize) -> u64 {
     crate::rng::Rng::from_entropy().next_u64() ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// A timer wake-up later than this is logged: something held the shard's
+/// thread (see `Shard::stall_max`).
+const STALL_WARN: Duration = Duration::from_millis(500);
+
+/// How long a stopping shard keeps draining its mesh inbox for messages
+/// its peers sent just before they stopped.
+const DRAIN_WINDOW: Duration = Duration::from_millis(200);
+
 impl Shard {
-    /// Moves everything the node produced to where it goes.
+    /// A message that cannot reach its shard: an infohash is recorded as
+    /// pending in the store (resumed at the next start); anything else is
+    /// as losable as the datagram it came from, and only counted.
+    fn spill(&self, msg: ShardMsg) {
+        let (ih, source) = match msg {
+            ShardMsg::Harvested {
+                info_hash, source, ..
+            } => (info_hash, source),
+            ShardMsg::Sampled { info_hash, .. } => (info_hash, crate::dht::Source::Sample),
+            _ => return,
+        };
+        if let Err(e) = self
+            .store
+            .discovered(ih.0, to_store_source(source), SystemTime::now())
+        {
+            log::warn!("store: {ih} from another shard not recorded as pending: {e}");
+        }
+    }
+
+    /// Stopping: every infohash this shard knows but has not stored is
+    /// written as pending, with what other shards sent it and what it had
+    /// not yet sent them. Nothing here waits on another shard.
+    async fn save_unfinished(&self) {
+        let spill = |m| self.spill(m);
+        self.outbox.spill_remaining(&spill);
+        // Peers stop at about the same moment; what they sent just before
+        // is in the inbox within microseconds. Drain until a quiet window.
+        loop {
+            let next =
+                futures_lite::future::or(async { self.ctx.recv().await.map(|(_, m)| m) }, async {
+                    shards::timers::sleep(DRAIN_WINDOW).await;
+                    None
+                })
+                .await;
+            match next {
+                Some(m) => self.spill(m),
+                None => break,
+            }
+        }
+        // Collected first: saving may wait for room in the store's queue,
+        // and the node must not stay borrowed across that wait.
+        let unfinished: Vec<_> = self.node.borrow().unfinished().collect();
+        let mut saved = 0u64;
+        for (ih, source) in unfinished {
+            let pause = || shards::timers::sleep(crate::store::BACKPRESSURE_PAUSE);
+            match self
+                .store
+                .discovered_waiting(ih.0, to_store_source(source), SystemTime::now(), pause)
+                .await
+            {
+                Ok(()) => saved += 1,
+                Err(e) => {
+                    log::warn!("store: unfinished infohashes not saved: {e}");
+                    break;
+                }
+            }
+        }
+        log::debug!(
+            "shard {}: {saved} unfinished infohashes saved as pending",
+            self.ctx.shard_id()
+        );
+    }
+
+    /// Moves the node's demand to the global budget and its current share
+    /// back (lending happens in the runtime, every epoch).
+    fn sync_budget(&self, now: Instant) {
+        if let Some(g) = self.ctx.global_budget() {
+            let mut node = self.node.borrow_mut();
+            let demand = node.take_budget_demand();
+            let share = g.with(|g| {
+                g.note_demand(demand);
+                g.share()
+            });
+            node.set_budget_share(share.max(1), now);
+        }
+    }
+
+    /// Moves everything the node produced to where it goes. Never waits
+    /// on another shard (see `outbox`).
     async fn pump(&self) {
-        let mut to_shards: HashMap<u8, Vec<ShardMsg>> = HashMap::new();
         let mut failed = Vec::new();
         {
             let mut node = self.node.borrow_mut();
@@ -481,7 +642,11 @@ impl Shard {
             }
             while let Some(a) = node.poll_action() {
                 match a {
-                    Action::ToShard { shard, msg } => to_shards.entry(shard).or_default().push(msg),
+                    Action::ToShard { shard, msg } => {
+                        if let Err(msg) = self.outbox.push(usize::from(shard), msg) {
+                            self.spill(msg);
+                        }
+                    }
                     Action::Discovered { info_hash, source } => {
                         let source = to_store_source(source);
                         if let Err(e) =
@@ -517,6 +682,14 @@ impl Shard {
                     Action::MorePeers { info_hash, peers } => {
                         self.pool.add_peers(info_hash, &peers)
                     }
+                    Action::Rekeyed { identity, id, .. } => {
+                        let (dir, binds) = &self.ids_file;
+                        if let Some(bind) = binds.get(usize::from(identity)) {
+                            if let Err(e) = identity::save_id(dir, *bind, id) {
+                                log::warn!("new id {id} for {bind} not saved: {e}");
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -533,11 +706,7 @@ impl Shard {
         for s in self.ctx.udp_sockets().iter() {
             s.flush().await;
         }
-        for (shard, msgs) in to_shards {
-            if let Err(e) = self.ctx.send_batch_to(usize::from(shard), msgs).await {
-                log::debug!("mesh send to shard {shard} failed: {e}");
-            }
-        }
+        self.outbox.wake();
     }
 
     /// Copies counters to the shared telemetry and the metrics recorder.
@@ -548,5 +717,14 @@ impl Shard {
             t.update(&stats, &f, self.pool.queue_len());
         }
         telemetry::export_metrics(self.ctx.shard_id(), &stats, &f, self.pool.queue_len());
+        let shard = self.ctx.shard_id().to_string();
+        metrics::gauge!("dht_hunter_shard_stall_max_seconds", "shard" => shard.clone())
+            .set(self.stall_max.get().as_secs_f64());
+        let o = self.outbox.stats();
+        metrics::counter!("dht_hunter_mesh_held_total", "shard" => shard.clone()).absolute(o.held);
+        metrics::counter!("dht_hunter_mesh_spilled_total", "shard" => shard.clone())
+            .absolute(o.spilled);
+        metrics::gauge!("dht_hunter_mesh_held", "shard" => shard)
+            .set(self.outbox.held_len() as f64);
     }
 }

@@ -46,7 +46,7 @@ pub struct ShardTelemetry {
     /// Bytes per remembered infohash, as f64 bits.
     pub bytes_per_infohash: AtomicU64,
     /// Fetch failures by kind (indexed like [`FailureKind::ALL`]).
-    pub failures: [AtomicU64; 13],
+    pub failures: [AtomicU64; FailureKind::ALL.len()],
     /// Infohashes the harvester gave up on.
     pub given_up: AtomicU64,
     /// Infohashes in progress (searching, fetching or waiting).
@@ -220,6 +220,7 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
         ("garbage", d.garbage),
         ("martian", d.martian),
         ("unknown_tid", d.unknown_tid),
+        ("per_ip_replies", d.per_ip_replies),
         ("wrong_endpoint", d.wrong_endpoint),
         ("inflight_full", d.inflight_full),
         ("harvest_full", d.harvest_full),

@@ -54,13 +54,17 @@ impl AttemptError {
                 FailReason::HashMismatch => FailureKind::HashMismatch,
                 FailReason::Timeout { .. } => FailureKind::Timeout,
                 FailReason::Closed(_) => FailureKind::Closed,
+                FailReason::ByteBudget { .. } => FailureKind::ByteBudget,
             },
         }
     }
 }
 
-/// Connects to `peer` and fetches `info_hash`'s metadata, within the
-/// exchange's deadlines.
+/// Connects to `peer` and fetches `info_hash`'s metadata: the connect
+/// within the TCP layer's timeout, then reads and writes within the
+/// exchange's deadlines and byte budget. A connection lasts at most the
+/// connect timeout plus [`FetchConfig::hard_deadline`], whatever the peer
+/// does.
 pub async fn attempt(
     tcp: &TcpConnector,
     peer: SocketAddr,
@@ -75,8 +79,22 @@ pub async fn attempt(
     let outcome = loop {
         out.clear();
         if fetch.poll_transmit(&mut out) > 0 {
-            if let Err(e) = conn.write_all(&out).await {
-                return Err(AttemptError::Write(e));
+            // Writes are held to the exchange's deadlines too: a peer that
+            // stops reading cannot stall us past the hard deadline.
+            let deadline = fetch
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            match with_deadline(deadline, conn.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(AttemptError::Write(e)),
+                Err(_) => {
+                    fetch.handle_timeout(Instant::now());
+                    if !fetch.is_finished() {
+                        // Part of the message may be out: the stream cannot
+                        // go on.
+                        return Err(AttemptError::Write(io::ErrorKind::TimedOut.into()));
+                    }
+                }
             }
         }
         if let Some(o) = fetch.poll_outcome() {

@@ -12,13 +12,20 @@
 //!   attempt refused by the per-IP cap is put back and retried shortly;
 //! * keeps slow and silent peers from starving it: connects have their own
 //!   short deadline (the TCP layer's), exchanges theirs
-//!   ([`crate::wire::FetchConfig`]); a job holds at most `peers_at_once`
-//!   connections and lives at most `job_budget`, after which its attempts
-//!   are cancelled; peers that timed out recently are tried last;
+//!   ([`crate::wire::FetchConfig`]: a hard deadline whatever the peer
+//!   does, and a byte budget whatever it sends); a job holds at most
+//!   `peers_at_once` connections and lives at most `job_budget`, after
+//!   which its attempts are cancelled;
 //! * tries a job's peers a few at a time, stops at the first verified
 //!   metadata and cancels the other attempts;
-//! * penalises peers that lie (hash mismatch, malformed data) for a while, in
-//!   a bounded table;
+//! * remembers peers by their IPv6 /64 or IPv4 address, in bounded tables
+//!   whose marks expire: ones that lie (hash mismatch, malformed data) or
+//!   send junk are skipped for `penalty`; ones that time out are tried
+//!   last, and skipped after `timeout_strikes` timeouts each within
+//!   `penalty` of the last;
+//! * never connects to a port below 1024 unless told to
+//!   (`allow_privileged_ports`): DHT values must not aim the crawler at a
+//!   third party's service;
 //! * sends each verified torrent to the store with its source and timings,
 //!   and counts failures by reason.
 //!
@@ -28,11 +35,12 @@
 //! `over_budget` in [`FetchStats`] measure what jobs really use.
 
 mod attempt;
+mod marks;
 mod stats;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,7 +49,10 @@ use glommio::sync::Semaphore;
 use shards::TcpConnector;
 
 pub use attempt::{attempt, AttemptError};
+pub use marks::FIRST_UNPRIVILEGED_PORT;
 pub use stats::{FailureKind, FetchStats};
+
+use marks::{PeerMarks, Pick};
 
 use crate::dht::harvest::FetchOutcome;
 use crate::id::Id;
@@ -82,10 +93,17 @@ pub struct PoolConfig {
     pub job_budget: Duration,
     /// Pause before retrying an attempt refused by the per-IP cap.
     pub cap_retry: Duration,
-    /// How long a lying peer is skipped.
+    /// How long a lying peer is skipped, and how long a timeout counts
+    /// against a peer.
     pub penalty: Duration,
-    /// Penalised IPs remembered at most.
+    /// Timeouts, each within `penalty` of the last, after which a peer's
+    /// IPv4 address or IPv6 /64 is skipped instead of tried last (a
+    /// success in between does not reset the count).
+    pub timeout_strikes: u32,
+    /// Penalised keys (and, apart, timed-out keys) remembered at most.
     pub max_penalised: usize,
+    /// Connect to peers on ports below 1024 (`--allow-privileged-ports`).
+    pub allow_privileged_ports: bool,
     /// The exchange's limits and deadlines.
     pub fetch: FetchConfig,
     /// Our BitTorrent peer id.
@@ -105,7 +123,9 @@ impl Default for PoolConfig {
             job_budget: Duration::from_secs(45),
             cap_retry: Duration::from_millis(200),
             penalty: Duration::from_secs(300),
+            timeout_strikes: 3,
             max_penalised: 65_536,
+            allow_privileged_ports: false,
             fetch: FetchConfig::default(),
             peer_id,
         }
@@ -119,58 +139,12 @@ pub struct FetchPool {
     tx: LocalSender<FetchJob>,
     rx: RefCell<Option<LocalReceiver<FetchJob>>>,
     stats: Rc<FetchStats>,
-    /// IPs that lied: skipped until the penalty ends.
-    penalised: RefCell<IpMarks>,
-    /// IPs whose last attempt timed out: tried last until the mark ends.
-    slow: RefCell<IpMarks>,
+    /// Penalised and timed-out peers, the privileged-port rule.
+    marks: RefCell<PeerMarks>,
     /// Extra peers that arrived for jobs still queued or running.
     more_peers: RefCell<HashMap<Id, VecDeque<SocketAddr>>>,
     /// Jobs queued or running.
     active: RefCell<HashSet<Id>>,
-}
-
-/// IPs marked until a time (penalised liars, slow peers), in a bounded
-/// table: expired marks go on lookup or when the table is full.
-#[derive(Debug)]
-struct IpMarks {
-    until: HashMap<IpAddr, Instant>,
-    max: usize,
-}
-
-impl IpMarks {
-    fn new(max: usize) -> Self {
-        IpMarks {
-            until: HashMap::new(),
-            max: max.max(1),
-        }
-    }
-
-    /// Whether `ip` is marked at `now`.
-    fn marked(&mut self, ip: IpAddr, now: Instant) -> bool {
-        match self.until.get(&ip) {
-            Some(until) if *until > now => true,
-            Some(_) => {
-                self.until.remove(&ip);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Marks `ip` until `until`.
-    fn mark(&mut self, ip: IpAddr, until: Instant, now: Instant) {
-        if self.until.len() >= self.max {
-            self.until.retain(|_, u| *u > now);
-            if self.until.len() >= self.max {
-                // Still full of live marks: forget an arbitrary one rather
-                // than grow.
-                if let Some(k) = self.until.keys().next().copied() {
-                    self.until.remove(&k);
-                }
-            }
-        }
-        self.until.insert(ip, until);
-    }
 }
 
 /// Where a job's outcome goes (the harvester, through the engine).
@@ -185,8 +159,7 @@ impl FetchPool {
             tx,
             rx: RefCell::new(Some(rx)),
             stats: Rc::new(FetchStats::default()),
-            penalised: RefCell::new(IpMarks::new(cfg.max_penalised)),
-            slow: RefCell::new(IpMarks::new(cfg.max_penalised)),
+            marks: RefCell::new(PeerMarks::new(&cfg)),
             more_peers: RefCell::new(HashMap::new()),
             active: RefCell::new(HashSet::new()),
         })
@@ -254,6 +227,12 @@ impl FetchPool {
         let Some(rx) = self.rx.borrow_mut().take() else {
             return;
         };
+        // Jobs watch the stop signal too: a stopping shard does not wait up
+        // to a job budget (2 × the fetch timeout) for slow peers. A job cut
+        // short reports `NotRun`; its infohash stays pending in the store.
+        // A semaphore with no permits, closed at stop: every job waiting on
+        // it wakes at once, and a finished job's wait leaves nothing behind.
+        let stopped = Rc::new(Semaphore::new(0));
         let sem = Rc::new(Semaphore::new(self.cfg.concurrency.max(1) as u64));
         let conns = Rc::new(Semaphore::new(self.cfg.max_connections.max(1) as u64));
         let dispatch = async {
@@ -266,9 +245,19 @@ impl FetchPool {
                 let store = store.clone();
                 let conns = conns.clone();
                 let outcomes = outcomes.clone();
+                let stopped = stopped.clone();
                 glommio::spawn_local(async move {
                     let ih = job.info_hash;
-                    let outcome = pool.fetch_job(job, &tcp, &conns, &store).await;
+                    let job_stop = async {
+                        // Only ever an error: nobody signals this semaphore.
+                        let _closed = stopped.acquire(1).await;
+                        FetchOutcome::NotRun
+                    };
+                    let outcome = futures_lite::future::or(
+                        pool.fetch_job(job, &tcp, &conns, &store),
+                        job_stop,
+                    )
+                    .await;
                     pool.active.borrow_mut().remove(&ih);
                     pool.more_peers.borrow_mut().remove(&ih);
                     drop(permit);
@@ -278,13 +267,15 @@ impl FetchPool {
             }
         };
         futures_lite::future::or(dispatch, stop).await;
-        // Let running jobs finish: take every permit back.
+        stopped.close();
+        // Wait for the jobs to notice: take every permit back.
         let total = self.cfg.concurrency.max(1) as u64;
         let _all = sem.acquire(total).await;
     }
 
-    /// The job's next peer: new arrivals merged, penalised ones skipped
-    /// (and counted as tried), slow ones last.
+    /// The job's next peer: new arrivals merged, penalised ones and
+    /// privileged ports skipped (counted, and listed as tried), ones that
+    /// timed out last.
     fn next_peer(
         &self,
         ih: &Id,
@@ -300,17 +291,13 @@ impl FetchPool {
         }
         let now = Instant::now();
         loop {
-            let i = peers
-                .iter()
-                .position(|p| !self.slow.borrow_mut().marked(p.ip(), now))
-                .unwrap_or(0);
-            let peer = peers.remove(i)?;
-            if self.penalised.borrow_mut().marked(peer.ip(), now) {
-                self.stats.count_failure(FailureKind::Penalised);
-                tried.push(peer);
-                continue;
+            match self.marks.borrow_mut().pick(peers, now)? {
+                Pick::Try(peer) => return Some(peer),
+                Pick::Skip(peer, kind) => {
+                    self.stats.count_failure(kind);
+                    tried.push(peer);
+                }
             }
-            return Some(peer);
         }
     }
 
@@ -413,18 +400,7 @@ impl FetchPool {
                     }
                     tried.push(peer);
                     self.stats.count_failure(kind);
-                    if kind.penalises() {
-                        let now = Instant::now();
-                        self.penalised
-                            .borrow_mut()
-                            .mark(peer.ip(), now + self.cfg.penalty, now);
-                    }
-                    if kind == FailureKind::Timeout {
-                        let now = Instant::now();
-                        self.slow
-                            .borrow_mut()
-                            .mark(peer.ip(), now + self.cfg.penalty, now);
-                    }
+                    self.marks.borrow_mut().failed(peer, kind, Instant::now());
                 }
             }
         }

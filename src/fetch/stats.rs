@@ -17,14 +17,20 @@ pub enum FailureKind {
     HashMismatch,
     /// metadata_size or a frame over the caps.
     Oversize,
+    /// The peer sent more than the connection's byte budget (junk).
+    ByteBudget,
     /// Any other protocol violation (bad handshake, wrong infohash, bad pieces).
     Malformed,
     /// The peer closed mid-exchange.
     Closed,
     /// The TCP layer's connection caps were full.
     Capped,
-    /// The peer is penalised for lying earlier.
+    /// The peer (or its IPv6 /64) is penalised: it lied, sent junk, or
+    /// timed out repeatedly, recently. Skipped, not connected to.
     Penalised,
+    /// The peer's port is below 1024 and privileged ports are not allowed.
+    /// Skipped, not connected to.
+    PrivilegedPort,
     /// A job with no peer left to try.
     NoPeers,
     /// Verified bytes that are not a usable info dictionary.
@@ -35,17 +41,19 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, in report order.
-    pub const ALL: [FailureKind; 13] = [
+    pub const ALL: [FailureKind; 15] = [
         FailureKind::Refused,
         FailureKind::Timeout,
         FailureKind::NoExtension,
         FailureKind::Reject,
         FailureKind::HashMismatch,
         FailureKind::Oversize,
+        FailureKind::ByteBudget,
         FailureKind::Malformed,
         FailureKind::Closed,
         FailureKind::Capped,
         FailureKind::Penalised,
+        FailureKind::PrivilegedPort,
         FailureKind::NoPeers,
         FailureKind::Unparsable,
         FailureKind::StoreClosed,
@@ -60,21 +68,27 @@ impl FailureKind {
             FailureKind::Reject => "reject",
             FailureKind::HashMismatch => "hash_mismatch",
             FailureKind::Oversize => "oversize",
+            FailureKind::ByteBudget => "byte_budget",
             FailureKind::Malformed => "malformed",
             FailureKind::Closed => "closed",
             FailureKind::Capped => "capped",
             FailureKind::Penalised => "penalised",
+            FailureKind::PrivilegedPort => "privileged_port",
             FailureKind::NoPeers => "no_peers",
             FailureKind::Unparsable => "unparsable",
             FailureKind::StoreClosed => "store_closed",
         }
     }
 
-    /// Whether the peer lied and should be skipped for a while.
+    /// Whether the peer lied or sent junk and should be skipped for a
+    /// while (timeouts are judged apart: one only puts a peer last).
     pub fn penalises(self) -> bool {
         matches!(
             self,
-            FailureKind::HashMismatch | FailureKind::Malformed | FailureKind::Oversize
+            FailureKind::HashMismatch
+                | FailureKind::Malformed
+                | FailureKind::Oversize
+                | FailureKind::ByteBudget
         )
     }
 
@@ -105,7 +119,7 @@ pub struct FetchStats {
     pub slot_micros: Cell<u64>,
     /// Jobs stopped by their time budget with attempts still running.
     pub over_budget: Cell<u64>,
-    failures: [Cell<u64>; 13],
+    failures: [Cell<u64>; FailureKind::ALL.len()],
 }
 
 impl FetchStats {

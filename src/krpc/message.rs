@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::compact::{self, NodeInfo, Nodes};
-use super::wire::{self, RawBody, RawMessage, RawValues};
+use super::raw::{self, RawBody, RawMessage, RawValues};
 use crate::bencode::{DecodeError, Encoder};
 use crate::id::Id;
 
@@ -234,7 +234,7 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, KrpcError<'_>> {
     if buf.len() < MIN_DATAGRAM || buf.first() != Some(&b'd') || buf.last() != Some(&b'e') {
         return Err(KrpcError::NotKrpc);
     }
-    let raw = wire::decode_raw(buf)?;
+    let raw = raw::decode_raw(buf)?;
     from_raw(&raw)
 }
 
@@ -389,7 +389,7 @@ impl<'a> Response<'a> {
         };
         let from_list = list
             .into_iter()
-            .flat_map(wire::values_entries)
+            .flat_map(raw::values_entries)
             .filter_map(compact::read_peer);
         let from_concat = concat
             .into_iter()

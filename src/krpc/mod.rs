@@ -1,6 +1,6 @@
 //! KRPC (BEP 5, with BEP 32, 33, 42, 43 and 51): the DHT's message layer.
 //!
-//! * [`wire`]: one allocation-free pass over a datagram that picks out every
+//! * [`raw`]: one allocation-free pass over a datagram that picks out every
 //!   known key as a borrowed slice.
 //! * [`message`]: typed, validated messages and their encoders, which write
 //!   keys in sorted order straight into the output buffer.
@@ -15,9 +15,9 @@
 
 pub mod compact;
 pub mod message;
+pub mod raw;
 pub mod tid;
 pub mod token;
-pub mod wire;
 
 pub use compact::NodeInfo;
 pub use message::{

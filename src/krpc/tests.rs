@@ -596,3 +596,39 @@ fn errors_round_trip() {
         })
     );
 }
+
+#[test]
+fn reply_tid_finds_replies_only() {
+    use super::raw::reply_tid;
+    let mut r = Vec::new();
+    encode_response(
+        &mut r,
+        &Header {
+            tid: b"ab12",
+            version: Some(b"LT01"),
+        },
+        None,
+        &Id([1; 20]),
+        &ResponseBody::default(),
+    );
+    assert_eq!(reply_tid(&r), Some(&b"ab12"[..]));
+    assert_eq!(
+        reply_tid(b"d1:eli201e5:errore1:t2:xy1:y1:ee"),
+        Some(&b"xy"[..])
+    );
+    // Keys in any order, unknown keys skipped whatever they hold.
+    assert_eq!(reply_tid(b"d1:y1:r1:zli1ee1:t1:qe"), Some(&b"q"[..]));
+    // Queries, missing keys and garbage take the decode path.
+    assert_eq!(
+        reply_tid(b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t2:aa1:y1:qe"),
+        None
+    );
+    assert_eq!(reply_tid(b"d1:t2:aae"), None);
+    assert_eq!(reply_tid(b"d1:y1:re"), None);
+    assert_eq!(reply_tid(b"l1:t1:ye"), None);
+    // The skim stops at the second key: what follows is judged by the
+    // owner's full decode.
+    assert_eq!(reply_tid(b"d1:t2:aa1:y1:r"), Some(&b"aa"[..]));
+    assert_eq!(reply_tid(b"d1:t2:aa"), None);
+    assert_eq!(reply_tid(b""), None);
+}

@@ -16,6 +16,12 @@
 //! [`TRICKLE`], so a 16 KiB piece takes half an hour. Each costs a
 //! harvester a connection slot for its whole deadline, which is what makes
 //! them expensive on the real DHT.
+//!
+//! A junk peer ([`PeerKind::Junk`]) answers both handshakes, then streams
+//! legal but useless messages (bitfields of [`JUNK_FRAME`] bytes) as fast
+//! as the fetcher reads them, for at most [`SILENT_HOLD`]: only a byte
+//! budget stops it. It is not among the swarm's
+//! [`BAD_KINDS`](super::swarm::BAD_KINDS); tests place it by hand.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener as StdListener};
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -38,6 +44,8 @@ pub enum PeerKind {
     Serve(Behaviour),
     /// Honest, but trickles its bytes slowly.
     Slow,
+    /// Answers the handshakes, then streams junk messages without end.
+    Junk,
 }
 
 impl PeerKind {
@@ -45,6 +53,7 @@ impl PeerKind {
     pub fn label(self) -> &'static str {
         match self {
             PeerKind::Slow => "slow",
+            PeerKind::Junk => "junk",
             PeerKind::Serve(Behaviour::Honest) => "honest",
             PeerKind::Serve(Behaviour::Reject) => "reject",
             PeerKind::Serve(Behaviour::Lie) => "lie",
@@ -118,6 +127,9 @@ impl std::fmt::Debug for PeerServer {
 pub const SILENT_HOLD: Duration = Duration::from_secs(120);
 /// Pause between metadata bytes of a slow peer.
 pub const TRICKLE: Duration = Duration::from_millis(100);
+/// Length of each junk message (a bitfield, id 5): legal (under the 1 MiB
+/// frame cap), skipped by the fetcher without buffering.
+pub const JUNK_FRAME: u32 = 256 * 1024;
 /// Idle read limit of a connection: longer than [`SILENT_HOLD`]'s purpose
 /// needs (a silent peer must outlast a 20 s fetch deadline), short enough
 /// that abandoned connections do not pile up.
@@ -255,7 +267,7 @@ async fn serve(
     };
     let behaviour = match plan.kind {
         PeerKind::Serve(b) => b,
-        PeerKind::Slow => Behaviour::Honest,
+        PeerKind::Slow | PeerKind::Junk => Behaviour::Honest,
     };
     let mut peer_id = *b"-SW0100-000000000000";
     peer_id[8..12].copy_from_slice(&ip.octets());
@@ -275,6 +287,11 @@ async fn serve(
                 stream.write_all(&out).await.is_ok()
             };
             if !ok {
+                return;
+            }
+            if plan.kind == PeerKind::Junk {
+                let deadline = std::time::Instant::now() + SILENT_HOLD;
+                let _ = shards::timers::with_deadline(deadline, junk(&mut stream)).await;
                 return;
             }
             handshaken = true;
@@ -317,6 +334,14 @@ fn reset_on_close(stream: &TcpStream) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Writes junk messages until the connection fails.
+async fn junk(stream: &mut TcpStream) {
+    let mut frame = JUNK_FRAME.to_be_bytes().to_vec();
+    frame.push(5);
+    frame.resize(4 + JUNK_FRAME as usize, 0xff);
+    while stream.write_all(&frame).await.is_ok() {}
 }
 
 async fn trickle(stream: &mut TcpStream, data: &[u8]) -> bool {

@@ -230,6 +230,10 @@ pub struct TargetStats {
     pub announces: u64,
     /// Its replies to those.
     pub announce_acks: u64,
+    /// The torrents (indexes into the truth) whose announce it answered:
+    /// infohashes it has certainly seen (for loss checks across restarts).
+    #[serde(skip)]
+    pub acked_torrents: std::collections::BTreeSet<u32>,
     /// KRPC errors it sent back.
     pub errors: u64,
 }
@@ -838,7 +842,11 @@ impl DhtLoop {
             _ => return,
         };
         if kind == TID_ANNOUNCE {
-            self.counters.with_target(from, |s| s.announce_acks += 1);
+            let t = u32::from_be_bytes([0, m.tid[1], m.tid[2], m.tid[3]]);
+            self.counters.with_target(from, |s| {
+                s.announce_acks += 1;
+                s.acked_torrents.insert(t);
+            });
             return;
         }
         let Some(token) = r.token else { return };

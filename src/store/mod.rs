@@ -610,6 +610,47 @@ impl StoreWriter {
         )
     }
 
+    /// [`StoreWriter::discovered`] for a stopping crawler saving what it
+    /// has not finished: it may use the whole queue (no fetched torrent
+    /// competes for room any more) and awaits `pause()` while the queue is
+    /// full, as long as the writer is making progress. If the writer is
+    /// stalled on a failing database it is refused with
+    /// [`StoreError::QueueFull`] (and counted as shed) rather than wait.
+    pub async fn discovered_waiting<F>(
+        &self,
+        infohash: [u8; 20],
+        source: Source,
+        at: SystemTime,
+        mut pause: impl FnMut() -> F,
+    ) -> Result<(), StoreError>
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let mut msg = Msg::Op(Op::Discovered {
+            infohash,
+            source,
+            at: unix_secs(at),
+        });
+        loop {
+            match self.shared.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    if self.shared.counters.stalled.load(Ordering::Relaxed) {
+                        self.shared.counters.shed.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("dht_hunter_store_shed_total", "backend" => self.shared.backend, "op" => "discovered")
+                            .increment(1);
+                        return Err(StoreError::QueueFull {
+                            depth: self.queue_len(),
+                        });
+                    }
+                    msg = back;
+                    pause().await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            }
+        }
+    }
+
     /// Stores a harvested torrent (ignored if the infohash is already stored)
     /// and removes it from `pending`. Blocks while the queue is full: for
     /// plain threads; an async task uses [`StoreWriter::fetched_waiting`].

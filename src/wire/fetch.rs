@@ -27,6 +27,9 @@ use super::metadata::{
 /// The id we ask peers to tag their `ut_metadata` messages with.
 pub const OUR_UT_METADATA: u8 = 1;
 
+/// The length prefix in front of every peer-wire message.
+const LEN_PREFIX: u64 = 4;
+
 /// The client name sent in our extension handshake (`v`).
 pub const CLIENT_NAME: &[u8] = b"DHT-Hunter 0.1";
 
@@ -49,6 +52,16 @@ pub struct FetchConfig {
     /// timeout) or sends keep-alives forever; 30 s is ample for a fetch that
     /// is normally a few round trips of 16 KiB.
     pub hard_deadline: Duration,
+    /// Bytes a peer may send on one connection beyond what the pieces we
+    /// requested can take (one data message of at most 17 KiB each): 2 MiB.
+    /// An honest peer's extra is its handshakes (68 B and at most 64 KiB),
+    /// a bitfield (one bit a piece: 128 KiB even for a million pieces, and
+    /// never over the 1 MiB frame cap) and a few have, PEX or port
+    /// messages, so 2 MiB holds the largest legal frame twice over. Without
+    /// it, a peer streaming skipped messages (or keep-alives) as fast as the
+    /// link allows costs us bandwidth and CPU until the hard deadline:
+    /// 30 s × line rate, gigabytes.
+    pub byte_budget: usize,
     /// Requests outstanding at once: 2, as libtorrent's `ut_metadata`.
     pub max_requests_in_flight: usize,
 }
@@ -60,6 +73,7 @@ impl Default for FetchConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(25),
             hard_deadline: Duration::from_secs(30),
+            byte_budget: 2 * 1024 * 1024,
             max_requests_in_flight: 2,
         }
     }
@@ -201,6 +215,15 @@ pub enum FailReason {
     /// The peer closed the connection.
     #[error("connection closed during {0:?}")]
     Closed(Phase),
+    /// The peer sent more than [`FetchConfig::byte_budget`] beyond the
+    /// pieces requested.
+    #[error("peer sent {received} bytes, over the connection's byte budget, during {phase:?}")]
+    ByteBudget {
+        /// Bytes received in all.
+        received: u64,
+        /// Where the exchange was.
+        phase: Phase,
+    },
 }
 
 /// Verified metadata: exactly the bytes that hashed to the infohash.
@@ -248,6 +271,8 @@ pub struct MetadataFetch {
     cfg: FetchConfig,
     started: Instant,
     last_rx: Instant,
+    /// Bytes received so far.
+    received: u64,
     phase: Phase,
     hs: HandshakeReader,
     frames: FrameReader,
@@ -282,6 +307,7 @@ impl MetadataFetch {
             cfg,
             started: now,
             last_rx: now,
+            received: 0,
             phase: Phase::Handshake,
             hs: HandshakeReader::new(),
             frames: FrameReader::new(),
@@ -313,6 +339,13 @@ impl MetadataFetch {
             return;
         }
         self.last_rx = now;
+        self.received = self.received.saturating_add(bytes.len() as u64);
+        if self.received > self.byte_allowance() {
+            return self.fail(FailReason::ByteBudget {
+                received: self.received,
+                phase: self.phase,
+            });
+        }
         let mut input = bytes;
         if self.phase == Phase::Handshake {
             match self.hs.feed(&mut input) {
@@ -411,6 +444,19 @@ impl MetadataFetch {
     /// The accepted `metadata_size`.
     pub fn metadata_size(&self) -> Option<usize> {
         self.size
+    }
+
+    /// Bytes received from the peer so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
+
+    /// Bytes the peer may have sent by now: the byte budget plus one
+    /// largest data message (with its length prefix) per piece requested.
+    fn byte_allowance(&self) -> u64 {
+        let requested = self.transfer.as_ref().map_or(0, |t| t.next) as u64;
+        let per_piece = u64::from(MAX_MESSAGE) + LEN_PREFIX;
+        (self.cfg.byte_budget as u64).saturating_add(requested.saturating_mul(per_piece))
     }
 
     /// Bytes currently allocated on the peer's behalf (message buffer plus

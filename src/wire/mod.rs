@@ -40,6 +40,7 @@
 //! | handshake timeout | 10 s | libtorrent `handshake_timeout` |
 //! | idle timeout | 25 s | mldht |
 //! | hard deadline | 30 s | ours: ends tricklers and keep-alive loops |
+//! | bytes received | 2 MiB + 17 KiB per piece requested | ours: ends junk streams (skipped messages, keep-alive floods) |
 //!
 //! Messages the fetcher does not need (bitfield, have, PORT, extended
 //! messages tagged with any id but the extension handshake's 0 and our own

@@ -1120,6 +1120,126 @@ fn case31_silence_hits_idle_deadline() {
     );
 }
 
+/// A skipped frame of `len` bytes (id 5, a bitfield) with its prefix.
+fn junk_frame(len: u32) -> Vec<u8> {
+    let mut out = len.to_be_bytes().to_vec();
+    out.push(5);
+    out.resize(4 + len as usize, 0xff);
+    out
+}
+
+#[test]
+fn byte_budget_ends_a_junk_stream_of_skipped_frames() {
+    // Legal frames (each under the 1 MiB cap, each skipped unbuffered),
+    // streamed without end after the handshakes, all in one instant: no
+    // deadline can fire, the byte budget must.
+    let t0 = Instant::now();
+    let ih = Id([1; 20]);
+    let mut f = fetch(ih, t0);
+    let prelude = prelude(ih, SIZE as i64);
+    f.handle_data(&prelude, t0);
+    assert_eq!(f.phase(), Phase::Transfer);
+    let frame = junk_frame(256 * 1024);
+    let mut sent = prelude.len() as u64;
+    for _ in 0..1000 {
+        for chunk in frame.chunks(17 * 1024) {
+            f.handle_data(chunk, t0);
+            sent += chunk.len() as u64;
+            if f.is_finished() {
+                break;
+            }
+        }
+        if f.is_finished() {
+            break;
+        }
+    }
+    let budget = FetchConfig::default().byte_budget as u64;
+    // Allowed: the budget plus one data message per piece requested (the
+    // default two in flight), plus the read that crossed the line.
+    let allowance = budget + 2 * (u64::from(MAX_MESSAGE) + 4);
+    assert!(sent > allowance && sent <= allowance + 17 * 1024, "{sent}");
+    assert_eq!(f.bytes_received(), sent);
+    assert_eq!(
+        failure(&mut f),
+        FailReason::ByteBudget {
+            received: sent,
+            phase: Phase::Transfer
+        }
+    );
+    assert!(
+        f.peak_buffer_capacity() < 1024,
+        "{}",
+        f.peak_buffer_capacity()
+    );
+}
+
+#[test]
+fn byte_budget_ends_a_keepalive_flood_before_the_handshake_is_done() {
+    // Keep-alives are bytes too: a flood of them, before the extension
+    // handshake, is cut off at the budget (no piece is requested yet).
+    let t0 = Instant::now();
+    let ih = Id([1; 20]);
+    let mut f = fetch(ih, t0);
+    f.handle_data(&peer_hs(ih, true), t0);
+    let flood = [0u8; 4].repeat(4096);
+    let mut rounds = 0u64;
+    while !f.is_finished() && rounds < 10_000 {
+        f.handle_data(&flood, t0);
+        rounds += 1;
+    }
+    let budget = FetchConfig::default().byte_budget as u64;
+    assert_eq!(rounds, (budget - 68) / flood.len() as u64 + 1);
+    assert!(matches!(
+        failure(&mut f),
+        FailReason::ByteBudget {
+            phase: Phase::ExtensionHandshake,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn byte_budget_lets_the_largest_honest_exchange_through() {
+    // The biggest metadata allowed (10 MiB, 640 pieces), behind the
+    // largest legal frame (a 1 MiB bitfield) and some have messages.
+    let max = FetchConfig::default().max_metadata_size;
+    let info = info_dict(max - 100);
+    assert!(
+        info.len() <= max && info.len() > max - PIECE_SIZE,
+        "{}",
+        info.len()
+    );
+    let ih = sha1_info_hash(&info);
+    let t0 = Instant::now();
+    let mut f = fetch(ih, t0);
+    let mut s = MetadataServe::new(ih, info.clone(), [0xCC; 20], Behaviour::Honest);
+    let mut out = Vec::new();
+    f.poll_transmit(&mut out);
+    s.handle_data(&out);
+    out.clear();
+    s.poll_transmit(&mut out);
+    // The server's handshakes, then the noise, then the pieces.
+    out.extend(junk_frame(MAX_FRAME - 1));
+    for i in 0..1000u32 {
+        out.extend([0, 0, 0, 5, 4]);
+        out.extend(i.to_be_bytes());
+    }
+    f.handle_data(&out, t0);
+    let mut pieces = 0;
+    while !f.is_finished() {
+        out.clear();
+        f.poll_transmit(&mut out);
+        s.handle_data(&out);
+        out.clear();
+        s.poll_transmit(&mut out);
+        assert!(!out.is_empty(), "the exchange stalled");
+        f.handle_data(&out, t0);
+        pieces += 1;
+    }
+    assert!(pieces > 300, "{pieces}");
+    assert_eq!(verified(&mut f).info, info);
+}
+
 #[test]
 fn case31_late_data_without_handle_timeout_still_times_out() {
     let info = info_dict(1000);

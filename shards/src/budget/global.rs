@@ -185,6 +185,31 @@ impl GlobalBudget {
         self.bucket.try_take(now, n)
     }
 
+    /// Whether `n` tokens could be taken leaving `reserve` (see
+    /// [`TokenBucket::can_take`]); asking counts as demand only when the
+    /// tokens are then taken or refused by [`Self::try_take_reserving`].
+    pub fn can_take(&mut self, now: Instant, n: u64, reserve: u64) -> bool {
+        self.bucket.can_take(now, n, reserve)
+    }
+
+    /// Takes `n` tokens if that leaves `reserve`. `n` counts as demand
+    /// either way, so a shard refused here borrows from idle ones.
+    pub fn try_take_reserving(&mut self, now: Instant, n: u64, reserve: u64) -> bool {
+        self.demand = self.demand.saturating_add(n);
+        self.bucket.try_take_reserving(now, n, reserve)
+    }
+
+    /// The local bucket's capacity now (it follows the share).
+    pub fn burst(&self) -> u64 {
+        self.bucket.burst()
+    }
+
+    /// Counts `n` tokens of demand that were not asked for through the
+    /// bucket (a request refused before it was built).
+    pub fn note_demand(&mut self, n: u64) {
+        self.demand = self.demand.saturating_add(n);
+    }
+
     /// Takes up to `max` tokens; returns how many. `max` counts as demand.
     pub fn take_up_to(&mut self, now: Instant, max: u64) -> u64 {
         self.demand = self.demand.saturating_add(max);

@@ -16,13 +16,19 @@
 //!   lending their share to busy ones over the mesh.
 //! * [`PerIpLimiter`]: a fixed-memory per-source limiter that survives
 //!   millions of spoofed sources.
+//! * [`SharedPerIpLimiter`], [`SharedConnCounts`]: per-IP limits that hold
+//!   across shards (atomics in one table shared by every shard).
+//! * [`limit_key`]: the address a source is limited under (IPv6 by /64,
+//!   IPv4-mapped as IPv4), for every per-address limit.
 
 mod global;
 mod per_ip;
+mod shared;
 mod token_bucket;
 
 pub use global::{BudgetMsg, GlobalBudget, GlobalBudgetConfig};
-pub use per_ip::{PerIpLimiter, PerIpStats};
+pub use per_ip::{limit_key, prefix_key, PerIpLimiter, PerIpStats, IPV6_LIMIT_PREFIX};
+pub use shared::{SharedConnCounts, SharedPerIpLimiter, MAX_SHARED_SLOTS};
 pub use token_bucket::{TokenBucket, TrafficBudget};
 
 /// Nanoseconds per second, as the u128 the refill arithmetic uses.

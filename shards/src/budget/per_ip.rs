@@ -28,7 +28,9 @@
 //!
 //! IPv6 sources are keyed by their prefix (default /64): one host usually
 //! owns a whole /64, so keying by the full address would let it walk 2^64
-//! keys. IPv4-mapped IPv6 addresses are keyed as IPv4.
+//! keys. IPv4-mapped IPv6 addresses are keyed as IPv4. [`limit_key`] is
+//! that rule on its own, for every other per-address limit (the TCP layer's
+//! per-IP connection cap, an application's penalty tables).
 
 use std::{
     collections::hash_map::RandomState,
@@ -38,6 +40,38 @@ use std::{
 };
 
 use super::{sat_u64, saturating_nanos, NANOS_PER_SEC};
+
+/// The IPv6 prefix length a source is limited under by default: one
+/// subscriber or one server usually holds a whole /64 (RFC 6177 assigns
+/// at least that), so a limit on single IPv6 addresses is no limit.
+pub const IPV6_LIMIT_PREFIX: u8 = 64;
+
+/// The address `ip` is limited under: an IPv4 address as it is, an
+/// IPv4-mapped IPv6 address as its IPv4, any other IPv6 address as its
+/// first `v6_prefix` bits (0..=128; the rest zeroed).
+pub fn prefix_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let masked = match v6_prefix.min(128) {
+                    0 => 0,
+                    p => u128::from(v6) & (u128::MAX << (128 - u32::from(p))),
+                };
+                IpAddr::V6(Ipv6Addr::from(masked))
+            }
+        },
+    }
+}
+
+/// The address `ip` is limited under with the default /64
+/// ([`IPV6_LIMIT_PREFIX`]): every per-address cap, budget and penalty
+/// should count by this, so that one IPv6 host cannot multiply its share
+/// by walking its /64.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    prefix_key(ip, IPV6_LIMIT_PREFIX)
+}
 
 /// Upper bound on the table size (256 MiB), so a mistaken configuration
 /// cannot ask for absurd memory.
@@ -113,7 +147,7 @@ impl<S: BuildHasher> PerIpLimiter<S> {
             interval_ns,
             tolerance_ns: interval_ns.saturating_mul(burst.saturating_sub(1)),
             closed: rate_per_sec == 0 || burst == 0,
-            ipv6_prefix: 64,
+            ipv6_prefix: IPV6_LIMIT_PREFIX,
             stats: PerIpStats::default(),
         }
     }
@@ -140,20 +174,7 @@ impl<S: BuildHasher> PerIpLimiter<S> {
     }
 
     fn key(&self, ip: IpAddr) -> u64 {
-        match ip {
-            IpAddr::V4(v4) => self.hasher.hash_one((4u8, v4.octets())),
-            IpAddr::V6(v6) => {
-                if let Some(v4) = v6.to_ipv4_mapped() {
-                    return self.hasher.hash_one((4u8, v4.octets()));
-                }
-                let bits = u128::from(v6);
-                let masked = match self.ipv6_prefix {
-                    0 => 0,
-                    p => bits & (u128::MAX << (128 - u32::from(p))),
-                };
-                self.hasher.hash_one((6u8, Ipv6Addr::from(masked).octets()))
-            }
-        }
+        self.hasher.hash_one(prefix_key(ip, self.ipv6_prefix))
     }
 
     /// One request from `ip` at `now`: true if allowed (and charged).
@@ -297,6 +318,30 @@ mod tests {
         let earlier = t0.checked_sub(Duration::from_secs(10)).unwrap_or(t0);
         assert!(!l.check(earlier, ip));
         assert!(l.check(t0 + Duration::from_secs(u64::MAX >> 25), ip));
+    }
+
+    #[test]
+    fn limit_keys_group_a_v6_prefix_and_unmap_v4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(limit_key(ip("198.51.100.7")), ip("198.51.100.7"));
+        assert_ne!(limit_key(ip("198.51.100.7")), limit_key(ip("198.51.100.8")));
+        assert_eq!(limit_key(ip("::ffff:198.51.100.7")), ip("198.51.100.7"));
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            limit_key(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            limit_key(ip("2001:db8:1:3::1")),
+            limit_key(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(prefix_key(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(prefix_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(prefix_key(ip("2001:db8::1"), 200), ip("2001:db8::1"));
+        assert_eq!(
+            prefix_key(ip("2001:db8:ffff::1"), 40),
+            ip("2001:db8:ff00::")
+        );
     }
 
     #[test]

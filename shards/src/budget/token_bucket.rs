@@ -121,6 +121,26 @@ impl TokenBucket {
         }
     }
 
+    /// Whether `n` tokens could be taken leaving at least `reserve` behind
+    /// (nothing is taken). Callers keep the reserve for more important
+    /// work: less important requests ask with a larger one.
+    pub fn can_take(&mut self, now: Instant, n: u64, reserve: u64) -> bool {
+        self.refill(now);
+        self.tokens >= n.saturating_add(reserve)
+    }
+
+    /// Takes `n` tokens if that leaves at least `reserve`; otherwise none.
+    pub fn try_take_reserving(&mut self, now: Instant, n: u64, reserve: u64) -> bool {
+        if self.can_take(now, n, reserve) {
+            self.tokens -= n;
+            self.granted = self.granted.saturating_add(n);
+            true
+        } else {
+            self.denied = self.denied.saturating_add(n);
+            false
+        }
+    }
+
     /// Takes as many tokens as are available, up to `max`; returns how many.
     pub fn take_up_to(&mut self, now: Instant, max: u64) -> u64 {
         self.refill(now);

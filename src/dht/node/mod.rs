@@ -10,6 +10,8 @@
 //!   [`Harvester`]'s (`super::harvest`);
 //! * [`maintain`]: bootstrap, the sample sweep, walks, verification and
 //!   re-pings;
+//! * [`external_ip`]: the vote on our external address and the move to a
+//!   BEP 42 id for it;
 //! * this file: the public surface (`handle_*`, `poll_*`), inbound
 //!   dispatch, replies to our own queries, and sending.
 //!
@@ -17,6 +19,7 @@
 //! and the handling of replies to our queries all work on the transaction
 //! table and the routing table together, and read best side by side.
 
+mod external_ip;
 mod inflight;
 mod maintain;
 mod responder;
@@ -30,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use super::addr::{is_martian, is_valid_peer};
 use super::harvest::{Discovered, FetchOutcome, Harvester};
-use super::limiter::{Budget, PerIpLimiter, Tier};
+use super::limiter::{Budget, IpLimit, Tier};
 use super::lookup::Lookup;
-use super::store::{PeerStore, SamplePool};
+use super::peers::{PeerStore, SamplePool};
 use super::table::Table;
 use super::{Action, NodeConfig, NodeStats, ShardMsg, Source, Transmit};
 use crate::id::Id;
@@ -122,8 +125,11 @@ pub struct Node {
     table: Table,
     inflight: Inflight,
     budget: Budget,
-    per_ip_out: PerIpLimiter,
-    per_ip_in: PerIpLimiter,
+    per_ip_out: IpLimit,
+    per_ip_in: IpLimit,
+    /// Replies routed to another shard, per source: no source can answer
+    /// more queries than the per-IP rate lets us send it.
+    per_ip_replies: IpLimit,
     store: PeerStore,
     pool: SamplePool,
     harvest: Harvester,
@@ -152,6 +158,7 @@ pub struct Node {
     refresh_cursor: Id,
     walks: u64,
     recent_gaps: Vec<u64>,
+    external: external_ip::ExternalIp,
 }
 
 fn want_families(want: Want, from: &SocketAddr) -> (bool, bool) {
@@ -166,6 +173,59 @@ fn count(c: &mut u64) {
     *c = c.saturating_add(1);
 }
 
+/// The node's three per-IP limits: queries it answers (inbound), packets
+/// it sends to one address (outbound), and replies it routes to another
+/// shard (at most twice what it may ask one address: more are forged).
+#[derive(Debug, Clone)]
+pub struct IpLimits {
+    /// Queries from one source.
+    pub inbound: IpLimit,
+    /// Packets to one destination.
+    pub outbound: IpLimit,
+    /// Replies routed to another shard, per source.
+    pub replies: IpLimit,
+}
+
+impl IpLimits {
+    /// Tables of the node's own, from `cfg`.
+    pub fn local(cfg: &NodeConfig, now: Instant) -> Self {
+        let (i, o, r) = Self::rates(cfg);
+        IpLimits {
+            inbound: IpLimit::local(cfg.limiter_slots, i.0, i.1, now),
+            outbound: IpLimit::local(cfg.limiter_slots, o.0, o.1, now),
+            replies: IpLimit::local(cfg.limiter_slots, r.0, r.1, now),
+        }
+    }
+
+    /// Tables every shard shares (build once, hand a clone to each node's
+    /// [`Node::share_ip_limits`]): a source that the kernel spreads over
+    /// the shards, or that several shards talk to, gets one limit in all.
+    pub fn shared(cfg: &NodeConfig, now: Instant) -> Self {
+        let (i, o, r) = Self::rates(cfg);
+        let s = |(rate, burst): (u32, u32)| {
+            IpLimit::Shared(IpLimit::shared(cfg.limiter_slots, rate, burst, now))
+        };
+        IpLimits {
+            inbound: s(i),
+            outbound: s(o),
+            replies: s(r),
+        }
+    }
+
+    /// (rate, burst) of inbound, outbound and routed replies.
+    #[allow(clippy::type_complexity)]
+    fn rates(cfg: &NodeConfig) -> ((u32, u32), (u32, u32), (u32, u32)) {
+        (
+            (cfg.inbound_per_ip_pps, cfg.inbound_per_ip_burst),
+            (cfg.per_ip_pps, cfg.per_ip_burst),
+            (
+                cfg.per_ip_pps.saturating_mul(2),
+                cfg.per_ip_burst.saturating_mul(2).max(1),
+            ),
+        )
+    }
+}
+
 impl Node {
     /// A node for `cfg`, starting at `now`. All shards of a machine should be
     /// created with the same `now` and `token_key`, so that their token epochs
@@ -174,33 +234,20 @@ impl Node {
         let mut rng = Rng::seed_from_u64(cfg.seed);
         let key = |rng: &mut Rng| (rng.next_u64(), rng.next_u64());
         let slice = cfg.slice();
-        let shards = u64::from(cfg.nr_shards.max(1));
-        let per_ip_out = PerIpLimiter::with_rate(
-            cfg.limiter_slots,
-            cfg.per_ip_pps,
-            Duration::from_secs(shards),
-            (u64::from(cfg.per_ip_burst) / shards).max(1) as u32,
-            key(&mut rng),
-            now,
-        );
-        let per_ip_in = PerIpLimiter::with_rate(
-            cfg.limiter_slots,
-            cfg.inbound_per_ip_pps,
-            Duration::from_secs(1),
-            cfg.inbound_per_ip_burst,
-            key(&mut rng),
-            now,
-        );
+        let limits = IpLimits::local(&cfg, now);
         let harvest = Harvester::new(cfg.harvest, key(&mut rng));
         let sweep_cursor = slice.random_id(&mut rng);
+        let mut table = Table::new(slice, cfg.max_nodes, cfg.max_out_per_bucket);
+        table.set_prefer_verified(cfg.prefer_verified);
         Node {
             slice,
             tokens: TokenSecrets::with_period(cfg.token_key, now, cfg.token_rotation),
-            table: Table::new(slice, cfg.max_nodes, cfg.max_out_per_bucket),
+            table,
             inflight: Inflight::new(cfg.max_inflight),
             budget: Budget::new(u64::from(cfg.max_pps), cfg.max_bps, cfg.budget_window, now),
-            per_ip_out,
-            per_ip_in,
+            per_ip_out: limits.outbound,
+            per_ip_in: limits.inbound,
+            per_ip_replies: limits.replies,
             store: PeerStore::new(cfg.max_torrents, cfg.max_peers),
             pool: SamplePool::new(cfg.sample_pool),
             harvest,
@@ -227,6 +274,7 @@ impl Node {
             refresh_cursor: slice.first(),
             walks: 0,
             recent_gaps: Vec::new(),
+            external: external_ip::ExternalIp::new(&cfg),
             rng,
             cfg,
         }
@@ -246,6 +294,9 @@ impl Node {
         self.stats.bytes_in = self.stats.bytes_in.saturating_add(data.len() as u64);
         if is_martian(&from, self.cfg.allow_private) {
             count(&mut self.stats.dropped.martian);
+            return;
+        }
+        if self.cfg.nr_shards > 1 && self.route_reply(identity, from, data, now) {
             return;
         }
         self.process(identity, from, data, now, false);
@@ -304,6 +355,7 @@ impl Node {
                 }
             }
             ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
+            ShardMsg::Rekey { identity, id } => self.rekey(identity, id),
         }
         self.flush_exploit(now);
     }
@@ -349,6 +401,7 @@ impl Node {
         self.pump_verify(now);
         self.pump_walk(now);
         self.pump_refresh(now);
+        self.pump_external(now);
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.tick;
         }
@@ -387,6 +440,37 @@ impl Node {
         s.torrents = self.store.len();
         s.harvest = self.harvest.stats();
         s
+    }
+
+    /// Uses per-IP tables shared with the other shards from now on, so each
+    /// limit holds for the process (see [`IpLimits::shared`]).
+    pub fn share_ip_limits(&mut self, limits: &IpLimits) {
+        self.per_ip_out = limits.outbound.clone();
+        self.per_ip_in = limits.inbound.clone();
+        self.per_ip_replies = limits.replies.clone();
+    }
+
+    /// Packets asked of the outbound budget since the last call (sent or
+    /// refused): this shard's demand, for a global budget that lends.
+    pub fn take_budget_demand(&mut self) -> u64 {
+        self.budget.take_demand()
+    }
+
+    /// Sets the outbound packet rate to `pps` (this shard's current share
+    /// of a global budget); bytes follow at the configured bytes/packet.
+    pub fn set_budget_share(&mut self, pps: u64, now: Instant) {
+        self.budget.set_share(now, pps);
+    }
+
+    /// The outbound packet rate now.
+    pub fn budget_pps(&self) -> u64 {
+        self.budget.pps()
+    }
+
+    /// Every infohash taken in and not yet stored or given up, with how it
+    /// was first seen (saved as pending when the crawler stops).
+    pub fn unfinished(&self) -> impl Iterator<Item = (Id, Source)> + '_ {
+        self.harvest.unfinished()
     }
 
     /// Confirmed nodes, to persist across restarts.
@@ -451,7 +535,7 @@ impl Node {
     }
 
     fn is_own_id(&self, id: &Id) -> bool {
-        self.cfg.identities.iter().any(|i| i.id == *id)
+        self.cfg.identities.iter().any(|i| i.id == *id) || self.external.was_ours(id)
     }
 
     fn acceptable_node(&self, n: &NodeInfo) -> bool {
@@ -471,7 +555,7 @@ impl Node {
             }
             Err(KrpcError::BadResponse { tid }) => {
                 // A response without an id counts as a failed transaction.
-                if let Some(p) = self.match_reply(identity, from, tid, data, fwd) {
+                if let Some(p) = self.match_reply(identity, from, tid) {
                     self.on_failure(p, now);
                 }
                 return;
@@ -484,48 +568,59 @@ impl Node {
         match msg.body {
             Body::Query(q) => self.handle_query(identity, from, &msg, &q, data, fwd, now),
             Body::Response(r) => {
-                if let Some(p) = self.match_reply(identity, from, msg.tid, data, fwd) {
+                if let Some(p) = self.match_reply(identity, from, msg.tid) {
+                    self.on_reported_ip(identity, from, msg.ip, now);
                     self.on_response(p, from, &r, now);
                 }
             }
             Body::Error(_) => {
-                if let Some(p) = self.match_reply(identity, from, msg.tid, data, fwd) {
+                if let Some(p) = self.match_reply(identity, from, msg.tid) {
                     self.on_error(p, now);
                 }
             }
         }
     }
 
-    /// Finds (and removes) the transaction a reply answers, forwarding it to
-    /// its origin shard when that is another one.
-    fn match_reply(
-        &mut self,
-        identity: u8,
-        from: SocketAddr,
-        tid: &[u8],
-        data: &[u8],
-        fwd: bool,
-    ) -> Option<Pending> {
+    /// A reply whose transaction id names another shard goes there, found
+    /// from the `t` and `y` keys alone (no decode) and admitted by the
+    /// per-source reply limit before it is copied. Returns whether the
+    /// datagram was dealt with here.
+    fn route_reply(&mut self, identity: u8, from: SocketAddr, data: &[u8], now: Instant) -> bool {
+        let Some(t) = crate::krpc::raw::reply_tid(data).and_then(Tid::from_bytes) else {
+            return false;
+        };
+        if t.shard == self.cfg.shard {
+            return false;
+        }
+        if t.shard >= self.cfg.nr_shards {
+            count(&mut self.stats.dropped.unknown_tid);
+        } else if !self.per_ip_replies.check(now, from.ip()) {
+            count(&mut self.stats.dropped.per_ip_replies);
+        } else {
+            count(&mut self.stats.forwarded_out);
+            let mut bytes = self.buffer();
+            bytes.extend_from_slice(data);
+            self.actions.push_back(Action::ToShard {
+                shard: t.shard,
+                msg: ShardMsg::Reply {
+                    identity,
+                    from,
+                    bytes,
+                },
+            });
+        }
+        true
+    }
+
+    /// Finds (and removes) the transaction a reply answers. Replies for
+    /// other shards were routed before decoding (`route_reply`).
+    fn match_reply(&mut self, identity: u8, from: SocketAddr, tid: &[u8]) -> Option<Pending> {
         let Some(t) = Tid::from_bytes(tid) else {
             count(&mut self.stats.dropped.unknown_tid);
             return None;
         };
         if t.shard != self.cfg.shard {
-            if fwd || t.shard >= self.cfg.nr_shards {
-                count(&mut self.stats.dropped.unknown_tid);
-            } else {
-                count(&mut self.stats.forwarded_out);
-                let mut bytes = self.buffer();
-                bytes.extend_from_slice(data);
-                self.actions.push_back(Action::ToShard {
-                    shard: t.shard,
-                    msg: ShardMsg::Reply {
-                        identity,
-                        from,
-                        bytes,
-                    },
-                });
-            }
+            count(&mut self.stats.dropped.unknown_tid);
             return None;
         }
         let Some(p) = self.inflight.get(t.slot) else {
@@ -779,6 +874,15 @@ impl Node {
         fam.get(pick).and_then(|&n| u8::try_from(n).ok())
     }
 
+    /// BEP 32 `want` for our queries: both families when both are bound
+    /// (we can use either kind of node), nothing otherwise (the responder's
+    /// default, our own family, is what we can use).
+    fn query_want(&self) -> Want {
+        let ids = &self.cfg.identities;
+        let both = ids.iter().any(|i| i.addr.is_ipv4()) && ids.iter().any(|i| i.addr.is_ipv6());
+        Want { n4: both, n6: both }
+    }
+
     fn send_query(
         &mut self,
         to: SocketAddr,
@@ -823,7 +927,7 @@ impl Node {
             },
             &our_id,
             method,
-            Want::default(),
+            self.query_want(),
             self.cfg.read_only,
         );
         self.budget.try_send(now, buf.len(), tier);

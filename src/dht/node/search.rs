@@ -91,7 +91,19 @@ impl Node {
                     });
                 }
             }
-            Discovered::Shed => count(&mut self.stats.dropped.harvest_full),
+            Discovered::Shed => {
+                count(&mut self.stats.dropped.harvest_full);
+                // The table is full of entries at least as good. One that
+                // someone announced or a node sampled is worth keeping:
+                // it goes to the store as pending and is resumed later
+                // (a get_peers-only sighting, most of a flood, is not).
+                if source != Source::GetPeers {
+                    self.actions.push_back(Action::Discovered {
+                        info_hash: ih,
+                        source,
+                    });
+                }
+            }
             Discovered::Stored | Discovered::GivenUp => {}
         }
         self.drive_harvest(now);

@@ -1,9 +1,9 @@
-//! The wire layer: one pass over a datagram that picks out every key KRPC
+//! The raw layer: one pass over a datagram that picks out every key KRPC
 //! knows, as borrowed slices, with no allocation and no interpretation.
 //!
 //! The typed layer ([`super::message`]) then decides what the keys mean. The
 //! split follows pubky/mainline's `messages/internal.rs` and rqbit's borrowed
-//! buffers: wire types mirror the bencode; typed messages mirror the protocol.
+//! buffers: raw types mirror the bencode; typed messages mirror the protocol.
 //!
 //! A known key with an unexpected type is treated as absent (so an `id` that
 //! is an integer reads as a missing id and earns a 203 error). Unknown keys
@@ -123,6 +123,34 @@ pub fn decode_raw(buf: &[u8]) -> Result<RawMessage<'_>, DecodeError> {
     }
     p.finish()?;
     Ok(m)
+}
+
+/// The transaction id of a datagram that is a reply (`y` is `r` or `e`),
+/// found by walking the top-level keys and skipping every value: no body is
+/// looked into. A shard uses it to route a reply to the shard that sent the
+/// query before decoding anything (so a flood of forged replies costs a
+/// skim, not a decode and a copy). `None` for queries and for anything that
+/// is not a dictionary with both keys; those take the full decode path,
+/// which reports their errors.
+pub fn reply_tid(buf: &[u8]) -> Option<&[u8]> {
+    let mut p = Parser::new(buf, Limits::KRPC);
+    if p.next_item().ok()? != Item::Dict {
+        return None;
+    }
+    let (mut t, mut y) = (None, None);
+    while let Some(key) = p.next_key().ok()? {
+        match key {
+            b"t" => t = opt_bytes(&mut p).ok()?,
+            b"y" => y = opt_bytes(&mut p).ok()?,
+            _ => {
+                p.skip().ok()?;
+            }
+        }
+        if let (Some(t), Some(y)) = (t, y) {
+            return matches!(y, b"r" | b"e").then_some(t);
+        }
+    }
+    None
 }
 
 fn opt_bytes<'a>(p: &mut Parser<'a>) -> Result<Option<&'a [u8]>, DecodeError> {
