@@ -23,7 +23,7 @@
 )]
 
 use std::{
-    mem::{size_of, zeroed},
+    mem::zeroed,
     net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdp},
     os::fd::AsRawFd,
     sync::{
@@ -66,114 +66,49 @@ fn big_buffers(s: &StdUdp) {
     s.set_send_buffer_size(BUF_BYTES).unwrap();
 }
 
-/// Minimal batch IO used by the raw server and the blaster.
+/// Batch IO of the raw server and the blaster: the runtime's own
+/// `recvmmsg`/`sendmmsg` layer on plain sockets.
 struct RawBatch {
-    bufs: Vec<[u8; 2048]>,
-    names: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    io: shards::Mmsg,
+    rx: shards::RecvBatch,
+    tx: shards::SendBatch,
 }
 
 impl RawBatch {
     fn new(n: usize) -> Self {
         Self {
-            bufs: vec![[0u8; 2048]; n],
-            names: vec![unsafe { zeroed() }; n],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                n
-            ],
-            hdrs: vec![unsafe { zeroed() }; n],
-        }
-    }
-
-    fn prepare(&mut self, n: usize) {
-        for i in 0..n {
-            self.iovs[i].iov_base = self.bufs[i].as_mut_ptr().cast();
-            self.iovs[i].iov_len = 2048;
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
+            io: shards::Mmsg::new(),
+            rx: shards::RecvBatch::new(n),
+            tx: shards::SendBatch::new(n),
         }
     }
 
     fn recv(&mut self, fd: i32, flags: i32) -> isize {
-        let n = self.bufs.len();
-        self.prepare(n);
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                n as u32,
-                flags,
-                std::ptr::null_mut(),
-            )
-        };
-        r as isize
+        match self.io.recv(fd, &mut self.rx, flags) {
+            Ok(n) => n as isize,
+            Err(_) => -1,
+        }
     }
 
     /// Echo the first `n` received datagrams back to their sources.
     fn echo(&mut self, fd: i32, n: usize) {
-        for i in 0..n {
-            self.iovs[i].iov_len = self.hdrs[i].msg_len as usize;
+        self.tx.clear();
+        for d in self.rx.iter().take(n) {
+            let _ = self.tx.push(d.from, d.data);
         }
-        let mut off = 0;
-        while off < n {
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdrs[off..].as_mut_ptr(),
-                    (n - off) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if r <= 0 {
-                break;
-            }
-            off += r as usize;
-        }
+        let _ = self.io.send_all(fd, &self.tx, libc::MSG_DONTWAIT);
     }
 
-    /// Send `n` copies of the payload to `to`.
+    /// Send `n` copies of the payload to `to` (blocking).
     fn send_to(&mut self, fd: i32, to: SocketAddr, n: usize) {
-        let (name, len) = sockaddr(to);
-        for i in 0..n {
-            self.names[i] = name;
-            self.iovs[i].iov_base = self.bufs[i].as_mut_ptr().cast();
-            self.iovs[i].iov_len = PAYLOAD;
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = len;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-        }
-        let mut off = 0;
-        while off < n {
-            let r =
-                unsafe { libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (n - off) as u32, 0) };
-            if r <= 0 {
+        self.tx.clear();
+        for _ in 0..n {
+            if self.tx.push(to, &[0u8; PAYLOAD]).is_err() {
                 break;
             }
-            off += r as usize;
         }
+        let _ = self.io.send_all(fd, &self.tx, 0);
     }
-}
-
-fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, u32) {
-    let SocketAddr::V4(v4) = a else {
-        panic!("bench uses IPv4 loopback")
-    };
-    let mut s: libc::sockaddr_storage = unsafe { zeroed() };
-    let sin = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-    sin.sin_family = libc::AF_INET as u16;
-    sin.sin_port = v4.port().to_be();
-    sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
-    (s, size_of::<libc::sockaddr_in>() as u32)
 }
 
 /// Closed-loop blaster on its own thread (CPU 1): returns echoes per

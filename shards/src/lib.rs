@@ -133,4 +133,4 @@ pub use error::{AppError, FailureKind, ShardFailure, ShardFailures, ShardsError}
 pub use mesh::{Mesh, MeshSendError, MeshStats};
 pub use shutdown::{ShutdownHandle, ShutdownSignal};
 pub use tcp::{ConnPermit, TcpConn, TcpConnector, TcpError, TcpOptions};
-pub use udp::{Datagram, RecvBatch, SendBatch, SendReport, UdpSocket, UdpStats};
+pub use udp::{Datagram, Mmsg, RecvBatch, SendBatch, SendReport, UdpSocket, UdpStats};

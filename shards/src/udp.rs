@@ -545,14 +545,23 @@ impl UdpMetrics {
     }
 }
 
+/// The one `recvmmsg`/`sendmmsg` layer: batched receive and send on any
+/// UDP socket descriptor, with reusable headers. The shard sockets use it,
+/// and so do the load generator's flood and echo and the runtime's bench
+/// (blocking or not, by `flags`).
 #[derive(Debug, Default)]
-struct Scratch {
+pub struct Mmsg {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
 }
 
-impl Scratch {
+impl Mmsg {
+    /// Empty; headers grow to the largest batch used.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     fn ensure(&mut self, n: usize) {
         if self.hdrs.len() < n {
             // SAFETY: these are plain C structs for which all-zero is a
@@ -567,6 +576,115 @@ impl Scratch {
             );
             self.names.resize(n, unsafe { zeroed() });
         }
+    }
+
+    /// One `recvmmsg` of up to `batch.capacity()` datagrams on `fd` with
+    /// `flags` (`MSG_DONTWAIT` for a non-blocking call); fills `batch` and
+    /// returns how many. A connected socket's datagrams carry its peer.
+    pub fn recv(
+        &mut self,
+        fd: RawFd,
+        batch: &mut RecvBatch,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        batch.len = 0;
+        let n = batch.capacity();
+        self.ensure(n);
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                iov_base: batch.bufs[i].as_mut_ptr().cast(),
+                iov_len: DATAGRAM_BUF,
+            };
+            point_header(
+                &mut self.hdrs[i],
+                &mut self.names[i],
+                size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                &mut self.iovs[i],
+            );
+        }
+        // SAFETY: `hdrs[..n]` point into `iovs`, `names` and `batch.bufs`,
+        // all alive and unaliased for the duration of the call; `n` ≤ 1024.
+        let rc = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = rc as usize;
+        for i in 0..got {
+            let h = &self.hdrs[i];
+            batch.lens[i] = (h.msg_len as usize).min(DATAGRAM_BUF);
+            batch.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            batch.addrs[i] = storage_to_addr(&self.names[i])
+                .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        }
+        batch.len = got;
+        Ok(got)
+    }
+
+    /// One `sendmmsg` of `batch`'s datagrams from `start` on `fd` with
+    /// `flags`: how many the kernel took, or the error of the first.
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        batch: &SendBatch,
+        start: usize,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        let n = batch.entries.len().saturating_sub(start);
+        if n == 0 {
+            return Ok(0);
+        }
+        self.ensure(n);
+        for (i, e) in batch.entries[start..].iter().enumerate() {
+            self.names[i] = e.addr;
+            self.iovs[i] = libc::iovec {
+                // sendmmsg only reads through this pointer.
+                iov_base: batch.data[e.start..].as_ptr() as *mut libc::c_void,
+                iov_len: e.len,
+            };
+            point_header(
+                &mut self.hdrs[i],
+                &mut self.names[i],
+                e.addr_len,
+                &mut self.iovs[i],
+            );
+        }
+        // SAFETY: the headers point into live buffers owned by `self` and
+        // `batch` for the duration of the call; `n` ≤ 1024.
+        let rc = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as libc::c_uint, flags) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        }
+    }
+
+    /// Sends all of `batch` with `flags`, calling `sendmmsg` until the
+    /// kernel has taken everything or refuses: how many were sent, or the
+    /// error when not even the first was.
+    pub fn send_all(
+        &mut self,
+        fd: RawFd,
+        batch: &SendBatch,
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        let mut off = 0;
+        while off < batch.len() {
+            match self.send(fd, batch, off, flags) {
+                Ok(0) => break,
+                Ok(k) => off += k,
+                Err(e) if off == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(off)
     }
 }
 
@@ -583,7 +701,7 @@ pub struct UdpSocket {
     send_buffer: usize,
     send_wait: Duration,
     maybe_more: Cell<bool>,
-    scratch: RefCell<Scratch>,
+    mmsg: RefCell<Mmsg>,
     outbox: RefCell<SendBatch>,
     batch_size: usize,
     stats: Cell<UdpStats>,
@@ -619,7 +737,7 @@ impl UdpSocket {
             send_buffer,
             send_wait: opts.send_wait,
             maybe_more: Cell::new(true),
-            scratch: RefCell::new(Scratch::default()),
+            mmsg: RefCell::new(Mmsg::new()),
             outbox: RefCell::new(SendBatch::new(batch)),
             batch_size: batch,
             stats: Cell::new(UdpStats::default()),
@@ -718,48 +836,11 @@ impl UdpSocket {
     }
 
     fn recvmmsg_now(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        let n = batch.capacity();
-        let mut scratch = self.scratch.borrow_mut();
-        scratch.ensure(n);
-        let Scratch { hdrs, iovs, names } = &mut *scratch;
-        for i in 0..n {
-            iovs[i] = libc::iovec {
-                iov_base: batch.bufs[i].as_mut_ptr().cast(),
-                iov_len: DATAGRAM_BUF,
-            };
-            point_header(
-                &mut hdrs[i],
-                &mut names[i],
-                size_of::<libc::sockaddr_storage>() as libc::socklen_t,
-                &mut iovs[i],
-            );
-        }
-        // SAFETY: `hdrs[..n]` point into `iovs`, `names` and `batch.bufs`,
-        // all alive and unaliased for the duration of the call; `n` ≤ 1024.
-        let rc = unsafe {
-            libc::recvmmsg(
-                self.fd,
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let got = rc as usize;
-        let mut truncated = 0u64;
-        for i in 0..got {
-            let h = &hdrs[i];
-            batch.lens[i] = (h.msg_len as usize).min(DATAGRAM_BUF);
-            let trunc = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            batch.truncated[i] = trunc;
-            truncated += u64::from(trunc);
-            batch.addrs[i] =
-                storage_to_addr(&names[i]).unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-        }
-        batch.len = got;
+        let got = self
+            .mmsg
+            .borrow_mut()
+            .recv(self.fd, batch, libc::MSG_DONTWAIT)?;
+        let truncated = batch.truncated[..got].iter().filter(|t| **t).count() as u64;
         if got > 0 {
             self.update(|s| {
                 s.rx_datagrams += got as u64;
@@ -778,37 +859,9 @@ impl UdpSocket {
     /// One `sendmmsg` over `entries[start..]`: Ok(sent) or the error of the
     /// first datagram.
     fn sendmmsg_now(&self, batch: &SendBatch, start: usize) -> io::Result<usize> {
-        let n = batch.entries.len() - start;
-        if n == 0 {
-            return Ok(0);
-        }
-        let mut scratch = self.scratch.borrow_mut();
-        scratch.ensure(n);
-        let Scratch { hdrs, iovs, names } = &mut *scratch;
-        for (i, e) in batch.entries[start..].iter().enumerate() {
-            names[i] = e.addr;
-            iovs[i] = libc::iovec {
-                // sendmmsg only reads through this pointer.
-                iov_base: batch.data[e.start..].as_ptr() as *mut libc::c_void,
-                iov_len: e.len,
-            };
-            point_header(&mut hdrs[i], &mut names[i], e.addr_len, &mut iovs[i]);
-        }
-        // SAFETY: the headers point into live buffers owned by `scratch`
-        // and `batch` for the duration of the call; `n` ≤ 1024.
-        let rc = unsafe {
-            libc::sendmmsg(
-                self.fd,
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc as usize)
-        }
+        self.mmsg
+            .borrow_mut()
+            .send(self.fd, batch, start, libc::MSG_DONTWAIT)
     }
 
     fn is_full_error(e: &io::Error) -> bool {

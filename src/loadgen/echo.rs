@@ -3,7 +3,6 @@
 //! response of about the query's size carrying the query's tid, doing no
 //! other work.
 
-use std::mem::{size_of, zeroed};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,92 +12,6 @@ use super::flood::thread_cpu_time;
 
 /// Datagrams per recvmmsg/sendmmsg.
 const BATCH: usize = 64;
-
-/// Reusable buffers for batches of 64 datagrams.
-struct EchoBufs {
-    rx: Vec<[u8; 2048]>,
-    tx: Vec<Vec<u8>>,
-    names: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-impl EchoBufs {
-    fn new() -> Self {
-        Self {
-            rx: vec![[0u8; 2048]; BATCH],
-            tx: (0..BATCH).map(|_| Vec::with_capacity(2048)).collect(),
-            // SAFETY: sockaddr_storage and mmsghdr are plain C structs; zero is valid.
-            names: vec![unsafe { zeroed() }; BATCH],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                BATCH
-            ],
-            // SAFETY: as above.
-            hdrs: vec![unsafe { zeroed() }; BATCH],
-        }
-    }
-
-    fn recv(&mut self, fd: i32) -> usize {
-        for i in 0..BATCH {
-            self.iovs[i].iov_base = self.rx[i].as_mut_ptr().cast();
-            self.iovs[i].iov_len = 2048;
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at live buffers of the stated sizes.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        r.max(0) as usize
-    }
-
-    /// Answers the first `n` datagrams: a response carrying the query's
-    /// tid, padded to about the query's length. Datagrams without a tid
-    /// are echoed as they are.
-    fn reply(&mut self, fd: i32, n: usize) {
-        for i in 0..n {
-            let len = self.hdrs[i].msg_len as usize;
-            let q = &self.rx[i][..len];
-            let out = &mut self.tx[i];
-            out.clear();
-            match find_tid(q) {
-                Some(tid) => krpc_reply(out, tid, len),
-                None => out.extend_from_slice(q),
-            }
-            self.iovs[i].iov_base = out.as_mut_ptr().cast();
-            self.iovs[i].iov_len = out.len();
-        }
-        let mut off = 0;
-        while off < n {
-            // SAFETY: headers point at live buffers of the stated sizes.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdrs[off..].as_mut_ptr(),
-                    (n - off) as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if r <= 0 {
-                break;
-            }
-            off += r as usize;
-        }
-    }
-}
 
 /// The 4-byte tid of a query encoded with sorted keys (`…1:t4:XXXX…`).
 fn find_tid(q: &[u8]) -> Option<&[u8]> {
@@ -121,10 +34,14 @@ fn krpc_reply(out: &mut Vec<u8>, tid: &[u8], want: usize) {
 }
 
 /// Serves the echo on `sock` (its own thread) until `stop` is set; returns
-/// the CPU time the serving thread used.
+/// the CPU time the serving thread used. Batched IO is the runtime's
+/// ([`shards::Mmsg`]), the same calls the shards make.
 pub fn serve(sock: &UdpSocket, stop: &AtomicBool) -> Duration {
     let fd = sock.as_raw_fd();
-    let mut b = EchoBufs::new();
+    let mut io = shards::Mmsg::new();
+    let mut rx = shards::RecvBatch::new(BATCH);
+    let mut tx = shards::SendBatch::new(BATCH);
+    let mut out = Vec::with_capacity(2048);
     let cpu0 = thread_cpu_time();
     while !stop.load(Ordering::Relaxed) {
         let mut p = libc::pollfd {
@@ -135,15 +52,61 @@ pub fn serve(sock: &UdpSocket, stop: &AtomicBool) -> Duration {
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, 50) };
         loop {
-            let n = b.recv(fd);
+            let n = io.recv(fd, &mut rx, libc::MSG_DONTWAIT).unwrap_or(0);
             if n == 0 {
                 break;
             }
-            b.reply(fd, n);
+            // Each answer carries the query's tid, padded to about the
+            // query's length; datagrams without a tid are echoed as they are.
+            tx.clear();
+            for d in rx.iter() {
+                out.clear();
+                match find_tid(d.data) {
+                    Some(tid) => krpc_reply(&mut out, tid, d.data.len()),
+                    None => out.extend_from_slice(d.data),
+                }
+                let _ = tx.push(d.from, &out);
+            }
+            let _ = io.send_all(fd, &tx, libc::MSG_DONTWAIT);
             if n < BATCH {
                 break;
             }
         }
     }
     thread_cpu_time().saturating_sub(cpu0)
+}
+
+#[cfg(test)]
+mod echo_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn answers_with_the_query_tid() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = {
+            let stop = stop.clone();
+            std::thread::spawn(move || serve(&server, &stop))
+        };
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let q = b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:t4:WXYZ1:y1:qe";
+        let mut buf = [0u8; 2048];
+        for _ in 0..3 {
+            c.send_to(q, addr).unwrap();
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!(from, addr);
+            let r = crate::krpc::decode(&buf[..n]).unwrap();
+            assert_eq!(r.tid, b"WXYZ");
+            assert!(n + 16 >= q.len(), "about the query's size: {n}");
+        }
+        // Without a tid the datagram comes back as it is.
+        c.send_to(b"hello", addr).unwrap();
+        let (n, _) = c.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+    }
 }

@@ -599,133 +599,24 @@ impl Histogram {
 // ---------------------------------------------------------------------------
 // Batched socket IO.
 
-/// `recvmmsg` into fixed buffers. Sockets are connected, so no names.
-struct RecvBufs {
-    bufs: Vec<[u8; 2048]>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+/// One flood thread's batched IO, on the runtime's `recvmmsg`/`sendmmsg`
+/// layer ([`shards::Mmsg`]): the same calls the shards make.
+struct Io {
+    mmsg: shards::Mmsg,
+    rx: shards::RecvBatch,
+    tx: shards::SendBatch,
+    /// One query being encoded.
+    enc: Vec<u8>,
 }
 
-impl RecvBufs {
-    fn new(n: usize) -> RecvBufs {
-        RecvBufs {
-            bufs: vec![[0u8; 2048]; n],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                n
-            ],
-            // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-            hdrs: vec![unsafe { zeroed() }; n],
+impl Io {
+    fn new(batch: usize) -> Io {
+        Io {
+            mmsg: shards::Mmsg::new(),
+            rx: shards::RecvBatch::new(batch),
+            tx: shards::SendBatch::new(batch),
+            enc: Vec::with_capacity(512),
         }
-    }
-
-    /// Receives up to the batch size without blocking; returns how many.
-    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let n = self.bufs.len();
-        for i in 0..n {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: self.bufs[i].len(),
-            };
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = std::ptr::null_mut();
-            h.msg_namelen = 0;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-        }
-        // SAFETY: every header points at a live iovec and buffer owned by
-        // self, valid for the call; `n` headers exist.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(r as usize)
-    }
-
-    /// The `i`-th received datagram and whether it was truncated.
-    fn datagram(&self, i: usize) -> (&[u8], bool) {
-        let h = &self.hdrs[i];
-        let len = (h.msg_len as usize).min(self.bufs[i].len());
-        (
-            &self.bufs[i][..len],
-            h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        )
-    }
-}
-
-/// `sendmmsg` of encoded queries on a connected socket.
-struct SendBufs {
-    bufs: Vec<Vec<u8>>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-impl SendBufs {
-    fn new(n: usize) -> SendBufs {
-        SendBufs {
-            bufs: (0..n).map(|_| Vec::with_capacity(256)).collect(),
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                n
-            ],
-            // SAFETY: as in RecvBufs::new.
-            hdrs: vec![unsafe { zeroed() }; n],
-        }
-    }
-
-    /// Sends the first `n` buffers; returns how many the kernel took.
-    fn send(&mut self, fd: RawFd, n: usize) -> io::Result<usize> {
-        for i in 0..n {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: self.bufs[i].len(),
-            };
-            // SAFETY: plain data.
-            self.hdrs[i] = unsafe { zeroed() };
-            self.hdrs[i].msg_hdr.msg_iov = &mut self.iovs[i];
-            self.hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        let mut off = 0;
-        while off < n {
-            // SAFETY: headers off..n point at live iovecs and buffers.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.hdrs[off..].as_mut_ptr(),
-                    (n - off) as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if off > 0 || is_transient(&e) {
-                    break;
-                }
-                return Err(e);
-            }
-            if r == 0 {
-                break;
-            }
-            off += r as usize;
-        }
-        Ok(off)
     }
 }
 
@@ -889,7 +780,8 @@ impl Flood<'_> {
     }
 
     /// Encodes up to `n` queries from source `src` and sends them.
-    fn send_batch(&mut self, src: usize, n: usize, tx: &mut SendBufs) -> Result<(), FloodError> {
+    fn send_batch(&mut self, src: usize, n: usize, io: &mut Io) -> Result<(), FloodError> {
+        io.tx.clear();
         let now_ns = self.elapsed_ns(Instant::now());
         let id = self.sources[src].id;
         let mut kinds = [QueryKind::Ping; MAX_BATCH];
@@ -922,7 +814,7 @@ impl Flood<'_> {
                     seed: Some(false),
                 },
             };
-            let buf = &mut tx.bufs[i];
+            let buf = &mut io.enc;
             buf.clear();
             encode_query(
                 buf,
@@ -935,10 +827,14 @@ impl Flood<'_> {
                 Want::default(),
                 self.cfg.read_only,
             );
+            // Sources are connected to the target; the address repeats it.
+            if io.tx.push(self.cfg.target, buf).is_err() {
+                break;
+            }
             *sent_kind = kind;
         }
         let fd = self.sources[src].sock.as_raw_fd();
-        let took = match tx.send(fd, n) {
+        let took = match io.mmsg.send_all(fd, &io.tx, libc::MSG_DONTWAIT) {
             Ok(k) => k,
             Err(e) if is_transient(&e) => 0,
             Err(e) => return Err(io_err(format!("sendmmsg from source {src}"))(e)),
@@ -1060,22 +956,21 @@ impl Flood<'_> {
     }
 
     /// Drains source `src`'s socket.
-    fn drain(&mut self, src: usize, rx: &mut RecvBufs) -> Result<u64, FloodError> {
+    fn drain(&mut self, src: usize, io: &mut Io) -> Result<u64, FloodError> {
         let fd = self.sources[src].sock.as_raw_fd();
         let mut got = 0u64;
         loop {
-            let n = match rx.recv(fd) {
+            let n = match io.mmsg.recv(fd, &mut io.rx, libc::MSG_DONTWAIT) {
                 Ok(n) => n,
                 Err(e) if is_transient(&e) => break,
                 Err(e) => return Err(io_err(format!("recvmmsg on source {src}"))(e)),
             };
             let now_ns = self.elapsed_ns(Instant::now());
-            for i in 0..n {
-                let (data, trunc) = rx.datagram(i);
-                self.on_datagram(src, data, trunc, now_ns);
+            for d in io.rx.iter() {
+                self.on_datagram(src, d.data, d.truncated, now_ns);
             }
             got += n as u64;
-            if n < rx.bufs.len() {
+            if n < io.rx.capacity() {
                 break;
             }
         }
@@ -1165,8 +1060,7 @@ pub fn run(cfg: &FloodConfig) -> Result<FloodReport, FloodError> {
         s.state = ANSWERED;
         s.seq = u64::MAX;
     }
-    let mut tx = SendBufs::new(cfg.batch);
-    let mut rx = RecvBufs::new(cfg.batch);
+    let mut io = Io::new(cfg.batch);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; cfg.sources.min(1024)];
     let end = start + cfg.duration;
     let drain_for = cfg.timeout.min(Duration::from_secs(1));
@@ -1203,7 +1097,7 @@ pub fn run(cfg: &FloodConfig) -> Result<FloodReport, FloodError> {
         let mut left = budget;
         while left > 0 {
             let n = left.min(cfg.batch as u64) as usize;
-            f.send_batch(cur, n, &mut tx)?;
+            f.send_batch(cur, n, &mut io)?;
             scheduled += n as u64;
             left -= n as u64;
             cur = (cur + 1) % cfg.sources;
@@ -1219,7 +1113,7 @@ pub fn run(cfg: &FloodConfig) -> Result<FloodReport, FloodError> {
             .map_err(io_err("epoll_wait"))?;
         for ev in events.iter().take(ready) {
             let src = ev.u64 as usize;
-            received += f.drain(src, &mut rx)?;
+            received += f.drain(src, &mut io)?;
         }
     }
     let finished = Instant::now();
