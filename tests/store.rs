@@ -1145,6 +1145,65 @@ fn sqlite_busy_is_retried_until_the_lock_goes() {
     store.close().unwrap();
 }
 
+/// Hints take half the queue; a stopping crawler's save may fill all of it,
+/// and then waits for a writer that is working (here: waiting inside
+/// SQLite's busy timeout for a lock another process holds).
+#[test]
+fn saving_unfinished_hints_may_fill_the_queue_and_waits_for_a_working_writer() {
+    let db = TestDb::sqlite("hint_wait");
+    let opts = StoreOptions {
+        queue_max: 8,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&db.url, opts).unwrap();
+    let w = store.writer();
+    let Kind::Sqlite { path, .. } = &db.kind else {
+        unreachable!()
+    };
+    let lock = rusqlite::Connection::open(path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    w.discovered(ih(0), Source::GetPeers, at(T0)).unwrap();
+    wait_until("the writer takes it", Duration::from_secs(10), || {
+        w.queue_len() == 0
+    });
+    for i in 1..=4 {
+        w.discovered(ih(i), Source::GetPeers, at(T0)).unwrap();
+    }
+    assert!(matches!(
+        w.discovered(ih(5), Source::GetPeers, at(T0)),
+        Err(StoreError::QueueFull { depth: 4 })
+    ));
+    let pauses = std::cell::Cell::new(0u32);
+    let pause = || {
+        pauses.set(pauses.get() + 1);
+        std::thread::sleep(Duration::from_millis(5));
+        std::future::ready(())
+    };
+    for i in 5..=8 {
+        futures_lite::future::block_on(w.discovered_waiting(
+            ih(i),
+            Source::GetPeers,
+            at(T0),
+            pause,
+        ))
+        .unwrap();
+    }
+    assert_eq!((pauses.get(), w.queue_len()), (0, 8));
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(lock);
+    });
+    futures_lite::future::block_on(w.discovered_waiting(ih(9), Source::GetPeers, at(T0), pause))
+        .unwrap();
+    assert!(pauses.get() > 0);
+    release.join().unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.stats().unwrap().pending, 10);
+    let f = store.faults();
+    assert_eq!((f.shed, f.retries), (1, 0));
+    store.close().unwrap();
+}
+
 /// A TCP relay between the store and PostgreSQL that can go silent: it then
 /// swallows what either side sends and accepts new connections without a
 /// word, as a server or path that hangs does (the sockets stay open).

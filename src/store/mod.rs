@@ -1655,8 +1655,17 @@ mod tests {
                 .discovered([7; 20], Source::GetPeers, UNIX_EPOCH),
             Err(StoreError::QueueFull { .. })
         ));
+        // Even a stopping crawler's save does not wait on a stalled writer.
+        let never = || -> std::future::Ready<()> { panic!("must not wait") };
+        let r = futures_lite::future::block_on(store.writer().discovered_waiting(
+            [8; 20],
+            Source::GetPeers,
+            UNIX_EPOCH,
+            never,
+        ));
+        assert!(matches!(r, Err(StoreError::QueueFull { .. })), "{r:?}");
         let f = store.faults();
-        assert_eq!((f.rows_dropped, f.shed), (0, 1));
+        assert_eq!((f.rows_dropped, f.shed), (0, 2));
         assert!(f.producer_waits >= 1);
 
         // Space is freed.
