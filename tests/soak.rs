@@ -36,10 +36,14 @@ use dht_hunter::store::Store;
 
 const SECS_ENV: &str = "DHT_HUNTER_SOAK_SECS";
 const RECORD_ENV: &str = "DHT_HUNTER_SOAK_RECORD";
-/// No shard's timer may wake later than this: on this 2-core machine two
-/// crawlers, the swarm and two floods share the cores, so this bounds
-/// blocking on a shard's thread plus CPU starvation.
-const STALL_BOUND: Duration = Duration::from_secs(2);
+/// No shard's timer may wake later than this. On this 2-core machine two
+/// debug-built crawlers (five shard threads, two store writers), the swarm,
+/// two floods and this test share the cores, so the figure bounds blocking
+/// on a shard's thread plus CPU starvation; measured maxima in the
+/// compressed mode were 1.8–2.6 s, with late wake-ups in both crawlers at
+/// the same instants (the machine, not one shard). The long mode's run in
+/// `tuning/runs/` states its own maximum.
+const STALL_BOUND: Duration = Duration::from_secs(5);
 /// A SIGTERM'd crawler must be gone within this (the store's 30 s final
 /// flush limit plus the shards' own stop).
 const STOP_BOUND: Duration = Duration::from_secs(40);
@@ -241,6 +245,16 @@ fn rss_fds(pid: u32) -> (u64, u64) {
     (rss, fds)
 }
 
+impl Drop for Crawler {
+    /// A failed check must not leave the crawler running.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A small tmpfs for crawler A's state directory (root only).
 struct Tmpfs(PathBuf);
 
@@ -315,7 +329,7 @@ fn pg_soak_db() -> Option<String> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    psql("DROP DATABASE IF EXISTS dht_hunter_soak");
+    psql("DROP DATABASE IF EXISTS dht_hunter_soak WITH (FORCE)");
     if !psql(&format!("CREATE DATABASE dht_hunter_soak OWNER \"{user}\"")) {
         return None;
     }
@@ -379,13 +393,14 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
 
     let swarm = Swarm::start(&SwarmConfig {
         nodes: 1000,
-        torrents: 4000,
+        torrents: 20_000,
         bad_fraction: 0.3,
-        client_rate: 60,
+        client_rate: 100,
         seed: 77,
         ..SwarmConfig::realistic()
     })
     .unwrap();
+    let fetchable = swarm.truth.iter().filter(|t| t.fetchable).count() as u64;
 
     // Crawler A: SQLite on a small tmpfs that will fill.
     let a_dir = root.join("a");
@@ -525,7 +540,7 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
             assert!(rss < RSS_BOUND_KIB, "{}: RSS {rss} KiB", c.name);
         }
         samples.push(s);
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(3));
     }
     if let Some(f) = flood {
         f.join().unwrap();
@@ -541,8 +556,20 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
         let replies_dropped = metric_sum(&text, "dht_hunter_dropped_total");
         c.stop();
         let stored = c.stored().expect("the store opens at the end");
+        let late: Vec<String> = c
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("timer late"))
+            .take(6)
+            .cloned()
+            .collect();
+        for l in &late {
+            report.push_str(&format!("{}: {l}\n", c.name));
+        }
         report.push_str(&format!(
-            "{}: fetched {} (reported, all runs), stored {stored}, stops {:?}, drops counted {replies_dropped}\n",
+            "{}: fetched {} (reported, all runs), stored {stored} of {fetchable} fetchable, stops {:?}, drops counted {replies_dropped}\n",
             c.name, c.fetched, c.stops
         ));
         // Every torrent it fetched is in its store.
@@ -554,11 +581,11 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
             c.fetched,
             c.tail()
         );
-        // It kept harvesting after the faults.
+        // It kept harvesting after the faults (or had stored everything).
         let mid = stored_after_faults[i].unwrap_or(0);
         assert!(
-            stored > mid,
-            "{}: nothing stored after the faults ({mid} then, {stored} at the end)",
+            stored > mid || stored >= fetchable,
+            "{}: nothing stored after the faults ({mid} then, {stored} at the end, {fetchable} fetchable)",
             c.name
         );
         for d in &c.stops {
