@@ -27,7 +27,8 @@
 //! * [`dht`]: the node: routing hygiene, answering, and the harvester that
 //!   owns each infohash's life from seen to stored.
 //! * [`wire`]: BEP 3/10/9 fetch and serve.
-//! * [`metainfo`]: the info dictionary, parsed (cold path, serde_bencode).
+//! * [`metainfo`]: the info dictionary, parsed into bounded structures, and
+//!   the infohash check.
 //!
 //! ## Thread-per-core around them
 //!

@@ -1,7 +1,7 @@
 //! A restart begins with the BEP 42 id the vote chose. A 2-shard engine on
 //! loopback starts with a random id (its bind is a local address, as a
 //! wildcard bind would be); its bootstrap nodes, twelve sockets in distinct
-//! /24s of 127/8, answer every query with `ip` = 203.0.113.7 (only bytes:
+//! /24s of 127/8, answer every query with `ip` = 11.22.33.7 (only bytes:
 //! nothing is ever sent there). The engine moves to a BEP 42 id for that
 //! address on both shards and saves it; started again on the same state
 //! directory, its very first queries carry that id.
@@ -20,7 +20,7 @@ use dht_hunter::krpc::message::{encode_response, Header, ResponseBody};
 use dht_hunter::krpc::{decode, Body};
 use dht_hunter::store::Store;
 
-const EXTERNAL: &str = "203.0.113.7:6881";
+const EXTERNAL: &str = "11.22.33.7:6881";
 
 struct Fakes {
     socks: Vec<UdpSocket>,

@@ -602,3 +602,63 @@ fn privileged_ports_are_refused_without_connecting() {
         .sum();
     assert_eq!(attempted, 0, "{t:?}");
 }
+
+#[path = "support/bombs.rs"]
+mod bombs;
+
+/// A pool parses metadata on its shard: 10 MiB of small files under eight
+/// directories (seconds of parsing in a debug build) must not keep the
+/// shard from its timers and sockets. A 1 ms timer on the same shard is
+/// never late by more than a fraction of the parse.
+#[test]
+fn a_large_metadata_parse_does_not_hold_the_shard() {
+    use std::cell::Cell;
+    use std::time::Instant;
+
+    use dht_hunter::metainfo::parse_info_pausing;
+
+    let (info, n) = bombs::deep_v2(10 << 20, 8, 1);
+    let info = std::sync::Arc::new(info);
+    let results = shards::ShardsBuilder::new()
+        .shards(1)
+        .pin(false)
+        .spawn(move |_ctx: shards::ShardContext<()>| {
+            let info = info.clone();
+            async move {
+                let stop = Rc::new(Cell::new(false));
+                let worst = Rc::new(Cell::new(Duration::ZERO));
+                let (s, w) = (stop.clone(), worst.clone());
+                let heartbeat = glommio::spawn_local(async move {
+                    while !s.get() {
+                        let asked = Instant::now();
+                        shards::timers::sleep(Duration::from_millis(1)).await;
+                        let late = asked.elapsed().saturating_sub(Duration::from_millis(1));
+                        w.set(w.get().max(late));
+                    }
+                });
+                shards::timers::sleep(Duration::from_millis(5)).await;
+                worst.set(Duration::ZERO);
+                let started = Instant::now();
+                let parsed = parse_info_pausing(&info, shards::timers::reactor_turn).await;
+                let took = started.elapsed();
+                // Let the heartbeat see a stall at the very end, too.
+                shards::timers::sleep(Duration::from_millis(5)).await;
+                stop.set(true);
+                heartbeat.await;
+                let files = parsed.map(|t| t.files.len()).map_err(|e| e.to_string());
+                Ok::<_, std::io::Error>((files, took, worst.get()))
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let (files, took, worst) = results.into_iter().next().unwrap();
+    assert_eq!(files, Ok(n));
+    eprintln!("parse {took:?}, heartbeat at most {worst:?} late");
+    // Without pauses the heartbeat would be late by the whole parse.
+    assert!(
+        took > Duration::from_millis(200),
+        "{took:?}: too fast to show"
+    );
+    assert!(worst < took / 4, "{worst:?} late during a {took:?} parse");
+}

@@ -1,5 +1,7 @@
 //! Golden packets captured from libtorrent 2.0 on loopback
-//! (`tests/data/capture_krpc.py`; see `tests/data/krpc/MANIFEST.md`).
+//! (`tests/data/capture_krpc.py`; see `tests/data/krpc/MANIFEST.md`), and
+//! golden info dictionaries made by libtorrent 2.0
+//! (`tests/data/capture_metainfo.py`, `tests/data/metainfo/`).
 //!
 //! Every packet decodes to the expected typed value, and re-encoding the
 //! typed value reproduces the captured bytes exactly — for responses, after
@@ -232,4 +234,67 @@ fn our_queries_are_accepted_as_libtorrent_accepted_them() {
             ),
         }
     }
+}
+
+/// v1, v2-only and hybrid info dictionaries made by libtorrent's
+/// create_torrent: `parse_info` reads the name, piece length, private flag
+/// and every file (path relative to the torrent's directory, size, in
+/// libtorrent's order) as libtorrent does, and both infohashes match.
+/// libtorrent lists a v2-only torrent's implicit pad files; a v2 `file
+/// tree` has none, so they are left out of the comparison there. Hybrid
+/// torrents are read from their v1 list, whose pad files are real entries.
+#[test]
+fn libtorrent_info_dictionaries_parse_as_libtorrent_reads_them() {
+    use dht_hunter::id::Id;
+    use dht_hunter::metainfo::{info_hash_matches, parse_info, HashKind};
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/metainfo");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let torrents = manifest["torrents"].as_object().unwrap();
+    assert!(torrents.len() >= 5);
+    let (mut v2_only, mut hybrid) = (0, 0);
+    for (name, want) in torrents {
+        let info = std::fs::read(dir.join(format!("{name}.info"))).unwrap();
+        let t = parse_info(&info).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.name.display(), want["name"].as_str().unwrap(), "{name}");
+        assert_eq!(t.piece_length, want["piece_length"].as_u64().unwrap());
+        assert_eq!(t.private, want["private"].as_bool().unwrap(), "{name}");
+        let v1 = want["v1"].as_str();
+        let v2 = want["v2"].as_str();
+        match (v1, v2) {
+            (None, Some(_)) => v2_only += 1,
+            (Some(_), Some(_)) => hybrid += 1,
+            _ => {}
+        }
+        let theirs: Vec<(String, u64)> = want["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| v1.is_some() || !f["pad"].as_bool().unwrap())
+            .map(|f| {
+                let path = f["path"].as_str().unwrap().to_owned();
+                (path, f["size"].as_u64().unwrap())
+            })
+            .collect();
+        let ours: Vec<(String, u64)> = t.files.iter().map(|f| (f.display_path(), f.size)).collect();
+        assert_eq!(ours, theirs, "{name}");
+        assert_eq!(t.total_size, theirs.iter().map(|f| f.1).sum::<u64>());
+        if let Some(v1) = v1 {
+            let id: Id = v1.parse().unwrap();
+            assert_eq!(info_hash_matches(&info, &id), Some(HashKind::Sha1));
+        }
+        if let Some(v2) = v2 {
+            // The DHT key of a v2 torrent: SHA-256 truncated to 20 bytes.
+            let id: Id = v2[..40].parse().unwrap();
+            assert_eq!(
+                info_hash_matches(&info, &id),
+                Some(HashKind::Sha256Truncated)
+            );
+        }
+    }
+    assert!(
+        v2_only >= 2 && hybrid >= 1,
+        "{v2_only} v2-only, {hybrid} hybrid"
+    );
 }

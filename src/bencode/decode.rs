@@ -133,6 +133,13 @@ impl fmt::Display for DecodeErrorKind {
     }
 }
 
+/// Where a [`Parser::skip_step`] left off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SkipState {
+    /// The value's start offset and the depth outside it, once begun.
+    started: Option<(usize, usize)>,
+}
+
 /// One step of the pull parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Item<'a> {
@@ -444,23 +451,53 @@ impl<'a> Parser<'a> {
 
     /// Skips one complete value (validating it) and returns its raw bytes.
     pub fn skip(&mut self) -> Result<&'a [u8], DecodeError> {
-        if self.in_dict() && self.want_key & self.top_bit() != 0 {
-            return Err(self.err(DecodeErrorKind::WrongType {
-                expected: "a key, not a value",
-            }));
-        }
-        let start = self.pos;
-        let base = self.depth;
-        match self.next_item()? {
-            Item::End => return Err(Self::err_at(DecodeErrorKind::UnexpectedEnd, start)),
-            Item::List | Item::Dict => {
-                while self.depth > base {
-                    self.next_item()?;
-                }
+        let mut state = SkipState::default();
+        loop {
+            if let Some(raw) = self.skip_step(&mut state, usize::MAX)? {
+                return Ok(raw);
             }
-            Item::Int(_) | Item::Bytes(_) => {}
         }
-        Ok(&self.buf[start..self.pos])
+    }
+
+    /// [`Parser::skip`] in steps, for callers that must not hold the thread
+    /// for the whole of a large value: reads at most `max_items` items after
+    /// the value's first (at least one), then returns `Ok(None)` (call again
+    /// with the same `state`) or `Ok(Some(raw))` once the value is complete.
+    #[inline]
+    pub fn skip_step(
+        &mut self,
+        state: &mut SkipState,
+        max_items: usize,
+    ) -> Result<Option<&'a [u8]>, DecodeError> {
+        let (start, base) = match state.started {
+            Some(s) => s,
+            None => {
+                if self.in_dict() && self.want_key & self.top_bit() != 0 {
+                    return Err(self.err(DecodeErrorKind::WrongType {
+                        expected: "a key, not a value",
+                    }));
+                }
+                let start = self.pos;
+                let base = self.depth;
+                match self.next_item()? {
+                    Item::End => return Err(Self::err_at(DecodeErrorKind::UnexpectedEnd, start)),
+                    Item::Int(_) | Item::Bytes(_) => return Ok(Some(&self.buf[start..self.pos])),
+                    Item::List | Item::Dict => {}
+                }
+                state.started = Some((start, base));
+                (start, base)
+            }
+        };
+        let max_items = max_items.max(1);
+        let mut n = 0;
+        while self.depth > base {
+            if n == max_items {
+                return Ok(None);
+            }
+            self.next_item()?;
+            n += 1;
+        }
+        Ok(Some(&self.buf[start..self.pos]))
     }
 
     /// Whether a value (not a key) may start here, and bookkeeping for it:
@@ -821,6 +858,42 @@ mod tests {
         assert_eq!(p.int().unwrap(), 1);
         assert_eq!(p.next_key().unwrap(), None);
         p.finish().unwrap();
+    }
+
+    #[test]
+    fn skip_in_steps_matches_skip() {
+        let input = b"d4:infod4:name3:abc5:filesld6:lengthi5eeee1:xi1ee";
+        for max_items in [1, 2, 5, usize::MAX] {
+            let mut p = Parser::new(input, Limits::METADATA);
+            p.dict().unwrap();
+            assert_eq!(p.next_key().unwrap(), Some(&b"info"[..]));
+            let mut state = SkipState::default();
+            let mut calls = 0;
+            let raw = loop {
+                calls += 1;
+                if let Some(raw) = p.skip_step(&mut state, max_items).unwrap() {
+                    break raw;
+                }
+            };
+            assert_eq!(raw, b"d4:name3:abc5:filesld6:lengthi5eeee", "{max_items}");
+            // 10 items follow the opening `d`.
+            assert_eq!(calls, 10_usize.div_ceil(max_items), "{max_items}");
+            assert_eq!(p.next_key().unwrap(), Some(&b"x"[..]));
+            assert_eq!(p.int().unwrap(), 1);
+            assert_eq!(p.next_key().unwrap(), None);
+            p.finish().unwrap();
+        }
+        // Errors surface from whichever step reaches them.
+        let mut p = Parser::new(b"ld1:ai1e1:bee", Limits::METADATA);
+        let mut state = SkipState::default();
+        let e = loop {
+            match p.skip_step(&mut state, 1) {
+                Ok(None) => continue,
+                Ok(Some(_)) => panic!("accepted a key without value"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.kind, DecodeErrorKind::UnexpectedEnd);
     }
 
     #[test]

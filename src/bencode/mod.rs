@@ -7,8 +7,11 @@
 //! 100–400 byte dictionary and ignore the rest. A pull parser
 //! ([`Parser`]) lets the KRPC layer do exactly that with no allocation at all:
 //! it walks the bytes once, hands out borrowed byte strings, and can skip an
-//! unknown value while still validating it. The cold paths (extension
-//! handshakes, metainfo) use [`Value`], a tree built on the same parser.
+//! unknown value while still validating it. The info dictionary
+//! ([`crate::metainfo`]) is read with it too, straight into its own bounded
+//! structures, skipping large values in steps ([`Parser::skip_step`]) so the
+//! caller can pause. The extension handshake uses [`Value`], a tree built on
+//! the same parser.
 //!
 //! # What is checked
 //!
@@ -29,6 +32,6 @@ mod decode;
 mod encode;
 mod value;
 
-pub use decode::{DecodeError, DecodeErrorKind, Item, Limits, Parser};
+pub use decode::{DecodeError, DecodeErrorKind, Item, Limits, Parser, SkipState};
 pub use encode::Encoder;
 pub use value::{decode, decode_with, Dict, Value};

@@ -583,8 +583,8 @@ mod tests {
     /// everything.
     #[test]
     fn crawler_behind_a_nat_moves_to_a_bep42_id_for_its_public_address() {
-        let public: SocketAddr = "203.0.113.7:6881".parse().unwrap();
-        let lie: SocketAddr = "198.51.100.9:6881".parse().unwrap();
+        let public: SocketAddr = "11.22.33.7:6881".parse().unwrap();
+        let lie: SocketAddr = "11.22.44.9:6881".parse().unwrap();
         let mut sim = Sim::new(500, 21);
         sim.set_crawler_public(public);
         for i in (0..500).step_by(5) {

@@ -1218,8 +1218,8 @@ fn queries_want_both_families_only_when_both_are_bound() {
 #[test]
 fn the_vote_on_reply_ips_moves_every_shard_to_a_bep42_id() {
     let t0 = Instant::now();
-    let ext: SocketAddr = "203.0.113.7:6881".parse().unwrap();
-    let lie: SocketAddr = "198.51.100.9:6881".parse().unwrap();
+    let ext: SocketAddr = "11.22.33.7:6881".parse().unwrap();
+    let lie: SocketAddr = "11.22.44.9:6881".parse().unwrap();
     let mk = |s: u8| {
         let mut c = quiet_cfg();
         c.shard = s;

@@ -245,8 +245,8 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    const US: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
-    const LIE: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 9));
+    const US: IpAddr = IpAddr::V4(Ipv4Addr::new(11, 22, 33, 7));
+    const LIE: IpAddr = IpAddr::V4(Ipv4Addr::new(11, 22, 44, 9));
 
     /// Voter `i`, each in its own /24.
     fn voter(i: u32) -> IpAddr {
@@ -343,7 +343,7 @@ mod tests {
         assert_eq!(v.voters(), 1);
         assert_eq!(v.current(), None);
         // Likewise a /64 for IPv6.
-        let us6: IpAddr = "2001:db8:aa::1".parse().unwrap();
+        let us6: IpAddr = "2a00:1:aa::1".parse().unwrap();
         let mut v6 = IpVoter::new(cfg(3));
         for h in 1..=200u16 {
             let src = Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, h, 1);
@@ -394,7 +394,7 @@ mod tests {
         assert_eq!(v.current(), Some(US));
         // Our address changes; voters report the new one as they answer
         // again. Until it has a clear margin nothing moves.
-        let new: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 44));
+        let new: IpAddr = IpAddr::V4(Ipv4Addr::new(11, 22, 55, 44));
         let t1 = t0 + Duration::from_secs(60);
         let mut changed = None;
         for i in 0..10 {
@@ -416,7 +416,7 @@ mod tests {
     fn reports_that_cannot_be_ours_are_not_votes() {
         let t0 = Instant::now();
         let mut v = IpVoter::new(cfg(2));
-        let six: IpAddr = "2001:db8::5".parse().unwrap();
+        let six: IpAddr = "2a00:1::5".parse().unwrap();
         for (i, ip) in [
             six,                                        // other family
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)),    // loopback
@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(v.voters(), 0);
         assert_eq!(v.current(), None);
         // A v4-mapped report from a v4 voter is a v4 vote.
-        let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 7).to_ipv6_mapped());
+        let mapped = IpAddr::V6(Ipv4Addr::new(11, 22, 33, 7).to_ipv6_mapped());
         v.vote(voter(0), mapped, t0);
         v.vote(voter(1), US, t0);
         assert_eq!(v.current(), Some(US));

@@ -307,7 +307,7 @@ mod tests {
         let wild: SocketAddr = "0.0.0.0:6881".parse().unwrap();
         let six: SocketAddr = "[::]:6881".parse().unwrap();
         let first = load(&dir, &[wild, six], IdentityMode::Bep42, 2);
-        let external: IpAddr = "203.0.113.7".parse().unwrap();
+        let external: IpAddr = "11.22.33.7".parse().unwrap();
         assert!(
             !crate::id::bep42_verify(&first[0][0], external),
             "a wildcard bind starts with a random id"

@@ -417,7 +417,9 @@ impl FetchPool {
             tried.extend(capped);
             return FetchOutcome::Failed { tried };
         };
-        match metainfo::parse_info(&v.info) {
+        // Up to 10 MiB of metadata: the parse lets the shard's reactor run
+        // (UDP above all) every `metainfo::PAUSE_EVERY` values.
+        match metainfo::parse_info_pausing(&v.info, shards::timers::reactor_turn).await {
             Ok(torrent) => {
                 let record = TorrentRecord {
                     infohash: job.info_hash.0,

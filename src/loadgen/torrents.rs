@@ -123,8 +123,8 @@ mod tests {
             assert_eq!(parsed.total_size, t.total_size);
             assert_eq!(parsed.files.len(), t.files.len());
             assert_eq!(
-                crate::metainfo::info_hash_matches(&t.info, &t.info_hash.0),
-                crate::metainfo::HashMatch::Sha1
+                crate::metainfo::info_hash_matches(&t.info, &t.info_hash),
+                Some(crate::metainfo::HashKind::Sha1)
             );
             if large.is_some() {
                 assert!(t.info.len() > 150_000, "{}", t.info.len());

@@ -1255,7 +1255,7 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
     }
     // The same rule as fetched metadata: no empty, `.` or `..` component.
     let name = TorrentName::Utf8(r.name);
-    check_component(&name).map_err(|e| format!("name: {e}"))?;
+    check_component(name.as_bytes()).map_err(|e| format!("name: {e}"))?;
     let mut total: i64 = 0;
     let mut files = Vec::with_capacity(r.files.len());
     for (i, f) in r.files.into_iter().enumerate() {
@@ -1265,7 +1265,7 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
             .ok_or_else(|| "total size overflows".to_owned())?;
         let path: Vec<TorrentName> = f.path.split('/').map(TorrentName::from).collect();
         for c in &path {
-            check_component(c).map_err(|e| format!("file {i}: {e} in {:?}", f.path))?;
+            check_component(c.as_bytes()).map_err(|e| format!("file {i}: {e} in {:?}", f.path))?;
         }
         files.push(TorrentFile { path, size: f.size });
     }

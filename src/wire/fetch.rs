@@ -8,11 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
-use sha2::Sha256;
-
 use crate::bencode::{Limits, Parser};
 use crate::id::Id;
+use crate::metainfo::info_hash_matches;
+pub use crate::metainfo::HashKind;
 
 use super::extension::{
     encode_handshake, parse_handshake, ExtId, ExtensionError, EXT_HANDSHAKE, MAX_EXT_HANDSHAKE,
@@ -99,16 +98,6 @@ pub enum Deadline {
     Idle,
     /// [`FetchConfig::hard_deadline`].
     Hard,
-}
-
-/// How the received metadata matched the infohash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HashKind {
-    /// SHA-1 of the info dictionary (BEP 3, v1 and hybrid torrents).
-    Sha1,
-    /// SHA-256 of the info dictionary, truncated to 20 bytes (BEP 52 v2
-    /// torrents announced on the DHT).
-    Sha256Truncated,
 }
 
 /// The peer broke the protocol in a way that is not a size or timing issue.
@@ -677,14 +666,8 @@ impl MetadataFetch {
     }
 
     fn verify(&self, info: Vec<u8>) -> Result<Verified, FailReason> {
-        let target = self.info_hash.as_bytes();
-        let hash_kind = if Sha1::digest(&info).as_slice() == target {
-            HashKind::Sha1
-        } else if Sha256::digest(&info).get(..20) == Some(&target[..]) {
-            HashKind::Sha256Truncated
-        } else {
-            return Err(FailReason::HashMismatch);
-        };
+        let hash_kind =
+            info_hash_matches(&info, &self.info_hash).ok_or(FailReason::HashMismatch)?;
         // A hash match makes this near certain; check anyway, without
         // building a tree (the parser validates and allocates nothing).
         let mut p = Parser::new(&info, Limits::METADATA);

@@ -68,26 +68,7 @@ pub use fetch::{
 };
 pub use serve::{Behaviour, MetadataServe};
 
-use sha1::{Digest, Sha1};
-use sha2::Sha256;
-
-use crate::id::Id;
-
-/// The v1 infohash of an info dictionary: its SHA-1.
-pub fn sha1_info_hash(info: &[u8]) -> Id {
-    let mut id = [0u8; 20];
-    id.copy_from_slice(&Sha1::digest(info));
-    Id(id)
-}
-
-/// The v2 infohash as announced on the DHT: SHA-256 truncated to 20 bytes.
-pub fn sha256_truncated_info_hash(info: &[u8]) -> Id {
-    let mut id = [0u8; 20];
-    if let Some(h) = Sha256::digest(info).get(..20) {
-        id.copy_from_slice(h);
-    }
-    Id(id)
-}
+pub use crate::metainfo::{sha1_info_hash, sha256_truncated_info_hash};
 
 #[cfg(test)]
 mod tests;
