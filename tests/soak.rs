@@ -7,7 +7,9 @@
 //! - crawler A's SQLite file system fills up (a small tmpfs that another
 //!   file takes over), then frees;
 //! - crawler B's PostgreSQL is stopped and started again;
-//! - one peer serves a metadata bomb (a huge, valid info dictionary);
+//! - peers serve two metadata bombs (9 MiB info dictionaries: one whose
+//!   v2 tree breaks the parser's memory bound, one legal with ~350,000
+//!   files);
 //! - SIGTERM mid-run, then a restart.
 //!
 //! It checks that every torrent either crawler reported fetched is in its
@@ -33,6 +35,9 @@ use std::time::{Duration, Instant};
 
 use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
 use dht_hunter::store::Store;
+
+#[path = "support/bombs.rs"]
+mod bombs;
 
 const SECS_ENV: &str = "DHT_HUNTER_SOAK_SECS";
 const RECORD_ENV: &str = "DHT_HUNTER_SOAK_RECORD";
@@ -391,11 +396,18 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
 
+    // Metadata bombs, 9 MiB each (under the 10 MiB metadata cap): a v2
+    // tree of small files under 60 directories (refused by the memory
+    // bound) and one directory of ~350,000 one-byte files (legal, huge).
+    let deep = bombs::deep_v2(9 << 20, 60, 1).0;
+    let wide = bombs::wide_v2(9 << 20).0;
+    let deep_ih = dht_hunter::metainfo::sha1_info_hash(&deep).0;
     let swarm = Swarm::start(&SwarmConfig {
         nodes: 1000,
         torrents: 20_000,
         bad_fraction: 0.3,
         client_rate: 100,
+        hostile_infos: vec![deep, wide],
         seed: 77,
         ..SwarmConfig::realistic()
     })
@@ -554,6 +566,25 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
         let text = c.scrape();
         stall_max = stall_max.max(metric_max(&text, "dht_hunter_shard_stall_max_seconds"));
         let replies_dropped = metric_sum(&text, "dht_hunter_dropped_total");
+        let unparsable: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("dht_hunter_fetch_attempt_failures_total")
+                    && l.contains("reason=\"unparsable\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let bomb_seen = swarm
+            .counters
+            .per_target
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|t| t.target == c.bind.to_string() && t.acked_torrents.contains(&20_000));
+        report.push_str(&format!(
+            "{}: metadata refused as unparsable {unparsable} times (deep bomb announced to it: {bomb_seen})\n",
+            c.name
+        ));
         c.stop();
         let stored = c.stored().expect("the store opens at the end");
         let late: Vec<String> = c
@@ -580,6 +611,15 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
             c.name,
             c.fetched,
             c.tail()
+        );
+        // The bomb that breaks the memory bound is never stored.
+        let s = Store::open(&c.db).unwrap();
+        let bomb_stored = s.stored_infohashes().unwrap().contains(&deep_ih);
+        s.close().unwrap();
+        assert!(
+            !bomb_stored,
+            "{}: the deep metadata bomb was stored",
+            c.name
         );
         // It kept harvesting after the faults (or had stored everything).
         let mid = stored_after_faults[i].unwrap_or(0);

@@ -98,6 +98,12 @@ pub struct SwarmConfig {
     /// as fetchable: it is, by a harvester that retries when the peer is
     /// back.
     pub churn_fraction: f64,
+    /// Hostile info dictionaries (metadata bombs) served as extra torrents
+    /// after the synthetic ones, each by honest peers that announce them
+    /// like any other. Their infohashes are real (SHA-1 of the bytes), so a
+    /// crawler fetches and verifies them; the truth lists them as not
+    /// fetchable, since no crawler should store them.
+    pub hostile_infos: Vec<Vec<u8>>,
     /// One online-plus-offline cycle of a churning peer.
     pub churn_period: Duration,
     /// The offline part of that cycle.
@@ -139,6 +145,7 @@ impl Default for SwarmConfig {
             announce_jitter: 0.5,
             search_only_fraction: 0.0,
             churn_fraction: 0.0,
+            hostile_infos: Vec::new(),
             churn_period: Duration::from_secs(60),
             churn_away: Duration::from_secs(30),
         }
@@ -318,17 +325,30 @@ impl Swarm {
                 cfg.nodes
             )));
         }
-        let n_peers = cfg.torrents.saturating_mul(cfg.peers_per_torrent.max(1));
+        let n_torrents = cfg.torrents.saturating_add(cfg.hostile_infos.len());
+        let n_peers = n_torrents.saturating_mul(cfg.peers_per_torrent.max(1));
         if n_peers > (1 << 20) {
             return Err(SwarmError::Size(format!("too many peers: {n_peers}")));
         }
         let mut rng = Rng::seed_from_u64(cfg.seed);
-        let torrents: Vec<SynthTorrent> = (0..cfg.torrents)
+        let mut torrents: Vec<SynthTorrent> = (0..cfg.torrents)
             .map(|i| {
                 let large = (i < cfg.large_torrents).then_some(cfg.large_bytes);
                 synth(i, &mut rng, large)
             })
             .collect();
+        torrents.extend(
+            cfg.hostile_infos
+                .iter()
+                .enumerate()
+                .map(|(i, info)| SynthTorrent {
+                    info_hash: crate::metainfo::sha1_info_hash(info),
+                    info: info.clone(),
+                    name: format!("hostile-{i}"),
+                    total_size: 0,
+                    files: Vec::new(),
+                }),
+        );
 
         // Peers: torrent t gets peers t*k .. t*k+k-1.
         let k = cfg.peers_per_torrent.max(1);
@@ -346,12 +366,13 @@ impl Swarm {
         let churn_period = cfg.churn_period.max(Duration::from_millis(1));
         let mut churn = Vec::with_capacity(n_peers);
         for (t, tor) in torrents.iter().enumerate() {
-            let unfetchable = t % unfetchable_every == unfetchable_every - 1;
+            let hostile = t >= cfg.torrents;
+            let unfetchable = !hostile && t % unfetchable_every == unfetchable_every - 1;
             let mut peers = Vec::with_capacity(k);
             for j in 0..k {
                 let idx = t * k + j;
-                let bad =
-                    unfetchable || (j > 0 && rng.below(1000) < (cfg.bad_fraction * 1000.0) as u64);
+                let bad = unfetchable
+                    || (!hostile && j > 0 && rng.below(1000) < (cfg.bad_fraction * 1000.0) as u64);
                 let kind = if bad {
                     bad_i += 1;
                     BAD_KINDS[bad_i % BAD_KINDS.len()]
@@ -417,7 +438,7 @@ impl Swarm {
                     size: tor.total_size,
                     files: tor.files.clone(),
                     info_len: tor.info.len(),
-                    fetchable: peers.iter().any(|p| p.honest),
+                    fetchable: t < cfg.torrents && peers.iter().any(|p| p.honest),
                     peers,
                 }
             })
