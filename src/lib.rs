@@ -76,5 +76,6 @@ pub mod krpc;
 pub mod loadgen;
 pub mod metainfo;
 pub mod rng;
+pub mod source;
 pub mod store;
 pub mod wire;

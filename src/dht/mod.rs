@@ -161,16 +161,7 @@ pub struct Identity {
     pub id: Id,
 }
 
-/// How an infohash was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// A BEP 51 sample.
-    Sample,
-    /// Someone's get_peers.
-    GetPeers,
-    /// A valid announce_peer.
-    Announce,
-}
+pub use crate::source::Source;
 
 /// A message between shards of one machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,8 @@ use crate::config::{CrawlConfig, IdentityMode};
 use crate::dht::{Action, Identity, IpLimits, Node, NodeConfig, ShardMsg};
 use crate::fetch::{FetchJob, FetchPool, PoolConfig};
 use crate::krpc::NodeInfo;
-use crate::store::{Source as StoreSource, StoreWriter};
+use crate::source::Source;
+use crate::store::StoreWriter;
 
 /// Why the engine could not run.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,7 @@ pub struct EngineParts {
     /// Nodes to seed the tables with (from the state directory).
     pub known_nodes: Arc<Vec<NodeInfo>>,
     /// Infohashes found earlier but never fetched (from the store).
-    pub pending: Arc<Vec<(crate::id::Id, StoreSource)>>,
+    pub pending: Arc<Vec<(crate::id::Id, Source)>>,
     /// Infohashes already stored (from the store): never fetched again.
     pub stored: Arc<Vec<crate::id::Id>>,
 }
@@ -266,22 +267,6 @@ fn tcp_cap(cfg: &CrawlConfig) -> usize {
 const RESUME_DELAY: Duration = Duration::from_secs(5);
 /// Resumed infohashes per shard per second.
 const RESUME_BATCH: usize = 200;
-
-fn from_store_source(s: StoreSource) -> crate::dht::Source {
-    match s {
-        StoreSource::Sample => crate::dht::Source::Sample,
-        StoreSource::GetPeers => crate::dht::Source::GetPeers,
-        StoreSource::Announce => crate::dht::Source::Announce,
-    }
-}
-
-fn to_store_source(s: crate::dht::Source) -> StoreSource {
-    match s {
-        crate::dht::Source::Sample => StoreSource::Sample,
-        crate::dht::Source::GetPeers => StoreSource::GetPeers,
-        crate::dht::Source::Announce => StoreSource::Announce,
-    }
-}
 
 struct Shard {
     ctx: ShardContext<ShardMsg>,
@@ -473,9 +458,7 @@ async fn run_shard(
                     .filter(|(ih, _)| slice.part_of(ih, n) == Some(shard));
                 let mut in_batch = 0;
                 for (ih, src) in mine {
-                    me.node
-                        .borrow_mut()
-                        .resume(*ih, from_store_source(*src), Instant::now());
+                    me.node.borrow_mut().resume(*ih, *src, Instant::now());
                     in_batch += 1;
                     if in_batch == RESUME_BATCH {
                         in_batch = 0;
@@ -556,13 +539,10 @@ impl Shard {
             ShardMsg::Harvested {
                 info_hash, source, ..
             } => (info_hash, source),
-            ShardMsg::Sampled { info_hash, .. } => (info_hash, crate::dht::Source::Sample),
+            ShardMsg::Sampled { info_hash, .. } => (info_hash, Source::Sample),
             _ => return,
         };
-        if let Err(e) = self
-            .store
-            .discovered(ih.0, to_store_source(source), SystemTime::now())
-        {
+        if let Err(e) = self.store.discovered(ih.0, source, SystemTime::now()) {
             log::warn!("store: {ih} from another shard not recorded as pending: {e}");
         }
     }
@@ -595,7 +575,7 @@ impl Shard {
             let pause = || shards::timers::sleep(crate::store::BACKPRESSURE_PAUSE);
             match self
                 .store
-                .discovered_waiting(ih.0, to_store_source(source), SystemTime::now(), pause)
+                .discovered_waiting(ih.0, source, SystemTime::now(), pause)
                 .await
             {
                 Ok(()) => saved += 1,
@@ -648,7 +628,6 @@ impl Shard {
                         }
                     }
                     Action::Discovered { info_hash, source } => {
-                        let source = to_store_source(source);
                         if let Err(e) =
                             self.store
                                 .discovered(info_hash.0, source, SystemTime::now())
@@ -663,7 +642,7 @@ impl Shard {
                     } => {
                         let job = FetchJob {
                             info_hash,
-                            source: to_store_source(source),
+                            source,
                             discovered_at: SystemTime::now(),
                             peers,
                         };

@@ -142,46 +142,11 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-/// How an infohash was discovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Source {
-    /// BEP 51 `sample_infohashes`.
-    Sample,
-    /// A `get_peers` query we observed.
-    GetPeers,
-    /// An `announce_peer` we received.
-    Announce,
-}
+pub use crate::source::Source;
 
-impl Source {
-    /// All sources, in a fixed order.
-    pub const ALL: [Source; 3] = [Source::Sample, Source::GetPeers, Source::Announce];
-
-    /// The stored / exported spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Sample => "sample",
-            Source::GetPeers => "get_peers",
-            Source::Announce => "announce",
-        }
-    }
-}
-
-impl FromStr for Source {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self, StoreError> {
-        match s {
-            "sample" => Ok(Source::Sample),
-            "get_peers" => Ok(Source::GetPeers),
-            "announce" => Ok(Source::Announce),
-            _ => Err(StoreError::Corrupt(format!("unknown source {s:?}"))),
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+impl From<crate::source::UnknownSource> for StoreError {
+    fn from(e: crate::source::UnknownSource) -> Self {
+        StoreError::Corrupt(e.to_string())
     }
 }
 
@@ -1249,7 +1214,10 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
     let discovered_at =
         rfc3339::parse(&r.discovered_at).map_err(|e| format!("discovered_at: {e}"))?;
     let fetched_at = rfc3339::parse(&r.fetched_at).map_err(|e| format!("fetched_at: {e}"))?;
-    let source: Source = r.source.parse().map_err(|e: StoreError| e.to_string())?;
+    let source: Source = r
+        .source
+        .parse()
+        .map_err(|e: crate::source::UnknownSource| e.to_string())?;
     if r.files.is_empty() {
         return Err("files is empty".into());
     }

@@ -370,7 +370,7 @@ fn infohash(row: &Row, idx: usize) -> Result<[u8; 20], StoreError> {
 }
 
 fn source(row: &Row, idx: usize) -> Result<Source, StoreError> {
-    row.try_get::<_, &str>(idx)?.parse()
+    Ok(row.try_get::<_, &str>(idx)?.parse()?)
 }
 
 fn to_time(secs: i64) -> SystemTime {

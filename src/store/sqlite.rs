@@ -155,6 +155,7 @@ fn source(row: &Row<'_>, idx: usize) -> Result<Source, StoreError> {
         .as_str()
         .map_err(rusqlite::Error::from)?
         .parse()
+        .map_err(StoreError::from)
 }
 
 impl Backend for SqliteBackend {
