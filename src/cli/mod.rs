@@ -323,7 +323,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // formats escape what a terminal would act on.
             let mut out = std::io::stdout().lock();
             for h in hits {
-                let ih = rfc3339::hex(&h.infohash);
+                let ih = crate::id::Id(h.infohash).to_hex();
                 if json {
                     let v = serde_json::json!({
                         "infohash": ih,
@@ -331,7 +331,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "size": h.total_size,
                         "files": h.file_count,
                         "source": h.source.as_str(),
-                        "fetched_at": rfc3339::format(unix(h.fetched_at)),
+                        "fetched_at": rfc3339::format(crate::store::unix_secs(h.fetched_at)),
                     });
                     writeln!(out, "{}", json_printable(&v.to_string()))?;
                 } else {
@@ -391,7 +391,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_existing(&db)?;
             let s = store.stats()?;
             store.close()?;
-            let ts = |t: Option<std::time::SystemTime>| t.map(|t| rfc3339::format(unix(t)));
+            let ts = |t: Option<std::time::SystemTime>| {
+                t.map(|t| rfc3339::format(crate::store::unix_secs(t)))
+            };
             if json {
                 let by: serde_json::Map<String, serde_json::Value> = s
                     .by_source
@@ -460,17 +462,11 @@ fn json_printable(json: &str) -> std::borrow::Cow<'_, str> {
 fn hit_line(h: &SearchHit) -> String {
     format!(
         "{}  {:>10}  {:>5} files  {}",
-        rfc3339::hex(&h.infohash),
+        crate::id::Id(h.infohash).to_hex(),
         human_bytes(h.total_size),
         h.file_count,
         printable(&h.name)
     )
-}
-
-fn unix(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn human_bytes(n: u64) -> String {

@@ -872,7 +872,7 @@ impl Store {
         self.with_read(|b| {
             b.export(&mut |row: ExportRow| {
                 let rec = JsonRecord {
-                    infohash: rfc3339::hex(&row.infohash),
+                    infohash: crate::id::Id(row.infohash).to_hex(),
                     name: row.name,
                     size: row.size,
                     files: row
@@ -988,8 +988,9 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Seconds since the Unix epoch (negative before it).
-fn unix_secs(t: SystemTime) -> i64 {
+/// Seconds since the Unix epoch (negative before it): the one conversion
+/// the store, the export and the command line use.
+pub fn unix_secs(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs().min(i64::MAX as u64) as i64,
         Err(e) => -(e.duration().as_secs().min(i64::MAX as u64) as i64),
@@ -1210,7 +1211,11 @@ struct JsonRecordIn {
 /// piece length or the private flag; imported torrents get 0 and false.
 fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
     let r: JsonRecordIn = serde_json::from_slice(line).map_err(|e| format!("bad JSON: {e}"))?;
-    let infohash = rfc3339::parse_infohash(&r.infohash).map_err(str::to_owned)?;
+    let infohash = r
+        .infohash
+        .parse::<crate::id::Id>()
+        .map_err(|e| e.to_string())?
+        .0;
     let discovered_at =
         rfc3339::parse(&r.discovered_at).map_err(|e| format!("discovered_at: {e}"))?;
     let fetched_at = rfc3339::parse(&r.fetched_at).map_err(|e| format!("fetched_at: {e}"))?;

@@ -1,168 +1,52 @@
-//! RFC 3339 timestamps (`2026-11-26T15:04:05Z`) and lowercase hex, by hand.
-//!
-//! The export format needs exactly one timestamp shape and one hex shape; a
-//! date-time crate would be a large dependency for forty lines of arithmetic.
-//! Day counting uses Howard Hinnant's `days_from_civil` / `civil_from_days`
-//! algorithms (proleptic Gregorian calendar, exact for all i64 day counts that
-//! map to years 0000..=9999, which is all RFC 3339 can express).
+//! RFC 3339 timestamps (`2026-11-26T15:04:05Z`) for the export format,
+//! through `jiff` (a well-kept date-time crate) rather than hand-written
+//! calendar arithmetic. The store keeps whole Unix seconds; the export
+//! writes UTC with a `Z`, and import reads any RFC 3339 offset.
 
-/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC). Years outside
-/// 0000..=9999 are clamped to that range, since RFC 3339 cannot express them.
+/// Earliest instant RFC 3339 can write (0000-01-01T00:00:00Z).
+const MIN: i64 = -62_167_219_200;
+/// Latest instant written: jiff's last timestamp (9999-12-30T22:00:00Z,
+/// two hours short of RFC 3339's end, so that every offset stays in range).
+const MAX: i64 = 253_402_207_200;
+
+/// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), clamped to
+/// [`MIN`]..=[`MAX`] (no torrent was discovered outside them).
 pub fn format(unix_secs: i64) -> String {
-    const MIN: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
-    const MAX: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
     let t = unix_secs.clamp(MIN, MAX);
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    match jiff::Timestamp::from_second(t) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        // Unreachable: jiff covers years -9999..=9999.
+        Err(_) => String::from("1970-01-01T00:00:00Z"),
+    }
 }
 
 /// Parses an RFC 3339 date-time into Unix seconds. Accepts `Z`/`z` or a
-/// numeric offset, `T`/`t`/space as separator, and fractional seconds (which
-/// are truncated: the store keeps whole seconds). Leap seconds (`:60`) are
-/// rejected because Unix time cannot represent them.
-pub fn parse(s: &str) -> Result<i64, &'static str> {
+/// numeric `+HH:MM` offset, `T`/`t`/space as separator, and fractional
+/// seconds (truncated: the store keeps whole seconds). Leap seconds (`:60`)
+/// are refused: Unix time cannot represent them.
+pub fn parse(s: &str) -> Result<i64, String> {
+    // jiff also reads ISO 8601 forms RFC 3339 does not allow; refuse those
+    // by shape first: a full date, a full time and an explicit offset.
     let b = s.as_bytes();
-    if b.len() < 20 {
-        return Err("too short for an RFC 3339 date-time");
+    let shape_ok = b.len() >= 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b't' | b' ')
+        && b[13] == b':'
+        && b[16] == b':'
+        && (s.ends_with(['Z', 'z']) || s.len() >= 6 && s.as_bytes()[s.len() - 3] == b':');
+    if !shape_ok {
+        return Err(format!("{s:?} is not an RFC 3339 date-time"));
     }
-    let num = |range: std::ops::Range<usize>| -> Result<i64, &'static str> {
-        let digits = &b[range];
-        if !digits.iter().all(u8::is_ascii_digit) {
-            return Err("expected digits");
-        }
-        Ok(digits
-            .iter()
-            .fold(0i64, |acc, &d| acc * 10 + i64::from(d - b'0')))
-    };
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err("expected YYYY-MM-DDTHH:MM:SS");
+    if b.get(17..19) == Some(b"60") {
+        return Err("leap seconds are not supported".into());
     }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) {
-        return Err("month out of range");
-    }
-    if d < 1 || d > days_in_month(y, mo as u32) {
-        return Err("day out of range");
-    }
-    if h > 23 || mi > 59 {
-        return Err("time out of range");
-    }
-    if sec > 59 {
-        return Err("seconds out of range (leap seconds are not supported)");
-    }
-    let mut rest = &b[19..];
-    if let Some(frac) = rest.strip_prefix(b".") {
-        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 {
-            return Err("empty fraction");
-        }
-        rest = &frac[n..];
-    }
-    let offset = match rest {
-        b"Z" | b"z" => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let oh = two_digits(*h1, *h2).ok_or("bad offset")?;
-            let om = two_digits(*m1, *m2).ok_or("bad offset")?;
-            if oh > 23 || om > 59 {
-                return Err("offset out of range");
-            }
-            let off = oh * 3600 + om * 60;
-            if *sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return Err("expected Z or a +HH:MM offset"),
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    Ok(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
-}
-
-fn two_digits(a: u8, b: u8) -> Option<i64> {
-    (a.is_ascii_digit() && b.is_ascii_digit())
-        .then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))
-}
-
-fn is_leap(y: i64) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
-}
-
-fn days_in_month(y: i64, m: u32) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of [`days_from_civil`].
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
-/// Parses exactly 40 hex digits (either case) into an infohash.
-pub fn parse_infohash(s: &str) -> Result<[u8; 20], &'static str> {
-    let b = s.as_bytes();
-    if b.len() != 40 {
-        return Err("infohash must be 40 hex digits");
-    }
-    let val = |c: u8| match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err("infohash has a non-hex character"),
-    };
-    let mut out = [0u8; 20];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = val(b[2 * i])? << 4 | val(b[2 * i + 1])?;
-    }
-    Ok(out)
+    let ts: jiff::Timestamp = s
+        .replacen(['t', ' '], "T", 1)
+        .replace('z', "Z")
+        .parse()
+        .map_err(|e: jiff::Error| e.to_string())?;
+    Ok(ts.as_second())
 }
 
 #[cfg(test)]
@@ -183,10 +67,11 @@ mod tests {
             (1_795_705_445, "2026-11-26T15:04:05Z"),
             (-1, "1969-12-31T23:59:59Z"),
             (-62_167_219_200, "0000-01-01T00:00:00Z"),
-            (253_402_300_799, "9999-12-31T23:59:59Z"),
+            (253_402_207_200, "9999-12-30T22:00:00Z"),
         ];
         for (secs, text) in cases {
             assert_eq!(format(secs), text, "format {secs}");
+            assert_eq!(format(secs.saturating_add(1 << 40)).len(), 20);
             assert_eq!(parse(text), Ok(secs), "parse {text}");
         }
     }
@@ -221,18 +106,5 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn hex_round_trip() {
-        let ih: [u8; 20] = std::array::from_fn(|i| (i * 13) as u8 ^ 0xA5);
-        let s = hex(&ih);
-        assert_eq!(s.len(), 40);
-        assert_eq!(s, s.to_lowercase());
-        assert_eq!(parse_infohash(&s), Ok(ih));
-        assert_eq!(parse_infohash(&s.to_uppercase()), Ok(ih));
-        assert_eq!(hex(&[0x00, 0x0f, 0xf0, 0xff]), "000ff0ff");
-        assert!(parse_infohash(&s[..38]).is_err());
-        assert!(parse_infohash(&format!("{}zz", &s[..38])).is_err());
     }
 }

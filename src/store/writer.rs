@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::{printable, rfc3339, Backend, FaultCounts, Msg, Op, StoreError, StoreOptions};
+use super::{printable, Backend, FaultCounts, Msg, Op, StoreError, StoreOptions};
 
 /// How a failed write is handled (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,11 +187,13 @@ fn describe(op: &Op) -> String {
     match op {
         Op::Fetched(r) => format!(
             "torrent {} \"{}\"",
-            rfc3339::hex(&r.infohash),
+            crate::id::Id(r.infohash).to_hex(),
             printable(&r.torrent.name.display())
         ),
-        Op::Discovered { infohash, .. } => format!("discovery of {}", rfc3339::hex(infohash)),
-        Op::Forget { infohash } => format!("forget of {}", rfc3339::hex(infohash)),
+        Op::Discovered { infohash, .. } => {
+            format!("discovery of {}", crate::id::Id(*infohash).to_hex())
+        }
+        Op::Forget { infohash } => format!("forget of {}", crate::id::Id(*infohash).to_hex()),
     }
 }
 
