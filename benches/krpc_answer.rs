@@ -220,14 +220,7 @@ fn dht_hunter(shape: Shape, secs: f64) -> Case {
     // Threads started from here (the store writer) inherit CPU 0.
     pin(SERVER_CPU);
     let store = Store::open(&db).unwrap();
-    let tweak: engine::NodeTweak = Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
-        nc.inbound_per_ip_pps = 10_000_000;
-        nc.inbound_per_ip_burst = 10_000_000;
-        nc.per_ip_pps = 10_000_000;
-        nc.per_ip_burst = 10_000_000;
-        nc.max_pps = 10_000_000;
-        nc.max_bps = 10_000_000_000;
-    });
+    let tweak = engine::unthrottled();
     let eng = engine::start(
         &cfg,
         EngineParts::new(store.writer(), Arc::new(Telemetry::default())).with_tweak(tweak),

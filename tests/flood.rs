@@ -69,19 +69,6 @@ impl Rig {
     }
 }
 
-/// No per-IP or budget limit worth the name (benchmark-style load from few
-/// sources).
-fn unthrottled() -> engine::NodeTweak {
-    Arc::new(|nc: &mut dht_hunter::dht::NodeConfig| {
-        nc.inbound_per_ip_pps = 1_000_000;
-        nc.inbound_per_ip_burst = 1_000_000;
-        nc.per_ip_pps = 1_000_000;
-        nc.per_ip_burst = 1_000_000;
-        nc.max_pps = 1_000_000;
-        nc.max_bps = 1_000_000_000;
-    })
-}
-
 #[test]
 fn engine_answers_a_mixed_flood() {
     // Bootstrap to a bound socket that never answers.
@@ -96,7 +83,7 @@ fn engine_answers_a_mixed_flood() {
             fc.fetch_concurrency = Some(8);
             fc.fetch_timeout = Some(2);
         },
-        Some(unthrottled()),
+        Some(engine::unthrottled()),
     );
     let target = rig.eng.udp_addrs[0];
 

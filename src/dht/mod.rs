@@ -479,6 +479,19 @@ impl NodeConfig {
             .part(usize::from(self.shard), usize::from(self.nr_shards))
     }
 
+    /// Lifts every rate limit of the node (per-IP in and out, the packet
+    /// and byte budgets): for benchmarks and load tests on loopback, where
+    /// a few source addresses carry all the load. Never for the real DHT.
+    pub fn unthrottle(&mut self) {
+        const A_LOT: u32 = 10_000_000;
+        self.inbound_per_ip_pps = A_LOT;
+        self.inbound_per_ip_burst = A_LOT;
+        self.per_ip_pps = A_LOT;
+        self.per_ip_burst = A_LOT;
+        self.max_pps = A_LOT;
+        self.max_bps = u64::from(A_LOT) * 1000;
+    }
+
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.identities.is_empty() {

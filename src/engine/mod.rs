@@ -77,6 +77,12 @@ pub struct ShardReport {
 /// demo and the tests use it for faster timers).
 pub type NodeTweak = Arc<dyn Fn(&mut NodeConfig) + Send + Sync>;
 
+/// The tweak for benchmarks and loopback load tests: no rate limit on any
+/// node ([`NodeConfig::unthrottle`]).
+pub fn unthrottled() -> NodeTweak {
+    Arc::new(NodeConfig::unthrottle)
+}
+
 /// Everything `run` needs besides the configuration.
 #[derive(Clone)]
 pub struct EngineParts {

@@ -466,11 +466,7 @@ impl Swarm {
             );
             // Loopback load: no per-IP throttling of the crawler under test.
             nc.sample_interval = 30;
-            nc.max_pps = 100_000;
-            nc.per_ip_pps = 100_000;
-            nc.per_ip_burst = 100_000;
-            nc.inbound_per_ip_pps = 100_000;
-            nc.inbound_per_ip_burst = 100_000;
+            nc.unthrottle();
             nodes.push(Node::new(nc, t0));
         }
         let n = cfg.nodes;
