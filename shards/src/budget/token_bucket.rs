@@ -110,15 +110,7 @@ impl TokenBucket {
 
     /// Takes `n` tokens if all are available; otherwise takes none.
     pub fn try_take(&mut self, now: Instant, n: u64) -> bool {
-        self.refill(now);
-        if self.tokens >= n {
-            self.tokens -= n;
-            self.granted = self.granted.saturating_add(n);
-            true
-        } else {
-            self.denied = self.denied.saturating_add(n);
-            false
-        }
+        self.try_take_reserving(now, n, 0)
     }
 
     /// Whether `n` tokens could be taken leaving at least `reserve` behind

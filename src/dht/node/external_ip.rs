@@ -184,14 +184,7 @@ impl Node {
         }
         let mut sent = 0;
         for n in self.table.closest(&target, K, false) {
-            match self.send_query(
-                n.addr,
-                Some(n.id),
-                Kind::FindNode,
-                &Method::FindNode { target },
-                Tier::Explore,
-                now,
-            ) {
+            match self.explore_find_node(n.addr, Some(n.id), target, now) {
                 Ok(()) => sent += 1,
                 Err(SendError::Budget | SendError::InflightFull) if sent == 0 => return,
                 Err(_) => {}

@@ -33,9 +33,8 @@ impl Node {
         }
         self.next_bootstrap = now + BOOTSTRAP_INTERVAL;
         let target = self.slice.random_id(&mut self.rng);
-        let m = Method::FindNode { target };
         for addr in self.cfg.bootstrap.clone() {
-            let _ = self.send_query(addr, None, Kind::FindNode, &m, Tier::Explore, now);
+            let _ = self.explore_find_node(addr, None, target, now);
         }
     }
 
@@ -98,10 +97,8 @@ impl Node {
                 self.verify.pop_front();
                 continue;
             };
-            let m = Method::FindNode {
-                target: self.slice.random_id(&mut self.rng),
-            };
-            match self.send_query(addr, Some(id), Kind::FindNode, &m, Tier::Explore, now) {
+            let target = self.slice.random_id(&mut self.rng);
+            match self.explore_find_node(addr, Some(id), target, now) {
                 Err(SendError::Budget | SendError::InflightFull) => return,
                 Err(SendError::PerIp) => {
                     self.verify.pop_front();
@@ -154,14 +151,7 @@ impl Node {
             if recent {
                 continue;
             }
-            match self.send_query(
-                n.addr,
-                Some(n.id),
-                Kind::FindNode,
-                &Method::FindNode { target },
-                Tier::Explore,
-                now,
-            ) {
+            match self.explore_find_node(n.addr, Some(n.id), target, now) {
                 Ok(()) => sent += 1,
                 Err(SendError::Budget | SendError::InflightFull) => return,
                 Err(_) => {}

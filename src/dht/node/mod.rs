@@ -877,6 +877,20 @@ impl Node {
     /// BEP 32 `want` for our queries: both families when both are bound
     /// (we can use either kind of node), nothing otherwise (the responder's
     /// default, our own family, is what we can use).
+    /// A find_node for `target` to `addr` (its id when known) at the
+    /// exploration tier: the table's upkeep (bootstrap, verification,
+    /// walks, the refresh after a new id).
+    fn explore_find_node(
+        &mut self,
+        addr: SocketAddr,
+        id: Option<Id>,
+        target: Id,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let m = Method::FindNode { target };
+        self.send_query(addr, id, Kind::FindNode, &m, Tier::Explore, now)
+    }
+
     fn query_want(&self) -> Want {
         let ids = &self.cfg.identities;
         let both = ids.iter().any(|i| i.addr.is_ipv4()) && ids.iter().any(|i| i.addr.is_ipv6());
