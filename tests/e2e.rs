@@ -393,18 +393,7 @@ fn http_get(addr: &str) -> String {
 fn sigterm_mid_crawl_keeps_every_completed_fetch() {
     use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
     let dir = tmp("sigterm-fetch");
-    let swarm = Swarm::start(&SwarmConfig {
-        nodes: 300,
-        torrents: 2000,
-        peers_per_torrent: 1,
-        bad_fraction: 0.0,
-        unfetchable_fraction: 0.0,
-        large_torrents: 0,
-        client_rate: 100,
-        seed: 7,
-        ..SwarmConfig::default()
-    })
-    .unwrap();
+    let swarm = Swarm::start(&SwarmConfig::honest(300, 2000, 100, 7)).unwrap();
     let bind = free_bind();
     let args = crawl_args(
         &bind,
@@ -537,18 +526,7 @@ fn restart_resumes_unfetched_infohashes() {
     use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
     use dht_hunter::store::Store;
     let dir = tmp("resume");
-    let swarm = Swarm::start(&SwarmConfig {
-        nodes: 300,
-        torrents: 150,
-        peers_per_torrent: 1,
-        bad_fraction: 0.0,
-        unfetchable_fraction: 0.0,
-        large_torrents: 0,
-        client_rate: 0,
-        seed: 11,
-        ..SwarmConfig::default()
-    })
-    .unwrap();
+    let swarm = Swarm::start(&SwarmConfig::honest(300, 150, 0, 11)).unwrap();
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     let crawl = |duration: &str, max_metadata: &str| {
         let args = crawl_args(
@@ -665,18 +643,7 @@ fn sigterm_and_sigkill_lose_no_seen_infohash() {
     use dht_hunter::store::Store;
     use std::collections::HashSet;
     let dir = tmp("kill-keeps");
-    let swarm = Swarm::start(&SwarmConfig {
-        nodes: 200,
-        torrents: 3000,
-        peers_per_torrent: 1,
-        bad_fraction: 0.0,
-        unfetchable_fraction: 0.0,
-        large_torrents: 0,
-        client_rate: 300,
-        seed: 21,
-        ..SwarmConfig::default()
-    })
-    .unwrap();
+    let swarm = Swarm::start(&SwarmConfig::honest(200, 3000, 300, 21)).unwrap();
     let bind = free_bind();
     let target: std::net::SocketAddr = bind.parse().unwrap();
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());

@@ -22,18 +22,7 @@ const BATCH_MAX: usize = 2;
 
 #[test]
 fn a_stalled_store_makes_fetches_wait_and_loses_nothing() {
-    let swarm = Swarm::start(&SwarmConfig {
-        nodes: 8,
-        torrents: 40,
-        peers_per_torrent: 1,
-        bad_fraction: 0.0,
-        unfetchable_fraction: 0.0,
-        large_torrents: 0,
-        client_rate: 0,
-        seed: 5,
-        ..SwarmConfig::default()
-    })
-    .unwrap();
+    let swarm = Swarm::start(&SwarmConfig::honest(8, 40, 0, 5)).unwrap();
     let jobs: Vec<FetchJob> = swarm
         .truth
         .iter()

@@ -83,17 +83,7 @@ fn fake_target(tag: u8, run: Duration) -> (SocketAddr, JoinHandle<Vec<Seen>>) {
 }
 
 fn small(seed: u64) -> SwarmConfig {
-    SwarmConfig {
-        nodes: 8,
-        torrents: 6,
-        peers_per_torrent: 1,
-        bad_fraction: 0.0,
-        unfetchable_fraction: 0.0,
-        large_torrents: 0,
-        client_rate: 20,
-        seed,
-        ..SwarmConfig::default()
-    }
+    SwarmConfig::honest(8, 6, 20, seed)
 }
 
 #[test]

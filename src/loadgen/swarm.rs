@@ -111,6 +111,23 @@ pub struct SwarmConfig {
 }
 
 impl SwarmConfig {
+    /// A swarm where every torrent can be fetched at every moment: one
+    /// honest peer each, no large torrent, no churn (the tests that check
+    /// exact outcomes).
+    pub fn honest(nodes: usize, torrents: usize, client_rate: u32, seed: u64) -> SwarmConfig {
+        SwarmConfig {
+            nodes,
+            torrents,
+            peers_per_torrent: 1,
+            bad_fraction: 0.0,
+            unfetchable_fraction: 0.0,
+            large_torrents: 0,
+            client_rate,
+            seed,
+            ..SwarmConfig::default()
+        }
+    }
+
     /// The defaults plus the client and peer behaviour of a real swarm:
     /// clients announce 20 s (± 50 %) after they search, with a fresh
     /// token; 30 % of them never announce; 20 % of peers are away 30 s of
