@@ -8,13 +8,15 @@
 # Running it twice is harmless: an existing cluster is reused (and started if it
 # is down), and the role/database are created only when missing.
 #
-# Knobs (environment): PG_PORT (default 55432; if taken by something that is
+# Knobs (environment): PG_PORT (default 25432, below the ephemeral port
+# range so that no short-lived loopback socket can take it while the server
+# is stopped; if taken by something that is
 # not our cluster, the next free port is used), PG_CLUSTER (default dhthunter),
 # PG_USER, PG_PASSWORD, PG_DB.
 set -euo pipefail
 
 CLUSTER=${PG_CLUSTER:-dhthunter}
-PORT=${PG_PORT:-55432}
+PORT=${PG_PORT:-25432}
 PGUSER_NAME=${PG_USER:-dht_hunter}
 PGPASS=${PG_PASSWORD:-dht_hunter_test}
 PGDB=${PG_DB:-dht_hunter_test}

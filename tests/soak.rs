@@ -312,8 +312,21 @@ fn pg_ctl(action: &str) {
     if action == "stop" {
         cmd.args(["-m", "fast"]);
     }
-    let st = cmd.status().unwrap();
-    assert!(st.success(), "pg_ctlcluster {action}: {st}");
+    // While the server is down, a short-lived loopback socket (a crawler's
+    // fetch connection from the ephemeral range) may hold its port for a
+    // moment: starting is retried for up to a minute.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = cmd.status().unwrap();
+        if st.success() {
+            return;
+        }
+        assert!(
+            action == "start" && std::time::Instant::now() < deadline,
+            "pg_ctlcluster {action}: {st}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 /// A fresh database for crawler B in the test cluster.
