@@ -138,6 +138,8 @@ pub mod table;
 pub mod vote;
 
 #[cfg(test)]
+mod deadline_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
@@ -365,7 +367,10 @@ pub struct NodeConfig {
     pub min_resample: Duration,
     /// How long to wait for a reply.
     pub query_timeout: Duration,
-    /// How often `handle_timeout` wants to run.
+    /// The pacing of work that waits (a queue held back by the budget, a
+    /// sweep with nodes due): `handle_timeout` runs at most this often,
+    /// and one tick after the last run while such work waits. An idle
+    /// node sleeps until its next real deadline (see `Node::poll_timeout`).
     pub tick: Duration,
     /// How often a find_node walk into the slice starts.
     pub walk_interval: Duration,

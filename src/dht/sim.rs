@@ -89,6 +89,10 @@ pub struct Sim {
     pub crawler_addr: SocketAddr,
     by_addr: HashMap<SocketAddr, Dest>,
     heap: BinaryHeap<Reverse<Ev>>,
+    /// When each population node's and each crawler shard's next
+    /// `handle_timeout` is scheduled (older tick events are stale).
+    pop_tick: Vec<Instant>,
+    crawler_tick: Vec<Instant>,
     seq: u64,
     rng: Rng,
     announcers: HashMap<SocketAddr, Id>,
@@ -221,12 +225,13 @@ impl Sim {
             lies: Vec::new(),
             crawler_query_ids: Vec::new(),
             rekeyed: Vec::new(),
+            pop_tick: Vec::new(),
+            crawler_tick: Vec::new(),
         };
         for i in 0..n {
-            sim.push(
-                t0 + Duration::from_millis(i as u64 % 5000),
-                EvKind::TickPop(i),
-            );
+            let at = t0 + Duration::from_millis(i as u64 % 5000);
+            sim.pop_tick.push(at);
+            sim.push(at, EvKind::TickPop(i));
         }
         sim
     }
@@ -317,6 +322,7 @@ impl Sim {
     pub fn add_crawler(&mut self, cfgs: Vec<NodeConfig>) {
         for (s, cfg) in cfgs.into_iter().enumerate() {
             self.crawler.push(Node::new(cfg, self.now));
+            self.crawler_tick.push(self.now);
             self.push(self.now, EvKind::TickCrawler(s));
         }
         self.by_addr.insert(self.crawler_addr, Dest::Crawler);
@@ -383,9 +389,38 @@ impl Sim {
         }
     }
 
+    /// Schedules population node `i`'s next `handle_timeout` if what it
+    /// just handled moved its deadline earlier.
+    fn resched_pop(&mut self, i: usize) {
+        let Some(next) = self.pop.get(i).and_then(Node::poll_timeout) else {
+            return;
+        };
+        let next = next.max(self.now + Duration::from_millis(1));
+        if self.pop_tick.get(i).is_some_and(|&t| next < t) {
+            self.pop_tick[i] = next;
+            self.push(next, EvKind::TickPop(i));
+        }
+    }
+
+    /// The same for crawler shard `s`.
+    fn resched_crawler(&mut self, s: usize) {
+        let Some(next) = self.crawler.get(s).and_then(Node::poll_timeout) else {
+            return;
+        };
+        let next = next.max(self.now + Duration::from_millis(1));
+        if self.crawler_tick.get(s).is_some_and(|&t| next < t) {
+            self.crawler_tick[s] = next;
+            self.push(next, EvKind::TickCrawler(s));
+        }
+    }
+
     /// Runs until `t` after the start.
     pub fn run_until(&mut self, t: Duration) {
         let end = self.t0 + t;
+        // Tests may have called into the crawler directly.
+        for s in 0..self.crawler.len() {
+            self.resched_crawler(s);
+        }
         while let Some(Reverse(ev)) = self.heap.pop() {
             if ev.at > end {
                 self.heap.push(Reverse(ev));
@@ -399,38 +434,44 @@ impl Sim {
                         Some(Dest::Pop(i)) => {
                             self.pop[i].handle_datagram(0, from, &bytes, self.now);
                             self.drain_pop(i);
+                            self.resched_pop(i);
                         }
                         Some(Dest::Crawler) => {
                             let n = self.crawler.len() as u64;
                             let s = (src_hash(&from) % n.max(1)) as usize;
                             self.crawler[s].handle_datagram(0, from, &bytes, self.now);
                             self.drain_crawler(s);
+                            self.resched_crawler(s);
                         }
                         Some(Dest::Announcer) => self.announcer_receive(to, from, &bytes),
                         None => {}
                     }
                 }
                 EvKind::TickPop(i) => {
+                    if self.pop_tick.get(i) != Some(&ev.at) {
+                        continue;
+                    }
                     self.pop[i].handle_timeout(self.now);
                     self.drain_pop(i);
                     let next = self.pop[i]
                         .poll_timeout()
-                        .unwrap_or(self.now + Duration::from_secs(5));
-                    self.push(
-                        next.max(self.now + Duration::from_millis(1)),
-                        EvKind::TickPop(i),
-                    );
+                        .unwrap_or(self.now + Duration::from_secs(5))
+                        .max(self.now + Duration::from_millis(1));
+                    self.pop_tick[i] = next;
+                    self.push(next, EvKind::TickPop(i));
                 }
                 EvKind::TickCrawler(s) => {
+                    if self.crawler_tick.get(s) != Some(&ev.at) {
+                        continue;
+                    }
                     self.crawler[s].handle_timeout(self.now);
                     self.drain_crawler(s);
                     let next = self.crawler[s]
                         .poll_timeout()
-                        .unwrap_or(self.now + Duration::from_millis(100));
-                    self.push(
-                        next.max(self.now + Duration::from_millis(1)),
-                        EvKind::TickCrawler(s),
-                    );
+                        .unwrap_or(self.now + Duration::from_secs(5))
+                        .max(self.now + Duration::from_millis(1));
+                    self.crawler_tick[s] = next;
+                    self.push(next, EvKind::TickCrawler(s));
                 }
             }
         }

@@ -79,6 +79,10 @@ pub struct Table {
     max_nodes: usize,
     max_out_per_bucket: u16,
     confirmed: usize,
+    /// Entries inside the slice.
+    in_slice: usize,
+    /// Counts insertions: who waits for new nodes compares it.
+    generation: u64,
 }
 
 fn prefix_range(t: &Id, p: u32) -> (Id, Id) {
@@ -128,6 +132,8 @@ impl Table {
             max_nodes: max_nodes.max(1),
             max_out_per_bucket,
             confirmed: 0,
+            in_slice: 0,
+            generation: 0,
         }
     }
 
@@ -314,6 +320,10 @@ impl Table {
             },
         );
         self.by_ip.insert(node.addr.ip(), node.id);
+        self.generation = self.generation.wrapping_add(1);
+        if inside {
+            self.in_slice += 1;
+        }
         if confirmed {
             self.confirmed += 1;
         } else {
@@ -345,7 +355,9 @@ impl Table {
         if e.confirmed {
             self.confirmed -= 1;
         }
-        if !self.slice.contains(id) {
+        if self.slice.contains(id) {
+            self.in_slice -= 1;
+        } else {
             let b = self.bucket(id);
             if let Some(c) = self.out_per_bucket.get_mut(b) {
                 *c = c.saturating_sub(1);
@@ -513,14 +525,9 @@ impl Table {
         self.closest_in(&flip_bit(t, p), p + 1, need.saturating_sub(got), out);
     }
 
-    /// The first in-slice entry with an id above `after` (wrapping to the
-    /// slice's start) for which `pick` holds, looking at most `max_scan`.
-    pub fn next_in_slice(
-        &self,
-        after: &Id,
-        max_scan: usize,
-        mut pick: impl FnMut(&Id, &Entry) -> bool,
-    ) -> Option<(Id, SocketAddr)> {
+    /// The slice's entries with an id above `after`, then from the slice's
+    /// start up to `after` (the sweep's order).
+    pub fn slice_after(&self, after: &Id) -> impl Iterator<Item = (&Id, &Entry)> {
         let (first, last) = (self.slice.first(), self.slice.last());
         let start = if self.slice.contains(after) {
             *after
@@ -533,9 +540,16 @@ impl Table {
         ));
         let head = self.nodes.range(first..=start);
         tail.chain(head)
-            .take(max_scan)
-            .find(|(id, e)| pick(id, e))
-            .map(|(id, e)| (*id, e.addr))
+    }
+
+    /// Entries inside the slice.
+    pub fn slice_len(&self) -> usize {
+        self.in_slice
+    }
+
+    /// Changes with every insertion (compare two readings).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// A target between `id` and the next entry of the slice (or the slice's

@@ -281,6 +281,10 @@ struct Shard {
     /// The longest a timer wake-up came late: how long the shard's thread
     /// was busy with something else (a stall), since start.
     stall_max: std::cell::Cell<Duration>,
+    /// When the timer task sleeps until, and how to wake it sooner: work
+    /// that moves the node's deadline earlier kicks it (see `pump`).
+    timer_at: std::cell::Cell<Instant>,
+    kick: glommio::channels::local_channel::LocalSender<()>,
     pool: Rc<FetchPool>,
     store: StoreWriter,
     tele: Arc<Telemetry>,
@@ -362,11 +366,14 @@ async fn run_shard(
     pool_cfg.job_budget = cfg.fetch_timeout.saturating_mul(2);
     pool_cfg.allow_privileged_ports = cfg.allow_privileged_ports;
     let pool = FetchPool::new(pool_cfg);
+    let (kick, kicked) = glommio::channels::local_channel::new_bounded(1);
     let me = Rc::new(Shard {
         ctx: ctx.clone(),
         node: RefCell::new(node),
         outbox: outbox::Outbox::new(ctx.mesh().clone()),
         stall_max: std::cell::Cell::new(Duration::ZERO),
+        timer_at: std::cell::Cell::new(Instant::now()),
+        kick,
         pool: pool.clone(),
         store: parts.store.clone(),
         tele: parts.telemetry.clone(),
@@ -482,25 +489,47 @@ async fn run_shard(
         tasks.push(glommio::spawn_local(async move {
             let stop = me.ctx.shutdown();
             let timers = async {
+                // Budget lending and the published status run on their own
+                // period; the node's pumps only when its deadline is due.
+                let mut next_house = Instant::now();
                 loop {
-                    let next = me.node.borrow().poll_timeout();
-                    let at = next.unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
-                    shards::timers::sleep_until(at).await;
+                    let node_at = me.node.borrow().poll_timeout();
+                    let at = node_at.map_or(next_house, |t| t.min(next_house));
+                    me.timer_at.set(at);
+                    let woken = futures_lite::future::or(
+                        async {
+                            shards::timers::sleep_until(at).await;
+                            false
+                        },
+                        async { kicked.recv().await.is_some() },
+                    )
+                    .await;
                     let woke = Instant::now();
-                    let late = woke.saturating_duration_since(at);
-                    if late > me.stall_max.get() {
-                        me.stall_max.set(late);
-                        if late > STALL_WARN {
-                            log::warn!(
-                                "shard {}: its thread was busy for {late:?} (timer late)",
-                                me.ctx.shard_id()
-                            );
+                    if !woken {
+                        let late = woke.saturating_duration_since(at);
+                        if late > me.stall_max.get() {
+                            me.stall_max.set(late);
+                            if late > STALL_WARN {
+                                log::warn!(
+                                    "shard {}: its thread was busy for {late:?} (timer late)",
+                                    me.ctx.shard_id()
+                                );
+                            }
                         }
                     }
-                    me.sync_budget(woke);
-                    me.node.borrow_mut().handle_timeout(woke);
-                    me.pump().await;
-                    me.publish();
+                    let house = woke >= next_house;
+                    if house {
+                        next_house = woke + HOUSEKEEPING;
+                        me.sync_budget(woke);
+                    }
+                    let due = me.node.borrow().poll_timeout().is_some_and(|t| t <= woke);
+                    if due {
+                        me.node.borrow_mut().handle_timeout(woke);
+                        me.pump().await;
+                    }
+                    if house {
+                        me.publish();
+                    }
                 }
             };
             futures_lite::future::or(timers, stop).await;
@@ -527,6 +556,10 @@ async fn run_shard(
 fn seed_for(shard: usize) -> u64 {
     crate::rng::Rng::from_entropy().next_u64() ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
+
+/// How often a shard re-balances its share of a global budget and
+/// publishes its status (whatever the node's own deadlines are).
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
 /// A timer wake-up later than this is logged: something held the shard's
 /// thread (see `Shard::stall_max`).
@@ -692,6 +725,14 @@ impl Shard {
             s.flush().await;
         }
         self.outbox.wake();
+        // What was handled may have moved the node's deadline earlier (a
+        // queue that was empty now waits on the budget): wake the timer.
+        if let Some(t) = self.node.borrow().poll_timeout() {
+            if t < self.timer_at.get() {
+                self.timer_at.set(t);
+                let _ = self.kick.try_send(());
+            }
+        }
     }
 
     /// Copies counters to the shared telemetry and the metrics recorder.

@@ -709,8 +709,12 @@ impl DhtLoop {
         let mut buf = vec![0u8; 2048];
         let mut timers: BinaryHeap<std::cmp::Reverse<(Instant, usize)>> = BinaryHeap::new();
         let now = Instant::now();
+        // Each node's scheduled `handle_timeout` (older heap entries are
+        // stale).
+        let mut scheduled: Vec<Instant> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
             let at = node.poll_timeout().unwrap_or(now + Duration::from_secs(5));
+            scheduled.push(at);
             timers.push(std::cmp::Reverse((at, i)));
         }
         let mut next_client = Instant::now();
@@ -736,8 +740,17 @@ impl DhtLoop {
                 self.counters.dht_in.fetch_add(1, Ordering::Relaxed);
                 let from = SocketAddr::V4(r.from);
                 if let Some(i) = self.node_of(r.dst) {
-                    self.nodes[i].handle_datagram(0, from, &buf[..r.len], Instant::now());
+                    let now = Instant::now();
+                    self.nodes[i].handle_datagram(0, from, &buf[..r.len], now);
                     self.flush(i);
+                    // Work it left for later may be due before its timer.
+                    if let Some(t) = self.nodes[i].poll_timeout() {
+                        let t = t.max(now + Duration::from_millis(50));
+                        if scheduled.get(i).is_some_and(|&s| t < s) {
+                            scheduled[i] = t;
+                            timers.push(std::cmp::Reverse((t, i)));
+                        }
+                    }
                 } else if targets.contains(&from) {
                     self.handle_client_reply(r.dst, from, &buf[..r.len], &mut out);
                 }
@@ -748,12 +761,16 @@ impl DhtLoop {
                     break;
                 }
                 timers.pop();
+                if scheduled.get(i) != Some(&at) {
+                    continue;
+                }
                 self.nodes[i].handle_timeout(now);
                 self.flush(i);
                 let next = self.nodes[i]
                     .poll_timeout()
                     .unwrap_or(now + Duration::from_secs(5))
                     .max(now + Duration::from_millis(50));
+                scheduled[i] = next;
                 timers.push(std::cmp::Reverse((next, i)));
             }
             if targets.is_empty() || self.clients.is_empty() {

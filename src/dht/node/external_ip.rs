@@ -43,6 +43,11 @@ pub(super) struct ExternalIp {
 }
 
 impl ExternalIp {
+    /// Whether a refresh around a new id waits to be sent.
+    pub(super) fn refresh_pending(&self) -> bool {
+        !self.refresh.is_empty()
+    }
+
     pub(super) fn new(cfg: &NodeConfig) -> Self {
         let voters = if cfg.external_ip.enabled && cfg.shard == 0 {
             cfg.identities
@@ -90,7 +95,7 @@ impl Node {
         }
     }
 
-    /// Expires votes and sends a pending refresh (every tick).
+    /// Expires votes and sends a pending refresh.
     pub(super) fn pump_external(&mut self, now: Instant) {
         for i in 0..self.external.voters.len() {
             let changed = self.external.voters.get_mut(i).and_then(|v| v.expire(now));

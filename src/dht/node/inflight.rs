@@ -90,6 +90,12 @@ impl Inflight {
         self.slots.len() - self.free.len()
     }
 
+    /// The earliest deadline of a query in flight (possibly one answered
+    /// since, which only costs a wake-up).
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.front().map(|&(d, _)| d)
+    }
+
     /// The next expired transaction.
     pub(super) fn pop_expired(&mut self, now: Instant) -> Option<Pending> {
         while let Some(&(deadline, slot)) = self.expiry.front() {

@@ -39,7 +39,7 @@ impl Node {
     }
 
     /// mldht's keyspace traversal: the slice's nodes in id order, each asked
-    /// for samples once per its interval.
+    /// for samples once per its interval (see [`super::sweep`]).
     pub(super) fn pump_sweep(&mut self, now: Instant) {
         // Finish what was started first: while the holders of samples
         // already received wait to be asked, sampling more only grows the
@@ -47,42 +47,74 @@ impl Node {
         if self.exploit.len() >= SEARCH_BACKLOG / 2 {
             return;
         }
+        let generation = self.table.generation();
+        if !self.sweep.is_active(generation, self.cfg.tick, now) {
+            return;
+        }
         let timeout = self.cfg.query_timeout;
+        // One round of the slice at most per call.
+        let mut budget_scan = self.table.slice_len();
         loop {
             if !self.explore_room() || !self.budget.can_send(now, 128, Tier::Explore) {
                 return;
             }
-            let next = self
+            let (mut n, mut last, mut earliest, mut due) = (0, None, None::<Instant>, None);
+            for (id, e) in self
                 .table
-                .next_in_slice(&self.sweep_cursor, SCAN_PER_TICK, |_, e| {
-                    e.next_sample.is_none_or(|t| t <= now)
-                        && e.last_query
-                            .is_none_or(|t| now.saturating_duration_since(t) >= timeout)
-                });
-            let Some((id, addr)) = next else {
-                return;
+                .slice_after(&self.sweep.cursor)
+                .take(SCAN_PER_TICK.min(budget_scan.max(1)))
+            {
+                n += 1;
+                last = Some(*id);
+                let at = e
+                    .next_sample
+                    .unwrap_or(now)
+                    .max(e.last_query.map_or(now, |q| q + timeout));
+                if at <= now {
+                    due = Some((*id, e.addr));
+                    break;
+                }
+                earliest = Some(earliest.map_or(at, |x| x.min(at)));
+            }
+            let Some((id, addr)) = due else {
+                let slice_len = self.table.slice_len();
+                if self
+                    .sweep
+                    .nothing_due(last, n, earliest, slice_len, generation, now)
+                {
+                    return;
+                }
+                budget_scan = budget_scan.saturating_sub(n);
+                if budget_scan == 0 {
+                    return;
+                }
+                continue;
             };
-            self.sweep_cursor = id;
+            self.sweep.found(id);
             let m = Method::SampleInfohashes {
                 target: self.table.gap_after(&id),
             };
             match self.send_query(addr, Some(id), Kind::Sample, &m, Tier::Explore, now) {
                 Ok(()) => {
                     // Until the reply says otherwise, do not ask again soon.
-                    if let Some(e) = self.table.get_mut(&id) {
-                        e.next_sample = Some(now + self.cfg.min_resample);
-                    }
+                    self.set_next_sample(&id, now + self.cfg.min_resample);
                 }
                 Err(SendError::PerIp) => {
-                    if let Some(e) = self.table.get_mut(&id) {
-                        e.next_sample = Some(now + Duration::from_secs(1));
-                    }
+                    self.set_next_sample(&id, now + Duration::from_secs(1));
                 }
                 Err(SendError::Budget | SendError::InflightFull) => return,
                 Err(SendError::Martian | SendError::NoIdentity) => {
                     self.table.remove(&id);
                 }
             }
+        }
+    }
+
+    /// When `id` may be sampled next (the sweep wakes for it).
+    pub(super) fn set_next_sample(&mut self, id: &Id, at: Instant) {
+        if let Some(e) = self.table.get_mut(id) {
+            e.next_sample = Some(at);
+            self.sweep.due_at(at);
         }
     }
 
@@ -159,14 +191,18 @@ impl Node {
         }
     }
 
-    /// Pings confirmed nodes not heard from in [`STALE`], a few per tick.
+    /// Pings confirmed nodes not heard from in [`STALE`]: one pass every
+    /// [`REFRESH_INTERVAL`] scans a share of the table that takes it round
+    /// in half of `STALE`.
     pub(super) fn pump_refresh(&mut self, now: Instant) {
         let mut stale = Vec::new();
         let mut last = None;
         for (id, e) in self
             .table
             .iter_after(&self.refresh_cursor)
-            .take(SCAN_PER_TICK / 8)
+            .take((SCAN_PER_TICK / 8).max(
+                self.table.len() / (STALE.as_secs() / 2 / REFRESH_INTERVAL.as_secs()) as usize + 1,
+            ))
         {
             last = Some(*id);
             let quiet =

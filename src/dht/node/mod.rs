@@ -9,21 +9,24 @@
 //!   lookups) and its fetch requests; the infohashes' life itself is the
 //!   [`Harvester`]'s (`super::harvest`);
 //! * [`maintain`]: bootstrap, the sample sweep, walks, verification and
-//!   re-pings;
+//!   re-pings; [`sweep`]: the sweep's cursor and when it next has work;
 //! * [`external_ip`]: the vote on our external address and the move to a
 //!   BEP 42 id for it;
+//! * [`replies`]: replies to our own queries (responses, errors, timeouts);
 //! * this file: the public surface (`handle_*`, `poll_*`), inbound
-//!   dispatch, replies to our own queries, and sending.
+//!   dispatch and reply matching, and sending.
 //!
-//! This file is about 860 lines: the public surface, the inbound dispatch
-//! and the handling of replies to our queries all work on the transaction
-//! table and the routing table together, and read best side by side.
+//! This file is about 870 lines: the public surface, the inbound dispatch
+//! and sending all work on the transaction table, the limits and the
+//! routing table together, and read best side by side.
 
 mod external_ip;
 mod inflight;
 mod maintain;
+mod replies;
 mod responder;
 mod search;
+mod sweep;
 
 use inflight::{Inflight, Kind, Pending};
 
@@ -73,8 +76,14 @@ const MAX_FORWARDED_NODES: usize = 4096;
 const SAMPLE_UNANSWERED_RETRY: Duration = Duration::from_secs(30);
 /// Re-ask a node whose sample_infohashes failed or errored after this.
 const SAMPLE_RETRY: Duration = Duration::from_secs(6 * 3600);
-/// Entries looked at per tick by the sweep and by the refresh scan.
+/// Entries looked at per window by the sweep, and (an eighth of it) at
+/// least per refresh pass.
 const SCAN_PER_TICK: usize = 512;
+/// Time between passes of the stale-node refresh: a pass scans enough of
+/// the table to go round it in half of [`STALE`].
+const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// Time between checks of the external-address votes' expiry.
+const EXTERNAL_INTERVAL: Duration = Duration::from_secs(10);
 /// Gaps remembered as recently walked into.
 const RECENT_GAPS: usize = 16;
 /// A query's size for the budget's admission check (get_peers with a
@@ -148,11 +157,15 @@ pub struct Node {
     scratch_peers: Vec<SocketAddr>,
     scratch_ids: Vec<Id>,
     stats: NodeStats,
-    next_tick: Instant,
+    /// When `handle_timeout` last ran: work it left undone (a queue held
+    /// back by the budget, a due sweep) is retried one tick later.
+    last_pump: Instant,
     next_bootstrap: Instant,
     next_walk: Instant,
     next_expire: Instant,
-    sweep_cursor: Id,
+    next_refresh: Instant,
+    next_external: Instant,
+    sweep: sweep::Sweep,
     /// Ids of nodes recently handed to their owner shard.
     forwarded_nodes: std::collections::HashSet<Id>,
     refresh_cursor: Id,
@@ -265,11 +278,13 @@ impl Node {
             scratch_peers: Vec::new(),
             scratch_ids: Vec::new(),
             stats: NodeStats::default(),
-            next_tick: now,
+            last_pump: now,
             next_bootstrap: now,
             next_walk: now + cfg.walk_interval,
             next_expire: now + Duration::from_secs(60),
-            sweep_cursor,
+            next_refresh: now,
+            next_external: now,
+            sweep: sweep::Sweep::new(sweep_cursor),
             forwarded_nodes: std::collections::HashSet::new(),
             refresh_cursor: slice.first(),
             walks: 0,
@@ -380,6 +395,7 @@ impl Node {
 
     /// Time has passed: expire queries, maintain the table, crawl.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_pump = now;
         while let Some(p) = self.inflight.pop_expired(now) {
             count(&mut self.stats.timeouts);
             self.on_failure(p, now);
@@ -400,16 +416,56 @@ impl Node {
         }
         self.pump_verify(now);
         self.pump_walk(now);
-        self.pump_refresh(now);
-        self.pump_external(now);
-        if now >= self.next_tick {
-            self.next_tick = now + self.cfg.tick;
+        if now >= self.next_refresh {
+            self.next_refresh = now + REFRESH_INTERVAL;
+            self.pump_refresh(now);
+        }
+        if now >= self.next_external || self.external.refresh_pending() {
+            self.next_external = now + EXTERNAL_INTERVAL;
+            self.pump_external(now);
         }
     }
 
-    /// When [`Node::handle_timeout`] wants to be called.
+    /// When [`Node::handle_timeout`] wants to be called: the earliest real
+    /// deadline (a query's timeout, a harvester's wait, the next walk,
+    /// bootstrap, refresh or expiry, the sweep's next due node), and one
+    /// tick after the last call while work waits (a queue held back by the
+    /// budget or the per-IP limits). Deadlines are coalesced to at most one
+    /// call per tick: a timeout fires up to a tick late, as a DHT allows,
+    /// rather than waking the shard once per query sent.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(self.next_tick)
+        let pacing = self.last_pump + self.cfg.tick;
+        let backlog = !self.exploit.is_empty()
+            || !self.lookups.is_empty()
+            || !self.lookup_queue.is_empty()
+            || !self.reping.is_empty()
+            || !self.verify.is_empty()
+            || self.external.refresh_pending()
+            || (self.cfg.crawl && self.sweep.active());
+        let bootstrap = (self.table.confirmed_len() < MIN_CONFIRMED
+            && !self.cfg.bootstrap.is_empty())
+        .then_some(self.next_bootstrap);
+        let walk = (!self.table.is_empty()).then_some(self.next_walk);
+        let sweep = if self.cfg.crawl {
+            self.sweep.wake(self.table.generation(), self.cfg.tick)
+        } else {
+            None
+        };
+        [
+            backlog.then_some(pacing),
+            self.inflight.next_expiry(),
+            self.harvest.poll_timeout(),
+            Some(self.next_expire),
+            Some(self.next_refresh),
+            Some(self.next_external),
+            bootstrap,
+            walk,
+            sweep,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.max(pacing))
     }
 
     /// The next datagram to send.
@@ -686,167 +742,6 @@ impl Node {
     fn add_nodes_from(&mut self, r: &Response<'_>, now: Instant) {
         for n in r.nodes.iter().chain(r.nodes6.iter()) {
             self.add_candidate(n, now);
-        }
-    }
-
-    // ------------------------------------------------------------------
-    // Replies to our queries.
-
-    fn on_response(&mut self, p: Pending, from: SocketAddr, r: &Response<'_>, now: Instant) {
-        if r.id == Id::ZERO || self.is_own_id(&r.id) {
-            count(&mut self.stats.dropped.own_id);
-            self.on_failure(p, now);
-            return;
-        }
-        // A confirmed endpoint answering with another id: evict it and
-        // re-ping its neighbourhood (libtorrent PR #961). Only a reply to our
-        // own query (tid + exact endpoint already matched) gets here.
-        if let Some(old) = self.table.id_of_ip(&from.ip()) {
-            if old != r.id {
-                let confirmed_here = self
-                    .table
-                    .get(&old)
-                    .is_some_and(|e| e.confirmed && e.addr == from);
-                if confirmed_here {
-                    self.table.remove(&old);
-                    count(&mut self.stats.evicted_id_change);
-                    for n in self.table.neighbours(&old, K) {
-                        if self.reping.len() < MAX_REPING_QUEUE {
-                            self.reping.push_back(n);
-                        }
-                    }
-                    self.on_failure(p, now);
-                    return;
-                }
-                if self.table.get(&old).is_some_and(|e| !e.confirmed) {
-                    // What we heard about this IP was wrong; the reply is
-                    // authoritative.
-                    self.table.remove(&old);
-                }
-            }
-        }
-        if let Some(exp) = p.expected {
-            if exp != r.id {
-                self.table.fail(&exp);
-                self.on_failure(p, now);
-                return;
-            }
-        }
-        self.table.confirm(
-            NodeInfo {
-                id: r.id,
-                addr: from,
-            },
-            now,
-        );
-        let holder = NodeInfo {
-            id: r.id,
-            addr: from,
-        };
-        match p.kind {
-            Kind::Ping | Kind::FindNode => self.add_nodes_from(r, now),
-            Kind::Sample => {
-                self.add_nodes_from(r, now);
-                let next = match r.as_samples() {
-                    Ok(s) => {
-                        self.stats.sample_replies = self.stats.sample_replies.saturating_add(1);
-                        self.stats.samples_received =
-                            self.stats.samples_received.saturating_add(s.len() as u64);
-                        for ih in s.samples() {
-                            self.on_sample(ih, holder, now);
-                        }
-                        Duration::from_secs(u64::from(s.interval)).max(self.cfg.min_resample)
-                    }
-                    Err(_) => SAMPLE_RETRY,
-                };
-                if let Some(e) = self.table.get_mut(&r.id) {
-                    e.next_sample = Some(now + next);
-                }
-            }
-            Kind::HolderGetPeers { info_hash } => {
-                let peers = self.valid_peers(r);
-                if peers.is_empty() {
-                    let seeds: Vec<NodeInfo> = r
-                        .nodes
-                        .iter()
-                        .chain(r.nodes6.iter())
-                        .filter(|n| self.acceptable_node(n))
-                        .collect();
-                    self.add_nodes_from(r, now);
-                    self.start_lookup(info_hash, seeds, now);
-                } else {
-                    self.finish(info_hash, peers, now);
-                    self.drive_harvest(now);
-                }
-            }
-            Kind::LookupGetPeers { lookup } => {
-                let peers = self.valid_peers(r);
-                let nodes: Vec<NodeInfo> = r
-                    .nodes
-                    .iter()
-                    .chain(r.nodes6.iter())
-                    .filter(|n| self.acceptable_node(n))
-                    .collect();
-                self.add_nodes_from(r, now);
-                if let Some(l) = self.lookups.get_mut(&lookup) {
-                    l.on_reply(from, peers);
-                    for n in nodes {
-                        l.add(n);
-                    }
-                    self.step_lookup(lookup, now);
-                }
-            }
-        }
-    }
-
-    fn valid_peers(&self, r: &Response<'_>) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = r
-            .peers()
-            .filter(|p| is_valid_peer(p, self.cfg.allow_private))
-            .take(super::lookup::MAX_PEERS)
-            .collect();
-        v.sort_unstable();
-        v.dedup();
-        v
-    }
-
-    fn on_error(&mut self, p: Pending, now: Instant) {
-        // The node is alive but said no.
-        if let (Kind::Sample, Some(id)) = (p.kind, p.expected) {
-            if let Some(e) = self.table.get_mut(&id) {
-                e.next_sample = Some(now + SAMPLE_RETRY);
-            }
-            return;
-        }
-        self.on_failure(p, now);
-    }
-
-    fn on_failure(&mut self, p: Pending, now: Instant) {
-        match p.kind {
-            Kind::Ping | Kind::FindNode | Kind::Sample => {
-                if let Some(id) = p.expected {
-                    if let Some(e) = self.table.get_mut(&id).filter(|e| e.addr == p.to) {
-                        if p.kind == Kind::Sample {
-                            // Unanswered is not an interval: ask again soon
-                            // (if the node survives its failures).
-                            e.next_sample = Some(now + SAMPLE_UNANSWERED_RETRY);
-                        }
-                        self.table.fail(&id);
-                    }
-                }
-            }
-            Kind::HolderGetPeers { info_hash } => {
-                if let Some(id) = p.expected {
-                    self.table.fail(&id);
-                }
-                self.start_lookup(info_hash, Vec::new(), now);
-            }
-            Kind::LookupGetPeers { lookup } => {
-                if let Some(l) = self.lookups.get_mut(&lookup) {
-                    l.on_fail(p.to);
-                    self.step_lookup(lookup, now);
-                }
-            }
         }
     }
 
