@@ -883,27 +883,33 @@ impl UdpSocket {
         }
     }
 
+    /// Sends `batch` from entry `*i` on until it is all sent (true) or the
+    /// socket buffer is full at entry `*i` (false), counting into `r`.
+    fn send_ready(&self, batch: &SendBatch, i: &mut usize, r: &mut SendReport) -> bool {
+        while *i < batch.len() {
+            match self.sendmmsg_now(batch, *i) {
+                Ok(n) => {
+                    r.sent += n;
+                    *i += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if Self::is_full_error(&e) => return false,
+                Err(_) => {
+                    r.failed += 1;
+                    *i += 1;
+                }
+            }
+        }
+        true
+    }
+
     /// Sends the batch without waiting: what does not fit in the socket
     /// buffer is dropped and counted. Clears the batch.
     pub fn try_send_batch(&self, batch: &mut SendBatch) -> SendReport {
         let mut r = SendReport::default();
         let mut i = 0;
-        while i < batch.len() {
-            match self.sendmmsg_now(batch, i) {
-                Ok(n) => {
-                    r.sent += n;
-                    i += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if Self::is_full_error(&e) => {
-                    r.dropped_full += batch.len() - i;
-                    break;
-                }
-                Err(_) => {
-                    r.failed += 1;
-                    i += 1;
-                }
-            }
+        if !self.send_ready(batch, &mut i, &mut r) {
+            r.dropped_full += batch.len() - i;
         }
         batch.clear();
         self.record(&r);
@@ -916,40 +922,25 @@ impl UdpSocket {
     pub async fn send_batch(&self, batch: &mut SendBatch) -> SendReport {
         let mut r = SendReport::default();
         let mut i = 0;
-        while i < batch.len() {
-            match self.sendmmsg_now(batch, i) {
-                Ok(n) => {
-                    r.sent += n;
-                    i += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if Self::is_full_error(&e) => {
-                    // Wait for room by sending this one datagram through
-                    // glommio (io_uring parks until the buffer drains).
-                    let e = batch.entries[i];
-                    let payload = &batch.data[e.start..e.start + e.len];
-                    let to = storage_to_addr(&e.addr);
-                    let sent = match to {
-                        Some(to) => glommio::timer::timeout(self.send_wait, async {
-                            self.inner.send_to(payload, to).await
-                        })
-                        .await
-                        .is_ok(),
-                        None => false,
-                    };
-                    if sent {
-                        r.sent += 1;
-                        i += 1;
-                    } else {
-                        r.dropped_full += batch.len() - i;
-                        break;
-                    }
-                }
-                Err(_) => {
-                    r.failed += 1;
-                    i += 1;
-                }
+        while !self.send_ready(batch, &mut i, &mut r) {
+            // Wait for room by sending this one datagram through glommio
+            // (io_uring parks until the buffer drains).
+            let e = batch.entries[i];
+            let payload = &batch.data[e.start..e.start + e.len];
+            let sent = match storage_to_addr(&e.addr) {
+                Some(to) => glommio::timer::timeout(self.send_wait, async {
+                    self.inner.send_to(payload, to).await
+                })
+                .await
+                .is_ok(),
+                None => false,
+            };
+            if !sent {
+                r.dropped_full += batch.len() - i;
+                break;
             }
+            r.sent += 1;
+            i += 1;
         }
         batch.clear();
         self.record(&r);

@@ -11,14 +11,7 @@ impl Node {
             if !self.explore_room() {
                 return;
             }
-            match self.send_query(
-                n.addr,
-                Some(n.id),
-                Kind::Ping,
-                &Method::Ping,
-                Tier::Explore,
-                now,
-            ) {
+            match self.explore_ping(n, now) {
                 Err(SendError::Budget | SendError::InflightFull) => return,
                 _ => {
                     self.reping.pop_front();
@@ -108,6 +101,18 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Pings `n` (is it still there?) as exploration traffic.
+    fn explore_ping(&mut self, n: NodeInfo, now: Instant) -> Result<(), SendError> {
+        self.send_query(
+            n.addr,
+            Some(n.id),
+            Kind::Ping,
+            &Method::Ping,
+            Tier::Explore,
+            now,
+        )
     }
 
     /// When `id` may be sampled next (the sweep wakes for it).
@@ -219,14 +224,7 @@ impl Node {
             if !self.explore_room() {
                 return;
             }
-            if let Err(SendError::Budget | SendError::InflightFull) = self.send_query(
-                n.addr,
-                Some(n.id),
-                Kind::Ping,
-                &Method::Ping,
-                Tier::Explore,
-                now,
-            ) {
+            if let Err(SendError::Budget | SendError::InflightFull) = self.explore_ping(n, now) {
                 return;
             }
         }

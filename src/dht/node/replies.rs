@@ -83,12 +83,7 @@ impl Node {
             Kind::HolderGetPeers { info_hash } => {
                 let peers = self.valid_peers(r);
                 if peers.is_empty() {
-                    let seeds: Vec<NodeInfo> = r
-                        .nodes
-                        .iter()
-                        .chain(r.nodes6.iter())
-                        .filter(|n| self.acceptable_node(n))
-                        .collect();
+                    let seeds = self.acceptable_nodes(r);
                     self.add_nodes_from(r, now);
                     self.start_lookup(info_hash, seeds, now);
                 } else {
@@ -98,12 +93,7 @@ impl Node {
             }
             Kind::LookupGetPeers { lookup } => {
                 let peers = self.valid_peers(r);
-                let nodes: Vec<NodeInfo> = r
-                    .nodes
-                    .iter()
-                    .chain(r.nodes6.iter())
-                    .filter(|n| self.acceptable_node(n))
-                    .collect();
+                let nodes = self.acceptable_nodes(r);
                 self.add_nodes_from(r, now);
                 if let Some(l) = self.lookups.get_mut(&lookup) {
                     l.on_reply(from, peers);
@@ -125,6 +115,15 @@ impl Node {
         v.sort_unstable();
         v.dedup();
         v
+    }
+
+    /// The nodes of both families in `r` that the table may take.
+    fn acceptable_nodes(&self, r: &Response<'_>) -> Vec<NodeInfo> {
+        r.nodes
+            .iter()
+            .chain(r.nodes6.iter())
+            .filter(|n| self.acceptable_node(n))
+            .collect()
     }
 
     pub(super) fn on_error(&mut self, p: Pending, now: Instant) {
