@@ -16,15 +16,27 @@
 //! the store writer inherits CPU 0; libtorrent runs under `taskset -c 0`),
 //! the generator on CPU 1. Loopback only.
 //!
-//! Two load shapes per server: closed loop (as fast as possible with at
-//! most `WINDOW` queries in flight: capacity without overload) and open
-//! loop (as fast as the generator can, no window: behaviour under
-//! overload, where the kernel drops what the server cannot take).
+//! Every figure that the goals name comes from an **open loop**: the
+//! generator offers a fixed rate whatever comes back (no window), as the
+//! real DHT does. Per server:
+//! * CPU per answer at 20k/s and at 100k/s offered (ordinary loads: the
+//!   server's CPU time over the answers it sent);
+//! * the most answers per second over a sweep of offered rates up to what
+//!   the generator can send (saturation: the kernel drops what the server
+//!   cannot take).
 //!
-//! Run: `CARGO_TARGET_DIR=/work/main/target-flood cargo bench --bench krpc_answer`
-//! Optional: `KRPC_BENCH_SECS=3` (seconds per case), `KRPC_BENCH_ROUNDS=2`,
-//! `KRPC_BENCH_SKIP_LT=1`, `KRPC_BENCH_ONLY=gen|raw|dht|lt` (one server,
-//! for profiling). Everything stops by itself.
+//! The closed loop (at most `WINDOW` queries in flight) is kept as a
+//! latency figure only: it measures window ÷ latency as much as capacity.
+//!
+//! The engine runs with the crawl command's defaults (receive coalescing
+//! included) and once more with coalescing off (`rx-coalesce-us = 0`), to
+//! show what the knob does.
+//!
+//! Run: `cargo bench --bench krpc_answer`
+//! Optional: `KRPC_BENCH_SECS=3` (seconds per case), `KRPC_BENCH_ROUNDS=1`,
+//! `KRPC_BENCH_SKIP_LT=1`, `KRPC_BENCH_ONLY=gen|raw|dht|dht0|lt` (one
+//! server, for profiling), `KRPC_BENCH_RATES=20000,100000` (the offered
+//! rates; 0 = as fast as the generator can). Everything stops by itself.
 
 #![allow(
     clippy::unwrap_used,
@@ -95,15 +107,18 @@ fn child_cpu(pid: u32) -> Duration {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Shape {
+    /// At most `WINDOW` in flight: a latency figure.
     Closed,
-    Open,
+    /// This many queries per second offered (0: as fast as the generator).
+    Open(u64),
 }
 
 impl Shape {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Shape::Closed => "closed",
-            Shape::Open => "open",
+            Shape::Closed => format!("closed, window {WINDOW}"),
+            Shape::Open(0) => "open, generator max".into(),
+            Shape::Open(r) => format!("open, {}k/s", r / 1000),
         }
     }
 }
@@ -111,8 +126,10 @@ impl Shape {
 fn flood_cfg(target: SocketAddr, shape: Shape, secs: f64) -> FloodConfig {
     let mut c = FloodConfig::new(target);
     c.sources = SOURCES;
-    c.rate = 0;
-    c.window = if shape == Shape::Closed { WINDOW } else { 0 };
+    (c.rate, c.window) = match shape {
+        Shape::Closed => (0, WINDOW),
+        Shape::Open(r) => (r, 0),
+    };
     c.duration = Duration::from_secs_f64(secs);
     c.mix = MIX.parse().unwrap();
     c.infohashes = INFOHASHES;
@@ -143,10 +160,10 @@ struct Case {
 
 fn generator_alone(secs: f64) -> Case {
     let sink = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    let report = run_flood(sink.local_addr().unwrap(), Shape::Open, secs);
+    let report = run_flood(sink.local_addr().unwrap(), Shape::Open(0), secs);
     Case {
         server: "none (sink never reads)",
-        shape: Shape::Open,
+        shape: Shape::Open(0),
         report,
         server_cpu: None,
     }
@@ -194,7 +211,7 @@ fn raw_echo(shape: Shape, secs: f64) -> Case {
 // ---------------------------------------------------------------------------
 // 2. DHT-Hunter, one shard.
 
-fn dht_hunter(shape: Shape, secs: f64) -> Case {
+fn dht_hunter(shape: Shape, secs: f64, coalesce_off: bool) -> Case {
     let dir = std::env::temp_dir().join(format!(
         "dh-krpc-bench-{}-{:x}",
         std::process::id(),
@@ -214,6 +231,7 @@ fn dht_hunter(shape: Shape, secs: f64) -> Case {
         db: Some(db.clone()),
         max_pps: Some(10_000_000),
         per_ip_pps: Some(10_000_000),
+        rx_coalesce_us: coalesce_off.then_some(0),
         ..FileConfig::default()
     })
     .unwrap();
@@ -238,7 +256,11 @@ fn dht_hunter(shape: Shape, secs: f64) -> Case {
     store.close().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     Case {
-        server: "DHT-Hunter engine, 1 shard",
+        server: if coalesce_off {
+            "DHT-Hunter engine, 1 shard, coalescing off"
+        } else {
+            "DHT-Hunter engine, 1 shard"
+        },
         shape,
         report,
         server_cpu: Some(cpu),
@@ -348,8 +370,12 @@ fn row(c: &Case) {
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let secs = env_f64("KRPC_BENCH_SECS", 3.0).clamp(0.5, 30.0);
-    let rounds = env_f64("KRPC_BENCH_ROUNDS", 2.0).clamp(1.0, 10.0) as usize;
+    let rounds = env_f64("KRPC_BENCH_ROUNDS", 1.0).clamp(1.0, 10.0) as usize;
     let skip_lt = std::env::var_os("KRPC_BENCH_SKIP_LT").is_some();
+    let rates: Vec<u64> = std::env::var("KRPC_BENCH_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![20_000, 100_000, 150_000, 200_000, 250_000, 300_000, 0]);
     println!("# krpc_answer bench");
     println!(
         "machine: nproc={} kernel={} cpu={}",
@@ -359,27 +385,32 @@ fn main() {
     );
     println!(
         "server CPU {SERVER_CPU}, generator CPU {GEN_CPU}; {SOURCES} sources on 127.1.0.x; \
-         mix {MIX}; {INFOHASHES} distinct info_hashes; closed loop window {WINDOW}; \
-         {secs:.1} s per case, {rounds} rounds"
+         mix {MIX}; {INFOHASHES} distinct info_hashes; offered rates {rates:?} (0 = generator \
+         max); closed loop window {WINDOW}; {secs:.1} s per case, {rounds} rounds"
     );
     println!("loadavg at start: {}", sh("cat /proc/loadavg"));
     println!();
 
-    // KRPC_BENCH_ONLY=gen|raw|dht|lt runs one server (for profiling).
+    // KRPC_BENCH_ONLY=gen|raw|dht|dht0|lt runs one server (for profiling).
     let only = std::env::var("KRPC_BENCH_ONLY").unwrap_or_default();
     let want = |name: &str| only.is_empty() || only == name;
     let mut cases = Vec::new();
     if want("gen") {
         cases.push(generator_alone(secs));
     }
+    let mut shapes: Vec<Shape> = rates.iter().map(|&r| Shape::Open(r)).collect();
+    shapes.push(Shape::Closed);
     // Interleave servers so drift on a shared machine hits all of them.
     for _ in 0..rounds {
-        for shape in [Shape::Closed, Shape::Open] {
+        for &shape in &shapes {
             if want("raw") {
                 cases.push(raw_echo(shape, secs));
             }
             if want("dht") {
-                cases.push(dht_hunter(shape, secs));
+                cases.push(dht_hunter(shape, secs, false));
+            }
+            if want("dht0") {
+                cases.push(dht_hunter(shape, secs, true));
             }
             if want("lt") && !skip_lt {
                 match libtorrent(shape, secs) {
@@ -397,26 +428,79 @@ fn main() {
         row(c);
     }
     println!();
-    let best = |name: &str, shape: Shape| {
+    let servers = [
+        ("raw", "raw echo"),
+        ("DHT-Hunter engine, 1 shard", "DHT-Hunter"),
+        (
+            "DHT-Hunter engine, 1 shard, coalescing off",
+            "DHT-Hunter, coalescing off",
+        ),
+        ("libtorrent", "libtorrent"),
+    ];
+    let is = |c: &Case, name: &str| {
+        if name == "DHT-Hunter engine, 1 shard" {
+            c.server == name
+        } else {
+            c.server.starts_with(name)
+        }
+    };
+    // Saturation: the most answers/s over every open-loop offered rate.
+    let max_open = |name: &str| {
         cases
             .iter()
-            .filter(|c| c.server.starts_with(name) && c.shape == shape)
+            .filter(|c| is(c, name) && matches!(c.shape, Shape::Open(_)))
             .map(|c| c.report.answers_per_sec)
             .fold(0.0, f64::max)
     };
-    for shape in [Shape::Closed, Shape::Open] {
-        let raw = best("raw", shape);
-        let dh = best("DHT-Hunter", shape);
-        let lt = best("libtorrent", shape);
+    // CPU per answer at one offered rate (mean over rounds), microseconds.
+    let cpu_at = |name: &str, rate: u64| {
+        let v: Vec<f64> = cases
+            .iter()
+            .filter(|c| is(c, name) && c.shape == Shape::Open(rate))
+            .filter_map(|c| {
+                c.server_cpu
+                    .map(|d| d.as_secs_f64() * 1e6 / c.report.answered.max(1) as f64)
+            })
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    println!("## Open loop summary (per shard / server on one core)");
+    println!();
+    println!("| server | max answered/s | CPU us/answer at 20k/s | CPU us/answer at 100k/s |");
+    println!("|---|---|---|---|");
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    for (name, label) in servers {
         println!(
-            "{} loop, best of rounds: raw {:.0}/s, DHT-Hunter {:.0}/s, libtorrent {:.0}/s; \
-             DHT-Hunter/libtorrent = {:.2}x (target >= 2), DHT-Hunter/raw = {:.2}x (target >= 0.9)",
-            shape.name(),
-            raw,
-            dh,
-            lt,
-            if lt > 0.0 { dh / lt } else { f64::NAN },
-            dh / raw.max(1.0)
+            "| {label} | {:.0} | {} | {} |",
+            max_open(name),
+            fmt(cpu_at(name, 20_000)),
+            fmt(cpu_at(name, 100_000))
+        );
+    }
+    println!();
+    let (raw, dh, lt) = (
+        max_open("raw"),
+        max_open("DHT-Hunter engine, 1 shard"),
+        max_open("libtorrent"),
+    );
+    println!(
+        "saturation: DHT-Hunter/raw = {:.2}x (goal >= 0.9), DHT-Hunter/libtorrent = {:.2}x (goal >= 2)",
+        dh / raw.max(1.0),
+        if lt > 0.0 { dh / lt } else { f64::NAN }
+    );
+    for rate in [20_000, 100_000] {
+        let r = cpu_at("raw", rate);
+        let d = cpu_at("DHT-Hunter engine, 1 shard", rate);
+        let l = cpu_at("libtorrent", rate);
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "CPU per answer at {}k/s: DHT-Hunter/raw = {} (goal <= 1.2), DHT-Hunter/libtorrent = {} (goal < 1)",
+            rate / 1000,
+            ratio(d, r),
+            ratio(d, l)
         );
     }
     println!("loadavg at end: {}", sh("cat /proc/loadavg"));

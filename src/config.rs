@@ -33,6 +33,8 @@ pub mod defaults {
     pub const KEYSPACE: &str = "0/1";
     /// `--udp-rcvbuf` and `--udp-sndbuf`, bytes.
     pub const UDP_BUFFER: usize = 8 << 20;
+    /// `--rx-coalesce-us`, microseconds.
+    pub const RX_COALESCE_US: u64 = 200;
 }
 
 pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
@@ -135,6 +137,8 @@ pub struct FileConfig {
     pub udp_rcvbuf: Option<usize>,
     /// `udp-sndbuf = 8388608`.
     pub udp_sndbuf: Option<usize>,
+    /// `rx-coalesce-us = 200`.
+    pub rx_coalesce_us: Option<u64>,
 }
 
 impl FileConfig {
@@ -218,6 +222,7 @@ impl FileConfig {
             keyspace: self.keyspace.or(lower.keyspace),
             udp_rcvbuf: self.udp_rcvbuf.or(lower.udp_rcvbuf),
             udp_sndbuf: self.udp_sndbuf.or(lower.udp_sndbuf),
+            rx_coalesce_us: self.rx_coalesce_us.or(lower.rx_coalesce_us),
         }
     }
 }
@@ -272,6 +277,8 @@ pub struct CrawlConfig {
     pub udp_rcvbuf: usize,
     /// SO_SNDBUF per shard socket.
     pub udp_sndbuf: usize,
+    /// Receive coalescing window under dense traffic (zero: off).
+    pub rx_coalesce: Duration,
 }
 
 /// The environment variable a store URL may come from (below the flags,
@@ -426,6 +433,13 @@ impl CrawlConfig {
                 message: format!("{max_metadata_size} is outside 1..=1 GiB"),
             });
         }
+        let rx_coalesce_us = c.rx_coalesce_us.unwrap_or(defaults::RX_COALESCE_US);
+        if rx_coalesce_us > 10_000 {
+            return Err(ConfigError::Invalid {
+                key: "rx-coalesce-us",
+                message: format!("{rx_coalesce_us} µs is outside 0..=10000"),
+            });
+        }
         let keyspace_spec = c.keyspace.unwrap_or_else(|| defaults::KEYSPACE.to_string());
         let keyspace = Slice::parse_spec(&keyspace_spec).map_err(|e| ConfigError::Invalid {
             key: "keyspace",
@@ -457,6 +471,7 @@ impl CrawlConfig {
             keyspace_spec,
             udp_rcvbuf: c.udp_rcvbuf.unwrap_or(defaults::UDP_BUFFER),
             udp_sndbuf: c.udp_sndbuf.unwrap_or(defaults::UDP_BUFFER),
+            rx_coalesce: Duration::from_micros(rx_coalesce_us),
         })
     }
 }

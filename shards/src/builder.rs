@@ -162,6 +162,13 @@ impl ShardsBuilder {
         self
     }
 
+    /// Receive coalescing window (default zero: off; see
+    /// [`crate::udp::UdpOptions::rx_coalesce`]).
+    pub fn udp_rx_coalesce(mut self, d: Duration) -> Self {
+        self.udp.rx_coalesce = d;
+        self
+    }
+
     /// Datagrams per `sendmmsg` for `queue_send` (default 64, max 1024).
     pub fn udp_batch(mut self, n: usize) -> Self {
         self.udp_batch = n;

@@ -82,6 +82,7 @@
 //! | `udp_buffers(rcv, snd)` | system | bigger absorbs bursts, costs memory per shard |
 //! | `udp_batch(n)` | 64 | datagrams per `sendmmsg` in `queue_send` (max 1024) |
 //! | `udp_send_wait(d)` | 100 ms | how long `send_batch` waits on a full buffer before dropping |
+//! | `udp_rx_coalesce(d)` | off | while datagrams come closer than `d`, wait `d` after an emptied queue and take the lot in one `recvmmsg`: fewer wake-ups, up to `d` more latency |
 //! | `mesh_capacity(n)` | 1024 | slots per directed channel; below ~1024 producers park often |
 //! | `mesh_batch(n)` | 64 | messages per batch in `Mesh::queue_to` |
 //! | `tcp(TcpOptions)` | 5 s connect, 10 s read/write, 256/shard, 2/IP | caps hold before `socket(2)` |

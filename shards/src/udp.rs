@@ -132,6 +132,12 @@ pub struct UdpOptions {
     /// How long [`UdpSocket::send_batch`] waits for room in a full send
     /// buffer before dropping the rest of the batch.
     pub send_wait: Duration,
+    /// Receive coalescing window (zero: off). While datagrams arrive
+    /// closer together than this, [`UdpSocket::recv_batch`] waits this
+    /// long after a batch that emptied the queue and takes what arrived
+    /// meanwhile in one `recvmmsg`, instead of waking once per datagram.
+    /// Adds up to this much latency, only under load.
+    pub rx_coalesce: Duration,
 }
 
 impl Default for UdpOptions {
@@ -140,6 +146,7 @@ impl Default for UdpOptions {
             recv_buffer: None,
             send_buffer: None,
             send_wait: Duration::from_millis(100),
+            rx_coalesce: Duration::ZERO,
         }
     }
 }
@@ -701,6 +708,11 @@ pub struct UdpSocket {
     send_buffer: usize,
     send_wait: Duration,
     maybe_more: Cell<bool>,
+    rx_coalesce: Duration,
+    /// The traffic is dense (the last wake came within `rx_coalesce` of the
+    /// one before): coalesce.
+    dense: Cell<bool>,
+    last_wake: Cell<Option<std::time::Instant>>,
     mmsg: RefCell<Mmsg>,
     outbox: RefCell<SendBatch>,
     batch_size: usize,
@@ -737,6 +749,9 @@ impl UdpSocket {
             send_buffer,
             send_wait: opts.send_wait,
             maybe_more: Cell::new(true),
+            rx_coalesce: opts.rx_coalesce,
+            dense: Cell::new(false),
+            last_wake: Cell::new(None),
             mmsg: RefCell::new(Mmsg::new()),
             outbox: RefCell::new(SendBatch::new(batch)),
             batch_size: batch,
@@ -803,6 +818,26 @@ impl UdpSocket {
     /// `batch.capacity()` with one `recvmmsg`. Returns how many (≥ 1).
     pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.len = 0;
+        if self.dense.get() && !self.maybe_more.get() {
+            // Dense traffic and an empty queue: let a window's worth arrive,
+            // then take it in one call (one wake-up for the lot).
+            crate::timers::sleep(self.rx_coalesce).await;
+            match self.recvmmsg_now(batch) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.maybe_more.set(n == batch.capacity());
+                    return Ok(n);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            // Quiet again: the next datagram wakes us at once.
+            self.dense.set(false);
+        }
         loop {
             if !self.maybe_more.get() {
                 let mut probe = [0u8; 1];
@@ -810,6 +845,13 @@ impl UdpSocket {
                     .peek_from(&mut probe)
                     .await
                     .map_err(io::Error::from)?;
+                if !self.rx_coalesce.is_zero() {
+                    let now = std::time::Instant::now();
+                    let last = self.last_wake.replace(Some(now));
+                    self.dense.set(
+                        last.is_some_and(|t| now.saturating_duration_since(t) <= self.rx_coalesce),
+                    );
+                }
             }
             match self.recvmmsg_now(batch) {
                 Ok(0) => self.maybe_more.set(false),

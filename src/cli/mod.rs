@@ -222,6 +222,9 @@ pub struct CrawlArgs {
     /// SO_SNDBUF per shard socket, bytes.
     #[arg(long, help = with_default("SO_SNDBUF per shard socket, bytes", D::UDP_BUFFER))]
     pub udp_sndbuf: Option<usize>,
+    /// Receive coalescing window, µs (0: off).
+    #[arg(long, help = with_default("Receive coalescing window under dense traffic, µs (0: off)", D::RX_COALESCE_US))]
+    pub rx_coalesce_us: Option<u64>,
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
     pub status: StatusMode,
@@ -255,6 +258,7 @@ impl CrawlArgs {
             keyspace: self.keyspace.clone(),
             udp_rcvbuf: self.udp_rcvbuf,
             udp_sndbuf: self.udp_sndbuf,
+            rx_coalesce_us: self.rx_coalesce_us,
         }
     }
 

@@ -183,6 +183,7 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         IdentityMode::Spread => builder.udp_bind_spread(binds.clone()),
     }
     .udp_buffers(Some(cfg.udp_rcvbuf), Some(cfg.udp_sndbuf))
+    .udp_rx_coalesce(cfg.rx_coalesce)
     .tcp(TcpOptions {
         connect_timeout: cfg.fetch_timeout.min(Duration::from_secs(10)),
         read_timeout: None,
