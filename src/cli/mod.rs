@@ -707,6 +707,9 @@ mod tests {
             file_count: 2,
             source: crate::store::Source::Sample,
             fetched_at: std::time::UNIX_EPOCH,
+            seeders: None,
+            leechers: None,
+            scraped_at: None,
         };
         let line = hit_line(&hit);
         assert!(!line.chars().any(char::is_control), "{line:?}");

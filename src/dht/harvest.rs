@@ -78,6 +78,10 @@ pub struct HarvestConfig {
     pub stored_capacity: usize,
     /// Given-up infohashes remembered (ignored unless they bring a peer).
     pub given_up_capacity: usize,
+    /// Nodes remembered per infohash as having answered with `values`,
+    /// and asked for a BEP 33 scrape once its torrent is stored (0: no
+    /// scrapes).
+    pub scrape_nodes: usize,
 }
 
 impl Default for HarvestConfig {
@@ -91,6 +95,7 @@ impl Default for HarvestConfig {
             max_searches: 3,
             stored_capacity: 16_000_000,
             given_up_capacity: 1_000_000,
+            scrape_nodes: 4,
         }
     }
 }
@@ -158,6 +163,9 @@ struct Entry {
     searches: u8,
     /// Ever had a peer or a holder (not only someone's get_peers).
     vouched: bool,
+    /// Nodes that answered with `values` (at most `scrape_nodes`): asked
+    /// for a BEP 33 scrape when the torrent is stored.
+    value_nodes: Vec<NodeInfo>,
 }
 
 impl Entry {
@@ -269,8 +277,15 @@ pub struct Harvester {
     fetching: usize,
     waiting: usize,
     gave_up: Vec<Id>,
+    /// Stored infohashes with the nodes to scrape them from.
+    to_scrape: VecDeque<(Id, Vec<NodeInfo>)>,
     stats: HarvestStats,
 }
+
+/// Stored torrents waiting for their scrape to be sent, at most (the node
+/// takes them at once unless its scrape table is full; past this the
+/// oldest wait is dropped, the torrent stays unscraped).
+const MAX_SCRAPE_QUEUE: usize = 4096;
 
 fn count(c: &mut u64) {
     *c = c.saturating_add(1);
@@ -292,6 +307,7 @@ impl Harvester {
             fetching: 0,
             waiting: 0,
             gave_up: Vec::new(),
+            to_scrape: VecDeque::new(),
             stats: HarvestStats::default(),
         }
     }
@@ -375,6 +391,22 @@ impl Harvester {
         }
     }
 
+    /// `node` answered a get_peers for `ih` with `values`: it stores
+    /// peers, so it is one to scrape once the torrent is stored.
+    pub fn note_value_node(&mut self, ih: &Id, node: NodeInfo) {
+        let cap = self.cfg.scrape_nodes;
+        if let Some(e) = self.entries.get_mut(ih) {
+            if e.value_nodes.len() < cap && !e.value_nodes.iter().any(|n| n.addr == node.addr) {
+                e.value_nodes.push(node);
+            }
+        }
+    }
+
+    /// A stored torrent and the nodes to ask for its BEP 33 scrape.
+    pub fn poll_scrape(&mut self) -> Option<(Id, Vec<NodeInfo>)> {
+        self.to_scrape.pop_front()
+    }
+
     /// Infohashes given up since the last call (the store forgets them).
     pub fn poll_given_up(&mut self) -> Option<Id> {
         self.gave_up.pop()
@@ -447,6 +479,7 @@ impl Harvester {
             fetch_tries: 0,
             searches: 0,
             vouched,
+            value_nodes: Vec::new(),
         };
         e.merge(peers);
         let phase = if e.peers.is_empty() {
@@ -622,7 +655,14 @@ impl Harvester {
         }
         match outcome {
             FetchOutcome::Stored => {
-                self.remove(ih);
+                if let Some(e) = self.remove(ih) {
+                    if !e.value_nodes.is_empty() {
+                        if self.to_scrape.len() >= MAX_SCRAPE_QUEUE {
+                            self.to_scrape.pop_front();
+                        }
+                        self.to_scrape.push_back((*ih, e.value_nodes));
+                    }
+                }
                 self.stored.insert(ih);
                 count(&mut self.stats.stored);
             }
@@ -732,6 +772,7 @@ mod tests {
                 max_searches: 2,
                 stored_capacity: 1000,
                 given_up_capacity: 1000,
+                scrape_nodes: 2,
             },
             (1, 2),
         )

@@ -667,6 +667,18 @@ impl Shard {
                     Action::MorePeers { info_hash, peers } => {
                         self.pool.add_peers(info_hash, &peers)
                     }
+                    Action::Scraped {
+                        info_hash,
+                        seeders,
+                        leechers,
+                    } => {
+                        if let Err(e) =
+                            self.store
+                                .scraped(info_hash.0, seeders, leechers, SystemTime::now())
+                        {
+                            log::debug!("store: scrape of {info_hash} not recorded: {e}");
+                        }
+                    }
                     Action::Rekeyed { identity, id, .. } => {
                         let (dir, binds) = &self.ids_file;
                         if let Some(bind) = binds.get(usize::from(identity)) {

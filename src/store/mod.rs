@@ -72,7 +72,7 @@ use serde::{Deserialize, Serialize};
 use crate::metainfo::{check_component, Torrent, TorrentFile, TorrentName};
 
 /// Newest schema version this build knows (both back ends).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +180,23 @@ pub struct SearchHit {
     pub source: Source,
     /// When the metadata arrived.
     pub fetched_at: SystemTime,
+    /// Estimated seeders (BEP 33 scrape); `None` until scraped.
+    pub seeders: Option<u32>,
+    /// Estimated leechers (BEP 33 scrape); `None` until scraped.
+    pub leechers: Option<u32>,
+    /// When the estimate was made.
+    pub scraped_at: Option<SystemTime>,
+}
+
+/// A BEP 33 estimate of a torrent's swarm, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeCounts {
+    /// Estimated seeders.
+    pub seeders: u32,
+    /// Estimated leechers.
+    pub leechers: u32,
+    /// When it was made (stored with one-second precision).
+    pub at: SystemTime,
 }
 
 /// An infohash seen but not yet fetched.
@@ -444,6 +461,14 @@ enum Op {
     Forget {
         infohash: [u8; 20],
     },
+    /// A BEP 33 estimate for a stored torrent: an UPDATE of its row (a
+    /// newer estimate wins; an infohash not stored matches no row).
+    Scraped {
+        infohash: [u8; 20],
+        seeders: u32,
+        leechers: u32,
+        at: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -462,6 +487,9 @@ struct ExportRow {
     discovered_at: i64,
     fetched_at: i64,
     source: Source,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+    scraped_at: Option<i64>,
 }
 
 type ExportSink<'a> = dyn FnMut(ExportRow) -> Result<(), StoreError> + 'a;
@@ -667,6 +695,29 @@ impl StoreWriter {
             .fetch_add(1, Ordering::Relaxed);
         metrics::counter!("dht_hunter_store_producer_waits_total", "backend" => self.shared.backend)
             .increment(1);
+    }
+
+    /// Records a BEP 33 estimate for a stored torrent (an UPDATE of its
+    /// row; a newer estimate replaces an older one, an infohash not stored
+    /// is ignored). A hint like [`StoreWriter::discovered`]: never blocks,
+    /// refused with [`StoreError::QueueFull`] when the queue is past half
+    /// full (the estimate is lost, the torrent is not).
+    pub fn scraped(
+        &self,
+        infohash: [u8; 20],
+        seeders: u32,
+        leechers: u32,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.shared.send_hint(
+            Op::Scraped {
+                infohash,
+                seeders,
+                leechers,
+                at: unix_secs(at),
+            },
+            "scraped",
+        )
     }
 
     /// Removes `infohash` from `pending`: the crawler gave up on it, so a
@@ -883,6 +934,9 @@ impl Store {
                     discovered_at: rfc3339::format(row.discovered_at),
                     fetched_at: rfc3339::format(row.fetched_at),
                     source: row.source.as_str().to_owned(),
+                    seeders: row.seeders,
+                    leechers: row.leechers,
+                    scraped_at: row.scraped_at.map(rfc3339::format),
                 };
                 serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
@@ -914,13 +968,23 @@ impl Store {
                 continue;
             }
             match parse_json_line(&line) {
-                Ok(rec) => {
+                Ok((rec, scrape)) => {
+                    let infohash = rec.infohash;
                     batch.push(Op::Fetched(Box::new(rec)));
                     lines.push(line_no);
+                    if let Some(c) = scrape {
+                        batch.push(Op::Scraped {
+                            infohash,
+                            seeders: c.seeders,
+                            leechers: c.leechers,
+                            at: unix_secs(c.at),
+                        });
+                        lines.push(line_no);
+                    }
                 }
                 Err(msg) => report.errors.push((line_no, msg)),
             }
-            if batch.len() == BATCH {
+            if batch.len() >= BATCH {
                 self.import_batch(&mut batch, &mut lines, &mut report)?;
             }
         }
@@ -941,6 +1005,10 @@ impl Store {
             return Ok(());
         }
         let mut rejected = 0u64;
+        let torrents = batch
+            .iter()
+            .filter(|op| matches!(op, Op::Fetched(_)))
+            .count() as u64;
         let new = self.with_read(|b| {
             writer::write_resilient(
                 batch,
@@ -966,7 +1034,7 @@ impl Store {
             )
         })?;
         report.imported += new;
-        report.duplicates += batch.len() as u64 - new - rejected;
+        report.duplicates += torrents.saturating_sub(new + rejected);
         batch.clear();
         lines.clear();
         Ok(())
@@ -1173,7 +1241,7 @@ fn dedup_fetched(ops: &[Op]) -> (Vec<&Op>, HashSet<[u8; 20]>) {
         .iter()
         .filter(|op| match op {
             Op::Fetched(r) => seen.insert(r.infohash),
-            Op::Discovered { .. } | Op::Forget { .. } => true,
+            Op::Discovered { .. } | Op::Forget { .. } | Op::Scraped { .. } => true,
         })
         .collect();
     (kept, seen)
@@ -1188,6 +1256,12 @@ struct JsonRecord {
     discovered_at: String,
     fetched_at: String,
     source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seeders: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leechers: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scraped_at: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1205,11 +1279,19 @@ struct JsonRecordIn {
     discovered_at: String,
     fetched_at: String,
     source: String,
+    #[serde(default)]
+    seeders: Option<u32>,
+    #[serde(default)]
+    leechers: Option<u32>,
+    #[serde(default)]
+    scraped_at: Option<String>,
 }
 
-/// Validates one JSONL line into a record. The JSONL format does not carry
-/// piece length or the private flag; imported torrents get 0 and false.
-fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
+/// Validates one JSONL line into a record and its BEP 33 estimate, if it
+/// has one (`seeders`, `leechers` and `scraped_at` all three, or none).
+/// The JSONL format does not carry piece length or the private flag;
+/// imported torrents get 0 and false.
+fn parse_json_line(line: &[u8]) -> Result<(TorrentRecord, Option<ScrapeCounts>), String> {
     let r: JsonRecordIn = serde_json::from_slice(line).map_err(|e| format!("bad JSON: {e}"))?;
     let infohash = r
         .infohash
@@ -1223,6 +1305,15 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
         .source
         .parse()
         .map_err(|e: crate::source::UnknownSource| e.to_string())?;
+    let scrape = match (r.seeders, r.leechers, &r.scraped_at) {
+        (None, None, None) => None,
+        (Some(seeders), Some(leechers), Some(at)) => Some(ScrapeCounts {
+            seeders,
+            leechers,
+            at: from_unix_secs(rfc3339::parse(at).map_err(|e| format!("scraped_at: {e}"))?),
+        }),
+        _ => return Err("seeders, leechers and scraped_at go together".into()),
+    };
     if r.files.is_empty() {
         return Err("files is empty".into());
     }
@@ -1248,19 +1339,22 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
             r.size
         ));
     }
-    Ok(TorrentRecord {
-        infohash,
-        torrent: Torrent {
-            name,
-            total_size: r.size,
-            piece_length: 0,
-            private: false,
-            files,
+    Ok((
+        TorrentRecord {
+            infohash,
+            torrent: Torrent {
+                name,
+                total_size: r.size,
+                piece_length: 0,
+                private: false,
+                files,
+            },
+            source,
+            discovered_at: from_unix_secs(discovered_at),
+            fetched_at: from_unix_secs(fetched_at),
         },
-        source,
-        discovered_at: from_unix_secs(discovered_at),
-        fetched_at: from_unix_secs(fetched_at),
-    })
+        scrape,
+    ))
 }
 
 #[cfg(test)]

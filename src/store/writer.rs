@@ -194,6 +194,9 @@ fn describe(op: &Op) -> String {
             format!("discovery of {}", crate::id::Id(*infohash).to_hex())
         }
         Op::Forget { infohash } => format!("forget of {}", crate::id::Id(*infohash).to_hex()),
+        Op::Scraped { infohash, .. } => {
+            format!("scrape of {}", crate::id::Id(*infohash).to_hex())
+        }
     }
 }
 

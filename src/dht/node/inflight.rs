@@ -12,13 +12,24 @@ pub(super) enum Kind {
     Ping,
     FindNode,
     Sample,
-    HolderGetPeers { info_hash: Id },
-    LookupGetPeers { lookup: u32 },
+    HolderGetPeers {
+        info_hash: Id,
+    },
+    LookupGetPeers {
+        lookup: u32,
+    },
+    /// A BEP 33 scrape of a stored torrent.
+    Scrape {
+        info_hash: Id,
+    },
 }
 
 impl Kind {
     pub(super) fn explore(self) -> bool {
-        matches!(self, Kind::Ping | Kind::FindNode | Kind::Sample)
+        matches!(
+            self,
+            Kind::Ping | Kind::FindNode | Kind::Sample | Kind::Scrape { .. }
+        )
     }
 }
 

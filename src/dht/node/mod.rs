@@ -43,6 +43,7 @@ use crate::keyspace::Slice;
 use crate::krpc::message::{
     encode_error, encode_query, encode_response, ErrorCode, Header, Response, ResponseBody,
 };
+use crate::krpc::scrape::ScrapeBloom;
 use crate::krpc::tid::Tid;
 use crate::krpc::token::TokenSecrets;
 use crate::krpc::{decode, Body, KrpcError, Message, Method, NodeInfo, Query, Want};
@@ -108,6 +109,18 @@ enum Answered {
     Other,
 }
 
+/// A scrape in flight: the filters merged so far.
+#[derive(Debug)]
+struct ScrapeJob {
+    seeds: ScrapeBloom,
+    peers: ScrapeBloom,
+    outstanding: u8,
+    answered: u8,
+}
+
+/// Scrapes in flight at most (each up to `scrape_nodes` queries).
+const MAX_SCRAPES: usize = 1024;
+
 #[derive(Debug, Clone, Copy)]
 struct ExploitJob {
     info_hash: Id,
@@ -139,6 +152,7 @@ pub struct Node {
     lookups: HashMap<u32, Lookup>,
     lookup_queue: VecDeque<(Id, Vec<NodeInfo>)>,
     next_lookup: u32,
+    scrapes: HashMap<Id, ScrapeJob>,
     verify: VecDeque<Id>,
     reping: VecDeque<NodeInfo>,
     transmits: VecDeque<Transmit>,
@@ -256,6 +270,7 @@ impl Node {
             lookups: HashMap::new(),
             lookup_queue: VecDeque::new(),
             next_lookup: 0,
+            scrapes: HashMap::new(),
             verify: VecDeque::new(),
             reping: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -508,13 +523,14 @@ impl Node {
         self.flush_exploit(now);
     }
 
-    /// Stores `peer` for `ih` as if it had announced (and offers `ih` to
-    /// the BEP 51 sample pool). For simulations that build a swarm directly.
-    pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, now: Instant) {
+    /// Stores `peer` for `ih` as if it had announced, as a seed or not
+    /// (BEP 33), and offers `ih` to the BEP 51 sample pool. For
+    /// simulations that build a swarm directly.
+    pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, seed: bool, now: Instant) {
         // Offered once per torrent, as for a real announce: a pool holding
         // an infohash once per peer would sample fewer distinct torrents.
         let new_torrent = !self.store.contains(&ih);
-        if self.store.announce(ih, peer, now) && new_torrent {
+        if self.store.announce(ih, peer, seed, now) && new_torrent {
             self.pool.offer(ih, &mut self.rng);
         }
     }
@@ -775,10 +791,12 @@ impl Node {
                     self.add_nodes_from(r, now);
                     self.start_lookup(info_hash, seeds, now);
                 } else {
+                    self.harvest.note_value_node(&info_hash, holder);
                     self.finish(info_hash, peers, now);
                     self.drive_harvest(now);
                 }
             }
+            Kind::Scrape { info_hash } => self.on_scrape_reply(info_hash, r, now),
             Kind::LookupGetPeers { lookup } => {
                 let peers = self.valid_peers(r);
                 let nodes: Vec<NodeInfo> = r
@@ -789,6 +807,9 @@ impl Node {
                     .collect();
                 self.add_nodes_from(r, now);
                 if let Some(l) = self.lookups.get_mut(&lookup) {
+                    if !peers.is_empty() {
+                        self.harvest.note_value_node(&l.target, holder);
+                    }
                     l.on_reply(from, peers);
                     for n in nodes {
                         l.add(n);
@@ -847,6 +868,7 @@ impl Node {
                     self.step_lookup(lookup, now);
                 }
             }
+            Kind::Scrape { info_hash } => self.scrape_done(info_hash, false),
         }
     }
 
