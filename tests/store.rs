@@ -236,6 +236,7 @@ both_backends!(
     stats,
     poisoned_batch,
     huge_search_vector,
+    scrapes_update_stored_rows,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -720,6 +721,56 @@ fn export_import_identical(db: &TestDb) {
             }
         }
     }
+}
+
+/// BEP 33 estimates: an UPDATE of the stored row (the newer estimate
+/// wins, an infohash not stored is ignored), read back by search, carried
+/// by export and import.
+fn scrapes_update_stored_rows(db: &TestDb) {
+    let store = db.open();
+    let w = store.writer();
+    for i in 1..=3 {
+        w.fetched(simple(i, &format!("scraped{i} thing"))).unwrap();
+    }
+    w.scraped(ih(1), 5, 2, at(T0 + 100)).unwrap();
+    w.scraped(ih(1), 9, 9, at(T0 + 50)).unwrap(); // older: ignored
+    w.scraped(ih(3), 0, 7, at(T0 + 10)).unwrap();
+    w.scraped(ih(3), 1, 8, at(T0 + 20)).unwrap(); // newer: replaces
+    w.scraped(ih(99), 4, 4, at(T0)).unwrap(); // not stored: no row
+    store.flush().unwrap();
+    let hits = store.search("thing", 10).unwrap();
+    let get = |i: u32| hits.iter().find(|h| h.infohash == ih(i)).unwrap();
+    assert_eq!(
+        (get(1).seeders, get(1).leechers, get(1).scraped_at),
+        (Some(5), Some(2), Some(at(T0 + 100)))
+    );
+    assert_eq!((get(2).seeders, get(2).leechers, get(2).scraped_at), (None, None, None));
+    assert_eq!((get(3).seeders, get(3).leechers), (Some(1), Some(8)));
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 3);
+
+    let (n, first) = export(&store);
+    assert_eq!(n, 3);
+    let text = String::from_utf8(first.clone()).unwrap();
+    let line1 = text.lines().find(|l| l.contains(&hex(&ih(1)))).unwrap();
+    assert!(
+        line1.contains(r#""seeders":5,"leechers":2,"scraped_at":"2026-11-26T15:05:45Z""#),
+        "{line1}"
+    );
+    let line2 = text.lines().find(|l| l.contains(&hex(&ih(2)))).unwrap();
+    assert!(!line2.contains("seeders"), "{line2}");
+    store.close().unwrap();
+
+    let copy = db.sibling("scrape_copy").open();
+    let report = copy.import_jsonl(&mut BufReader::new(&first[..])).unwrap();
+    assert_eq!((report.imported, report.duplicates), (3, 0), "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(String::from_utf8(export(&copy).1).unwrap(), text);
+    // A line with a partial estimate is refused, with its line number.
+    let bad = text.replacen(r#","leechers":2"#, "", 1);
+    let report = copy.import_jsonl(&mut BufReader::new(bad.as_bytes())).unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(report.errors[0].1.contains("go together"), "{report:?}");
+    copy.close().unwrap();
 }
 
 fn import_reports_bad_lines(db: &TestDb) {

@@ -434,8 +434,8 @@ impl Backend for PgBackend {
             Vec::new(),
         );
         let mut g_ih = Vec::<&[u8]>::new();
-        // Scrapes: the last one per infohash (one UPDATE may not touch a
-        // row twice).
+        // Scrapes: the newest one per infohash (one UPDATE may not touch a
+        // row twice; the newest wins, as across batches).
         let mut scrapes: std::collections::HashMap<[u8; 20], (i32, i32, i64)> =
             std::collections::HashMap::new();
         for op in ops {
@@ -459,7 +459,11 @@ impl Backend for PgBackend {
                     at,
                 } => {
                     let clamp = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-                    scrapes.insert(*infohash, (clamp(*seeders), clamp(*leechers), *at));
+                    let new = (clamp(*seeders), clamp(*leechers), *at);
+                    let slot = scrapes.entry(*infohash).or_insert(new);
+                    if slot.2 <= *at {
+                        *slot = new;
+                    }
                 }
                 Op::Fetched(r) => {
                     let t = &r.torrent;
