@@ -744,7 +744,10 @@ fn scrapes_update_stored_rows(db: &TestDb) {
         (get(1).seeders, get(1).leechers, get(1).scraped_at),
         (Some(5), Some(2), Some(at(T0 + 100)))
     );
-    assert_eq!((get(2).seeders, get(2).leechers, get(2).scraped_at), (None, None, None));
+    assert_eq!(
+        (get(2).seeders, get(2).leechers, get(2).scraped_at),
+        (None, None, None)
+    );
     assert_eq!((get(3).seeders, get(3).leechers), (Some(1), Some(8)));
     assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 3);
 
@@ -767,7 +770,9 @@ fn scrapes_update_stored_rows(db: &TestDb) {
     assert_eq!(String::from_utf8(export(&copy).1).unwrap(), text);
     // A line with a partial estimate is refused, with its line number.
     let bad = text.replacen(r#","leechers":2"#, "", 1);
-    let report = copy.import_jsonl(&mut BufReader::new(bad.as_bytes())).unwrap();
+    let report = copy
+        .import_jsonl(&mut BufReader::new(bad.as_bytes()))
+        .unwrap();
     assert_eq!(report.errors.len(), 1, "{report:?}");
     assert!(report.errors[0].1.contains("go together"), "{report:?}");
     copy.close().unwrap();

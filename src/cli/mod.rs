@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode};
+use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode, SizeValue};
 use crate::engine::{self, EngineParts, Telemetry};
 use crate::store::{printable, redact_url, rfc3339, unsafe_on_terminal, SearchHit, Store};
 
@@ -222,6 +222,28 @@ pub struct CrawlArgs {
     /// SO_SNDBUF per shard socket, bytes.
     #[arg(long, help = with_default("SO_SNDBUF per shard socket, bytes", D::UDP_BUFFER))]
     pub udp_sndbuf: Option<usize>,
+    /// Store only torrents whose name or some file path matches this
+    /// regular expression (default: all).
+    #[arg(long)]
+    pub include: Option<String>,
+    /// Store no torrent whose name or any file path matches this regular
+    /// expression, e.g. '(?i)sample' (default: none).
+    #[arg(long)]
+    pub exclude: Option<String>,
+    /// Store no torrent smaller than this, e.g. 1MiB (default: no bound).
+    #[arg(long)]
+    pub min_size: Option<String>,
+    /// Store no torrent larger than this, e.g. 100GiB (default: no bound).
+    #[arg(long)]
+    pub max_size: Option<String>,
+    /// Stop fetching and storing new torrents while the database is this
+    /// large or larger, e.g. 50GiB; discovery goes on (default: no cap).
+    #[arg(long)]
+    pub max_db_size: Option<String>,
+    /// BEP 33 scrape queries per stored torrent, to nodes that hold its
+    /// peers; 0: no scrapes.
+    #[arg(long, help = with_default("BEP 33 scrape queries per stored torrent, to nodes that hold its peers; 0: no scrapes", D::SCRAPE_NODES))]
+    pub scrape_nodes: Option<usize>,
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
     pub status: StatusMode,
@@ -255,6 +277,12 @@ impl CrawlArgs {
             keyspace: self.keyspace.clone(),
             udp_rcvbuf: self.udp_rcvbuf,
             udp_sndbuf: self.udp_sndbuf,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            min_size: self.min_size.clone().map(SizeValue::Text),
+            max_size: self.max_size.clone().map(SizeValue::Text),
+            max_db_size: self.max_db_size.clone().map(SizeValue::Text),
+            scrape_nodes: self.scrape_nodes,
         }
     }
 
@@ -522,7 +550,12 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     ensure_parent(&cfg.db)?;
-    let store = Store::open(&cfg.db).with_context(|| format!("opening {}", redact_url(&cfg.db)))?;
+    let opts = crate::store::StoreOptions {
+        max_db_bytes: cfg.max_db_size,
+        ..crate::store::StoreOptions::default()
+    };
+    let store = Store::open_with(&cfg.db, opts)
+        .with_context(|| format!("opening {}", redact_url(&cfg.db)))?;
     if let Some(addr) = cfg.metrics {
         metrics_http::serve(addr).with_context(|| format!("metrics on {addr}"))?;
     }

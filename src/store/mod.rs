@@ -165,6 +165,17 @@ pub struct TorrentRecord {
     pub fetched_at: SystemTime,
 }
 
+/// What [`Store::prune`] found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Stored torrents looked at.
+    pub scanned: u64,
+    /// Of those, the ones the filter or the age selects.
+    pub matched: u64,
+    /// Deleted (0 on a dry run).
+    pub deleted: u64,
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchHit {
@@ -428,6 +439,9 @@ pub struct StoreOptions {
     pub sqlite_busy_timeout: Duration,
     /// PostgreSQL deadlines and keepalives.
     pub pg: PgTimeouts,
+    /// `--max-db-size`: at or over this many bytes, no new torrent is
+    /// fetched or stored (see [`StoreWriter::is_full`]); `None`: no cap.
+    pub max_db_bytes: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -444,6 +458,7 @@ impl Default for StoreOptions {
             retry_max: Duration::from_secs(30),
             sqlite_busy_timeout: Duration::from_secs(10),
             pg: PgTimeouts::default(),
+            max_db_bytes: None,
         }
     }
 }
@@ -506,6 +521,11 @@ trait Backend: Send {
     /// Periodic housekeeping: the `pending` table pruned to `max_pending`
     /// rows, oldest first (and SQLite: a truncating WAL checkpoint).
     fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError>;
+    /// The database's size on disk, bytes (for `--max-db-size`).
+    fn db_size(&mut self) -> Result<u64, StoreError>;
+    /// Deletes the torrents with these infohashes (their files and search
+    /// entries with them); returns how many were deleted.
+    fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError>;
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError>;
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
     fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError>;
@@ -752,7 +772,22 @@ impl StoreWriter {
     pub fn faults(&self) -> FaultCounts {
         self.shared.counters.snapshot()
     }
+
+    /// Whether the database was at or over [`StoreOptions::max_db_bytes`]
+    /// when last measured: the fetch pool then starts nothing new.
+    pub fn is_full(&self) -> bool {
+        self.shared.counters.full.load(Ordering::Relaxed)
+    }
+
+    /// The database's size when last measured, bytes (0 without
+    /// [`StoreOptions::max_db_bytes`]).
+    pub fn db_bytes(&self) -> u64 {
+        self.shared.counters.db_bytes.load(Ordering::Relaxed)
+    }
 }
+
+/// How long a fetch job waits between looks while the database is full.
+pub const DB_FULL_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long [`StoreWriter::fetched_waiting`]'s callers pause between tries
 /// while the queue is full.
@@ -943,6 +978,52 @@ impl Store {
                 Ok(())
             })
         })
+    }
+
+    /// Deletes every stored torrent that `filter` would not store (the
+    /// crawl's filter syntax: prune keeps what a crawl with that filter
+    /// keeps) or that was discovered before `older_than`, with its files
+    /// and search entry; `dry_run` only counts. The scan reads every
+    /// torrent's name and paths once (one pass, like an export); deletes
+    /// go in transactions of a thousand. A running crawler keeps the
+    /// deleted infohashes in its "already stored" filter until it
+    /// restarts; after that, one seen again is fetched again unless its
+    /// own filter refuses it.
+    pub fn prune(
+        &self,
+        filter: &crate::filter::ContentFilter,
+        older_than: Option<SystemTime>,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError> {
+        const CHUNK: usize = 1000;
+        let cutoff = older_than.map(unix_secs);
+        let mut report = PruneReport::default();
+        let mut doomed: Vec<[u8; 20]> = Vec::new();
+        self.with_read(|b| {
+            b.export(&mut |row: ExportRow| {
+                report.scanned += 1;
+                let old = cutoff.is_some_and(|c| row.discovered_at < c);
+                let refused = !filter.is_empty()
+                    && filter
+                        .check_parts(
+                            &row.name,
+                            row.files.iter().map(|(p, _)| p.as_str()),
+                            row.size,
+                        )
+                        .is_some();
+                if old || refused {
+                    doomed.push(row.infohash);
+                }
+                Ok(())
+            })
+        })?;
+        report.matched = doomed.len() as u64;
+        if !dry_run {
+            for chunk in doomed.chunks(CHUNK) {
+                report.deleted += self.with_read(|b| b.delete(chunk))?;
+            }
+        }
+        Ok(report)
     }
 
     /// Reads JSONL in the [`Store::export_jsonl`] format and stores every
@@ -1594,6 +1675,12 @@ mod tests {
         }
         fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError> {
             self.inner.maintain(max_pending)
+        }
+        fn db_size(&mut self) -> Result<u64, StoreError> {
+            self.inner.db_size()
+        }
+        fn delete(&mut self, ihs: &[[u8; 20]]) -> Result<u64, StoreError> {
+            self.inner.delete(ihs)
         }
         fn search(&mut self, t: &[String], l: usize) -> Result<Vec<SearchHit>, StoreError> {
             self.inner.search(t, l)

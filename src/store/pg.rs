@@ -553,6 +553,36 @@ impl Backend for PgBackend {
         })
     }
 
+    fn db_size(&mut self) -> Result<u64, StoreError> {
+        // The whole database, as the server counts it on disk (what a disk
+        // cap is about), not only this crawler's tables.
+        self.with_conn(true, |rt, deadline, c| {
+            block(rt, deadline, "measuring the database", async {
+                let row = c
+                    .client
+                    .query_one("SELECT pg_database_size(current_database())::int8", &[])
+                    .await?;
+                Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
+            })
+        })
+    }
+
+    fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError> {
+        let ihs: Vec<&[u8]> = infohashes.iter().map(|ih| &ih[..]).collect();
+        // Files go with their torrent (ON DELETE CASCADE); the search
+        // vector is a column of the row.
+        self.with_conn(true, |rt, deadline, c| {
+            block(rt, deadline, "deleting torrents", async {
+                Ok(c.client
+                    .execute(
+                        "DELETE FROM torrents WHERE infohash = ANY($1::bytea[])",
+                        &[&ihs],
+                    )
+                    .await?)
+            })
+        })
+    }
+
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
         // tsquery input syntax with quoted lexemes: no parsing or stemming
         // is applied to them, so they match the stored tokens exactly.

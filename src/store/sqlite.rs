@@ -287,6 +287,41 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    fn db_size(&mut self) -> Result<u64, StoreError> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((pages * page_size) as u64 + self.wal_bytes())
+    }
+
+    fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut id_of = tx.prepare_cached("SELECT id FROM torrents WHERE infohash = ?1")?;
+            let mut files = tx.prepare_cached("DELETE FROM files WHERE torrent_id = ?1")?;
+            // Contentless FTS5 with contentless_delete = 1: a row goes by
+            // its rowid alone.
+            let mut fts = tx.prepare_cached("DELETE FROM torrents_fts WHERE rowid = ?1")?;
+            let mut tor = tx.prepare_cached("DELETE FROM torrents WHERE id = ?1")?;
+            for ih in infohashes {
+                let id: Option<i64> = match id_of.query_row([&ih[..]], |r| r.get(0)) {
+                    Ok(id) => Some(id),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(id) = id {
+                    files.execute([id])?;
+                    fts.execute([id])?;
+                    n += tor.execute([id])? as u64;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
         // Each token as a quoted FTS5 string: implicit AND, no operators.
         let query = tokens
@@ -356,9 +391,7 @@ impl Backend for SqliteBackend {
             .conn
             .query_row("SELECT count(*) FROM pending", [], |r| r.get::<_, i64>(0))?
             as u64;
-        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        s.db_bytes = (pages * page_size) as u64 + self.wal_bytes();
+        s.db_bytes = self.db_size()?;
         Ok(s)
     }
 
