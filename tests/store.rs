@@ -237,6 +237,7 @@ both_backends!(
     poisoned_batch,
     huge_search_vector,
     scrapes_update_stored_rows,
+    prune_by_filter_and_age,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -763,7 +764,8 @@ fn scrapes_update_stored_rows(db: &TestDb) {
     assert!(!line2.contains("seeders"), "{line2}");
     store.close().unwrap();
 
-    let copy = db.sibling("scrape_copy").open();
+    let target = db.sibling("scrape_copy");
+    let copy = target.open();
     let report = copy.import_jsonl(&mut BufReader::new(&first[..])).unwrap();
     assert_eq!((report.imported, report.duplicates), (3, 0), "{report:?}");
     assert!(report.errors.is_empty(), "{report:?}");
@@ -776,6 +778,61 @@ fn scrapes_update_stored_rows(db: &TestDb) {
     assert_eq!(report.errors.len(), 1, "{report:?}");
     assert!(report.errors[0].1.contains("go together"), "{report:?}");
     copy.close().unwrap();
+}
+
+/// `prune`: what the crawl's filter would refuse, or what is older than
+/// the cutoff, goes with its files and search entry; a dry run only
+/// counts; the rest stays searchable.
+fn prune_by_filter_and_age(db: &TestDb) {
+    use dht_hunter::filter::{ContentFilter, FilterSpec};
+    let store = db.open();
+    let w = store.writer();
+    for i in 0..10u32 {
+        let name = if i % 3 == 0 { "alpha sample" } else { "beta keeper" };
+        w.fetched(record(
+            i,
+            name.into(),
+            &[(&format!("dir/{name}.bin"), 1000 * u64::from(i + 1))],
+            Source::Sample,
+        ))
+        .unwrap();
+    }
+    store.flush().unwrap();
+    let exclude = ContentFilter::new(&FilterSpec {
+        exclude: Some("(?i)SAMPLE".into()),
+        ..FilterSpec::default()
+    })
+    .unwrap();
+    // Dry run: counted, nothing deleted.
+    let r = store.prune(&exclude, None, true).unwrap();
+    assert_eq!((r.scanned, r.matched, r.deleted), (10, 4, 0));
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 10);
+    // For real: i = 0, 3, 6, 9 go, with their files and search entries.
+    let r = store.prune(&exclude, None, false).unwrap();
+    assert_eq!((r.matched, r.deleted), (4, 4));
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 6);
+    assert_eq!(db.query_i64("SELECT count(*) FROM files"), 6);
+    if !db.is_pg() {
+        assert_eq!(db.query_i64("SELECT count(*) FROM torrents_fts"), 6);
+    }
+    assert!(store.search("alpha", 20).unwrap().is_empty());
+    assert_eq!(store.search("beta", 20).unwrap().len(), 6);
+    // By size: below 5000 bytes (i = 1, 2; 5000 itself stays).
+    let small = ContentFilter::new(&FilterSpec {
+        min_size: Some(5000),
+        ..FilterSpec::default()
+    })
+    .unwrap();
+    let r = store.prune(&small, None, false).unwrap();
+    assert_eq!((r.scanned, r.deleted), (6, 2));
+    // By age: discovered before T0 + 8 (i = 4, 5, 7 of those left).
+    let r = store
+        .prune(&ContentFilter::default(), Some(at(T0 + 8)), false)
+        .unwrap();
+    assert_eq!((r.scanned, r.deleted), (4, 3));
+    let left: Vec<[u8; 20]> = store.stored_infohashes().unwrap();
+    assert_eq!(left, vec![ih(8)]);
+    store.close().unwrap();
 }
 
 fn import_reports_bad_lines(db: &TestDb) {

@@ -81,6 +81,36 @@ enum Command {
     },
     /// Print the man page (roff) to standard output.
     Man,
+    /// Delete stored torrents a content filter would not store, or older
+    /// than an age; --dry-run only counts.
+    Prune {
+        /// Delete the torrents whose name and file paths all fail to match
+        /// this regular expression (what `crawl --include` would refuse).
+        #[arg(long)]
+        include: Option<String>,
+        /// Delete the torrents whose name or a file path matches this
+        /// regular expression.
+        #[arg(long)]
+        exclude: Option<String>,
+        /// Delete the torrents smaller than this, e.g. 1MiB.
+        #[arg(long)]
+        min_size: Option<String>,
+        /// Delete the torrents larger than this, e.g. 100GiB.
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Delete the torrents first seen longer ago than this, e.g. 30d
+        /// (s, m, h, d, w).
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Counts, rates, database size and sources.
     Stats {
         /// One JSON object.
@@ -360,6 +390,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "files": h.file_count,
                         "source": h.source.as_str(),
                         "fetched_at": rfc3339::format(crate::store::unix_secs(h.fetched_at)),
+                        "seeders": h.seeders,
+                        "leechers": h.leechers,
+                        "scraped_at": h.scraped_at.map(|t| rfc3339::format(crate::store::unix_secs(t))),
                     });
                     writeln!(out, "{}", json_printable(&v.to_string()))?;
                 } else {
@@ -414,6 +447,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Prune {
+            include,
+            exclude,
+            min_size,
+            max_size,
+            older_than,
+            dry_run,
+            json,
+            db,
+        } => {
+            let size = |v: Option<String>, flag: &str| {
+                v.map(|t| crate::filter::parse_bytes(&t))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+            };
+            let spec = crate::filter::FilterSpec {
+                include,
+                exclude,
+                min_size: size(min_size, "min-size")?,
+                max_size: size(max_size, "max-size")?,
+            };
+            let filter = crate::filter::ContentFilter::new(&spec)?;
+            let age = older_than
+                .map(|a| crate::filter::parse_age(&a))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+            anyhow::ensure!(
+                !filter.is_empty() || age.is_some(),
+                "nothing to prune by: give a filter (--include, --exclude, --min-size, \
+                 --max-size) or --older-than"
+            );
+            let cutoff = age.map(|a| std::time::SystemTime::now() - a);
+            let store = open_existing(&db)?;
+            let r = store.prune(&filter, cutoff, dry_run)?;
+            store.close()?;
+            if json {
+                let v = serde_json::json!({
+                    "scanned": r.scanned,
+                    "matched": r.matched,
+                    "deleted": r.deleted,
+                    "dry_run": dry_run,
+                });
+                println!("{v}");
+            } else if dry_run {
+                println!(
+                    "dry run: {} of {} stored torrents would be deleted",
+                    r.matched, r.scanned
+                );
+            } else {
+                println!("deleted {} of {} stored torrents", r.deleted, r.scanned);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Stats { json, db } => {
             let store = open_existing(&db)?;
