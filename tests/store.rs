@@ -788,7 +788,11 @@ fn prune_by_filter_and_age(db: &TestDb) {
     let store = db.open();
     let w = store.writer();
     for i in 0..10u32 {
-        let name = if i % 3 == 0 { "alpha sample" } else { "beta keeper" };
+        let name = if i % 3 == 0 {
+            "alpha sample"
+        } else {
+            "beta keeper"
+        };
         w.fetched(record(
             i,
             name.into(),

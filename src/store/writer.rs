@@ -254,8 +254,6 @@ pub(super) fn writer_loop(
     let mut replies = Vec::new();
     let mut batches_since_checkpoint = 0u32;
     let mut dirty = false;
-    let db_bytes_gauge = metrics::gauge!("dht_hunter_store_db_bytes", "backend" => name);
-    let full_gauge = metrics::gauge!("dht_hunter_store_full", "backend" => name);
     // `--max-db-size`: the size is measured now and then (SQLite: pages
     // times page size plus the WAL; PostgreSQL: pg_database_size), and the
     // `full` flag follows it.
@@ -271,9 +269,15 @@ pub(super) fn writer_loop(
         match backend.db_size() {
             Ok(bytes) => {
                 counters.db_bytes.store(bytes, Relaxed);
-                db_bytes_gauge.set(bytes as f64);
+                // Looked up at each use: the store may open before the
+                // metrics recorder is installed.
+                metrics::gauge!("dht_hunter_store_db_bytes", "backend" => name).set(bytes as f64);
                 let full = bytes >= max;
-                full_gauge.set(if full { 1.0 } else { 0.0 });
+                metrics::gauge!("dht_hunter_store_full", "backend" => name).set(if full {
+                    1.0
+                } else {
+                    0.0
+                });
                 if counters.full.swap(full, Relaxed) != full {
                     if full {
                         log::warn!(
