@@ -635,6 +635,33 @@ mod tests {
     }
 
     #[test]
+    fn filters_size_cap_and_scrapes_resolve_or_name_the_key() {
+        let c = CrawlConfig::resolve(
+            parse("exclude = \"(?i)sample\"\nmin-size = 1024\nmax-size = \"2GiB\"\nmax-db-size = \"50 GB\"\nscrape-nodes = 0\n")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.filter.exclude.as_deref(), Some("(?i)sample"));
+        assert_eq!((c.filter.min_size, c.filter.max_size), (Some(1024), Some(2 << 30)));
+        assert_eq!(c.max_db_size, Some(50_000_000_000));
+        assert_eq!(c.scrape_nodes, 0);
+        let none = CrawlConfig::resolve(FileConfig::default()).unwrap();
+        assert_eq!(none.filter, crate::filter::FilterSpec::default());
+        assert_eq!((none.max_db_size, none.scrape_nodes), (None, defaults::SCRAPE_NODES));
+        for (text, key) in [
+            ("include = \"(open\"", "include"),
+            ("exclude = \"[z-a]\"", "exclude"),
+            ("min-size = 10\nmax-size = 5", "min-size"),
+            ("max-size = \"12 parsecs\"", "max-size"),
+            ("max-db-size = 0", "max-db-size"),
+            ("scrape-nodes = 17", "scrape-nodes"),
+        ] {
+            let e = CrawlConfig::resolve(parse(text).unwrap()).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn flags_override_file() {
         let file = parse(
             "bind = [\"127.0.0.1:7000\"]\nshards = 2\nallow-private = true\nper-ip-pps = 9\n",
