@@ -642,12 +642,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.filter.exclude.as_deref(), Some("(?i)sample"));
-        assert_eq!((c.filter.min_size, c.filter.max_size), (Some(1024), Some(2 << 30)));
+        assert_eq!(
+            (c.filter.min_size, c.filter.max_size),
+            (Some(1024), Some(2 << 30))
+        );
         assert_eq!(c.max_db_size, Some(50_000_000_000));
         assert_eq!(c.scrape_nodes, 0);
         let none = CrawlConfig::resolve(FileConfig::default()).unwrap();
         assert_eq!(none.filter, crate::filter::FilterSpec::default());
-        assert_eq!((none.max_db_size, none.scrape_nodes), (None, defaults::SCRAPE_NODES));
+        assert_eq!(
+            (none.max_db_size, none.scrape_nodes),
+            (None, defaults::SCRAPE_NODES)
+        );
         for (text, key) in [
             ("include = \"(open\"", "include"),
             ("exclude = \"[z-a]\"", "exclude"),
@@ -656,7 +662,9 @@ mod tests {
             ("max-db-size = 0", "max-db-size"),
             ("scrape-nodes = 17", "scrape-nodes"),
         ] {
-            let e = CrawlConfig::resolve(parse(text).unwrap()).unwrap_err().to_string();
+            let e = CrawlConfig::resolve(parse(text).unwrap())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
     }
