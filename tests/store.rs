@@ -238,6 +238,7 @@ both_backends!(
     huge_search_vector,
     scrapes_update_stored_rows,
     prune_by_filter_and_age,
+    upgrade_from_version_1_keeps_rows,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -836,6 +837,39 @@ fn prune_by_filter_and_age(db: &TestDb) {
     assert_eq!((r.scanned, r.deleted), (4, 3));
     let left: Vec<[u8; 20]> = store.stored_infohashes().unwrap();
     assert_eq!(left, vec![ih(8)]);
+    store.close().unwrap();
+}
+
+/// A database written by a version-1 build (no scrape columns, no new
+/// indexes) is migrated on open: its rows stay, unscraped, and take
+/// estimates from then on.
+fn upgrade_from_version_1_keeps_rows(db: &TestDb) {
+    let store = db.open();
+    store.writer().fetched(simple(1, "old torrent")).unwrap();
+    store.close().unwrap();
+    // Back to what version 1 had.
+    db.exec(
+        "DROP INDEX torrents_seeders; DROP INDEX torrents_discovered_at;
+         DROP INDEX torrents_total_size;
+         ALTER TABLE torrents DROP COLUMN seeders;
+         ALTER TABLE torrents DROP COLUMN leechers;
+         ALTER TABLE torrents DROP COLUMN scraped_at;
+         UPDATE schema_version SET version = 1;",
+    );
+    let store = db.open();
+    assert_eq!(
+        db.query_i64("SELECT max(version) FROM schema_version"),
+        SCHEMA_VERSION
+    );
+    let hit = &store.search("old", 5).unwrap()[0];
+    assert_eq!(
+        (hit.seeders, hit.leechers, hit.scraped_at),
+        (None, None, None)
+    );
+    store.writer().scraped(ih(1), 3, 4, at(T0)).unwrap();
+    store.flush().unwrap();
+    let hit = &store.search("old", 5).unwrap()[0];
+    assert_eq!((hit.seeders, hit.leechers), (Some(3), Some(4)));
     store.close().unwrap();
 }
 
