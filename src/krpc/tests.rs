@@ -650,3 +650,26 @@ fn reply_tid_finds_replies_only() {
     assert_eq!(reply_tid(b"d1:t2:aa"), None);
     assert_eq!(reply_tid(b""), None);
 }
+
+/// The size the docs give for a scrape query (tuning/README.md,
+/// `--scrape-nodes`): 117 bytes with a 4-byte tid and a 4-byte version.
+#[test]
+fn scrape_query_size_is_as_documented() {
+    let mut out = Vec::new();
+    encode_query(
+        &mut out,
+        &Header {
+            tid: &[1, 2, 3, 4],
+            version: Some(b"DH01"),
+        },
+        &Id([7; 20]),
+        &Method::GetPeers {
+            info_hash: Id([8; 20]),
+            noseed: false,
+            scrape: true,
+        },
+        Want::default(),
+        false,
+    );
+    assert_eq!(out.len(), 117);
+}

@@ -158,8 +158,9 @@ impl Node {
     // `values` (the ones that store its peers), at the exploration tier
     // (they wait for what is above half the budget, never crowding out
     // searches and answers). No retries; no re-scrape later in the run.
-    // A scrape reply is about 560 bytes larger than a plain one (two
-    // 256-byte filters instead of `values`). Lookup and holder get_peers
+    // A scrape query is 117 bytes (4-byte tid, our version); its reply
+    // carries 532 bytes of filters (two 256-byte strings and their keys)
+    // in place of `values`. Lookup and holder get_peers
     // do not ask for a scrape: a scrape reply carries no `values`
     // (libtorrent answers one or the other), and `values` are what a
     // search needs.
