@@ -25,11 +25,11 @@ pub(super) enum Kind {
 }
 
 impl Kind {
+    /// Counted against `max_explore_inflight`. Scrapes are not: they
+    /// are bounded by their own table (`MAX_SCRAPES` × `scrape_nodes`)
+    /// and must not take the room sampling and walks wait for.
     pub(super) fn explore(self) -> bool {
-        matches!(
-            self,
-            Kind::Ping | Kind::FindNode | Kind::Sample | Kind::Scrape { .. }
-        )
+        matches!(self, Kind::Ping | Kind::FindNode | Kind::Sample)
     }
 }
 
