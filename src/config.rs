@@ -35,6 +35,30 @@ pub mod defaults {
     pub const UDP_BUFFER: usize = 8 << 20;
     /// `--rx-coalesce-us`, microseconds.
     pub const RX_COALESCE_US: u64 = 200;
+    /// `--scrape-nodes`: nodes asked for a BEP 33 scrape of each stored
+    /// torrent.
+    pub const SCRAPE_NODES: usize = 4;
+}
+
+/// A byte count in the config file: an integer, or a string with a unit
+/// (`"50GiB"`, see [`crate::filter::parse_bytes`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SizeValue {
+    /// Bytes.
+    Bytes(u64),
+    /// A number with a unit.
+    Text(String),
+}
+
+impl SizeValue {
+    fn resolve(&self, key: &'static str) -> Result<u64, ConfigError> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(t) => crate::filter::parse_bytes(t)
+                .map_err(|message| ConfigError::Invalid { key, message }),
+        }
+    }
 }
 
 pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
@@ -139,6 +163,20 @@ pub struct FileConfig {
     pub udp_sndbuf: Option<usize>,
     /// `rx-coalesce-us = 200`.
     pub rx_coalesce_us: Option<u64>,
+    /// `include = "(?i)\\.(mkv|mp4)$"`: store only torrents whose name or
+    /// some file path matches.
+    pub include: Option<String>,
+    /// `exclude = "(?i)sample"`: store no torrent whose name or any file
+    /// path matches.
+    pub exclude: Option<String>,
+    /// `min-size = "1MiB"`: store no torrent smaller.
+    pub min_size: Option<SizeValue>,
+    /// `max-size = "100GiB"`: store no torrent larger.
+    pub max_size: Option<SizeValue>,
+    /// `max-db-size = "50GiB"`: stop fetching and storing at this size.
+    pub max_db_size: Option<SizeValue>,
+    /// `scrape-nodes = 4`: BEP 33 scrape queries per stored torrent.
+    pub scrape_nodes: Option<usize>,
 }
 
 impl FileConfig {
@@ -223,6 +261,12 @@ impl FileConfig {
             udp_rcvbuf: self.udp_rcvbuf.or(lower.udp_rcvbuf),
             udp_sndbuf: self.udp_sndbuf.or(lower.udp_sndbuf),
             rx_coalesce_us: self.rx_coalesce_us.or(lower.rx_coalesce_us),
+            include: self.include.or(lower.include),
+            exclude: self.exclude.or(lower.exclude),
+            min_size: self.min_size.or(lower.min_size),
+            max_size: self.max_size.or(lower.max_size),
+            max_db_size: self.max_db_size.or(lower.max_db_size),
+            scrape_nodes: self.scrape_nodes.or(lower.scrape_nodes),
         }
     }
 }
@@ -279,6 +323,12 @@ pub struct CrawlConfig {
     pub udp_sndbuf: usize,
     /// Receive coalescing window under dense traffic (zero: off).
     pub rx_coalesce: Duration,
+    /// What is stored (validated: the patterns compile).
+    pub filter: crate::filter::FilterSpec,
+    /// Stop fetching and storing new torrents at this database size.
+    pub max_db_size: Option<u64>,
+    /// BEP 33 scrape queries per stored torrent (0: no scrapes).
+    pub scrape_nodes: usize,
 }
 
 /// The environment variable a store URL may come from (below the flags,
@@ -447,6 +497,37 @@ impl CrawlConfig {
         })?;
         let state_dir = c.state_dir.unwrap_or_else(default_state_dir);
         let db = resolve_db(c.db, c.db_url_file.as_deref(), &state_dir)?;
+        let size = |v: &Option<SizeValue>, key| v.as_ref().map(|v| v.resolve(key)).transpose();
+        let filter = crate::filter::FilterSpec {
+            include: c.include,
+            exclude: c.exclude,
+            min_size: size(&c.min_size, "min-size")?,
+            max_size: size(&c.max_size, "max-size")?,
+        };
+        if let Err(e) = crate::filter::ContentFilter::new(&filter) {
+            let key = match &e {
+                crate::filter::FilterError::Pattern { key, .. } => key,
+                crate::filter::FilterError::Bounds { .. } => &"min-size",
+            };
+            return Err(ConfigError::Invalid {
+                key,
+                message: e.to_string(),
+            });
+        }
+        let max_db_size = size(&c.max_db_size, "max-db-size")?;
+        if max_db_size == Some(0) {
+            return Err(ConfigError::Invalid {
+                key: "max-db-size",
+                message: "must be above 0 (leave it unset for no cap)".into(),
+            });
+        }
+        let scrape_nodes = c.scrape_nodes.unwrap_or(defaults::SCRAPE_NODES);
+        if scrape_nodes > 16 {
+            return Err(ConfigError::Invalid {
+                key: "scrape-nodes",
+                message: format!("{scrape_nodes} is outside 0..=16"),
+            });
+        }
         Ok(CrawlConfig {
             bind,
             bootstrap,
@@ -472,6 +553,9 @@ impl CrawlConfig {
             udp_rcvbuf: c.udp_rcvbuf.unwrap_or(defaults::UDP_BUFFER),
             udp_sndbuf: c.udp_sndbuf.unwrap_or(defaults::UDP_BUFFER),
             rx_coalesce: Duration::from_micros(rx_coalesce_us),
+            filter,
+            max_db_size,
+            scrape_nodes,
         })
     }
 }
@@ -563,6 +647,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("db"));
+    }
+
+    #[test]
+    fn filters_size_cap_and_scrapes_resolve_or_name_the_key() {
+        let c = CrawlConfig::resolve(
+            parse("exclude = \"(?i)sample\"\nmin-size = 1024\nmax-size = \"2GiB\"\nmax-db-size = \"50 GB\"\nscrape-nodes = 0\n")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.filter.exclude.as_deref(), Some("(?i)sample"));
+        assert_eq!(
+            (c.filter.min_size, c.filter.max_size),
+            (Some(1024), Some(2 << 30))
+        );
+        assert_eq!(c.max_db_size, Some(50_000_000_000));
+        assert_eq!(c.scrape_nodes, 0);
+        let none = CrawlConfig::resolve(FileConfig::default()).unwrap();
+        assert_eq!(none.filter, crate::filter::FilterSpec::default());
+        assert_eq!(
+            (none.max_db_size, none.scrape_nodes),
+            (None, defaults::SCRAPE_NODES)
+        );
+        for (text, key) in [
+            ("include = \"(open\"", "include"),
+            ("exclude = \"[z-a]\"", "exclude"),
+            ("min-size = 10\nmax-size = 5", "min-size"),
+            ("max-size = \"12 parsecs\"", "max-size"),
+            ("max-db-size = 0", "max-db-size"),
+            ("scrape-nodes = 17", "scrape-nodes"),
+        ] {
+            let e = CrawlConfig::resolve(parse(text).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

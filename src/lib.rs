@@ -70,6 +70,7 @@ pub mod demo;
 pub mod dht;
 pub mod engine;
 pub mod fetch;
+pub mod filter;
 pub mod id;
 pub mod keyspace;
 pub mod krpc;

@@ -166,6 +166,24 @@ fn demo_swarm_search_export_import_stats() {
     assert!(out.status.success());
     let text1 = std::fs::read_to_string(&export1).unwrap();
     assert_eq!(text1.lines().count() as u64, fetchable);
+    // The swarm's nodes answer BEP 33 scrapes (honest peers stored as
+    // seeds, the others not): scraped rows carry estimates that match the
+    // ground truth (a filter collision can only lower a count, by one at
+    // these sizes; client announces add leechers, never seeds).
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("ground-truth.json")).unwrap()).unwrap();
+    let seeds_of = |ih: &str| -> (u64, u64) {
+        let t = truth
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["infohash"] == ih)
+            .unwrap();
+        let peers = t["peers"].as_array().unwrap();
+        let seeds = peers.iter().filter(|p| p["seed"] == true).count() as u64;
+        (seeds, peers.len() as u64 - seeds)
+    };
+    let mut scraped = 0;
     for line in text1.lines() {
         let row: serde_json::Value = serde_json::from_str(line).unwrap();
         let keys: Vec<&str> = row
@@ -176,20 +194,33 @@ fn demo_swarm_search_export_import_stats() {
             .collect();
         let mut keys = keys;
         keys.sort();
-        assert_eq!(
-            keys,
-            [
-                "discovered_at",
-                "fetched_at",
-                "files",
-                "infohash",
-                "name",
-                "size",
-                "source"
-            ]
-        );
+        let plain = [
+            "discovered_at",
+            "fetched_at",
+            "files",
+            "infohash",
+            "name",
+            "size",
+            "source",
+        ];
+        if row.get("seeders").is_some() {
+            scraped += 1;
+            let mut with: Vec<&str> = plain.to_vec();
+            with.extend(["leechers", "scraped_at", "seeders"]);
+            with.sort();
+            assert_eq!(keys, with);
+            let (seeds, others) = seeds_of(row["infohash"].as_str().unwrap());
+            let s = row["seeders"].as_u64().unwrap();
+            let l = row["leechers"].as_u64().unwrap();
+            assert!(s + 1 >= seeds && s <= seeds, "{row}: truth {seeds} seeds");
+            assert!(l + 1 >= others, "{row}: truth {others} others");
+        } else {
+            assert_eq!(keys, plain);
+        }
         assert_eq!(row["infohash"].as_str().unwrap().len(), 40);
     }
+    eprintln!("{scraped} of {fetchable} stored torrents scraped");
+    assert!(scraped > 0, "no stored torrent was scraped");
     let db2 = format!("sqlite:{}", dir.join("copy.sqlite").display());
     let out = run(&["import", export1.to_str().unwrap(), "--db", &db2]);
     assert!(
@@ -790,4 +821,197 @@ fn completions_and_man_page_are_generated() {
     assert!(man.contains("crawl"));
     let out = run(&["completions", "tcsh"]);
     assert!(!out.status.success(), "an unknown shell is refused");
+}
+
+/// Content filters at harvest time, `--max-db-size`, and `prune`, through
+/// the binary against a swarm: what `--exclude` names is never stored
+/// (and counted in the metrics), a database over its cap stores nothing
+/// while discovery goes on (said in the log and the metrics), and `prune`
+/// counts on a dry run and deletes for real.
+#[test]
+fn filters_size_cap_and_prune() {
+    use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
+    let swarm = Swarm::start(&SwarmConfig::honest(300, 80, 100, 11)).unwrap();
+    let excluded = swarm
+        .truth
+        .iter()
+        .filter(|t| t.name.starts_with("Debian"))
+        .count();
+    assert!(excluded >= 5, "{excluded}");
+
+    // 1. --exclude: a crawl until most of the swarm is stored.
+    let dir = tmp("filters");
+    let bind = free_bind();
+    let metrics = free_bind().replace("127.0.0.1", "127.0.0.2");
+    let args = crawl_args(
+        &bind,
+        &dir,
+        &swarm,
+        &["--exclude", "^Debian", "--metrics", &metrics],
+    );
+    let mut child = Command::new(bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    swarm.set_target(bind.parse().unwrap());
+    let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
+    let want = (swarm.truth.len() - excluded) as u64;
+    let start = Instant::now();
+    let mut filtered = 0.0;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let out = run(&["stats", "--json", "--db", &db]);
+        let stored = if out.status.success() {
+            json(&out)["torrents"].as_u64().unwrap_or(0)
+        } else {
+            0
+        };
+        if let Ok(body) = std::panic::catch_unwind(|| http_get(&metrics)) {
+            filtered = body
+                .lines()
+                .filter(|l| l.starts_with("dht_hunter_filtered_total{") && l.contains("excluded"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+        }
+        if stored >= want * 9 / 10 && filtered >= 1.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "stored {stored} of {want}, filtered {filtered}"
+        );
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let out = run(&["export", "--db", &db]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["name"].to_string())
+        .collect();
+    assert!(!names.is_empty());
+    assert!(
+        names.iter().all(|n| !n.contains("Debian")),
+        "an excluded torrent was stored"
+    );
+    eprintln!("stored {}, excluded and counted {filtered}", names.len());
+
+    // 2. prune: a dry run counts, a real run deletes (by size: all of
+    // them are above one byte).
+    let out = run(&[
+        "prune",
+        "--max-size",
+        "1",
+        "--dry-run",
+        "--json",
+        "--db",
+        &db,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["matched"].as_u64().unwrap(), names.len() as u64, "{v}");
+    assert_eq!(v["deleted"], 0, "{v}");
+    let out = run(&["prune", "--exclude", "Café", "--json", "--db", &db]);
+    assert!(out.status.success());
+    let v = json(&out);
+    let cafe = names.iter().filter(|n| n.contains("Café")).count() as u64;
+    assert!(cafe > 0);
+    assert_eq!(
+        (v["matched"].as_u64(), v["deleted"].as_u64()),
+        (Some(cafe), Some(cafe)),
+        "{v}"
+    );
+    let out = run(&["stats", "--json", "--db", &db]);
+    assert_eq!(
+        json(&out)["torrents"].as_u64().unwrap(),
+        names.len() as u64 - cafe
+    );
+    // Nothing to prune by, a bad pattern, a bad age: clear errors.
+    for bad in [
+        vec!["prune"],
+        vec!["prune", "--exclude", "(oops"],
+        vec!["prune", "--older-than", "3 fortnights"],
+    ] {
+        let mut a = bad.clone();
+        a.extend(["--db", &db]);
+        let out = run(&a);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // 3. --max-db-size below what an empty database takes: nothing is
+    // stored, discovery goes on (pending grows), the log and the metrics
+    // say why.
+    let dir = tmp("dbcap");
+    let bind = free_bind();
+    let metrics = free_bind().replace("127.0.0.1", "127.0.0.3");
+    let args = crawl_args(
+        &bind,
+        &dir,
+        &swarm,
+        &["--max-db-size", "16KiB", "--metrics", &metrics],
+    );
+    let child = Command::new(bin())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    swarm.set_target(bind.parse().unwrap());
+    let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
+    let start = Instant::now();
+    let mut full = String::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let out = run(&["stats", "--json", "--db", &db]);
+        let pending = if out.status.success() {
+            let s = json(&out);
+            assert_eq!(s["torrents"], 0, "stored over the cap: {s}");
+            s["pending"].as_u64().unwrap_or(0)
+        } else {
+            0
+        };
+        if let Ok(body) = std::panic::catch_unwind(|| http_get(&metrics)) {
+            full = body
+                .lines()
+                .filter(|l| {
+                    l.starts_with("dht_hunter_store_full")
+                        || l.starts_with("dht_hunter_fetch_db_full_waits_total")
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        if pending >= 20 && full.contains("dht_hunter_store_full{backend=\"sqlite\"} 1") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pending {pending}; metrics: {full}"
+        );
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    swarm.stop();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--max-db-size"), "{stderr}");
+    let out = run(&["stats", "--json", "--db", &db]);
+    assert_eq!(json(&out)["torrents"], 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

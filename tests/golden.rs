@@ -182,6 +182,8 @@ fn libtorrent_responses_decode_and_reencode_byte_for_byte() {
                 values: &values,
                 token: r.token,
                 samples: sample_meta.map(|(i, n)| (&samples[..], i, n)),
+                // No golden packet is a scrape reply.
+                scrape: None,
             },
         );
         assert_eq!(out, without_p(&pkt), "{name}: re-encoding differs");

@@ -775,3 +775,128 @@ fn search_then_announce_run(run: usize, search_seconds: u64) -> SearchRun {
         ),
     }
 }
+
+/// BEP 33 against libtorrent's own implementation: a libtorrent 2.0 DHT
+/// node stores announces from 40 seeds and 25 leechers (each its own
+/// loopback address, `seed = 1` or `0` in announce_peer), then answers
+/// our `get_peers` with `scrape = 1`. Its `BFsd` and `BFpe`, computed by
+/// libtorrent's `bloom_filter<256>`, must equal the filters our code
+/// builds from the same addresses bit for bit, and our estimator must
+/// read the counts from them within the filter's error.
+#[test]
+fn libtorrent_scrape_filters_match_ours() {
+    use dht_hunter::krpc::message::{encode_query, Header, Method};
+    use dht_hunter::krpc::scrape::ScrapeBloom;
+    use dht_hunter::krpc::{decode, Body, Want};
+    use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+
+    if !in_netns("libtorrent_scrape_filters_match_ours") {
+        return;
+    }
+    let port = free_port();
+    let mut lt = Command::new(PY)
+        .arg(root().join("tests/interop/lt_dht.py"))
+        .args(["--bootstrap", "127.0.0.1:9", "--sessions", "1", "--no-pkt"])
+        .args(["--base-port", &port.to_string(), "--seconds", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(lt.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("lt_dht.py ended").unwrap();
+        if line.contains("\"event\": \"session\"") {
+            break;
+        }
+    }
+    let node: SocketAddr = ([127, 0, 0, 1], port).into();
+    let ih = Id([0x5c; 20]);
+    let query = |sock: &UdpSocket, tid: &[u8], m: &Method<'_>| -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_query(
+            &mut out,
+            &Header { tid, version: None },
+            &Id([tid[0]; 20]),
+            m,
+            Want::default(),
+            false,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = vec![0u8; 2048];
+        loop {
+            sock.send_to(&out, node).unwrap();
+            if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                let reply = buf[..n].to_vec();
+                if decode(&reply).is_ok_and(|m| m.tid == tid) {
+                    return reply;
+                }
+            }
+            assert!(Instant::now() < deadline, "libtorrent did not answer");
+        }
+    };
+    let (seeds, leeches) = (40u8, 25u8);
+    let (mut want_seeds, mut want_peers) = (ScrapeBloom::default(), ScrapeBloom::default());
+    for i in 0..seeds + leeches {
+        let ip = Ipv4Addr::new(127, 0, 7, 10 + i);
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let gp = Method::GetPeers {
+            info_hash: ih,
+            noseed: false,
+            scrape: false,
+        };
+        let reply = query(&sock, &[i, b'g'], &gp);
+        let m = decode(&reply).unwrap();
+        let Body::Response(r) = m.body else {
+            panic!("get_peers: {m:?}")
+        };
+        let token = r.token.expect("a token").to_vec();
+        let seed = i < seeds;
+        let an = Method::AnnouncePeer {
+            info_hash: ih,
+            port: 20_000 + u16::from(i),
+            implied_port: false,
+            token: &token,
+            seed: Some(seed),
+        };
+        let reply = query(&sock, &[i, b'a'], &an);
+        let m = decode(&reply).unwrap();
+        assert!(matches!(m.body, Body::Response(_)), "announce: {m:?}");
+        if seed {
+            want_seeds.insert_ip(IpAddr::V4(ip));
+        } else {
+            want_peers.insert_ip(IpAddr::V4(ip));
+        }
+    }
+    let sock = UdpSocket::bind("127.0.0.2:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let scrape = Method::GetPeers {
+        info_hash: ih,
+        noseed: false,
+        scrape: true,
+    };
+    let reply = query(&sock, b"sc", &scrape);
+    let m = decode(&reply).unwrap();
+    let Body::Response(r) = m.body else {
+        panic!("scrape: {m:?}")
+    };
+    let (bf_seeds, bf_peers) = (
+        r.bf_seeds.expect("BFsd of 256 bytes"),
+        r.bf_peers.expect("BFpe of 256 bytes"),
+    );
+    assert_eq!(bf_seeds, &want_seeds.0, "BFsd differs from ours");
+    assert_eq!(bf_peers, &want_peers.0, "BFpe differs from ours");
+    let est = |b: &[u8; 256]| ScrapeBloom(*b).estimate();
+    let (s, l) = (est(bf_seeds), est(bf_peers));
+    eprintln!(
+        "libtorrent scrape: seeds {:.2} (truth {seeds}), leechers {:.2} (truth {leeches})",
+        s.value, l.value
+    );
+    // 40 and 25 addresses in 2048 bits: a collision or two at most.
+    assert!((f64::from(seeds) - s.value).abs() <= 2.0, "{s:?}");
+    assert!((f64::from(leeches) - l.value).abs() <= 2.0, "{l:?}");
+    let _ = lt.kill();
+    let _ = lt.wait();
+}

@@ -236,6 +236,9 @@ both_backends!(
     stats,
     poisoned_batch,
     huge_search_vector,
+    scrapes_update_stored_rows,
+    prune_by_filter_and_age,
+    upgrade_from_version_1_keeps_rows,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -720,6 +723,154 @@ fn export_import_identical(db: &TestDb) {
             }
         }
     }
+}
+
+/// BEP 33 estimates: an UPDATE of the stored row (the newer estimate
+/// wins, an infohash not stored is ignored), read back by search, carried
+/// by export and import.
+fn scrapes_update_stored_rows(db: &TestDb) {
+    let store = db.open();
+    let w = store.writer();
+    for i in 1..=3 {
+        w.fetched(simple(i, &format!("scraped{i} thing"))).unwrap();
+    }
+    w.scraped(ih(1), 5, 2, at(T0 + 100)).unwrap();
+    w.scraped(ih(1), 9, 9, at(T0 + 50)).unwrap(); // older: ignored
+    w.scraped(ih(3), 0, 7, at(T0 + 10)).unwrap();
+    w.scraped(ih(3), 1, 8, at(T0 + 20)).unwrap(); // newer: replaces
+    w.scraped(ih(99), 4, 4, at(T0)).unwrap(); // not stored: no row
+    store.flush().unwrap();
+    let hits = store.search("thing", 10).unwrap();
+    let get = |i: u32| hits.iter().find(|h| h.infohash == ih(i)).unwrap();
+    assert_eq!(
+        (get(1).seeders, get(1).leechers, get(1).scraped_at),
+        (Some(5), Some(2), Some(at(T0 + 100)))
+    );
+    assert_eq!(
+        (get(2).seeders, get(2).leechers, get(2).scraped_at),
+        (None, None, None)
+    );
+    assert_eq!((get(3).seeders, get(3).leechers), (Some(1), Some(8)));
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 3);
+
+    let (n, first) = export(&store);
+    assert_eq!(n, 3);
+    let text = String::from_utf8(first.clone()).unwrap();
+    let line1 = text.lines().find(|l| l.contains(&hex(&ih(1)))).unwrap();
+    assert!(
+        line1.contains(r#""seeders":5,"leechers":2,"scraped_at":"2026-11-26T15:05:45Z""#),
+        "{line1}"
+    );
+    let line2 = text.lines().find(|l| l.contains(&hex(&ih(2)))).unwrap();
+    assert!(!line2.contains("seeders"), "{line2}");
+    store.close().unwrap();
+
+    let target = db.sibling("scrape_copy");
+    let copy = target.open();
+    let report = copy.import_jsonl(&mut BufReader::new(&first[..])).unwrap();
+    assert_eq!((report.imported, report.duplicates), (3, 0), "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(String::from_utf8(export(&copy).1).unwrap(), text);
+    // A line with a partial estimate is refused, with its line number.
+    let bad = text.replacen(r#","leechers":2"#, "", 1);
+    let report = copy
+        .import_jsonl(&mut BufReader::new(bad.as_bytes()))
+        .unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert!(report.errors[0].1.contains("go together"), "{report:?}");
+    copy.close().unwrap();
+}
+
+/// `prune`: what the crawl's filter would refuse, or what is older than
+/// the cutoff, goes with its files and search entry; a dry run only
+/// counts; the rest stays searchable.
+fn prune_by_filter_and_age(db: &TestDb) {
+    use dht_hunter::filter::{ContentFilter, FilterSpec};
+    let store = db.open();
+    let w = store.writer();
+    for i in 0..10u32 {
+        let name = if i % 3 == 0 {
+            "alpha sample"
+        } else {
+            "beta keeper"
+        };
+        w.fetched(record(
+            i,
+            name.into(),
+            &[(&format!("dir/{name}.bin"), 1000 * u64::from(i + 1))],
+            Source::Sample,
+        ))
+        .unwrap();
+    }
+    store.flush().unwrap();
+    let exclude = ContentFilter::new(&FilterSpec {
+        exclude: Some("(?i)SAMPLE".into()),
+        ..FilterSpec::default()
+    })
+    .unwrap();
+    // Dry run: counted, nothing deleted.
+    let r = store.prune(&exclude, None, true).unwrap();
+    assert_eq!((r.scanned, r.matched, r.deleted), (10, 4, 0));
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 10);
+    // For real: i = 0, 3, 6, 9 go, with their files and search entries.
+    let r = store.prune(&exclude, None, false).unwrap();
+    assert_eq!((r.matched, r.deleted), (4, 4));
+    assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), 6);
+    assert_eq!(db.query_i64("SELECT count(*) FROM files"), 6);
+    if !db.is_pg() {
+        assert_eq!(db.query_i64("SELECT count(*) FROM torrents_fts"), 6);
+    }
+    assert!(store.search("alpha", 20).unwrap().is_empty());
+    assert_eq!(store.search("beta", 20).unwrap().len(), 6);
+    // By size: below 5000 bytes (i = 1, 2; 5000 itself stays).
+    let small = ContentFilter::new(&FilterSpec {
+        min_size: Some(5000),
+        ..FilterSpec::default()
+    })
+    .unwrap();
+    let r = store.prune(&small, None, false).unwrap();
+    assert_eq!((r.scanned, r.deleted), (6, 2));
+    // By age: discovered before T0 + 8 (i = 4, 5, 7 of those left).
+    let r = store
+        .prune(&ContentFilter::default(), Some(at(T0 + 8)), false)
+        .unwrap();
+    assert_eq!((r.scanned, r.deleted), (4, 3));
+    let left: Vec<[u8; 20]> = store.stored_infohashes().unwrap();
+    assert_eq!(left, vec![ih(8)]);
+    store.close().unwrap();
+}
+
+/// A database written by a version-1 build (no scrape columns, no new
+/// indexes) is migrated on open: its rows stay, unscraped, and take
+/// estimates from then on.
+fn upgrade_from_version_1_keeps_rows(db: &TestDb) {
+    let store = db.open();
+    store.writer().fetched(simple(1, "old torrent")).unwrap();
+    store.close().unwrap();
+    // Back to what version 1 had.
+    db.exec(
+        "DROP INDEX torrents_seeders; DROP INDEX torrents_discovered_at;
+         DROP INDEX torrents_total_size;
+         ALTER TABLE torrents DROP COLUMN seeders;
+         ALTER TABLE torrents DROP COLUMN leechers;
+         ALTER TABLE torrents DROP COLUMN scraped_at;
+         UPDATE schema_version SET version = 1;",
+    );
+    let store = db.open();
+    assert_eq!(
+        db.query_i64("SELECT max(version) FROM schema_version"),
+        SCHEMA_VERSION
+    );
+    let hit = &store.search("old", 5).unwrap()[0];
+    assert_eq!(
+        (hit.seeders, hit.leechers, hit.scraped_at),
+        (None, None, None)
+    );
+    store.writer().scraped(ih(1), 3, 4, at(T0)).unwrap();
+    store.flush().unwrap();
+    let hit = &store.search("old", 5).unwrap()[0];
+    assert_eq!((hit.seeders, hit.leechers), (Some(3), Some(4)));
+    store.close().unwrap();
 }
 
 fn import_reports_bad_lines(db: &TestDb) {

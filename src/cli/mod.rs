@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode};
+use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode, SizeValue};
 use crate::engine::{self, EngineParts, Telemetry};
 use crate::store::{printable, redact_url, rfc3339, unsafe_on_terminal, SearchHit, Store};
 
@@ -81,6 +81,36 @@ enum Command {
     },
     /// Print the man page (roff) to standard output.
     Man,
+    /// Delete stored torrents a content filter would not store, or older
+    /// than an age; --dry-run only counts.
+    Prune {
+        /// Delete the torrents whose name and file paths all fail to match
+        /// this regular expression (what `crawl --include` would refuse).
+        #[arg(long)]
+        include: Option<String>,
+        /// Delete the torrents whose name or a file path matches this
+        /// regular expression.
+        #[arg(long)]
+        exclude: Option<String>,
+        /// Delete the torrents smaller than this, e.g. 1MiB.
+        #[arg(long)]
+        min_size: Option<String>,
+        /// Delete the torrents larger than this, e.g. 100GiB.
+        #[arg(long)]
+        max_size: Option<String>,
+        /// Delete the torrents first seen longer ago than this, e.g. 30d
+        /// (s, m, h, d, w).
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Count what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Counts, rates, database size and sources.
     Stats {
         /// One JSON object.
@@ -225,6 +255,28 @@ pub struct CrawlArgs {
     /// Receive coalescing window, µs (0: off).
     #[arg(long, help = with_default("Receive coalescing window under dense traffic, µs (0: off)", D::RX_COALESCE_US))]
     pub rx_coalesce_us: Option<u64>,
+    /// Store only torrents whose name or some file path matches this
+    /// regular expression (default: all).
+    #[arg(long)]
+    pub include: Option<String>,
+    /// Store no torrent whose name or any file path matches this regular
+    /// expression, e.g. '(?i)sample' (default: none).
+    #[arg(long)]
+    pub exclude: Option<String>,
+    /// Store no torrent smaller than this, e.g. 1MiB (default: no bound).
+    #[arg(long)]
+    pub min_size: Option<String>,
+    /// Store no torrent larger than this, e.g. 100GiB (default: no bound).
+    #[arg(long)]
+    pub max_size: Option<String>,
+    /// Stop fetching and storing new torrents while the database is this
+    /// large or larger, e.g. 50GiB; discovery goes on (default: no cap).
+    #[arg(long)]
+    pub max_db_size: Option<String>,
+    /// BEP 33 scrape queries per stored torrent, to nodes that hold its
+    /// peers; 0: no scrapes.
+    #[arg(long, help = with_default("BEP 33 scrape queries per stored torrent, to nodes that hold its peers; 0: no scrapes", D::SCRAPE_NODES))]
+    pub scrape_nodes: Option<usize>,
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
     pub status: StatusMode,
@@ -259,6 +311,12 @@ impl CrawlArgs {
             udp_rcvbuf: self.udp_rcvbuf,
             udp_sndbuf: self.udp_sndbuf,
             rx_coalesce_us: self.rx_coalesce_us,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            min_size: self.min_size.clone().map(SizeValue::Text),
+            max_size: self.max_size.clone().map(SizeValue::Text),
+            max_db_size: self.max_db_size.clone().map(SizeValue::Text),
+            scrape_nodes: self.scrape_nodes,
         }
     }
 
@@ -336,6 +394,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "files": h.file_count,
                         "source": h.source.as_str(),
                         "fetched_at": rfc3339::format(crate::store::unix_secs(h.fetched_at)),
+                        "seeders": h.seeders,
+                        "leechers": h.leechers,
+                        "scraped_at": h.scraped_at.map(|t| rfc3339::format(crate::store::unix_secs(t))),
                     });
                     writeln!(out, "{}", json_printable(&v.to_string()))?;
                 } else {
@@ -390,6 +451,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Prune {
+            include,
+            exclude,
+            min_size,
+            max_size,
+            older_than,
+            dry_run,
+            json,
+            db,
+        } => {
+            let size = |v: Option<String>, flag: &str| {
+                v.map(|t| crate::filter::parse_bytes(&t))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+            };
+            let spec = crate::filter::FilterSpec {
+                include,
+                exclude,
+                min_size: size(min_size, "min-size")?,
+                max_size: size(max_size, "max-size")?,
+            };
+            let filter = crate::filter::ContentFilter::new(&spec)?;
+            let age = older_than
+                .map(|a| crate::filter::parse_age(&a))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+            anyhow::ensure!(
+                !filter.is_empty() || age.is_some(),
+                "nothing to prune by: give a filter (--include, --exclude, --min-size, \
+                 --max-size) or --older-than"
+            );
+            let cutoff = age.map(|a| std::time::SystemTime::now() - a);
+            let store = open_existing(&db)?;
+            let r = store.prune(&filter, cutoff, dry_run)?;
+            store.close()?;
+            if json {
+                let v = serde_json::json!({
+                    "scanned": r.scanned,
+                    "matched": r.matched,
+                    "deleted": r.deleted,
+                    "dry_run": dry_run,
+                });
+                println!("{v}");
+            } else if dry_run {
+                println!(
+                    "dry run: {} of {} stored torrents would be deleted",
+                    r.matched, r.scanned
+                );
+            } else {
+                println!("deleted {} of {} stored torrents", r.deleted, r.scanned);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Stats { json, db } => {
             let store = open_existing(&db)?;
@@ -526,7 +640,12 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     ensure_parent(&cfg.db)?;
-    let store = Store::open(&cfg.db).with_context(|| format!("opening {}", redact_url(&cfg.db)))?;
+    let opts = crate::store::StoreOptions {
+        max_db_bytes: cfg.max_db_size,
+        ..crate::store::StoreOptions::default()
+    };
+    let store = Store::open_with(&cfg.db, opts)
+        .with_context(|| format!("opening {}", redact_url(&cfg.db)))?;
     if let Some(addr) = cfg.metrics {
         metrics_http::serve(addr).with_context(|| format!("metrics on {addr}"))?;
     }
@@ -711,6 +830,9 @@ mod tests {
             file_count: 2,
             source: crate::store::Source::Sample,
             fetched_at: std::time::UNIX_EPOCH,
+            seeders: None,
+            leechers: None,
+            scraped_at: None,
         };
         let line = hit_line(&hit);
         assert!(!line.chars().any(char::is_control), "{line:?}");

@@ -78,6 +78,10 @@ pub struct HarvestConfig {
     pub stored_capacity: usize,
     /// Given-up infohashes remembered (ignored unless they bring a peer).
     pub given_up_capacity: usize,
+    /// Nodes remembered per infohash as having answered with `values`,
+    /// and asked for a BEP 33 scrape once its torrent is stored (0: no
+    /// scrapes).
+    pub scrape_nodes: usize,
 }
 
 impl Default for HarvestConfig {
@@ -91,6 +95,7 @@ impl Default for HarvestConfig {
             max_searches: 3,
             stored_capacity: 16_000_000,
             given_up_capacity: 1_000_000,
+            scrape_nodes: crate::config::defaults::SCRAPE_NODES,
         }
     }
 }
@@ -116,6 +121,9 @@ pub enum FetchOutcome {
     },
     /// The pool could not run it (shutting down, queue full): not a try.
     NotRun,
+    /// Fetched and verified, but the content filter said not to store it:
+    /// it is not fetched again in this run, and leaves `pending`.
+    Filtered,
 }
 
 /// What [`Harvester::discover`] did.
@@ -158,6 +166,9 @@ struct Entry {
     searches: u8,
     /// Ever had a peer or a holder (not only someone's get_peers).
     vouched: bool,
+    /// Nodes that answered with `values` (at most `scrape_nodes`): asked
+    /// for a BEP 33 scrape when the torrent is stored.
+    value_nodes: Vec<NodeInfo>,
 }
 
 impl Entry {
@@ -215,8 +226,8 @@ pub struct SearchRequest {
 }
 
 /// Counters: every infohash taken in is in exactly one of stored, given
-/// up, evicted or in progress (`discovered = stored + given_up + evicted +
-/// in_progress`); `shed` counts those never taken in.
+/// up, evicted, filtered or in progress (`discovered = stored + given_up +
+/// evicted + filtered + in_progress`); `shed` counts those never taken in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HarvestStats {
     /// New infohashes taken in.
@@ -241,6 +252,8 @@ pub struct HarvestStats {
     pub woken_by_peer: u64,
     /// Sightings of infohashes already stored.
     pub already_stored: u64,
+    /// Fetched, then refused by the content filter.
+    pub filtered: u64,
     /// In progress now.
     pub in_progress: usize,
     /// Of those, waiting for a retry.
@@ -269,8 +282,15 @@ pub struct Harvester {
     fetching: usize,
     waiting: usize,
     gave_up: Vec<Id>,
+    /// Stored infohashes with the nodes to scrape them from.
+    to_scrape: VecDeque<(Id, Vec<NodeInfo>)>,
     stats: HarvestStats,
 }
+
+/// Stored torrents waiting for their scrape to be sent, at most (the node
+/// takes them at once unless its scrape table is full; past this the
+/// oldest wait is dropped, the torrent stays unscraped).
+const MAX_SCRAPE_QUEUE: usize = 4096;
 
 fn count(c: &mut u64) {
     *c = c.saturating_add(1);
@@ -292,6 +312,7 @@ impl Harvester {
             fetching: 0,
             waiting: 0,
             gave_up: Vec::new(),
+            to_scrape: VecDeque::new(),
             stats: HarvestStats::default(),
         }
     }
@@ -375,6 +396,22 @@ impl Harvester {
         }
     }
 
+    /// `node` answered a get_peers for `ih` with `values`: it stores
+    /// peers, so it is one to scrape once the torrent is stored.
+    pub fn note_value_node(&mut self, ih: &Id, node: NodeInfo) {
+        let cap = self.cfg.scrape_nodes;
+        if let Some(e) = self.entries.get_mut(ih) {
+            if e.value_nodes.len() < cap && !e.value_nodes.iter().any(|n| n.addr == node.addr) {
+                e.value_nodes.push(node);
+            }
+        }
+    }
+
+    /// A stored torrent and the nodes to ask for its BEP 33 scrape.
+    pub fn poll_scrape(&mut self) -> Option<(Id, Vec<NodeInfo>)> {
+        self.to_scrape.pop_front()
+    }
+
     /// Infohashes given up since the last call (the store forgets them).
     pub fn poll_given_up(&mut self) -> Option<Id> {
         self.gave_up.pop()
@@ -447,6 +484,7 @@ impl Harvester {
             fetch_tries: 0,
             searches: 0,
             vouched,
+            value_nodes: Vec::new(),
         };
         e.merge(peers);
         let phase = if e.peers.is_empty() {
@@ -612,7 +650,7 @@ impl Harvester {
     /// The pool reports how a fetch of `ih` ended.
     pub fn fetch_done(&mut self, ih: &Id, outcome: FetchOutcome, now: Instant) {
         let Some(e) = self.entries.get_mut(ih) else {
-            if outcome == FetchOutcome::Stored {
+            if matches!(outcome, FetchOutcome::Stored | FetchOutcome::Filtered) {
                 self.stored.insert(ih);
             }
             return;
@@ -622,11 +660,26 @@ impl Harvester {
         }
         match outcome {
             FetchOutcome::Stored => {
-                self.remove(ih);
+                if let Some(e) = self.remove(ih) {
+                    if !e.value_nodes.is_empty() {
+                        if self.to_scrape.len() >= MAX_SCRAPE_QUEUE {
+                            self.to_scrape.pop_front();
+                        }
+                        self.to_scrape.push_back((*ih, e.value_nodes));
+                    }
+                }
                 self.stored.insert(ih);
                 count(&mut self.stats.stored);
             }
             FetchOutcome::NotRun => self.set_phase(ih, Phase::Ready),
+            FetchOutcome::Filtered => {
+                // Remembered as if stored, so no sighting fetches it
+                // again; the store forgets it from `pending`.
+                self.remove(ih);
+                self.stored.insert(ih);
+                self.gave_up.push(*ih);
+                count(&mut self.stats.filtered);
+            }
             FetchOutcome::Failed { tried } => {
                 count(&mut self.stats.fetch_failures);
                 for (p, t) in e.peers.iter_mut() {
@@ -732,6 +785,7 @@ mod tests {
                 max_searches: 2,
                 stored_capacity: 1000,
                 given_up_capacity: 1000,
+                scrape_nodes: 2,
             },
             (1, 2),
         )
@@ -956,9 +1010,10 @@ mod tests {
                     if !out.is_empty() {
                         let i = rng.below(out.len() as u64) as usize;
                         let ih = out.swap_remove(i);
-                        let o = match rng.below(3) {
+                        let o = match rng.below(4) {
                             0 => FetchOutcome::Stored,
                             1 => FetchOutcome::NotRun,
+                            2 => FetchOutcome::Filtered,
                             _ => FetchOutcome::Failed {
                                 tried: vec![peer(0), peer(1)],
                             },
@@ -971,12 +1026,67 @@ mod tests {
             let s = h.stats();
             assert_eq!(
                 s.discovered,
-                s.stored + s.given_up + s.evicted + s.in_progress as u64,
+                s.stored + s.given_up + s.evicted + s.filtered + s.in_progress as u64,
                 "step {step}: {s:?}"
             );
             assert!(s.in_progress <= 4 && s.fetching <= 2, "{s:?}");
         }
-        assert!(h.stats().stored > 0 && h.stats().given_up > 0);
+        assert!(h.stats().stored > 0 && h.stats().given_up > 0 && h.stats().filtered > 0);
+    }
+
+    /// A torrent the content filter refused: out of `pending` (handed
+    /// out like a given-up one), never fetched again in this run, not
+    /// scraped.
+    #[test]
+    fn filtered_is_forgotten_and_never_fetched_again() {
+        let mut h = small();
+        let now = Instant::now();
+        h.discover(ih(3), Source::Announce, &[peer(1)], None);
+        let f = h.poll_fetch().unwrap();
+        h.note_value_node(
+            &f.info_hash,
+            NodeInfo {
+                id: ih(9),
+                addr: peer(9),
+            },
+        );
+        h.fetch_done(&f.info_hash, FetchOutcome::Filtered, now);
+        assert_eq!(h.poll_given_up(), Some(ih(3)));
+        assert_eq!(h.poll_scrape(), None);
+        assert_eq!(h.stats().filtered, 1);
+        assert_eq!(h.stats().given_up, 0);
+        assert_eq!(
+            h.discover(ih(3), Source::Announce, &[peer(2)], None),
+            Discovered::Stored
+        );
+        assert!(h.poll_fetch().is_none());
+    }
+
+    /// The nodes that answered with values are the ones scraped, once the
+    /// torrent is stored (at most `scrape_nodes`, each address once).
+    #[test]
+    fn stored_torrents_hand_out_their_value_nodes_for_a_scrape() {
+        let mut h = small();
+        let now = Instant::now();
+        h.discover(ih(4), Source::Sample, &[], None);
+        let s = h.poll_search().unwrap();
+        for n in [9u16, 9, 10, 11] {
+            h.note_value_node(
+                &s.info_hash,
+                NodeInfo {
+                    id: ih(n as u8),
+                    addr: peer(n),
+                },
+            );
+        }
+        h.search_done(&s.info_hash, &[peer(1)], now);
+        let f = h.poll_fetch().unwrap();
+        assert_eq!(h.poll_scrape(), None);
+        h.fetch_done(&f.info_hash, FetchOutcome::Stored, now);
+        let (got, nodes) = h.poll_scrape().unwrap();
+        assert_eq!(got, ih(4));
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+        assert_eq!(addrs, vec![peer(9), peer(10)]);
     }
 
     #[test]

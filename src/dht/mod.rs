@@ -264,6 +264,16 @@ pub enum Action {
         /// The infohash.
         info_hash: Id,
     },
+    /// A BEP 33 estimate for a torrent this shard stored: the merged
+    /// filters of the nodes that answered its scrape.
+    Scraped {
+        /// The infohash.
+        info_hash: Id,
+        /// Estimated seeders.
+        seeders: u32,
+        /// Estimated leechers.
+        leechers: u32,
+    },
     /// More peers for an infohash being fetched.
     MorePeers {
         /// The infohash.
@@ -587,6 +597,21 @@ pub struct SourceCounts {
     pub announce: u64,
 }
 
+/// BEP 33 scrapes of stored torrents (see `node/search.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeCounts {
+    /// Scrapes started (one per stored torrent with a node to ask).
+    pub started: u64,
+    /// Not started: the table of scrapes in flight was full.
+    pub skipped: u64,
+    /// Scrape get_peers that came back with filters.
+    pub answered: u64,
+    /// Scrapes finished with an estimate ([`Action::Scraped`]).
+    pub estimated: u64,
+    /// Of those, a filter was saturated (the count is a lower bound).
+    pub saturated: u64,
+}
+
 /// A node's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeStats {
@@ -644,6 +669,8 @@ pub struct NodeStats {
     pub lookups: u64,
     /// Torrents in the announce store.
     pub torrents: usize,
+    /// BEP 33 scrapes of stored torrents.
+    pub scrapes: ScrapeCounts,
     /// The harvester's counters (every infohash's life).
     pub harvest: harvest::HarvestStats,
 }

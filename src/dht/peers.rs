@@ -6,15 +6,25 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::id::Id;
+use crate::krpc::scrape::ScrapeBloom;
 use crate::rng::Rng;
 
 /// How long an announced peer is kept (libtorrent: 30 minutes).
 pub const PEER_TTL: Duration = Duration::from_secs(30 * 60);
 
+/// One announced peer.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    addr: SocketAddr,
+    at: Instant,
+    /// BEP 33 `seed = 1` in its last announce.
+    seed: bool,
+}
+
 /// Announced peers, bounded in torrents and peers per torrent.
 #[derive(Debug, Clone)]
 pub struct PeerStore {
-    torrents: HashMap<Id, Vec<(SocketAddr, Instant)>>,
+    torrents: HashMap<Id, Vec<Stored>>,
     max_torrents: usize,
     max_peers: usize,
 }
@@ -29,32 +39,54 @@ impl PeerStore {
         }
     }
 
-    /// Records `peer` for `ih`. Returns false when there was no room.
-    pub fn announce(&mut self, ih: Id, peer: SocketAddr, now: Instant) -> bool {
+    /// Records `peer` for `ih`, a seed when its announce said `seed = 1`
+    /// (BEP 33). Returns false when there was no room.
+    pub fn announce(&mut self, ih: Id, peer: SocketAddr, seed: bool, now: Instant) -> bool {
         if !self.torrents.contains_key(&ih) && self.torrents.len() >= self.max_torrents {
             return false;
         }
         let peers = self.torrents.entry(ih).or_default();
-        if let Some(p) = peers.iter_mut().find(|(a, _)| *a == peer) {
-            p.1 = now;
+        let entry = Stored {
+            addr: peer,
+            at: now,
+            seed,
+        };
+        if let Some(p) = peers.iter_mut().find(|p| p.addr == peer) {
+            *p = entry;
             return true;
         }
         if peers.len() >= self.max_peers {
             // Replace the stalest.
-            if let Some(p) = peers.iter_mut().min_by_key(|(_, t)| *t) {
-                *p = (peer, now);
+            if let Some(p) = peers.iter_mut().min_by_key(|p| p.at) {
+                *p = entry;
             }
             return true;
         }
-        peers.push((peer, now));
+        peers.push(entry);
         true
     }
 
-    /// The peers of `ih`, in the family of `ipv4` first.
+    /// The peers of `ih`.
     pub fn peers(&self, ih: &Id, out: &mut Vec<SocketAddr>) {
         if let Some(p) = self.torrents.get(ih) {
-            out.extend(p.iter().map(|(a, _)| *a));
+            out.extend(p.iter().map(|p| p.addr));
         }
+    }
+
+    /// BEP 33's two filters for `ih`, seeds and the others (as libtorrent
+    /// answers a scrape: every stored peer, both families), or `None` when
+    /// no peer is stored for it.
+    pub fn scrape(&self, ih: &Id) -> Option<(ScrapeBloom, ScrapeBloom)> {
+        let peers = self.torrents.get(ih)?;
+        let (mut seeds, mut others) = (ScrapeBloom::default(), ScrapeBloom::default());
+        for p in peers {
+            if p.seed {
+                seeds.insert_ip(p.addr.ip());
+            } else {
+                others.insert_ip(p.addr.ip());
+            }
+        }
+        Some((seeds, others))
     }
 
     /// Whether any peer is held for `ih` (entries are never empty: the last
@@ -76,7 +108,7 @@ impl PeerStore {
     /// Drops peers older than [`PEER_TTL`].
     pub fn expire(&mut self, now: Instant) {
         self.torrents.retain(|_, peers| {
-            peers.retain(|(_, t)| now.saturating_duration_since(*t) < PEER_TTL);
+            peers.retain(|p| now.saturating_duration_since(p.at) < PEER_TTL);
             !peers.is_empty()
         });
     }

@@ -96,6 +96,12 @@ pub struct Sim {
     seq: u64,
     rng: Rng,
     announcers: HashMap<SocketAddr, Id>,
+    /// Announcers that announce as seeds (BEP 33 `seed = 1`).
+    seeders: std::collections::HashSet<SocketAddr>,
+    /// Report every fetch as stored at once (the crawler then scrapes).
+    pub auto_store: bool,
+    /// Every [`Action::Scraped`] of the crawler.
+    pub scraped: Vec<(Id, u32, u32)>,
     /// Every datagram the crawler sent, by destination IP.
     pub crawler_sent: HashMap<IpAddr, Vec<Instant>>,
     pub harvested: Vec<Harvest>,
@@ -216,6 +222,9 @@ impl Sim {
             seq: 0,
             rng,
             announcers: HashMap::new(),
+            seeders: std::collections::HashSet::new(),
+            auto_store: false,
+            scraped: Vec::new(),
             crawler_sent: HashMap::new(),
             harvested: Vec::new(),
             more_peers: 0,
@@ -263,7 +272,15 @@ impl Sim {
     /// `replicas` nodes closest to it: get_peers for a token, then
     /// announce_peer with it.
     pub fn announce(&mut self, j: usize, ih: Id, replicas: usize) {
+        self.announce_as(j, ih, replicas, false);
+    }
+
+    /// [`Sim::announce`], as a seed (`seed = 1`) or not (`seed = 0`).
+    pub fn announce_as(&mut self, j: usize, ih: Id, replicas: usize, seed: bool) {
         let me = announcer_addr(j);
+        if seed {
+            self.seeders.insert(me);
+        }
         self.by_addr.insert(me, Dest::Announcer);
         self.announcers.insert(me, ih);
         for i in self.closest_pop(&ih, replicas) {
@@ -310,7 +327,7 @@ impl Sim {
                 port: me.port(),
                 implied_port: false,
                 token,
-                seed: None,
+                seed: Some(self.seeders.contains(&me)),
             },
             Want::default(),
             false,
@@ -372,18 +389,33 @@ impl Sim {
                     }
                 }
                 Action::Discovered { .. } | Action::GaveUp { .. } => {}
+                Action::Scraped {
+                    info_hash,
+                    seeders,
+                    leechers,
+                } => self.scraped.push((info_hash, seeders, leechers)),
                 a @ Action::Rekeyed { .. } => self.rekeyed.push((self.now, s as u8, a)),
                 Action::Fetch {
                     info_hash,
                     source,
                     peers,
-                } => self.harvested.push(Harvest {
-                    shard: s as u8,
-                    info_hash,
-                    source,
-                    peers,
-                    at: self.now - self.t0,
-                }),
+                } => {
+                    self.harvested.push(Harvest {
+                        shard: s as u8,
+                        info_hash,
+                        source,
+                        peers,
+                        at: self.now - self.t0,
+                    });
+                    if self.auto_store {
+                        self.crawler[s].handle_fetch_result(
+                            info_hash,
+                            crate::dht::harvest::FetchOutcome::Stored,
+                            self.now,
+                        );
+                        self.drain_crawler(s);
+                    }
+                }
                 Action::MorePeers { .. } => self.more_peers += 1,
             }
         }
@@ -715,6 +747,70 @@ mod tests {
             sim.lies.len()
         );
         assert!(early_lies >= 1);
+    }
+
+    /// BEP 33 end to end inside the simulation: torrents announced by
+    /// known numbers of seeds and leechers (each announcer its own IP),
+    /// stored by three population nodes each; the crawler harvests them,
+    /// "stores" each fetch at once, scrapes the nodes that gave it
+    /// `values`, and its estimates match the truth within the filter's
+    /// error (collisions only ever lower a count; at these sizes by at
+    /// most one).
+    #[test]
+    fn stored_torrents_are_scraped_for_seeders_and_leechers() {
+        let mut sim = Sim::new(300, 5);
+        let mut rng = Rng::seed_from_u64(6);
+        // (seeders, leechers) per torrent.
+        let truth = [(6usize, 4usize), (0, 3), (9, 0), (2, 12)];
+        let ihs: Vec<Id> = truth.iter().map(|_| Id::random(&mut rng)).collect();
+        let mut j = 0;
+        for (ih, (seeds, leeches)) in ihs.iter().zip(truth) {
+            for k in 0..seeds + leeches {
+                sim.announce_as(j, *ih, 3, k < seeds);
+                j += 1;
+            }
+        }
+        sim.run_until(Duration::from_secs(5));
+        for (ih, (seeds, leeches)) in ihs.iter().zip(truth) {
+            let held = sim
+                .pop
+                .iter()
+                .map(|n| n.stored_peers(ih).len())
+                .max()
+                .unwrap_or(0);
+            assert_eq!(held, seeds + leeches, "{ih}");
+        }
+        let mut c = NodeConfig::new(
+            0,
+            1,
+            vec![Identity {
+                addr: sim.crawler_addr,
+                id: Id::random(&mut rng),
+            }],
+            77,
+            [9; 32],
+        );
+        c.allow_private = true;
+        c.bootstrap = (0..4).map(|i| pop_addr(i * 37)).collect();
+        c.limiter_slots = 8192;
+        c.harvest.stored_capacity = 100_000;
+        sim.auto_store = true;
+        sim.add_crawler(vec![c]);
+        sim.run_until(Duration::from_secs(95));
+
+        let stats = sim.crawler[0].stats().scrapes;
+        eprintln!("scrapes: {stats:?}; scraped: {:?}", sim.scraped);
+        for (ih, (seeds, leeches)) in ihs.iter().zip(truth) {
+            let Some((_, s, l)) = sim.scraped.iter().find(|(x, _, _)| x == ih) else {
+                panic!("{ih} ({seeds} seeds, {leeches} leechers) not scraped: {stats:?}");
+            };
+            let near =
+                |got: u32, want: usize| (want.saturating_sub(1)..=want).contains(&(got as usize));
+            assert!(near(*s, seeds), "{ih}: {s} seeders, truth {seeds}");
+            assert!(near(*l, leeches), "{ih}: {l} leechers, truth {leeches}");
+        }
+        assert_eq!(stats.estimated, truth.len() as u64);
+        assert_eq!(stats.saturated, 0);
     }
 
     /// More seeds, for confidence (slow in debug: run with --ignored).

@@ -1347,3 +1347,87 @@ fn the_vote_on_reply_ips_moves_every_shard_to_a_bep42_id() {
         .iter()
         .any(|a| matches!(a, Action::Rekeyed { .. })));
 }
+
+/// BEP 33 on our side: announces with `seed = 1` and `seed = 0` from
+/// distinct IPs (one IP announcing twice counts once); a `get_peers` with
+/// `scrape = 1` is answered with the two filters and no `values` (as
+/// libtorrent answers), and the estimator reads the counts back; an
+/// infohash with no stored peer gets no filters; a plain get_peers still
+/// gets `values`.
+#[test]
+fn scrape_is_answered_with_seed_and_peer_filters() {
+    let t0 = Instant::now();
+    let mut n = Node::new(quiet_cfg(), t0);
+    let ih = Id([0x47; 20]);
+    let announce_as = |n: &mut Node, i: u8, seed: bool| {
+        let from = peer(i);
+        let tok = get_token(n, from, ih, t0);
+        let q = query(
+            b"an",
+            Id([5; 20]),
+            Method::AnnouncePeer {
+                info_hash: ih,
+                port: 0,
+                implied_port: true,
+                token: &tok,
+                seed: Some(seed),
+            },
+            Want::default(),
+            true,
+        );
+        n.handle_datagram(0, from, &q, t0);
+        let r = only_reply(n, from);
+        assert!(matches!(decode(&r).unwrap().body, Body::Response(_)));
+    };
+    for i in 1..=5 {
+        announce_as(&mut n, i, true);
+    }
+    for i in 6..=8 {
+        announce_as(&mut n, i, false);
+    }
+    // A leecher that became a seed: its last announce counts.
+    announce_as(&mut n, 8, true);
+    let ask = |n: &mut Node, ih: Id, scrape: bool| -> Vec<u8> {
+        let q = query(
+            b"sc",
+            Id([6; 20]),
+            Method::GetPeers {
+                info_hash: ih,
+                noseed: false,
+                scrape,
+            },
+            Want::default(),
+            true,
+        );
+        n.handle_datagram(0, peer(99), &q, t0);
+        only_reply(n, peer(99))
+    };
+    let bytes = ask(&mut n, ih, true);
+    let m = decode(&bytes).unwrap();
+    let Body::Response(r) = m.body else {
+        panic!("not a response")
+    };
+    assert!(r.values.is_none(), "a scrape reply carries no values");
+    assert!(r.token.is_some());
+    let est = |b: Option<&[u8; 256]>| crate::krpc::scrape::ScrapeBloom(*b.unwrap()).estimate();
+    assert_eq!(est(r.bf_seeds).count(), 6);
+    assert_eq!(est(r.bf_peers).count(), 2);
+    let mut seeds = crate::krpc::scrape::ScrapeBloom::default();
+    for i in [1, 2, 3, 4, 5, 8] {
+        seeds.insert_ip(peer(i).ip());
+    }
+    assert_eq!(r.bf_seeds, Some(&seeds.0));
+    // Unknown infohash: no filters.
+    let bytes = ask(&mut n, Id([0x48; 20]), true);
+    let Body::Response(r) = decode(&bytes).unwrap().body else {
+        panic!("not a response")
+    };
+    assert!(r.bf_seeds.is_none() && r.bf_peers.is_none());
+    // No scrape asked: values, no filters.
+    let bytes = ask(&mut n, ih, false);
+    let Body::Response(r) = decode(&bytes).unwrap().body else {
+        panic!("not a response")
+    };
+    assert_eq!(r.peers().count(), 8);
+    assert!(r.bf_seeds.is_none());
+}

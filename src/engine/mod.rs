@@ -62,6 +62,9 @@ pub enum EngineError {
     /// The state directory could not be created.
     #[error("state directory {0}: {1}")]
     StateDir(std::path::PathBuf, std::io::Error),
+    /// The content filter does not compile.
+    #[error("content filter: {0}")]
+    Filter(#[from] crate::filter::FilterError),
 }
 
 /// What a shard hands back when it stops.
@@ -337,6 +340,7 @@ async fn run_shard(
         .max_fetching
         .min(pool_defaults.max_queue)
         .max(cfg.fetch_concurrency);
+    nc.harvest.scrape_nodes = cfg.scrape_nodes;
     if let Some(t) = &parts.tweak {
         t(&mut nc);
     }
@@ -366,7 +370,9 @@ async fn run_shard(
     pool_cfg.fetch.idle_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.idle_timeout);
     pool_cfg.job_budget = cfg.fetch_timeout.saturating_mul(2);
     pool_cfg.allow_privileged_ports = cfg.allow_privileged_ports;
-    let pool = FetchPool::new(pool_cfg);
+    // Validated when the configuration was resolved.
+    let filter = crate::filter::ContentFilter::new(&cfg.filter)?;
+    let pool = FetchPool::with_filter(pool_cfg, filter);
     let (kick, kicked) = glommio::channels::local_channel::new_bounded(1);
     let me = Rc::new(Shard {
         ctx: ctx.clone(),
@@ -701,6 +707,18 @@ impl Shard {
                     Action::MorePeers { info_hash, peers } => {
                         self.pool.add_peers(info_hash, &peers)
                     }
+                    Action::Scraped {
+                        info_hash,
+                        seeders,
+                        leechers,
+                    } => {
+                        if let Err(e) =
+                            self.store
+                                .scraped(info_hash.0, seeders, leechers, SystemTime::now())
+                        {
+                            log::debug!("store: scrape of {info_hash} not recorded: {e}");
+                        }
+                    }
                     Action::Rekeyed { identity, id, .. } => {
                         let (dir, binds) = &self.ids_file;
                         if let Some(bind) = binds.get(usize::from(identity)) {
@@ -742,6 +760,10 @@ impl Shard {
         let f = self.pool.stats();
         if let Some(t) = self.tele.shard(self.ctx.shard_id()) {
             t.update(&stats, &f, self.pool.queue_len());
+            t.db_full.store(
+                u64::from(self.store.is_full()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         telemetry::export_metrics(self.ctx.shard_id(), &stats, &f, self.pool.queue_len());
         let shard = self.ctx.shard_id().to_string();

@@ -78,7 +78,7 @@ fn run(tele: &Telemetry, stop: &AtomicBool, tty: bool) {
             / t.per_shard_infohashes.len().max(1) as f64;
         let imbalance = if mean > 0.0 { max as f64 / mean } else { 1.0 };
         let line = format!(
-            "{:>5.0}s  in {:>7.0}/s  out {:>7.0}/s  answered {:>7.0}/s  nodes {:>6}  infohashes {:>7} (+{:.0}/s)  fetched {:>6} (+{:.1}/s)  failed {:>5}  queue {:>5}  imbalance {:.2}",
+            "{:>5.0}s  in {:>7.0}/s  out {:>7.0}/s  answered {:>7.0}/s  nodes {:>6}  infohashes {:>7} (+{:.0}/s)  fetched {:>6} (+{:.1}/s)  failed {:>5}  filtered {:>5}  scraped {:>6}  queue {:>5}  imbalance {:.2}{}",
             start.elapsed().as_secs_f64(),
             rate(t.packets_in, prev.packets_in),
             rate(t.packets_out, prev.packets_out),
@@ -89,8 +89,15 @@ fn run(tele: &Telemetry, stop: &AtomicBool, tty: bool) {
             t.fetched,
             rate(t.fetched, prev.fetched),
             t.fetch_failed,
+            t.filtered,
+            t.scraped,
             t.queue,
             imbalance,
+            if t.db_full {
+                "  DB FULL: not fetching (--max-db-size)"
+            } else {
+                ""
+            },
         );
         let mut e = std::io::stderr().lock();
         if tty {

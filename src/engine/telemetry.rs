@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use crate::dht::NodeStats;
 use crate::fetch::{FailureKind, FetchStats};
+use crate::filter::Rejection;
 
 /// One shard's published counters.
 #[derive(Debug, Default)]
@@ -53,6 +54,12 @@ pub struct ShardTelemetry {
     pub in_progress: AtomicU64,
     /// Sightings of infohashes already stored (not fetched again).
     pub already_stored: AtomicU64,
+    /// Fetched torrents the content filter refused.
+    pub filtered: AtomicU64,
+    /// Stored torrents with a BEP 33 estimate.
+    pub scraped: AtomicU64,
+    /// 1 while the database is at or over `--max-db-size`.
+    pub db_full: AtomicU64,
 }
 
 impl ShardTelemetry {
@@ -87,6 +94,8 @@ impl ShardTelemetry {
         self.in_progress
             .store(n.harvest.in_progress as u64, Relaxed);
         self.already_stored.store(n.harvest.already_stored, Relaxed);
+        self.filtered.store(f.filtered_total(), Relaxed);
+        self.scraped.store(n.scrapes.estimated, Relaxed);
     }
 }
 
@@ -133,6 +142,12 @@ pub struct Totals {
     pub in_progress: u64,
     /// Sightings of infohashes already stored.
     pub already_stored: u64,
+    /// Fetched torrents the content filter refused.
+    pub filtered: u64,
+    /// Stored torrents with a BEP 33 estimate.
+    pub scraped: u64,
+    /// The database is at or over `--max-db-size`.
+    pub db_full: bool,
 }
 
 impl Telemetry {
@@ -174,6 +189,9 @@ impl Telemetry {
             t.given_up += s.given_up.load(Relaxed);
             t.in_progress += s.in_progress.load(Relaxed);
             t.already_stored += s.already_stored.load(Relaxed);
+            t.filtered += s.filtered.load(Relaxed);
+            t.scraped += s.scraped.load(Relaxed);
+            t.db_full |= s.db_full.load(Relaxed) != 0;
             for (i, f) in t.failures.iter_mut().enumerate() {
                 f.1 += s.failures[i].load(Relaxed);
             }
@@ -227,7 +245,7 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
     ] {
         counter!("dht_hunter_dropped_total", "shard" => s.clone(), "reason" => why).absolute(v);
     }
-    // The audit: discovered = stored + given_up + evicted + in progress
+    // The audit: discovered = stored + given_up + evicted + filtered + in progress
     // (waiting, fetching, or searching); shed ones were never taken in.
     let h = &n.harvest;
     for (what, v) in [
@@ -242,6 +260,7 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
         ("searches_empty", h.searches_empty),
         ("woken_by_peer", h.woken_by_peer),
         ("already_stored", h.already_stored),
+        ("filtered", h.filtered),
     ] {
         counter!("dht_hunter_harvest_total", "shard" => s.clone(), "event" => what).absolute(v);
     }
@@ -281,6 +300,22 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
     for k in FailureKind::ALL {
         counter!("dht_hunter_fetch_attempt_failures_total", "shard" => s.clone(), "reason" => k.as_str())
             .absolute(f.failures(k));
+    }
+    for why in Rejection::ALL {
+        counter!("dht_hunter_filtered_total", "shard" => s.clone(), "reason" => why.as_str())
+            .absolute(f.filtered(why));
+    }
+    counter!("dht_hunter_fetch_db_full_waits_total", "shard" => s.clone())
+        .absolute(f.db_full_waits.get());
+    let sc = &n.scrapes;
+    for (what, v) in [
+        ("started", sc.started),
+        ("skipped", sc.skipped),
+        ("answered", sc.answered),
+        ("estimated", sc.estimated),
+        ("saturated", sc.saturated),
+    ] {
+        counter!("dht_hunter_scrapes_total", "shard" => s.clone(), "event" => what).absolute(v);
     }
     gauge!("dht_hunter_fetch_queue", "shard" => s.clone()).set(queue as f64);
     gauge!("dht_hunter_fetch_running", "shard" => s.clone()).set(f.running.get() as f64);

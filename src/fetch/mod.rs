@@ -55,6 +55,7 @@ pub use stats::{FailureKind, FetchStats};
 use marks::{PeerMarks, Pick};
 
 use crate::dht::harvest::FetchOutcome;
+use crate::filter::ContentFilter;
 use crate::id::Id;
 use crate::metainfo;
 use crate::store::{Source, StoreWriter, TorrentRecord};
@@ -145,14 +146,22 @@ pub struct FetchPool {
     more_peers: RefCell<HashMap<Id, VecDeque<SocketAddr>>>,
     /// Jobs queued or running.
     active: RefCell<HashSet<Id>>,
+    /// What is stored (`--include`, `--exclude`, `--min-size`,
+    /// `--max-size`).
+    filter: ContentFilter,
 }
 
 /// Where a job's outcome goes (the harvester, through the engine).
 pub type OutcomeSink = Rc<dyn Fn(Id, FetchOutcome)>;
 
 impl FetchPool {
-    /// A pool with its bounded queue.
+    /// A pool with its bounded queue that stores every verified torrent.
     pub fn new(cfg: PoolConfig) -> Rc<FetchPool> {
+        Self::with_filter(cfg, ContentFilter::default())
+    }
+
+    /// A pool that stores only the verified torrents `filter` passes.
+    pub fn with_filter(cfg: PoolConfig, filter: ContentFilter) -> Rc<FetchPool> {
         let (tx, rx) = local_channel::new_bounded(cfg.max_queue.max(1));
         Rc::new(FetchPool {
             cfg,
@@ -162,6 +171,7 @@ impl FetchPool {
             marks: RefCell::new(PeerMarks::new(&cfg)),
             more_peers: RefCell::new(HashMap::new()),
             active: RefCell::new(HashSet::new()),
+            filter,
         })
     }
 
@@ -308,6 +318,17 @@ impl FetchPool {
         conns: &Rc<Semaphore>,
         store: &StoreWriter,
     ) -> FetchOutcome {
+        // Over `--max-db-size`: nothing new is fetched (or stored) until
+        // the database is under it again; the job waits holding its slot,
+        // like back-pressure, and a stop saves it as pending.
+        if store.is_full() {
+            self.stats
+                .db_full_waits
+                .set(self.stats.db_full_waits.get() + 1);
+            while store.is_full() {
+                shards::timers::sleep(crate::store::DB_FULL_PAUSE).await;
+            }
+        }
         let started = Instant::now();
         // The time budget runs from the job's first connection slot: time
         // spent queued for a slot is the pool's, not the job's.
@@ -421,6 +442,11 @@ impl FetchPool {
         // (UDP above all) every `metainfo::PAUSE_EVERY` values.
         match metainfo::parse_info_pausing(&v.info, shards::timers::reactor_turn).await {
             Ok(torrent) => {
+                if let Some(why) = self.filter.check(&torrent) {
+                    self.stats.count_filtered(why);
+                    log::debug!("{} not stored: {}", job.info_hash, why.as_str());
+                    return FetchOutcome::Filtered;
+                }
                 let record = TorrentRecord {
                     infohash: job.info_hash.0,
                     torrent,

@@ -2,6 +2,8 @@
 
 use std::cell::Cell;
 
+use crate::filter::Rejection;
+
 /// Why one attempt (one peer) or one job failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
@@ -119,7 +121,11 @@ pub struct FetchStats {
     pub slot_micros: Cell<u64>,
     /// Jobs stopped by their time budget with attempts still running.
     pub over_budget: Cell<u64>,
+    /// Jobs that waited for the database to be under `--max-db-size`
+    /// before fetching.
+    pub db_full_waits: Cell<u64>,
     failures: [Cell<u64>; FailureKind::ALL.len()],
+    filtered: [Cell<u64>; Rejection::ALL.len()],
 }
 
 impl FetchStats {
@@ -134,5 +140,21 @@ impl FetchStats {
     /// Failures of one kind.
     pub fn failures(&self, kind: FailureKind) -> u64 {
         self.failures[kind.index()].get()
+    }
+
+    /// Counts one torrent refused by the content filter.
+    pub fn count_filtered(&self, why: Rejection) {
+        let c = &self.filtered[why as usize];
+        c.set(c.get() + 1);
+    }
+
+    /// Torrents refused by the content filter for `why`.
+    pub fn filtered(&self, why: Rejection) -> u64 {
+        self.filtered[why as usize].get()
+    }
+
+    /// Torrents refused by the content filter, every reason.
+    pub fn filtered_total(&self) -> u64 {
+        self.filtered.iter().map(Cell::get).sum()
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use super::compact::{self, NodeInfo, Nodes};
 use super::raw::{self, RawBody, RawMessage, RawValues};
+use super::scrape::{ScrapeBloom, BLOOM_BYTES};
 use crate::bencode::{DecodeError, Encoder};
 use crate::id::Id;
 
@@ -154,6 +155,10 @@ pub struct Response<'a> {
     pub interval: Option<i64>,
     /// `num`.
     pub num: Option<i64>,
+    /// BEP 33 `BFsd`, when present and exactly 256 bytes (borrowed).
+    pub bf_seeds: Option<&'a [u8; BLOOM_BYTES]>,
+    /// BEP 33 `BFpe`, likewise.
+    pub bf_peers: Option<&'a [u8; BLOOM_BYTES]>,
 }
 
 /// An error message. Malformed `e` values are kept as far as they go (a
@@ -265,6 +270,8 @@ pub fn from_raw<'a>(raw: &RawMessage<'a>) -> Result<Message<'a>, KrpcError<'a>> 
                 samples: r.samples,
                 interval: r.interval,
                 num: r.num,
+                bf_seeds: r.bf_seeds.and_then(|b| b.try_into().ok()),
+                bf_peers: r.bf_peers.and_then(|b| b.try_into().ok()),
             })
         }
         Some(b"e") => Body::Error(error_body(raw.e)),
@@ -591,6 +598,8 @@ pub struct ResponseBody<'x> {
     pub token: Option<&'x [u8]>,
     /// BEP 51 `samples` (at most 20 are written), with `interval` and `num`.
     pub samples: Option<(&'x [Id], u32, u32)>,
+    /// BEP 33 `BFsd` and `BFpe`: the seeds' and the other peers' filters.
+    pub scrape: Option<(&'x ScrapeBloom, &'x ScrapeBloom)>,
 }
 
 /// Appends a response. `requester` goes into `ip` (BEP 42). Returns the
@@ -611,7 +620,13 @@ pub fn encode_response(
             let (b, n) = compact::peer_bytes(&addr);
             e.kv_bytes(b"ip", &b[..n]);
         }
-        e.bytes(b"r").dict().kv_bytes(b"id", id.as_bytes());
+        e.bytes(b"r").dict();
+        // Sorted keys: "BFpe" < "BFsd" < "id" (upper case first).
+        if let Some((seeds, peers)) = body.scrape {
+            e.kv_bytes(b"BFpe", &peers.0);
+            e.kv_bytes(b"BFsd", &seeds.0);
+        }
+        e.kv_bytes(b"id", id.as_bytes());
         if let Some((_, interval, _)) = body.samples {
             e.kv_int(b"interval", i64::from(interval));
         }

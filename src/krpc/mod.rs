@@ -5,6 +5,7 @@
 //! * [`message`]: typed, validated messages and their encoders, which write
 //!   keys in sorted order straight into the output buffer.
 //! * [`compact`]: compact node and peer info.
+//! * [`scrape`]: BEP 33 bloom filters and the swarm-size estimate.
 //! * [`token`]: announce tokens (keyed SHA-1, two rotating secrets).
 //! * [`tid`]: transaction ids that carry their origin shard.
 //!
@@ -16,6 +17,7 @@
 pub mod compact;
 pub mod message;
 pub mod raw;
+pub mod scrape;
 pub mod tid;
 pub mod token;
 

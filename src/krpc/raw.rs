@@ -52,6 +52,11 @@ pub struct RawBody<'a> {
     pub interval: Option<i64>,
     /// `num` (BEP 51).
     pub num: Option<i64>,
+    /// `BFsd` (BEP 33): the seeds' bloom filter, any length (checked by
+    /// the typed layer).
+    pub bf_seeds: Option<&'a [u8]>,
+    /// `BFpe` (BEP 33): the other peers' bloom filter.
+    pub bf_peers: Option<&'a [u8]>,
 }
 
 /// `values` as received.
@@ -197,6 +202,8 @@ fn body<'a>(p: &mut Parser<'a>) -> Result<Option<RawBody<'a>>, DecodeError> {
             b"samples" => b.samples = opt_bytes(p)?,
             b"interval" => b.interval = opt_int(p)?,
             b"num" => b.num = opt_int(p)?,
+            b"BFsd" => b.bf_seeds = opt_bytes(p)?,
+            b"BFpe" => b.bf_peers = opt_bytes(p)?,
             b"want" => want(p, &mut b)?,
             b"values" => {
                 b.values = match p.input().get(p.offset()) {

@@ -512,12 +512,24 @@ fn property_responses_round_trip_and_stay_small() {
         let tid = [1u8, 2, 3, 4];
         let v6 = rng.below(2) == 1;
         let requester = rand_addr(&mut rng, v6);
+        // A scrape reply (BEP 33) never carries samples.
+        let mut seeds = crate::krpc::scrape::ScrapeBloom::default();
+        let mut leeches = crate::krpc::scrape::ScrapeBloom::default();
+        for v in &values {
+            if rng.below(2) == 1 {
+                seeds.insert_ip(v.ip());
+            } else {
+                leeches.insert_ip(v.ip());
+            }
+        }
+        let with_scrape = !with_samples && rng.below(2) == 1;
         let body = ResponseBody {
             nodes: &nodes,
             nodes6: &nodes6,
             values: &values,
             token: Some(&token),
             samples: with_samples.then_some((&samples[..], 21600, 1234)),
+            scrape: with_scrape.then_some((&seeds, &leeches)),
         };
         let mut out = Vec::new();
         let responder = rand_id(&mut rng);
@@ -550,6 +562,12 @@ fn property_responses_round_trip_and_stay_small() {
             nodes6[..nodes6.len().min(8)]
         );
         assert_eq!(r.token, Some(&token[..]));
+        if with_scrape {
+            assert_eq!(r.bf_seeds, Some(&seeds.0));
+            assert_eq!(r.bf_peers, Some(&leeches.0));
+        } else {
+            assert_eq!((r.bf_seeds, r.bf_peers), (None, None));
+        }
         let peers: Vec<SocketAddr> = r.peers().collect();
         assert_eq!(peers.len(), written);
         // What was written is a prefix-respecting subset of what was given.
@@ -631,4 +649,27 @@ fn reply_tid_finds_replies_only() {
     assert_eq!(reply_tid(b"d1:t2:aa1:y1:r"), Some(&b"aa"[..]));
     assert_eq!(reply_tid(b"d1:t2:aa"), None);
     assert_eq!(reply_tid(b""), None);
+}
+
+/// The size the docs give for a scrape query (tuning/README.md,
+/// `--scrape-nodes`): 117 bytes with a 4-byte tid and a 4-byte version.
+#[test]
+fn scrape_query_size_is_as_documented() {
+    let mut out = Vec::new();
+    encode_query(
+        &mut out,
+        &Header {
+            tid: &[1, 2, 3, 4],
+            version: Some(b"DH01"),
+        },
+        &Id([7; 20]),
+        &Method::GetPeers {
+            info_hash: Id([8; 20]),
+            noseed: false,
+            scrape: true,
+        },
+        Want::default(),
+        false,
+    );
+    assert_eq!(out.len(), 117);
 }

@@ -198,6 +198,10 @@ pub struct TruthPeer {
     /// Whether it serves the metadata correctly within a fetch deadline
     /// (honest; slow peers are not).
     pub honest: bool,
+    /// Whether the DHT nodes store it as a seed (BEP 33 `seed`): the
+    /// honest peers are, the others are not, so a scrape of a torrent
+    /// should count its honest peers as seeders and the rest as leechers.
+    pub seed: bool,
     /// If it churns: its offline windows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<TruthChurn>,
@@ -442,6 +446,7 @@ impl Swarm {
                         addr: SocketAddr::from((peer_ip(idx), tcp_port)).to_string(),
                         behaviour: kind.label().to_string(),
                         honest: kind.honest(),
+                        seed: kind.honest(),
                         churn: churn.get(idx).copied().flatten().map(|c| TruthChurn {
                             period_ms: c.period.as_millis() as u64,
                             away_ms: c.away.as_millis() as u64,
@@ -515,7 +520,7 @@ impl Swarm {
             for &i in near.iter().take(8) {
                 for p in &truth[t].peers {
                     if let Ok(addr) = p.addr.parse() {
-                        nodes[i].seed_peer(tor.info_hash, addr, t0);
+                        nodes[i].seed_peer(tor.info_hash, addr, p.seed, t0);
                     }
                 }
             }

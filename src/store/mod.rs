@@ -72,7 +72,7 @@ use serde::{Deserialize, Serialize};
 use crate::metainfo::{check_component, Torrent, TorrentFile, TorrentName};
 
 /// Newest schema version this build knows (both back ends).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +165,17 @@ pub struct TorrentRecord {
     pub fetched_at: SystemTime,
 }
 
+/// What [`Store::prune`] found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Stored torrents looked at.
+    pub scanned: u64,
+    /// Of those, the ones the filter or the age selects.
+    pub matched: u64,
+    /// Deleted (0 on a dry run).
+    pub deleted: u64,
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchHit {
@@ -180,6 +191,23 @@ pub struct SearchHit {
     pub source: Source,
     /// When the metadata arrived.
     pub fetched_at: SystemTime,
+    /// Estimated seeders (BEP 33 scrape); `None` until scraped.
+    pub seeders: Option<u32>,
+    /// Estimated leechers (BEP 33 scrape); `None` until scraped.
+    pub leechers: Option<u32>,
+    /// When the estimate was made.
+    pub scraped_at: Option<SystemTime>,
+}
+
+/// A BEP 33 estimate of a torrent's swarm, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeCounts {
+    /// Estimated seeders.
+    pub seeders: u32,
+    /// Estimated leechers.
+    pub leechers: u32,
+    /// When it was made (stored with one-second precision).
+    pub at: SystemTime,
 }
 
 /// An infohash seen but not yet fetched.
@@ -411,6 +439,9 @@ pub struct StoreOptions {
     pub sqlite_busy_timeout: Duration,
     /// PostgreSQL deadlines and keepalives.
     pub pg: PgTimeouts,
+    /// `--max-db-size`: at or over this many bytes, no new torrent is
+    /// fetched or stored (see [`StoreWriter::is_full`]); `None`: no cap.
+    pub max_db_bytes: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -427,6 +458,7 @@ impl Default for StoreOptions {
             retry_max: Duration::from_secs(30),
             sqlite_busy_timeout: Duration::from_secs(10),
             pg: PgTimeouts::default(),
+            max_db_bytes: None,
         }
     }
 }
@@ -443,6 +475,14 @@ enum Op {
     /// The crawler gave up on it: out of `pending`.
     Forget {
         infohash: [u8; 20],
+    },
+    /// A BEP 33 estimate for a stored torrent: an UPDATE of its row (a
+    /// newer estimate wins; an infohash not stored matches no row).
+    Scraped {
+        infohash: [u8; 20],
+        seeders: u32,
+        leechers: u32,
+        at: i64,
     },
 }
 
@@ -462,6 +502,9 @@ struct ExportRow {
     discovered_at: i64,
     fetched_at: i64,
     source: Source,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+    scraped_at: Option<i64>,
 }
 
 type ExportSink<'a> = dyn FnMut(ExportRow) -> Result<(), StoreError> + 'a;
@@ -478,6 +521,11 @@ trait Backend: Send {
     /// Periodic housekeeping: the `pending` table pruned to `max_pending`
     /// rows, oldest first (and SQLite: a truncating WAL checkpoint).
     fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError>;
+    /// The database's size on disk, bytes (for `--max-db-size`).
+    fn db_size(&mut self) -> Result<u64, StoreError>;
+    /// Deletes the torrents with these infohashes (their files and search
+    /// entries with them); returns how many were deleted.
+    fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError>;
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError>;
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
     fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError>;
@@ -669,6 +717,29 @@ impl StoreWriter {
             .increment(1);
     }
 
+    /// Records a BEP 33 estimate for a stored torrent (an UPDATE of its
+    /// row; a newer estimate replaces an older one, an infohash not stored
+    /// is ignored). A hint like [`StoreWriter::discovered`]: never blocks,
+    /// refused with [`StoreError::QueueFull`] when the queue is past half
+    /// full (the estimate is lost, the torrent is not).
+    pub fn scraped(
+        &self,
+        infohash: [u8; 20],
+        seeders: u32,
+        leechers: u32,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.shared.send_hint(
+            Op::Scraped {
+                infohash,
+                seeders,
+                leechers,
+                at: unix_secs(at),
+            },
+            "scraped",
+        )
+    }
+
     /// Removes `infohash` from `pending`: the crawler gave up on it, so a
     /// restart does not resume it (a later sighting with a peer starts it
     /// again). Never blocks; refused like [`StoreWriter::discovered`].
@@ -701,7 +772,22 @@ impl StoreWriter {
     pub fn faults(&self) -> FaultCounts {
         self.shared.counters.snapshot()
     }
+
+    /// Whether the database was at or over [`StoreOptions::max_db_bytes`]
+    /// when last measured: the fetch pool then starts nothing new.
+    pub fn is_full(&self) -> bool {
+        self.shared.counters.full.load(Ordering::Relaxed)
+    }
+
+    /// The database's size when last measured, bytes (0 without
+    /// [`StoreOptions::max_db_bytes`]).
+    pub fn db_bytes(&self) -> u64 {
+        self.shared.counters.db_bytes.load(Ordering::Relaxed)
+    }
 }
+
+/// How long a fetch job waits between looks while the database is full.
+pub const DB_FULL_PAUSE: Duration = Duration::from_millis(500);
 
 /// How long [`StoreWriter::fetched_waiting`]'s callers pause between tries
 /// while the queue is full.
@@ -883,12 +969,61 @@ impl Store {
                     discovered_at: rfc3339::format(row.discovered_at),
                     fetched_at: rfc3339::format(row.fetched_at),
                     source: row.source.as_str().to_owned(),
+                    seeders: row.seeders,
+                    leechers: row.leechers,
+                    scraped_at: row.scraped_at.map(rfc3339::format),
                 };
                 serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
                 Ok(())
             })
         })
+    }
+
+    /// Deletes every stored torrent that `filter` would not store (the
+    /// crawl's filter syntax: prune keeps what a crawl with that filter
+    /// keeps) or that was discovered before `older_than`, with its files
+    /// and search entry; `dry_run` only counts. The scan reads every
+    /// torrent's name and paths once (one pass, like an export); deletes
+    /// go in transactions of a thousand. A running crawler keeps the
+    /// deleted infohashes in its "already stored" filter until it
+    /// restarts; after that, one seen again is fetched again unless its
+    /// own filter refuses it.
+    pub fn prune(
+        &self,
+        filter: &crate::filter::ContentFilter,
+        older_than: Option<SystemTime>,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError> {
+        const CHUNK: usize = 1000;
+        let cutoff = older_than.map(unix_secs);
+        let mut report = PruneReport::default();
+        let mut doomed: Vec<[u8; 20]> = Vec::new();
+        self.with_read(|b| {
+            b.export(&mut |row: ExportRow| {
+                report.scanned += 1;
+                let old = cutoff.is_some_and(|c| row.discovered_at < c);
+                let refused = !filter.is_empty()
+                    && filter
+                        .check_parts(
+                            &row.name,
+                            row.files.iter().map(|(p, _)| p.as_str()),
+                            row.size,
+                        )
+                        .is_some();
+                if old || refused {
+                    doomed.push(row.infohash);
+                }
+                Ok(())
+            })
+        })?;
+        report.matched = doomed.len() as u64;
+        if !dry_run {
+            for chunk in doomed.chunks(CHUNK) {
+                report.deleted += self.with_read(|b| b.delete(chunk))?;
+            }
+        }
+        Ok(report)
     }
 
     /// Reads JSONL in the [`Store::export_jsonl`] format and stores every
@@ -914,13 +1049,23 @@ impl Store {
                 continue;
             }
             match parse_json_line(&line) {
-                Ok(rec) => {
+                Ok((rec, scrape)) => {
+                    let infohash = rec.infohash;
                     batch.push(Op::Fetched(Box::new(rec)));
                     lines.push(line_no);
+                    if let Some(c) = scrape {
+                        batch.push(Op::Scraped {
+                            infohash,
+                            seeders: c.seeders,
+                            leechers: c.leechers,
+                            at: unix_secs(c.at),
+                        });
+                        lines.push(line_no);
+                    }
                 }
                 Err(msg) => report.errors.push((line_no, msg)),
             }
-            if batch.len() == BATCH {
+            if batch.len() >= BATCH {
                 self.import_batch(&mut batch, &mut lines, &mut report)?;
             }
         }
@@ -941,6 +1086,10 @@ impl Store {
             return Ok(());
         }
         let mut rejected = 0u64;
+        let torrents = batch
+            .iter()
+            .filter(|op| matches!(op, Op::Fetched(_)))
+            .count() as u64;
         let new = self.with_read(|b| {
             writer::write_resilient(
                 batch,
@@ -966,7 +1115,7 @@ impl Store {
             )
         })?;
         report.imported += new;
-        report.duplicates += batch.len() as u64 - new - rejected;
+        report.duplicates += torrents.saturating_sub(new + rejected);
         batch.clear();
         lines.clear();
         Ok(())
@@ -1173,7 +1322,7 @@ fn dedup_fetched(ops: &[Op]) -> (Vec<&Op>, HashSet<[u8; 20]>) {
         .iter()
         .filter(|op| match op {
             Op::Fetched(r) => seen.insert(r.infohash),
-            Op::Discovered { .. } | Op::Forget { .. } => true,
+            Op::Discovered { .. } | Op::Forget { .. } | Op::Scraped { .. } => true,
         })
         .collect();
     (kept, seen)
@@ -1188,6 +1337,12 @@ struct JsonRecord {
     discovered_at: String,
     fetched_at: String,
     source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seeders: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leechers: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scraped_at: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1205,11 +1360,19 @@ struct JsonRecordIn {
     discovered_at: String,
     fetched_at: String,
     source: String,
+    #[serde(default)]
+    seeders: Option<u32>,
+    #[serde(default)]
+    leechers: Option<u32>,
+    #[serde(default)]
+    scraped_at: Option<String>,
 }
 
-/// Validates one JSONL line into a record. The JSONL format does not carry
-/// piece length or the private flag; imported torrents get 0 and false.
-fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
+/// Validates one JSONL line into a record and its BEP 33 estimate, if it
+/// has one (`seeders`, `leechers` and `scraped_at` all three, or none).
+/// The JSONL format does not carry piece length or the private flag;
+/// imported torrents get 0 and false.
+fn parse_json_line(line: &[u8]) -> Result<(TorrentRecord, Option<ScrapeCounts>), String> {
     let r: JsonRecordIn = serde_json::from_slice(line).map_err(|e| format!("bad JSON: {e}"))?;
     let infohash = r
         .infohash
@@ -1223,6 +1386,15 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
         .source
         .parse()
         .map_err(|e: crate::source::UnknownSource| e.to_string())?;
+    let scrape = match (r.seeders, r.leechers, &r.scraped_at) {
+        (None, None, None) => None,
+        (Some(seeders), Some(leechers), Some(at)) => Some(ScrapeCounts {
+            seeders,
+            leechers,
+            at: from_unix_secs(rfc3339::parse(at).map_err(|e| format!("scraped_at: {e}"))?),
+        }),
+        _ => return Err("seeders, leechers and scraped_at go together".into()),
+    };
     if r.files.is_empty() {
         return Err("files is empty".into());
     }
@@ -1248,19 +1420,22 @@ fn parse_json_line(line: &[u8]) -> Result<TorrentRecord, String> {
             r.size
         ));
     }
-    Ok(TorrentRecord {
-        infohash,
-        torrent: Torrent {
-            name,
-            total_size: r.size,
-            piece_length: 0,
-            private: false,
-            files,
+    Ok((
+        TorrentRecord {
+            infohash,
+            torrent: Torrent {
+                name,
+                total_size: r.size,
+                piece_length: 0,
+                private: false,
+                files,
+            },
+            source,
+            discovered_at: from_unix_secs(discovered_at),
+            fetched_at: from_unix_secs(fetched_at),
         },
-        source,
-        discovered_at: from_unix_secs(discovered_at),
-        fetched_at: from_unix_secs(fetched_at),
-    })
+        scrape,
+    ))
 }
 
 #[cfg(test)]
@@ -1500,6 +1675,12 @@ mod tests {
         }
         fn maintain(&mut self, max_pending: i64) -> Result<(), StoreError> {
             self.inner.maintain(max_pending)
+        }
+        fn db_size(&mut self) -> Result<u64, StoreError> {
+            self.inner.db_size()
+        }
+        fn delete(&mut self, ihs: &[[u8; 20]]) -> Result<u64, StoreError> {
+            self.inner.delete(ihs)
         }
         fn search(&mut self, t: &[String], l: usize) -> Result<Vec<SearchHit>, StoreError> {
             self.inner.search(t, l)

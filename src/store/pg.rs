@@ -77,6 +77,14 @@ const MIGRATIONS: &[&str] = &[
         discovered_at timestamptz NOT NULL
     );
     CREATE INDEX pending_discovered_at ON pending (discovered_at);",
+    // Version 2: BEP 33 estimates, and the indexes prune, filters and the
+    // web side sort by.
+    "ALTER TABLE torrents ADD COLUMN seeders integer;
+    ALTER TABLE torrents ADD COLUMN leechers integer;
+    ALTER TABLE torrents ADD COLUMN scraped_at timestamptz;
+    CREATE INDEX torrents_seeders ON torrents (seeders);
+    CREATE INDEX torrents_discovered_at ON torrents (discovered_at);
+    CREATE INDEX torrents_total_size ON torrents (total_size);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -109,6 +117,13 @@ const INSERT_TORRENTS: &str = "
     SELECT count(*) FROM ins";
 
 const DELETE_PENDING: &str = "DELETE FROM pending WHERE infohash = ANY($1::bytea[])";
+
+/// BEP 33 estimates: a newer one replaces an older one; an infohash not
+/// stored matches no row.
+const UPDATE_SCRAPED: &str = "
+    UPDATE torrents t SET seeders = u.s, leechers = u.l, scraped_at = u.at
+    FROM unnest($1::bytea[], $2::int4[], $3::int4[], $4::timestamptz[]) AS u (ih, s, l, at)
+    WHERE t.infohash = u.ih AND (t.scraped_at IS NULL OR t.scraped_at <= u.at)";
 
 /// Which connection this is: the writer's (migrations, `statement_timeout`,
 /// a client-side deadline on every call) or the read side's (searches,
@@ -377,6 +392,13 @@ fn to_time(secs: i64) -> SystemTime {
     from_unix_secs(secs)
 }
 
+/// A seeders/leechers column (`integer`, NULL until scraped).
+fn count_column(row: &tokio_postgres::Row, idx: usize) -> Result<Option<u32>, StoreError> {
+    Ok(row
+        .try_get::<_, Option<i32>>(idx)?
+        .map(|v| u32::try_from(v).unwrap_or(0)))
+}
+
 fn limit_param(limit: usize) -> i64 {
     limit.min(i64::MAX as usize) as i64
 }
@@ -412,6 +434,10 @@ impl Backend for PgBackend {
             Vec::new(),
         );
         let mut g_ih = Vec::<&[u8]>::new();
+        // Scrapes: the newest one per infohash (one UPDATE may not touch a
+        // row twice; the newest wins, as across batches).
+        let mut scrapes: std::collections::HashMap<[u8; 20], (i32, i32, i64)> =
+            std::collections::HashMap::new();
         for op in ops {
             match op {
                 Op::Discovered {
@@ -426,6 +452,19 @@ impl Backend for PgBackend {
                     }
                 }
                 Op::Forget { infohash } => g_ih.push(&infohash[..]),
+                Op::Scraped {
+                    infohash,
+                    seeders,
+                    leechers,
+                    at,
+                } => {
+                    let clamp = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+                    let new = (clamp(*seeders), clamp(*leechers), *at);
+                    let slot = scrapes.entry(*infohash).or_insert(new);
+                    if slot.2 <= *at {
+                        *slot = new;
+                    }
+                }
                 Op::Fetched(r) => {
                     let t = &r.torrent;
                     let (name, raw) = name_columns(&t.name);
@@ -452,6 +491,14 @@ impl Backend for PgBackend {
             }
         }
 
+        let (mut s_ih, mut s_s, mut s_l, mut s_at) =
+            (Vec::<&[u8]>::new(), Vec::new(), Vec::new(), Vec::new());
+        for (ih, (s, l, at)) in &scrapes {
+            s_ih.push(&ih[..]);
+            s_s.push(*s);
+            s_l.push(*l);
+            s_at.push(to_time(*at));
+        }
         self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "writing a batch", async {
                 let tx = c.client.transaction().await?;
@@ -471,6 +518,10 @@ impl Backend for PgBackend {
                 }
                 if !g_ih.is_empty() {
                     tx.execute(&c.delete_pending, &[&g_ih]).await?;
+                }
+                if !s_ih.is_empty() {
+                    tx.execute(UPDATE_SCRAPED, &[&s_ih, &s_s, &s_l, &s_at])
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(new)
@@ -502,6 +553,36 @@ impl Backend for PgBackend {
         })
     }
 
+    fn db_size(&mut self) -> Result<u64, StoreError> {
+        // The whole database, as the server counts it on disk (what a disk
+        // cap is about), not only this crawler's tables.
+        self.with_conn(true, |rt, deadline, c| {
+            block(rt, deadline, "measuring the database", async {
+                let row = c
+                    .client
+                    .query_one("SELECT pg_database_size(current_database())::int8", &[])
+                    .await?;
+                Ok(row.try_get::<_, i64>(0)?.max(0) as u64)
+            })
+        })
+    }
+
+    fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError> {
+        let ihs: Vec<&[u8]> = infohashes.iter().map(|ih| &ih[..]).collect();
+        // Files go with their torrent (ON DELETE CASCADE); the search
+        // vector is a column of the row.
+        self.with_conn(true, |rt, deadline, c| {
+            block(rt, deadline, "deleting torrents", async {
+                Ok(c.client
+                    .execute(
+                        "DELETE FROM torrents WHERE infohash = ANY($1::bytea[])",
+                        &[&ihs],
+                    )
+                    .await?)
+            })
+        })
+    }
+
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
         // tsquery input syntax with quoted lexemes: no parsing or stemming
         // is applied to them, so they match the stored tokens exactly.
@@ -514,7 +595,8 @@ impl Backend for PgBackend {
             block(rt, deadline, "searching", async {
                 Ok(c.client
                     .query(
-                        "SELECT infohash, name, total_size, file_count, source, fetched_at
+                        "SELECT infohash, name, total_size, file_count, source, fetched_at,
+                                seeders, leechers, scraped_at
                          FROM torrents
                          WHERE search @@ $1::text::tsquery
                          ORDER BY ts_rank(search, $1::text::tsquery) DESC, infohash
@@ -533,6 +615,9 @@ impl Backend for PgBackend {
                     file_count: row.try_get::<_, i64>(3)? as u64,
                     source: source(row, 4)?,
                     fetched_at: row.try_get(5)?,
+                    seeders: count_column(row, 6)?,
+                    leechers: count_column(row, 7)?,
+                    scraped_at: row.try_get(8)?,
                 })
             })
             .collect()
@@ -666,7 +751,8 @@ impl Backend for PgBackend {
                     .query_raw(
                         "SELECT t.infohash, t.name, t.total_size,
                                 extract(epoch FROM t.discovered_at)::int8,
-                                extract(epoch FROM t.fetched_at)::int8, t.source, f.path, f.size
+                                extract(epoch FROM t.fetched_at)::int8, t.source, f.path, f.size,
+                                t.seeders, t.leechers, extract(epoch FROM t.scraped_at)::int8
                          FROM torrents t LEFT JOIN files f ON f.infohash = t.infohash
                          ORDER BY t.infohash, f.idx",
                         std::iter::empty::<&(dyn ToSql + Sync)>(),
@@ -691,6 +777,9 @@ impl Backend for PgBackend {
                             discovered_at: row.try_get(3)?,
                             fetched_at: row.try_get(4)?,
                             source: source(&row, 5)?,
+                            seeders: count_column(&row, 8)?,
+                            leechers: count_column(&row, 9)?,
+                            scraped_at: row.try_get(10)?,
                         });
                     }
                     if let (Some(c), Some(path)) =

@@ -64,6 +64,14 @@ const MIGRATIONS: &[&str] = &[
         contentless_delete = 1,
         tokenize = 'unicode61 remove_diacritics 0'
     );",
+    // Version 2: BEP 33 estimates, and the indexes prune, filters and the
+    // web side sort by.
+    "ALTER TABLE torrents ADD COLUMN seeders INTEGER;
+    ALTER TABLE torrents ADD COLUMN leechers INTEGER;
+    ALTER TABLE torrents ADD COLUMN scraped_at INTEGER;
+    CREATE INDEX torrents_seeders ON torrents (seeders);
+    CREATE INDEX torrents_discovered_at ON torrents (discovered_at);
+    CREATE INDEX torrents_total_size ON torrents (total_size);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -186,6 +194,10 @@ impl Backend for SqliteBackend {
             let mut fts =
                 tx.prepare_cached("INSERT INTO torrents_fts (rowid, body) VALUES (?1, ?2)")?;
             let mut unpend = tx.prepare_cached("DELETE FROM pending WHERE infohash = ?1")?;
+            let mut scraped = tx.prepare_cached(
+                "UPDATE torrents SET seeders = ?2, leechers = ?3, scraped_at = ?4
+                 WHERE infohash = ?1 AND (scraped_at IS NULL OR scraped_at <= ?4)",
+            )?;
             for op in ops {
                 match op {
                     Op::Discovered {
@@ -230,6 +242,14 @@ impl Backend for SqliteBackend {
                     Op::Forget { infohash } => {
                         unpend.execute([&infohash[..]])?;
                     }
+                    Op::Scraped {
+                        infohash,
+                        seeders,
+                        leechers,
+                        at,
+                    } => {
+                        scraped.execute(params![&infohash[..], seeders, leechers, at])?;
+                    }
                 }
             }
         }
@@ -267,6 +287,41 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
+    fn db_size(&mut self) -> Result<u64, StoreError> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((pages * page_size) as u64 + self.wal_bytes())
+    }
+
+    fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut n = 0;
+        {
+            let mut id_of = tx.prepare_cached("SELECT id FROM torrents WHERE infohash = ?1")?;
+            let mut files = tx.prepare_cached("DELETE FROM files WHERE torrent_id = ?1")?;
+            // Contentless FTS5 with contentless_delete = 1: a row goes by
+            // its rowid alone.
+            let mut fts = tx.prepare_cached("DELETE FROM torrents_fts WHERE rowid = ?1")?;
+            let mut tor = tx.prepare_cached("DELETE FROM torrents WHERE id = ?1")?;
+            for ih in infohashes {
+                let id: Option<i64> = match id_of.query_row([&ih[..]], |r| r.get(0)) {
+                    Ok(id) => Some(id),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(id) = id {
+                    files.execute([id])?;
+                    fts.execute([id])?;
+                    n += tor.execute([id])? as u64;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
     fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
         // Each token as a quoted FTS5 string: implicit AND, no operators.
         let query = tokens
@@ -275,7 +330,8 @@ impl Backend for SqliteBackend {
             .collect::<Vec<_>>()
             .join(" ");
         let mut stmt = self.conn.prepare_cached(
-            "SELECT t.infohash, t.name, t.total_size, t.file_count, t.source, t.fetched_at
+            "SELECT t.infohash, t.name, t.total_size, t.file_count, t.source, t.fetched_at,
+                    t.seeders, t.leechers, t.scraped_at
              FROM torrents_fts JOIN torrents t ON t.id = torrents_fts.rowid
              WHERE torrents_fts MATCH ?1
              ORDER BY torrents_fts.rank, t.infohash
@@ -291,6 +347,9 @@ impl Backend for SqliteBackend {
                 file_count: row.get::<_, i64>(3)? as u64,
                 source: source(row, 4)?,
                 fetched_at: super::from_unix_secs(row.get(5)?),
+                seeders: row.get(6)?,
+                leechers: row.get(7)?,
+                scraped_at: row.get::<_, Option<i64>>(8)?.map(super::from_unix_secs),
             });
         }
         Ok(hits)
@@ -332,9 +391,7 @@ impl Backend for SqliteBackend {
             .conn
             .query_row("SELECT count(*) FROM pending", [], |r| r.get::<_, i64>(0))?
             as u64;
-        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        s.db_bytes = (pages * page_size) as u64 + self.wal_bytes();
+        s.db_bytes = self.db_size()?;
         Ok(s)
     }
 
@@ -378,7 +435,7 @@ impl Backend for SqliteBackend {
         let tx = self.conn.transaction()?; // one consistent snapshot
         let mut stmt = tx.prepare(
             "SELECT t.infohash, t.name, t.total_size, t.discovered_at, t.fetched_at, t.source,
-                    f.path, f.size
+                    f.path, f.size, t.seeders, t.leechers, t.scraped_at
              FROM torrents t LEFT JOIN files f ON f.torrent_id = t.id
              ORDER BY t.infohash, f.idx",
         )?;
@@ -400,6 +457,9 @@ impl Backend for SqliteBackend {
                     discovered_at: row.get(3)?,
                     fetched_at: row.get(4)?,
                     source: source(row, 5)?,
+                    seeders: row.get(8)?,
+                    leechers: row.get(9)?,
+                    scraped_at: row.get(10)?,
                 });
             }
             if let (Some(c), Some(path)) = (cur.as_mut(), row.get::<_, Option<String>>(6)?) {

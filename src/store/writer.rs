@@ -149,6 +149,9 @@ pub(super) fn write_resilient<T, E>(
     Ok(total)
 }
 
+/// How often the writer measures the database for `--max-db-size`.
+pub(super) const DB_SIZE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// The store's fault counters, shared by the writer thread, the
 /// submission handles and the back ends; also exported as metrics.
 #[derive(Debug, Default)]
@@ -161,6 +164,12 @@ pub(super) struct Counters {
     pub(super) stalled: AtomicBool,
     /// The queue depth the writer last saw.
     pub(super) queue_depth: AtomicU64,
+    /// The database's size when last measured (0 until then; only
+    /// measured with `max_db_bytes`).
+    pub(super) db_bytes: AtomicU64,
+    /// The database is at or over `max_db_bytes`: no new torrent is
+    /// fetched until it is under again.
+    pub(super) full: AtomicBool,
 }
 
 impl Counters {
@@ -194,6 +203,9 @@ fn describe(op: &Op) -> String {
             format!("discovery of {}", crate::id::Id(*infohash).to_hex())
         }
         Op::Forget { infohash } => format!("forget of {}", crate::id::Id(*infohash).to_hex()),
+        Op::Scraped { infohash, .. } => {
+            format!("scrape of {}", crate::id::Id(*infohash).to_hex())
+        }
     }
 }
 
@@ -242,6 +254,49 @@ pub(super) fn writer_loop(
     let mut replies = Vec::new();
     let mut batches_since_checkpoint = 0u32;
     let mut dirty = false;
+    // `--max-db-size`: the size is measured now and then (SQLite: pages
+    // times page size plus the WAL; PostgreSQL: pg_database_size), and the
+    // `full` flag follows it.
+    let mut next_size_check = Instant::now();
+    let mut check_size = |backend: &mut Box<dyn Backend>| {
+        let Some(max) = opts.max_db_bytes else {
+            return;
+        };
+        if Instant::now() < next_size_check {
+            return;
+        }
+        next_size_check = Instant::now() + DB_SIZE_CHECK_EVERY;
+        match backend.db_size() {
+            Ok(bytes) => {
+                counters.db_bytes.store(bytes, Relaxed);
+                // Looked up at each use: the store may open before the
+                // metrics recorder is installed.
+                metrics::gauge!("dht_hunter_store_db_bytes", "backend" => name).set(bytes as f64);
+                let full = bytes >= max;
+                metrics::gauge!("dht_hunter_store_full", "backend" => name).set(if full {
+                    1.0
+                } else {
+                    0.0
+                });
+                if counters.full.swap(full, Relaxed) != full {
+                    if full {
+                        log::warn!(
+                            "store ({name}): the database is {bytes} bytes, at or over --max-db-size {max}: \
+                             no new torrents are fetched or stored until it is under (discovery goes on; \
+                             what is seen is kept as pending)"
+                        );
+                    } else {
+                        log::info!(
+                            "store ({name}): the database is {bytes} bytes, under --max-db-size {max}: \
+                             fetching and storing again"
+                        );
+                    }
+                }
+            }
+            Err(e) => log::warn!("store ({name}): could not measure the database size: {e}"),
+        }
+    };
+    check_size(&mut backend);
 
     // The pause between retries; the writer holds its batch meanwhile and
     // the queue fills behind it.
@@ -270,6 +325,7 @@ pub(super) fn writer_loop(
     };
 
     loop {
+        check_size(&mut backend);
         let first = match rx.recv_timeout(opts.idle_checkpoint) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {

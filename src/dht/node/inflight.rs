@@ -12,11 +12,22 @@ pub(super) enum Kind {
     Ping,
     FindNode,
     Sample,
-    HolderGetPeers { info_hash: Id },
-    LookupGetPeers { lookup: u32 },
+    HolderGetPeers {
+        info_hash: Id,
+    },
+    LookupGetPeers {
+        lookup: u32,
+    },
+    /// A BEP 33 scrape of a stored torrent.
+    Scrape {
+        info_hash: Id,
+    },
 }
 
 impl Kind {
+    /// Counted against `max_explore_inflight`. Scrapes are not: they
+    /// are bounded by their own table (`MAX_SCRAPES` × `scrape_nodes`)
+    /// and must not take the room sampling and walks wait for.
     pub(super) fn explore(self) -> bool {
         matches!(self, Kind::Ping | Kind::FindNode | Kind::Sample)
     }

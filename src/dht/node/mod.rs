@@ -46,6 +46,7 @@ use crate::keyspace::Slice;
 use crate::krpc::message::{
     encode_error, encode_query, encode_response, ErrorCode, Header, Response, ResponseBody,
 };
+use crate::krpc::scrape::ScrapeBloom;
 use crate::krpc::tid::Tid;
 use crate::krpc::token::TokenSecrets;
 use crate::krpc::{decode, Body, KrpcError, Message, Method, NodeInfo, Query, Want};
@@ -117,6 +118,18 @@ enum Answered {
     Other,
 }
 
+/// A scrape in flight: the filters merged so far.
+#[derive(Debug)]
+struct ScrapeJob {
+    seeds: ScrapeBloom,
+    peers: ScrapeBloom,
+    outstanding: u8,
+    answered: u8,
+}
+
+/// Scrapes in flight at most (each up to `scrape_nodes` queries).
+const MAX_SCRAPES: usize = 1024;
+
 #[derive(Debug, Clone, Copy)]
 struct ExploitJob {
     info_hash: Id,
@@ -148,6 +161,7 @@ pub struct Node {
     lookups: HashMap<u32, Lookup>,
     lookup_queue: VecDeque<(Id, Vec<NodeInfo>)>,
     next_lookup: u32,
+    scrapes: HashMap<Id, ScrapeJob>,
     verify: VecDeque<Id>,
     reping: VecDeque<NodeInfo>,
     transmits: VecDeque<Transmit>,
@@ -269,6 +283,7 @@ impl Node {
             lookups: HashMap::new(),
             lookup_queue: VecDeque::new(),
             next_lookup: 0,
+            scrapes: HashMap::new(),
             verify: VecDeque::new(),
             reping: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -564,13 +579,14 @@ impl Node {
         self.flush_exploit(now);
     }
 
-    /// Stores `peer` for `ih` as if it had announced (and offers `ih` to
-    /// the BEP 51 sample pool). For simulations that build a swarm directly.
-    pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, now: Instant) {
+    /// Stores `peer` for `ih` as if it had announced, as a seed or not
+    /// (BEP 33), and offers `ih` to the BEP 51 sample pool. For
+    /// simulations that build a swarm directly.
+    pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, seed: bool, now: Instant) {
         // Offered once per torrent, as for a real announce: a pool holding
         // an infohash once per peer would sample fewer distinct torrents.
         let new_torrent = !self.store.contains(&ih);
-        if self.store.announce(ih, peer, now) && new_torrent {
+        if self.store.announce(ih, peer, seed, now) && new_torrent {
             self.pool.offer(ih, &mut self.rng);
         }
     }

@@ -87,15 +87,20 @@ impl Node {
                     self.add_nodes_from(r, now);
                     self.start_lookup(info_hash, seeds, now);
                 } else {
+                    self.harvest.note_value_node(&info_hash, holder);
                     self.finish(info_hash, peers, now);
                     self.drive_harvest(now);
                 }
             }
+            Kind::Scrape { info_hash } => self.on_scrape_reply(info_hash, r, now),
             Kind::LookupGetPeers { lookup } => {
                 let peers = self.valid_peers(r);
                 let nodes = self.acceptable_nodes(r);
                 self.add_nodes_from(r, now);
                 if let Some(l) = self.lookups.get_mut(&lookup) {
+                    if !peers.is_empty() {
+                        self.harvest.note_value_node(&l.target, holder);
+                    }
                     l.on_reply(from, peers);
                     for n in nodes {
                         l.add(n);
@@ -161,6 +166,7 @@ impl Node {
                     self.step_lookup(lookup, now);
                 }
             }
+            Kind::Scrape { info_hash } => self.scrape_done(info_hash, false),
         }
     }
 }

@@ -145,11 +145,21 @@ impl Node {
                 );
                 return;
             }
-            Method::GetPeers { info_hash, .. } => {
+            Method::GetPeers {
+                info_hash, scrape, ..
+            } => {
                 answered = Answered::GetPeers;
                 fill_nodes(&self.table, &info_hash, &mut nodes);
-                self.store.peers(&info_hash, &mut peers);
-                peers.retain(|p| p.is_ipv4() == from.is_ipv4());
+                // A scrape (BEP 33) is answered as libtorrent does: the two
+                // filters instead of `values` (which would not fit beside
+                // them), nothing when no peer is stored.
+                let filters = if scrape {
+                    self.store.scrape(&info_hash)
+                } else {
+                    self.store.peers(&info_hash, &mut peers);
+                    peers.retain(|p| p.is_ipv4() == from.is_ipv4());
+                    None
+                };
                 let token = self.tokens.generate(from.ip(), &info_hash, now);
                 let body = ResponseBody {
                     nodes: &nodes,
@@ -157,6 +167,7 @@ impl Node {
                     values: &peers,
                     token: Some(&token),
                     samples: None,
+                    scrape: filters.as_ref().map(|(s, p)| (s, p)),
                 };
                 encode_response(&mut buf, &header, Some(from), &our_id, &body);
                 self.harvest(info_hash, Source::GetPeers, Vec::new(), None, now);
@@ -166,7 +177,7 @@ impl Node {
                 port,
                 implied_port,
                 token,
-                ..
+                seed,
             } => {
                 let port = if implied_port { from.port() } else { port };
                 let peer = SocketAddr::new(from.ip(), port);
@@ -187,7 +198,9 @@ impl Node {
                 }
                 answered = Answered::AnnouncePeer;
                 let new_torrent = !self.store.contains(&info_hash);
-                if self.store.announce(info_hash, peer, now) && new_torrent && !self.cfg.crawl {
+                let seed = seed.unwrap_or(false);
+                if self.store.announce(info_hash, peer, seed, now) && new_torrent && !self.cfg.crawl
+                {
                     self.pool.offer(info_hash, &mut self.rng);
                 }
                 encode_response(

@@ -144,6 +144,110 @@ impl Node {
         while let Some(ih) = self.harvest.poll_given_up() {
             self.actions.push_back(Action::GaveUp { info_hash: ih });
         }
+        while let Some((ih, nodes)) = self.harvest.poll_scrape() {
+            self.start_scrape(ih, &nodes, now);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // BEP 33 scrapes of stored torrents.
+    //
+    // Cost, bounded: one scrape per stored torrent, at most `scrape_nodes`
+    // get_peers (`scrape = 1`; no `noseed`: seeds are what we count), sent
+    // once each, only to the nodes that answered its peer search with
+    // `values` (the ones that store its peers), at the exploration tier
+    // (they wait for what is above half the budget, never crowding out
+    // searches and answers). No retries; no re-scrape later in the run.
+    // A scrape query is 117 bytes (4-byte tid, our version); its reply
+    // carries 532 bytes of filters (two 256-byte strings and their keys)
+    // in place of `values`. Lookup and holder get_peers
+    // do not ask for a scrape: a scrape reply carries no `values`
+    // (libtorrent answers one or the other), and `values` are what a
+    // search needs.
+
+    fn start_scrape(&mut self, ih: Id, nodes: &[NodeInfo], now: Instant) {
+        if self.scrapes.len() >= MAX_SCRAPES || self.scrapes.contains_key(&ih) {
+            count(&mut self.stats.scrapes.skipped);
+            return;
+        }
+        let m = Method::GetPeers {
+            info_hash: ih,
+            noseed: false,
+            scrape: true,
+        };
+        let mut sent = 0u8;
+        for n in nodes {
+            let kind = Kind::Scrape { info_hash: ih };
+            if self
+                .send_query(n.addr, Some(n.id), kind, &m, Tier::Explore, now)
+                .is_ok()
+            {
+                sent = sent.saturating_add(1);
+            }
+        }
+        if sent == 0 {
+            count(&mut self.stats.scrapes.skipped);
+            return;
+        }
+        count(&mut self.stats.scrapes.started);
+        self.scrapes.insert(
+            ih,
+            ScrapeJob {
+                seeds: ScrapeBloom::default(),
+                peers: ScrapeBloom::default(),
+                outstanding: sent,
+                answered: 0,
+            },
+        );
+    }
+
+    /// A node answered a scrape: its filters are merged in (a reply
+    /// without both filters, or with filters of the wrong size, counts as
+    /// no answer).
+    pub(super) fn on_scrape_reply(&mut self, ih: Id, r: &Response<'_>, _now: Instant) {
+        let answered = match (r.bf_seeds, r.bf_peers) {
+            (Some(seeds), Some(peers)) => {
+                if let Some(job) = self.scrapes.get_mut(&ih) {
+                    job.seeds.union(seeds);
+                    job.peers.union(peers);
+                }
+                count(&mut self.stats.scrapes.answered);
+                true
+            }
+            _ => false,
+        };
+        self.scrape_done(ih, answered);
+    }
+
+    /// One scrape query of `ih` is over; the last one turns the merged
+    /// filters into an estimate.
+    pub(super) fn scrape_done(&mut self, ih: Id, answered: bool) {
+        let Some(job) = self.scrapes.get_mut(&ih) else {
+            return;
+        };
+        job.outstanding = job.outstanding.saturating_sub(1);
+        if answered {
+            job.answered = job.answered.saturating_add(1);
+        }
+        if job.outstanding > 0 {
+            return;
+        }
+        let Some(job) = self.scrapes.remove(&ih) else {
+            return;
+        };
+        if job.answered == 0 {
+            return;
+        }
+        let (s, p) = (job.seeds.estimate(), job.peers.estimate());
+        count(&mut self.stats.scrapes.estimated);
+        if s.saturated || p.saturated {
+            count(&mut self.stats.scrapes.saturated);
+        }
+        self.actions.push_back(Action::Scraped {
+            info_hash: ih,
+            seeders: s.count(),
+            leechers: p.count(),
+        });
     }
 
     /// The peer search for `ih` is over.
