@@ -706,7 +706,11 @@ mod tests {
             total_size: 1 << 20,
             file_count: 2,
             source: crate::store::Source::Sample,
+            discovered_at: std::time::UNIX_EPOCH,
             fetched_at: std::time::UNIX_EPOCH,
+            seeders: None,
+            leechers: None,
+            scraped_at: None,
         };
         let line = hit_line(&hit);
         assert!(!line.chars().any(char::is_control), "{line:?}");
