@@ -282,15 +282,27 @@ pub const DB_URL_ENV: &str = "DHT_HUNTER_DB_URL";
 /// file is readable by others than its owner. The contents never appear in
 /// an error.
 pub fn read_db_url_file(path: &Path) -> Result<String, ConfigError> {
+    read_secret_file(path, "db-url-file", "the database URL")
+}
+
+/// Reads a secret (a URL with a password, an API key, `user:password`)
+/// from the first line of `path`, trimmed; `key` names the setting in
+/// errors and `what` the secret in the warning given when others than the
+/// file's owner may read it. The contents never appear in an error.
+pub fn read_secret_file(
+    path: &Path,
+    key: &'static str,
+    what: &str,
+) -> Result<String, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     };
     let text = std::fs::read_to_string(path).map_err(read_err)?;
-    let url = text.lines().next().unwrap_or("").trim().to_string();
-    if url.is_empty() {
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
         return Err(ConfigError::Invalid {
-            key: "db-url-file",
+            key,
             message: format!("{} is empty", path.display()),
         });
     }
@@ -300,13 +312,13 @@ pub fn read_db_url_file(path: &Path) -> Result<String, ConfigError> {
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
                 log::warn!(
-                    "{} holds the database URL but others than its owner may read it (chmod 600)",
+                    "{} holds {what} but others than its owner may read it (chmod 600)",
                     path.display()
                 );
             }
         }
     }
-    Ok(url)
+    Ok(secret)
 }
 
 /// The store URL from `db` or `db_url_file` (never both), else the SQLite

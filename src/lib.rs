@@ -78,4 +78,5 @@ pub mod metainfo;
 pub mod rng;
 pub mod source;
 pub mod store;
+pub mod web;
 pub mod wire;
