@@ -182,7 +182,7 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
                             td.num { (h.file_count) }
                             td.num { (seeders_cell(h)) }
                             td.num { (time(h.discovered_at)) }
-                            td { a href=(magnet(&h.infohash, &h.name)) title="magnet link" { "🧲" } }
+                            td { a href=(magnet(&h.infohash, &h.name)) title="magnet link" { "magnet" } }
                         }
                     }
                 }
@@ -233,12 +233,12 @@ fn render_dir(d: &Dir, depth: usize) -> Markup {
         ul.tree {
             @for (name, sub) in &d.dirs {
                 li { details open[depth < 2] {
-                    summary { "📁 " (name) " " span.mut { "(" (sub.count) " files, " (human_bytes(sub.size)) ")" } }
+                    summary { (name) "/ " span.mut { "(" (sub.count) " files, " (human_bytes(sub.size)) ")" } }
                     (render_dir(sub, depth + 1))
                 } }
             }
             @for (name, size) in &d.files {
-                li { "📄 " (name) " " span.mut { (human_bytes(*size)) } }
+                li { (name) " " span.mut { (human_bytes(*size)) } }
             }
         }
     }
@@ -249,7 +249,7 @@ fn detail_page(d: &TorrentDetail) -> Markup {
     let hex = crate::id::Id(h.infohash).to_hex();
     html! {
         h1 { (h.name) }
-        a.magnet href=(magnet(&h.infohash, &h.name)) { "🧲 Magnet link" }
+        a.magnet href=(magnet(&h.infohash, &h.name)) { "Magnet link" }
         div.card { dl.kv {
             dt { "Infohash" } dd { code { (hex) } }
             dt { "Size" } dd { (human_bytes(h.total_size)) " (" (h.total_size) " bytes)" }

@@ -2,6 +2,8 @@
 //! connection, the whole answer read (HTTP/1.0 answers end with the
 //! connection, so streamed bodies need no chunk decoding).
 
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
