@@ -135,6 +135,16 @@ pub struct FileConfig {
     pub udp_rcvbuf: Option<usize>,
     /// `udp-sndbuf = 8388608`.
     pub udp_sndbuf: Option<usize>,
+    /// `web = "127.0.0.1:8080"`: also serve the web UI, API and Torznab.
+    pub web: Option<SocketAddr>,
+    /// `web-api-key-file = "/etc/dht-hunter/web-api-key"`.
+    pub web_api_key_file: Option<PathBuf>,
+    /// `web-auth-file = "/etc/dht-hunter/web-auth"` (`USER:PASSWORD`).
+    pub web_auth_file: Option<PathBuf>,
+    /// `web-insecure-public = false`.
+    pub web_insecure_public: Option<bool>,
+    /// `web-readers = 2`.
+    pub web_readers: Option<usize>,
 }
 
 impl FileConfig {
@@ -218,6 +228,11 @@ impl FileConfig {
             keyspace: self.keyspace.or(lower.keyspace),
             udp_rcvbuf: self.udp_rcvbuf.or(lower.udp_rcvbuf),
             udp_sndbuf: self.udp_sndbuf.or(lower.udp_sndbuf),
+            web: self.web.or(lower.web),
+            web_api_key_file: self.web_api_key_file.or(lower.web_api_key_file),
+            web_auth_file: self.web_auth_file.or(lower.web_auth_file),
+            web_insecure_public: self.web_insecure_public.or(lower.web_insecure_public),
+            web_readers: self.web_readers.or(lower.web_readers),
         }
     }
 }
@@ -272,6 +287,9 @@ pub struct CrawlConfig {
     pub udp_rcvbuf: usize,
     /// SO_SNDBUF per shard socket.
     pub udp_sndbuf: usize,
+    /// The web server to run beside the crawler, credentials loaded and
+    /// exposure checked (None: off).
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// The environment variable a store URL may come from (below the flags,
@@ -445,6 +463,23 @@ impl CrawlConfig {
         })?;
         let state_dir = c.state_dir.unwrap_or_else(default_state_dir);
         let db = resolve_db(c.db, c.db_url_file.as_deref(), &state_dir)?;
+        let web = match c.web {
+            None => None,
+            Some(addr) => {
+                let web = crate::web::WebConfig {
+                    addr,
+                    credentials: crate::web::Credentials::load(
+                        c.web_api_key_file.as_deref(),
+                        c.web_auth_file.as_deref(),
+                    )?,
+                    insecure_public: c.web_insecure_public.unwrap_or(false),
+                    readers: c.web_readers.unwrap_or(crate::web::DEFAULT_READERS).max(1),
+                    db_label: crate::store::redact_url(&db),
+                };
+                web.check_exposure()?;
+                Some(web)
+            }
+        };
         Ok(CrawlConfig {
             bind,
             bootstrap,
@@ -469,6 +504,7 @@ impl CrawlConfig {
             keyspace_spec,
             udp_rcvbuf: c.udp_rcvbuf.unwrap_or(defaults::UDP_BUFFER),
             udp_sndbuf: c.udp_sndbuf.unwrap_or(defaults::UDP_BUFFER),
+            web,
         })
     }
 }

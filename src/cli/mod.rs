@@ -114,16 +114,17 @@ pub struct WebArgs {
     /// file (default: $DHT_HUNTER_WEB_AUTH).
     #[arg(long)]
     pub web_auth_file: Option<PathBuf>,
-    /// Serve a non-loopback address with no credentials at all.
+    /// Serve a non-loopback address with no credentials at all (default:
+    /// off: such a bind is refused).
     #[arg(long)]
     pub web_insecure_public: bool,
     /// Read connections the web server keeps open to the store.
-    #[arg(long, default_value_t = crate::web::DEFAULT_READERS)]
-    pub web_readers: usize,
+    #[arg(long, help = with_default("Read connections the web server keeps open to the store", crate::web::DEFAULT_READERS))]
+    pub web_readers: Option<usize>,
 }
 
 impl WebArgs {
-    /// The server's settings for `addr`, credentials loaded.
+    /// The server's settings for `addr`, credentials loaded (`serve`).
     fn config(&self, addr: SocketAddr, db: &str) -> Result<crate::web::WebConfig, ConfigError> {
         let cfg = crate::web::WebConfig {
             addr,
@@ -132,7 +133,7 @@ impl WebArgs {
                 self.web_auth_file.as_deref(),
             )?,
             insecure_public: self.web_insecure_public,
-            readers: self.web_readers.max(1),
+            readers: self.web_readers.unwrap_or(crate::web::DEFAULT_READERS).max(1),
             db_label: redact_url(db),
         };
         // Refused before anything is opened.
@@ -311,6 +312,11 @@ impl CrawlArgs {
             keyspace: self.keyspace.clone(),
             udp_rcvbuf: self.udp_rcvbuf,
             udp_sndbuf: self.udp_sndbuf,
+            web: self.web,
+            web_api_key_file: self.web_opts.web_api_key_file.clone(),
+            web_auth_file: self.web_opts.web_auth_file.clone(),
+            web_insecure_public: flag(self.web_opts.web_insecure_public),
+            web_readers: self.web_opts.web_readers,
         }
     }
 
@@ -351,11 +357,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crawl(args) => {
             let cfg = args.resolve()?;
-            let web = match args.web {
-                Some(addr) => Some(args.web_opts.config(addr, &cfg.db)?),
-                None => None,
-            };
-            crawl(&cfg, args.status, web)?;
+            crawl(&cfg, args.status)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => crate::demo::run(&args),
@@ -608,11 +610,7 @@ const WEB_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10)
 const PENDING_RESUME_MAX: usize = 1_000_000;
 
 /// Runs a crawl until its duration ends or a signal arrives.
-pub fn crawl(
-    cfg: &CrawlConfig,
-    status_mode: StatusMode,
-    web: Option<crate::web::WebConfig>,
-) -> anyhow::Result<()> {
+pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     // A file-size limit (RLIMIT_FSIZE) reached while writing must be an
     // error the store retries, not SIGXFSZ killing the crawler.
     // SAFETY: setting a signal's disposition to ignore, before any thread
@@ -652,7 +650,7 @@ pub fn crawl(
     let telemetry = Arc::new(Telemetry::default());
     // The web server reads through connections of its own, on threads of
     // its own: it never touches a shard or the writer's connection.
-    let web = match web {
+    let web = match cfg.web.clone() {
         Some(web_cfg) => {
             let reader = store.reader(web_cfg.readers)?;
             let live = crate::web::Live::start(

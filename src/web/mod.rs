@@ -80,7 +80,7 @@ pub enum WebError {
 }
 
 /// Who may use the server.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     /// The API key (`apikey=` or `X-Api-Key`).
     pub api_key: Option<String>,
@@ -194,7 +194,7 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// Settings of the web server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebConfig {
     /// Listen address.
     pub addr: SocketAddr,
