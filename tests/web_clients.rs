@@ -286,3 +286,82 @@ fn browser_and_torznab_client_against_a_short_harvest() {
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `dht-hunter serve` over an existing store: answers, stops on SIGTERM
+/// with exit 0, refuses a public bind without credentials (exit 2) and a
+/// missing database.
+#[test]
+fn serve_command_serves_an_existing_store_and_refuses_unsafe_binds() {
+    let dir = tmp("serve");
+    let db = format!("sqlite:{}", dir.join("db.sqlite").display());
+    let bin = env!("CARGO_BIN_EXE_dht-hunter");
+    let out = Command::new(bin)
+        .args(["serve", "--db", &db])
+        .env_remove("DHT_HUNTER_WEB_API_KEY")
+        .env_remove("DHT_HUNTER_WEB_AUTH")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
+    // A store with one torrent, written as the crawler would.
+    let store = dht_hunter::store::Store::open(&db).unwrap();
+    let mut rng = dht_hunter::rng::Rng::seed_from_u64(3);
+    let mut infohash = [0u8; 20];
+    rng.fill(&mut infohash);
+    store
+        .writer()
+        .fetched(dht_hunter::store::TorrentRecord {
+            infohash,
+            torrent: dht_hunter::metainfo::Torrent {
+                name: "served torrent".into(),
+                total_size: 5,
+                piece_length: 16384,
+                private: false,
+                files: vec![dht_hunter::metainfo::TorrentFile {
+                    path: vec!["a.txt".into()],
+                    size: 5,
+                }],
+            },
+            source: dht_hunter::store::Source::Announce,
+            discovered_at: std::time::SystemTime::now(),
+            fetched_at: std::time::SystemTime::now(),
+        })
+        .unwrap();
+    store.close().unwrap();
+
+    let out = Command::new(bin)
+        .args(["serve", "--db", &db, "--web", "0.0.0.0:0"])
+        .env_remove("DHT_HUNTER_WEB_API_KEY")
+        .env_remove("DHT_HUNTER_WEB_AUTH")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--web-insecure-public"));
+
+    let port = free_port(false);
+    let web: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, "file-key\n").unwrap();
+    let mut child = Command::new(bin)
+        .args(["serve", "--db", &db, "--web", &web.to_string()])
+        .arg("--web-api-key-file")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(web).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http::get(web, "/api/stats", &[]).status, 401);
+    let v = http::get(web, "/api/search?q=served", &[("X-Api-Key", "file-key")]).json();
+    assert_eq!(v["hits"][0]["name"], "served torrent");
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -239,6 +239,13 @@ impl FromStr for SortKey {
 }
 
 /// One page of a search.
+///
+/// With more than [`SEARCH_COUNT_CAP`] matches, SQLite orders the
+/// [`SEARCH_COUNT_CAP`] most recently stored of them (by rank, size, time
+/// or seeders) and pages end there: ranking or sorting every match of
+/// common words costs more than a page may (tuning/README.md, "Web
+/// knobs"). With fewer, every order is exact. PostgreSQL orders every
+/// match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchPage {
     /// The hits of this page.

@@ -319,19 +319,27 @@ impl Backend for SqliteBackend {
             SortKey::Size => "t.total_size DESC, t.id DESC",
             SortKey::Seeders => "t.seeders DESC NULLS LAST, t.id DESC",
         };
-        let sql = match (tokens.is_empty(), sort) {
-            (true, _) => format!("SELECT {HIT_COLUMNS} FROM torrents t WHERE ?1 = ?1 ORDER BY {order} LIMIT ?2 OFFSET ?3"),
-            // BM25 over the matches, through the FTS table's own rank column.
-            (false, SortKey::Relevance) => format!(
-                "SELECT {HIT_COLUMNS} FROM torrents_fts JOIN torrents t ON t.id = torrents_fts.rowid
-                 WHERE torrents_fts MATCH ?1
-                 ORDER BY torrents_fts.rank, t.id DESC LIMIT ?2 OFFSET ?3"
-            ),
-            (false, _) => format!(
-                "SELECT {HIT_COLUMNS} FROM torrents t
-                 WHERE t.id IN (SELECT rowid FROM torrents_fts WHERE torrents_fts MATCH ?1)
+        // With words: the newest SEARCH_COUNT_CAP matches (FTS5 walks its
+        // doclists in rowid order, newest first on request, and stops
+        // there), then ranked or sorted. Ranking or sorting every match of
+        // two common words in a large store costs hundreds of milliseconds
+        // (BM25 of 400,000 rows; see tuning/runs/search-*.md); within the
+        // window every order is exact whenever there are at most
+        // SEARCH_COUNT_CAP matches, which the count tells the caller.
+        let sql = if tokens.is_empty() {
+            format!("SELECT {HIT_COLUMNS} FROM torrents t WHERE ?1 = ?1 ORDER BY {order} LIMIT ?2 OFFSET ?3")
+        } else {
+            let (rank, order) = match sort {
+                SortKey::Relevance => (", rank AS r", "f.r, t.id DESC"),
+                _ => ("", order),
+            };
+            format!(
+                "SELECT {HIT_COLUMNS}
+                 FROM (SELECT rowid AS id{rank} FROM torrents_fts WHERE torrents_fts MATCH ?1
+                       ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
+                 JOIN torrents t ON t.id = f.id
                  ORDER BY {order} LIMIT ?2 OFFSET ?3"
-            ),
+            )
         };
         // One more than asked: whether there is a next page.
         let want = limit.saturating_add(1).min(i64::MAX as usize) as i64;

@@ -152,7 +152,10 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
         format!("“{}”", p.q.trim())
     };
     let count = if res.counted_capped {
-        format!("more than {} results", res.counted)
+        format!(
+            "more than {} results: ordered among the {} most recently stored (add a word to narrow)",
+            res.counted, res.counted
+        )
     } else if res.counted == 1 {
         "1 result".to_owned()
     } else {
@@ -162,7 +165,7 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
         h1 { (title) }
         p.mut { (count) @if page_no > 1 { " · page " (page_no) } }
         @if res.hits.is_empty() {
-            div.card { "Nothing found. Every word must appear in the name or a file path (whole words; case and accents as typed do not matter for case)." }
+            div.card { "Nothing found. Every word must appear, whole, in the name or a file path (case does not matter)." }
         } @else {
             table {
                 thead { tr {
