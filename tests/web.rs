@@ -475,3 +475,41 @@ fn a_public_bind_without_credentials_is_refused() {
     store.close().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Past SEARCH_COUNT_CAP matches, the order applies to the newest
+/// SEARCH_COUNT_CAP of them and pages end there; the count says so.
+#[test]
+fn many_matches_are_ordered_within_the_newest_window() {
+    use dht_hunter::store::{SortKey, SEARCH_COUNT_CAP};
+    let (dir, url) = temp_db("window");
+    let store = Store::open(&url).unwrap();
+    let n = SEARCH_COUNT_CAP as u32 + 100;
+    for i in 0..n {
+        let mut r = record(0, &format!("common word {i}"), &[("x.bin", u64::from(i) + 1)], T0 + u64::from(i));
+        r.infohash[..4].copy_from_slice(&i.to_be_bytes());
+        store.writer().fetched(r).unwrap();
+    }
+    store.flush().unwrap();
+    let reader = store.reader(1).unwrap();
+    let page = reader.search_page("common word", SortKey::Size, 0, 10).unwrap();
+    assert!(page.counted_capped);
+    assert_eq!(page.counted, SEARCH_COUNT_CAP);
+    // The largest of all is the newest too here; sizes descend.
+    let sizes: Vec<u64> = page.hits.iter().map(|h| h.total_size).collect();
+    assert_eq!(sizes, (0..10).map(|k| u64::from(n) - k).collect::<Vec<_>>());
+    // The window's last page: the oldest 100 are outside it.
+    let last = reader
+        .search_page("common word", SortKey::Size, SEARCH_COUNT_CAP as usize - 10, 10)
+        .unwrap();
+    assert!(!last.more);
+    assert_eq!(last.hits.last().unwrap().total_size, 101);
+    let relevance = reader.search_page("common word", SortKey::Relevance, 0, 5).unwrap();
+    assert_eq!(relevance.hits.len(), 5);
+    // Below the cap every order is exact.
+    let few = reader.search_page("word 7", SortKey::Size, 0, 50).unwrap();
+    assert!(!few.counted_capped);
+    assert_eq!(few.hits[0].name, "common word 7");
+    drop(reader);
+    store.close().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
