@@ -188,9 +188,14 @@ fn run(label: &str, url: &str, n: u64, vocab: &[String], z: &Zipf) {
         );
     }
     // A deep page and the empty query (browse), relevance order.
-    for (what, q, offset) in [("page 20 (offset 950)", queries[WARMUP].as_str(), 950), ("no words (browse)", "", 0)] {
+    for (what, q, offset) in [
+        ("page 20 (offset 950)", queries[WARMUP].as_str(), 950),
+        ("no words (browse)", "", 0),
+    ] {
         let t = Instant::now();
-        let page = reader.search_page(q, SortKey::Relevance, offset, 50).unwrap();
+        let page = reader
+            .search_page(q, SortKey::Relevance, offset, 50)
+            .unwrap();
         println!(
             "  {what}: {:.2} ms ({} hits)",
             t.elapsed().as_secs_f64() * 1e3,
@@ -211,7 +216,13 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("search-{n}.sqlite"));
     println!("when: {:?}", SystemTime::now());
-    run("sqlite", &format!("sqlite:{}", path.display()), n, &vocab, &z);
+    run(
+        "sqlite",
+        &format!("sqlite:{}", path.display()),
+        n,
+        &vocab,
+        &z,
+    );
     if let Ok(base) = std::env::var("DHT_HUNTER_TEST_PG") {
         let schema = format!("bench_search_{n}");
         let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();

@@ -307,11 +307,7 @@ pub fn read_db_url_file(path: &Path) -> Result<String, ConfigError> {
 /// from the first line of `path`, trimmed; `key` names the setting in
 /// errors and `what` the secret in the warning given when others than the
 /// file's owner may read it. The contents never appear in an error.
-pub fn read_secret_file(
-    path: &Path,
-    key: &'static str,
-    what: &str,
-) -> Result<String, ConfigError> {
+pub fn read_secret_file(path: &Path, key: &'static str, what: &str) -> Result<String, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,

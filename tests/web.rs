@@ -67,7 +67,12 @@ fn fixed() -> Vec<TorrentRecord> {
             ],
             T0 + 20,
         ),
-        record(3, "Debian 12 netinst", &[("debian-12.iso", 600_000_000)], T0 + 30),
+        record(
+            3,
+            "Debian 12 netinst",
+            &[("debian-12.iso", 600_000_000)],
+            T0 + 30,
+        ),
         record(
             4,
             HOSTILE,
@@ -165,9 +170,18 @@ fn exercise(url: &str) {
     let v = api(addr, "q=ubuntu");
     let got: HashSet<String> = hexes(&v).into_iter().collect();
     assert_eq!(got, HashSet::from([u1.clone(), u2.clone(), evil.clone()]));
-    assert_eq!((v["counted"].as_u64(), v["more"].as_bool()), (Some(3), Some(false)));
-    assert_eq!(hexes(&api(addr, "q=ubuntu&sort=size")), [u1.as_str(), &u2, &evil]);
-    assert_eq!(hexes(&api(addr, "q=ubuntu&sort=discovered")), [evil.as_str(), &u2, &u1]);
+    assert_eq!(
+        (v["counted"].as_u64(), v["more"].as_bool()),
+        (Some(3), Some(false))
+    );
+    assert_eq!(
+        hexes(&api(addr, "q=ubuntu&sort=size")),
+        [u1.as_str(), &u2, &evil]
+    );
+    assert_eq!(
+        hexes(&api(addr, "q=ubuntu&sort=discovered")),
+        [evil.as_str(), &u2, &u1]
+    );
     let v = api(addr, "q=Ubuntu&sort=seeders");
     assert_eq!(hexes(&v), [u2.as_str(), &u1, &evil], "never-scraped last");
     assert_eq!(v["hits"][0]["seeders"], 50);
@@ -180,7 +194,10 @@ fn exercise(url: &str) {
     );
     // A word of a file path finds its torrent too.
     assert_eq!(hexes(&api(addr, "q=sha256sums")), [u2.as_str()]);
-    assert_eq!(hexes(&api(addr, &format!("q={}", enc("トレント")))), Vec::<String>::new());
+    assert_eq!(
+        hexes(&api(addr, &format!("q={}", enc("トレント")))),
+        Vec::<String>::new()
+    );
 
     // Paging: the pages tile the whole ordered result, no overlap.
     let mut all = Vec::new();
@@ -228,17 +245,28 @@ fn exercise(url: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["path"].as_str().unwrap().into(), f["size"].as_u64().unwrap()))
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().into(),
+                f["size"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         files,
         [
-            ("server/ubuntu-24.04-live-server-amd64.iso".into(), 2_000_000_000),
+            (
+                "server/ubuntu-24.04-live-server-amd64.iso".into(),
+                2_000_000_000
+            ),
             ("server/SHA256SUMS".into(), 1000),
             ("notes/README.txt".into(), 500)
         ]
     );
-    assert_eq!(get(addr, &format!("/api/torrent/{}", "0".repeat(40)), &[]).status, 404);
+    assert_eq!(
+        get(addr, &format!("/api/torrent/{}", "0".repeat(40)), &[]).status,
+        404
+    );
     assert_eq!(get(addr, "/api/torrent/xyz", &[]).status, 400);
 
     // Stats and export.
@@ -256,22 +284,33 @@ fn exercise(url: &str) {
     // Pages: hostile names arrive escaped, never as markup.
     let r = get(addr, "/?q=ubuntu&sort=size", &[]);
     assert_eq!(r.status, 200);
-    assert!(r.header("content-security-policy").unwrap().contains("default-src 'none'"));
+    assert!(r
+        .header("content-security-policy")
+        .unwrap()
+        .contains("default-src 'none'"));
     for h in [&u1, &u2, &evil] {
         assert!(r.body.contains(&format!("href=\"/t/{h}\"")), "{h}");
     }
     assert!(!r.body.contains("<script>"), "{}", r.body);
-    assert!(r.body.contains("&lt;script&gt;alert('x')&lt;/script&gt; ubuntu"));
+    assert!(r
+        .body
+        .contains("&lt;script&gt;alert('x')&lt;/script&gt; ubuntu"));
     assert!(r.body.contains("3 results"));
     let r = get(addr, &format!("/t/{evil}"), &[]);
     assert!(!r.body.contains("<img") && !r.body.contains("<script>"));
     let r = get(addr, &format!("/t/{u2}"), &[]);
     assert!(r.body.contains("SHA256SUMS") && r.body.contains("README.txt"));
-    assert!(r.body.contains(&format!("href=\"magnet:?xt=urn:btih:{u2}&amp;dn=Ubuntu%20Server%20Collection\"")));
+    assert!(r.body.contains(&format!(
+        "href=\"magnet:?xt=urn:btih:{u2}&amp;dn=Ubuntu%20Server%20Collection\""
+    )));
     assert!(r.body.contains("50 / 3"));
     let r = get(addr, "/status", &[]);
     assert_eq!(r.status, 200);
-    assert!(r.body.contains("<svg") && r.body.contains(">35<"), "{}", r.body);
+    assert!(
+        r.body.contains("<svg") && r.body.contains(">35<"),
+        "{}",
+        r.body
+    );
     assert_eq!(get(addr, "/nope", &[]).status, 404);
 
     torznab(addr, &[&u1, &u2, &evil], &show);
@@ -309,23 +348,40 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
     let limits = child(caps, "limits").unwrap();
     assert_eq!(limits.attribute("max"), Some("100"));
     let cat = child(child(caps, "categories").unwrap(), "category").unwrap();
-    assert_eq!((cat.attribute("id"), cat.attribute("name")), (Some("8000"), Some("Other")));
+    assert_eq!(
+        (cat.attribute("id"), cat.attribute("name")),
+        (Some("8000"), Some("Other"))
+    );
 
     let r = get(addr, "/torznab/api?t=search&q=ubuntu&extended=1", &[]);
     let doc = roxmltree::Document::parse(&r.body).unwrap();
     let rss = doc.root_element();
-    assert_eq!((rss.tag_name().name(), rss.attribute("version")), ("rss", Some("2.0")));
+    assert_eq!(
+        (rss.tag_name().name(), rss.attribute("version")),
+        ("rss", Some("2.0"))
+    );
     let channel = child(rss, "channel").unwrap();
     for el in ["title", "description", "link"] {
         assert!(child(channel, el).is_some(), "channel {el}");
     }
     let resp = channel
         .children()
-        .find(|n| n.tag_name().name() == "response" && n.tag_name().namespace() == Some(web::torznab::NS))
+        .find(|n| {
+            n.tag_name().name() == "response" && n.tag_name().namespace() == Some(web::torznab::NS)
+        })
         .unwrap();
-    assert_eq!((resp.attribute("offset"), resp.attribute("total")), (Some("0"), Some("3")));
-    let items: Vec<_> = channel.children().filter(|n| n.has_tag_name("item")).collect();
-    let got: HashSet<&str> = items.iter().map(|i| attr(*i, "infohash").unwrap()).collect();
+    assert_eq!(
+        (resp.attribute("offset"), resp.attribute("total")),
+        (Some("0"), Some("3"))
+    );
+    let items: Vec<_> = channel
+        .children()
+        .filter(|n| n.has_tag_name("item"))
+        .collect();
+    let got: HashSet<&str> = items
+        .iter()
+        .map(|i| attr(*i, "infohash").unwrap())
+        .collect();
     assert_eq!(got, ubuntu.iter().map(|s| s.as_str()).collect());
     for item in &items {
         let ih = attr(*item, "infohash").unwrap();
@@ -333,21 +389,34 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
         assert!(!title.is_empty());
         assert_eq!(child(*item, "guid").unwrap().text(), Some(ih));
         let enclosure = child(*item, "enclosure").unwrap();
-        assert!(enclosure.attribute("url").unwrap().starts_with(&format!("magnet:?xt=urn:btih:{ih}&dn=")));
-        assert!(enclosure.attribute("type").unwrap().contains("x-bittorrent"));
+        assert!(enclosure
+            .attribute("url")
+            .unwrap()
+            .starts_with(&format!("magnet:?xt=urn:btih:{ih}&dn=")));
+        assert!(enclosure
+            .attribute("type")
+            .unwrap()
+            .contains("x-bittorrent"));
         let size = attr(*item, "size").unwrap();
         assert_eq!(enclosure.attribute("length"), Some(size));
         assert_eq!(child(*item, "size").unwrap().text(), Some(size));
         assert_eq!(attr(*item, "magneturl"), enclosure.attribute("url"));
         assert_eq!(attr(*item, "category"), Some("8000"));
         assert!(attr(*item, "files").is_some());
-        assert!(child(*item, "pubDate").unwrap().text().unwrap().ends_with("+0000"));
+        assert!(child(*item, "pubDate")
+            .unwrap()
+            .text()
+            .unwrap()
+            .ends_with("+0000"));
         // Swarm counts only when known.
         let scraped = ih == ubuntu[0] || ih == ubuntu[1];
         assert_eq!(attr(*item, "seeders").is_some(), scraped, "{ih}");
         assert_eq!(attr(*item, "peers").is_some(), scraped, "{ih}");
         if ih == ubuntu[1] {
-            assert_eq!((attr(*item, "seeders"), attr(*item, "peers")), (Some("50"), Some("53")));
+            assert_eq!(
+                (attr(*item, "seeders"), attr(*item, "peers")),
+                (Some("50"), Some("53"))
+            );
         }
         if ih == ubuntu[2] {
             // The control character became U+FFFD; the document still parses.
@@ -355,9 +424,16 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
         }
     }
     // offset and limit.
-    let r = get(addr, "/torznab/api?t=search&q=filler&offset=28&limit=5", &[]);
+    let r = get(
+        addr,
+        "/torznab/api?t=search&q=filler&offset=28&limit=5",
+        &[],
+    );
     let doc = roxmltree::Document::parse(&r.body).unwrap();
-    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("item")).count(), 2);
+    assert_eq!(
+        doc.descendants().filter(|n| n.has_tag_name("item")).count(),
+        2
+    );
     // tvsearch: season and episode become the SxxEyy word.
     let tv = |q: &str| {
         let r = get(addr, &format!("/torznab/api?t=tvsearch&{q}"), &[]);
@@ -370,7 +446,10 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
     assert_eq!(tv("q=some+show&season=1&ep=2"), [show]);
     assert!(tv("q=some+show&season=1&ep=3").is_empty());
     assert_eq!(
-        get(addr, "/torznab/api?t=movie&q=debian", &[]).body.matches("<item>").count(),
+        get(addr, "/torznab/api?t=movie&q=debian", &[])
+            .body
+            .matches("<item>")
+            .count(),
         1
     );
     // Errors are Newznab error documents.
@@ -378,7 +457,11 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
         let r = get(addr, &format!("/torznab/api?{q}"), &[]);
         let doc = roxmltree::Document::parse(&r.body).unwrap();
         let e = doc.root_element();
-        assert_eq!((e.tag_name().name(), e.attribute("code")), ("error", Some(code)), "{q}");
+        assert_eq!(
+            (e.tag_name().name(), e.attribute("code")),
+            ("error", Some(code)),
+            "{q}"
+        );
         assert!(e.attribute("description").is_some());
     }
 }
@@ -445,10 +528,19 @@ fn credentials_are_required_when_set() {
     assert_eq!(get(addr, "/", &[]).status, 401);
     assert_eq!(get(addr, "/api/stats?apikey=wrong", &[]).status, 401);
     assert_eq!(get(addr, "/api/stats?apikey=s3cret-key", &[]).status, 200);
-    assert_eq!(get(addr, "/api/stats", &[("X-Api-Key", "s3cret-key")]).status, 200);
+    assert_eq!(
+        get(addr, "/api/stats", &[("X-Api-Key", "s3cret-key")]).status,
+        200
+    );
     // ann:pa:ss and ann:wrong
-    assert_eq!(get(addr, "/", &[("Authorization", "Basic YW5uOnBhOnNz")]).status, 200);
-    assert_eq!(get(addr, "/", &[("Authorization", "Basic YW5uOndyb25n")]).status, 401);
+    assert_eq!(
+        get(addr, "/", &[("Authorization", "Basic YW5uOnBhOnNz")]).status,
+        200
+    );
+    assert_eq!(
+        get(addr, "/", &[("Authorization", "Basic YW5uOndyb25n")]).status,
+        401
+    );
     // Torznab clients get a Newznab error document.
     let r = get(addr, "/torznab/api?t=caps", &[]);
     assert!(r.body.contains("<error code=\"100\""), "{}", r.body);
@@ -485,13 +577,20 @@ fn many_matches_are_ordered_within_the_newest_window() {
     let store = Store::open(&url).unwrap();
     let n = SEARCH_COUNT_CAP as u32 + 100;
     for i in 0..n {
-        let mut r = record(0, &format!("common word {i}"), &[("x.bin", u64::from(i) + 1)], T0 + u64::from(i));
+        let mut r = record(
+            0,
+            &format!("common word {i}"),
+            &[("x.bin", u64::from(i) + 1)],
+            T0 + u64::from(i),
+        );
         r.infohash[..4].copy_from_slice(&i.to_be_bytes());
         store.writer().fetched(r).unwrap();
     }
     store.flush().unwrap();
     let reader = store.reader(1).unwrap();
-    let page = reader.search_page("common word", SortKey::Size, 0, 10).unwrap();
+    let page = reader
+        .search_page("common word", SortKey::Size, 0, 10)
+        .unwrap();
     assert!(page.counted_capped);
     assert_eq!(page.counted, SEARCH_COUNT_CAP);
     // The largest of all is the newest too here; sizes descend.
@@ -499,11 +598,18 @@ fn many_matches_are_ordered_within_the_newest_window() {
     assert_eq!(sizes, (0..10).map(|k| u64::from(n) - k).collect::<Vec<_>>());
     // The window's last page: the oldest 100 are outside it.
     let last = reader
-        .search_page("common word", SortKey::Size, SEARCH_COUNT_CAP as usize - 10, 10)
+        .search_page(
+            "common word",
+            SortKey::Size,
+            SEARCH_COUNT_CAP as usize - 10,
+            10,
+        )
         .unwrap();
     assert!(!last.more);
     assert_eq!(last.hits.last().unwrap().total_size, 101);
-    let relevance = reader.search_page("common word", SortKey::Relevance, 0, 5).unwrap();
+    let relevance = reader
+        .search_page("common word", SortKey::Relevance, 0, 5)
+        .unwrap();
     assert_eq!(relevance.hits.len(), 5);
     // Below the cap every order is exact.
     let few = reader.search_page("word 7", SortKey::Size, 0, 50).unwrap();

@@ -121,7 +121,11 @@ fn screenshot(bin: &Path, url: &str, file: &str) {
 
 #[test]
 fn browser_and_torznab_client_against_a_short_harvest() {
-    let chrome = find_program("chromium", "DHT_HUNTER_CHROMIUM", &["chromium", "chromium-browser"]);
+    let chrome = find_program(
+        "chromium",
+        "DHT_HUNTER_CHROMIUM",
+        &["chromium", "chromium-browser"],
+    );
     let flexget = find_program("FlexGet", "DHT_HUNTER_FLEXGET", &["flexget"]);
     if chrome.is_none() && flexget.is_none() {
         return;
@@ -206,8 +210,14 @@ fn browser_and_torznab_client_against_a_short_harvest() {
         let dom = dump(chrome, &page_url);
         for (path, _) in &truth.files {
             let file = path.rsplit('/').next().unwrap();
-            let escaped = file.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-            assert!(dom.contains(&escaped), "file {file:?} missing from the tree:\n{dom}");
+            let escaped = file
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            assert!(
+                dom.contains(&escaped),
+                "file {file:?} missing from the tree:\n{dom}"
+            );
         }
         let magnet = format!("magnet:?xt=urn:btih:{ih}&amp;dn=");
         assert!(dom.contains(&magnet), "no magnet link:\n{dom}");
@@ -220,7 +230,11 @@ fn browser_and_torznab_client_against_a_short_harvest() {
         // Without the key the browser gets nothing.
         let dom = dump(chrome, &format!("{base}/t/{ih}"));
         assert!(!dom.contains(&ih), "{dom}");
-        screenshot(chrome, &format!("{base}/?q=&apikey={API_KEY}"), "search.png");
+        screenshot(
+            chrome,
+            &format!("{base}/?q=&apikey={API_KEY}"),
+            "search.png",
+        );
         screenshot(chrome, &page_url, "torrent.png");
         screenshot(chrome, &status_url, "status.png");
     }
@@ -239,12 +253,24 @@ fn browser_and_torznab_client_against_a_short_harvest() {
         let out = Command::new(flexget)
             .current_dir(&home)
             .env("HOME", &home)
-            .args(["-c", "config.yml", "--logfile", "flexget.log", "execute", "--dump", "--discover-now"])
+            .args([
+                "-c",
+                "config.yml",
+                "--logfile",
+                "flexget.log",
+                "execute",
+                "--dump",
+                "--discover-now",
+            ])
             .stdin(Stdio::null())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "flexget: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "flexget: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // Every stored torrent the word finds comes back, with its magnet.
         let want = http::get(
             web,
@@ -252,23 +278,41 @@ fn browser_and_torznab_client_against_a_short_harvest() {
             &[("X-Api-Key", API_KEY)],
         )
         .json();
-        let want: Vec<&str> = want["hits"].as_array().unwrap().iter().map(|h| h["infohash"].as_str().unwrap()).collect();
+        let want: Vec<&str> = want["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["infohash"].as_str().unwrap())
+            .collect();
         assert!(want.contains(&ih.as_str()));
         for h in &want {
-            assert!(text.contains(&format!("magnet:?xt=urn:btih:{h}")), "{h} not in FlexGet's entries:\n{text}");
+            assert!(
+                text.contains(&format!("magnet:?xt=urn:btih:{h}")),
+                "{h} not in FlexGet's entries:\n{text}"
+            );
         }
         let entries = text.matches("torrent_info_hash").count();
         assert_eq!(entries, want.len(), "{text}");
         // A wrong key is refused, as a Torznab client sees it.
         std::fs::write(
             home.join("bad.yml"),
-            std::fs::read_to_string(home.join("config.yml")).unwrap().replace(API_KEY, "wrong"),
+            std::fs::read_to_string(home.join("config.yml"))
+                .unwrap()
+                .replace(API_KEY, "wrong"),
         )
         .unwrap();
         let out = Command::new(flexget)
             .current_dir(&home)
             .env("HOME", &home)
-            .args(["-c", "bad.yml", "--logfile", "flexget.log", "execute", "--dump", "--discover-now"])
+            .args([
+                "-c",
+                "bad.yml",
+                "--logfile",
+                "flexget.log",
+                "execute",
+                "--dump",
+                "--discover-now",
+            ])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -352,7 +396,10 @@ fn serve_command_serves_an_existing_store_and_refuses_unsafe_binds() {
         .unwrap();
     let start = Instant::now();
     while std::net::TcpStream::connect(web).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "serve did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(http::get(web, "/api/stats", &[]).status, 401);

@@ -133,7 +133,10 @@ impl WebArgs {
                 self.web_auth_file.as_deref(),
             )?,
             insecure_public: self.web_insecure_public,
-            readers: self.web_readers.unwrap_or(crate::web::DEFAULT_READERS).max(1),
+            readers: self
+                .web_readers
+                .unwrap_or(crate::web::DEFAULT_READERS)
+                .max(1),
             db_label: redact_url(db),
         };
         // Refused before anything is opened.
@@ -653,12 +656,12 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     let web = match cfg.web.clone() {
         Some(web_cfg) => {
             let reader = store.reader(web_cfg.readers)?;
-            let live = crate::web::Live::start(
-                telemetry.clone(),
-                Some(store.writer()),
-                WEB_SAMPLE_EVERY,
-            )?;
-            Some((crate::web::start(web_cfg, reader, Some(live.clone()))?, live))
+            let live =
+                crate::web::Live::start(telemetry.clone(), Some(store.writer()), WEB_SAMPLE_EVERY)?;
+            Some((
+                crate::web::start(web_cfg, reader, Some(live.clone()))?,
+                live,
+            ))
         }
         None => None,
     };

@@ -123,8 +123,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         if summary.ok {
             // Where to go next: the harvest in a browser.
             println!();
-            println!("Browse what it harvested (then open http://{}/):", crate::web::DEFAULT_ADDR);
-            println!("  dht-hunter serve --state-dir {}", args.state_dir.display());
+            println!(
+                "Browse what it harvested (then open http://{}/):",
+                crate::web::DEFAULT_ADDR
+            );
+            println!(
+                "  dht-hunter serve --state-dir {}",
+                args.state_dir.display()
+            );
         }
     }
     Ok(if summary.ok {

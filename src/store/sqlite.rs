@@ -344,11 +344,7 @@ impl Backend for SqliteBackend {
         // One more than asked: whether there is a next page.
         let want = limit.saturating_add(1).min(i64::MAX as usize) as i64;
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![
-            query,
-            want,
-            offset.min(i64::MAX as usize) as i64
-        ])?;
+        let mut rows = stmt.query(params![query, want, offset.min(i64::MAX as usize) as i64])?;
         let mut hits = Vec::new();
         while let Some(row) = rows.next()? {
             hits.push(hit(row)?);
@@ -362,10 +358,10 @@ impl Backend for SqliteBackend {
         } else {
             "SELECT count(*) FROM (SELECT 1 FROM torrents_fts WHERE torrents_fts MATCH ?1 LIMIT ?2)"
         };
-        let counted: i64 = self.conn.prepare_cached(count_sql)?.query_row(
-            params![query, SEARCH_COUNT_CAP as i64 + 1],
-            |r| r.get(0),
-        )?;
+        let counted: i64 = self
+            .conn
+            .prepare_cached(count_sql)?
+            .query_row(params![query, SEARCH_COUNT_CAP as i64 + 1], |r| r.get(0))?;
         let counted = counted as u64;
         Ok(SearchPage {
             hits,

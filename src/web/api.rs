@@ -185,10 +185,11 @@ pub(super) async fn export(State(app): State<Arc<App>>) -> Response {
             buf: Vec::with_capacity(EXPORT_CHUNK),
             tx: tx.clone(),
         };
-        let r = app2
-            .reader
-            .export_jsonl(&mut w)
-            .and_then(|n| std::io::Write::flush(&mut w).map(|()| n).map_err(Into::into));
+        let r = app2.reader.export_jsonl(&mut w).and_then(|n| {
+            std::io::Write::flush(&mut w)
+                .map(|()| n)
+                .map_err(Into::into)
+        });
         match r {
             Ok(n) => log::info!("web: exported {n} torrents"),
             Err(e) => {

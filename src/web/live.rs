@@ -108,7 +108,8 @@ impl Live {
     }
 
     fn push(&self, s: Sample) {
-        let keep = (HISTORY.as_secs_f64() / self.every.as_secs_f64().max(0.001)).ceil() as usize + 1;
+        let keep =
+            (HISTORY.as_secs_f64() / self.every.as_secs_f64().max(0.001)).ceil() as usize + 1;
         let mut q = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         q.push_back(s);
         while q.len() > keep {

@@ -120,13 +120,15 @@ impl Credentials {
         let basic = match auth {
             None => None,
             Some(a) => match a.split_once(':') {
-                Some((u, p)) if !u.is_empty() && !p.is_empty() => Some((u.to_owned(), p.to_owned())),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "web-auth-file",
-                        message: format!("basic auth must be USER:PASSWORD ({AUTH_ENV} or the file's first line)"),
-                    })
+                Some((u, p)) if !u.is_empty() && !p.is_empty() => {
+                    Some((u.to_owned(), p.to_owned()))
                 }
+                _ => return Err(ConfigError::Invalid {
+                    key: "web-auth-file",
+                    message: format!(
+                        "basic auth must be USER:PASSWORD ({AUTH_ENV} or the file's first line)"
+                    ),
+                }),
             },
         };
         Ok(Credentials { api_key, basic })
@@ -413,7 +415,10 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
@@ -457,7 +462,10 @@ impl SearchParams {
         let num = |k: &str| -> Result<Option<usize>, String> {
             get(k)
                 .filter(|v| !v.is_empty())
-                .map(|v| v.parse::<usize>().map_err(|_| format!("{k} must be a whole number, not {v:?}")))
+                .map(|v| {
+                    v.parse::<usize>()
+                        .map_err(|_| format!("{k} must be a whole number, not {v:?}"))
+                })
                 .transpose()
         };
         let sort = match get("sort").filter(|s| !s.is_empty()) {
@@ -475,7 +483,9 @@ impl SearchParams {
             (None, None) => 0,
         };
         if offset > OFFSET_MAX {
-            return Err(format!("offset past {OFFSET_MAX}: narrow the search instead"));
+            return Err(format!(
+                "offset past {OFFSET_MAX}: narrow the search instead"
+            ));
         }
         Ok(SearchParams {
             q: get("q").unwrap_or("").to_owned(),
@@ -534,7 +544,14 @@ mod tests {
         assert_eq!((p.offset, p.limit), (40, 20));
         let p = SearchParams::parse(&pairs("offset=7&limit=5"), 20).unwrap();
         assert_eq!((p.q.as_str(), p.offset, p.limit), ("", 7, 5));
-        for bad in ["limit=0", "limit=101", "page=0", "offset=x", "sort=name", "offset=10001"] {
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "page=0",
+            "offset=x",
+            "sort=name",
+            "offset=10001",
+        ] {
             assert!(SearchParams::parse(&pairs(bad), 20).is_err(), "{bad}");
         }
     }
@@ -591,8 +608,14 @@ mod tests {
             cfg.credentials = Credentials::default();
             assert!(cfg.check_exposure().is_ok(), "{lo}");
         }
-        assert!(format!("{:?}", Credentials { api_key: Some("s3cret".into()), basic: None })
-            .contains("***"));
+        assert!(format!(
+            "{:?}",
+            Credentials {
+                api_key: Some("s3cret".into()),
+                basic: None
+            }
+        )
+        .contains("***"));
     }
 
     #[test]
@@ -600,7 +623,10 @@ mod tests {
         let m = magnet(&[0xab; 20], "a b&c=d/é");
         assert_eq!(
             m,
-            format!("magnet:?xt=urn:btih:{}&dn=a%20b%26c%3Dd%2F%C3%A9", "ab".repeat(20))
+            format!(
+                "magnet:?xt=urn:btih:{}&dn=a%20b%26c%3Dd%2F%C3%A9",
+                "ab".repeat(20)
+            )
         );
     }
 }

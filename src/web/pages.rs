@@ -375,7 +375,10 @@ fn store_card(s: &Stats, backend: &str, db: &str) -> Markup {
 
 fn live_cards(samples: &[Sample]) -> Markup {
     let window = HISTORY.as_secs_f64();
-    let (Some(last), prev) = (samples.last(), samples.len().checked_sub(2).and_then(|i| samples.get(i))) else {
+    let (Some(last), prev) = (
+        samples.last(),
+        samples.len().checked_sub(2).and_then(|i| samples.get(i)),
+    ) else {
         return html! { div.card { "The crawler's first sample is not in yet." } };
     };
     let ih = rate_series(samples, |s| s.total(|x| x.infohashes));
@@ -474,7 +477,12 @@ pub(super) async fn status(State(app): State<Arc<App>>) -> Response {
     let stored: Vec<(f64, f64)> = (0..=HISTORY.as_secs() as i64 / 60)
         .map(|i| first + i * 60)
         .filter(|b| *b <= now)
-        .map(|b| ((b + 60 - now).min(0) as f64, *by.get(&b).unwrap_or(&0) as f64))
+        .map(|b| {
+            (
+                (b + 60 - now).min(0) as f64,
+                *by.get(&b).unwrap_or(&0) as f64,
+            )
+        })
         .collect();
     let live = app.live.as_ref().map(|l| l.samples());
     let body = html! {
@@ -489,7 +497,10 @@ pub(super) async fn status(State(app): State<Arc<App>>) -> Response {
         }
         p.mut { "Refreshes every 10 s. JSON: " a href="/api/stats" { "/api/stats" } }
     };
-    page(StatusCode::OK, layout("Status", "", SortKey::Relevance, true, body))
+    page(
+        StatusCode::OK,
+        layout("Status", "", SortKey::Relevance, true, body),
+    )
 }
 
 #[cfg(test)]

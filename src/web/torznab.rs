@@ -210,12 +210,11 @@ pub(super) async fn api(
     let Some(t) = get("t") else {
         return error(200, "Missing parameter (t)");
     };
-    let num = |k: &str, default: usize| -> Result<usize, Response> {
+    // The parameter's value, or the name of the bad parameter.
+    let num = |k: &'static str, default: usize| -> Result<usize, &'static str> {
         match get(k) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| error(201, &format!("Incorrect parameter ({k})"))),
+            Some(v) => v.parse().map_err(|_| k),
         }
     };
     let mut text = get("q").unwrap_or("").to_owned();
@@ -239,11 +238,11 @@ pub(super) async fn api(
     }
     let offset = match num("offset", 0) {
         Ok(o) => o.min(super::OFFSET_MAX),
-        Err(r) => return r,
+        Err(k) => return error(201, &format!("Incorrect parameter ({k})")),
     };
     let limit = match num("limit", DEFAULT_LIMIT) {
         Ok(l) => l.clamp(1, LIMIT_MAX),
-        Err(r) => return r,
+        Err(k) => return error(201, &format!("Incorrect parameter ({k})")),
     };
     let base = base_url(&headers);
     let page = blocking(move || {
