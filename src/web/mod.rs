@@ -123,12 +123,14 @@ impl Credentials {
                 Some((u, p)) if !u.is_empty() && !p.is_empty() => {
                     Some((u.to_owned(), p.to_owned()))
                 }
-                _ => return Err(ConfigError::Invalid {
-                    key: "web-auth-file",
-                    message: format!(
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "web-auth-file",
+                        message: format!(
                         "basic auth must be USER:PASSWORD ({AUTH_ENV} or the file's first line)"
                     ),
-                }),
+                    })
+                }
             },
         };
         Ok(Credentials { api_key, basic })
