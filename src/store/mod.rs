@@ -240,12 +240,11 @@ impl FromStr for SortKey {
 
 /// One page of a search.
 ///
-/// With more than [`SEARCH_COUNT_CAP`] matches, SQLite orders the
+/// With more than [`SEARCH_COUNT_CAP`] matches, both back ends order the
 /// [`SEARCH_COUNT_CAP`] most recently stored of them (by rank, size, time
 /// or seeders) and pages end there: ranking or sorting every match of
-/// common words costs more than a page may (tuning/README.md, "Web
-/// knobs"). With fewer, every order is exact. PostgreSQL orders every
-/// match.
+/// common words costs more than a page may (tuning/runs/search-*.md).
+/// With fewer, every order is exact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchPage {
     /// The hits of this page.

@@ -561,9 +561,21 @@ impl Backend for PgBackend {
         } else {
             "t.search @@ $1::text::tsquery"
         };
-        let sql = format!(
-            "SELECT {HIT_COLUMNS} FROM torrents t WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
-        );
+        // With words, as on SQLite: the SEARCH_COUNT_CAP most recently
+        // stored matches, then ranked or sorted (ts_rank of every match of
+        // two common words took 267 ms p99 on 1M torrents).
+        let sql = if tokens.is_empty() {
+            format!(
+                "SELECT {HIT_COLUMNS} FROM torrents t WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
+            )
+        } else {
+            format!(
+                "SELECT {HIT_COLUMNS}
+                 FROM (SELECT * FROM torrents t WHERE {filter}
+                       ORDER BY t.fetched_at DESC, t.infohash DESC LIMIT {SEARCH_COUNT_CAP}) t
+                 ORDER BY {order} LIMIT $2 OFFSET $3"
+            )
+        };
         let count_sql =
             format!("SELECT count(*) FROM (SELECT 1 FROM torrents t WHERE {filter} LIMIT $2) m");
         // One more than asked: whether there is a next page.
