@@ -177,6 +177,16 @@ pub struct FileConfig {
     pub max_db_size: Option<SizeValue>,
     /// `scrape-nodes = 4`: BEP 33 scrape queries per stored torrent.
     pub scrape_nodes: Option<usize>,
+    /// `web = "127.0.0.1:8080"`: also serve the web UI, API and Torznab.
+    pub web: Option<SocketAddr>,
+    /// `web-api-key-file = "/etc/dht-hunter/web-api-key"`.
+    pub web_api_key_file: Option<PathBuf>,
+    /// `web-auth-file = "/etc/dht-hunter/web-auth"` (`USER:PASSWORD`).
+    pub web_auth_file: Option<PathBuf>,
+    /// `web-insecure-public = false`.
+    pub web_insecure_public: Option<bool>,
+    /// `web-readers = 2`.
+    pub web_readers: Option<usize>,
 }
 
 impl FileConfig {
@@ -267,6 +277,11 @@ impl FileConfig {
             max_size: self.max_size.or(lower.max_size),
             max_db_size: self.max_db_size.or(lower.max_db_size),
             scrape_nodes: self.scrape_nodes.or(lower.scrape_nodes),
+            web: self.web.or(lower.web),
+            web_api_key_file: self.web_api_key_file.or(lower.web_api_key_file),
+            web_auth_file: self.web_auth_file.or(lower.web_auth_file),
+            web_insecure_public: self.web_insecure_public.or(lower.web_insecure_public),
+            web_readers: self.web_readers.or(lower.web_readers),
         }
     }
 }
@@ -329,6 +344,9 @@ pub struct CrawlConfig {
     pub max_db_size: Option<u64>,
     /// BEP 33 scrape queries per stored torrent (0: no scrapes).
     pub scrape_nodes: usize,
+    /// The web server to run beside the crawler, credentials loaded and
+    /// exposure checked (None: off).
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// The environment variable a store URL may come from (below the flags,
@@ -339,15 +357,23 @@ pub const DB_URL_ENV: &str = "DHT_HUNTER_DB_URL";
 /// file is readable by others than its owner. The contents never appear in
 /// an error.
 pub fn read_db_url_file(path: &Path) -> Result<String, ConfigError> {
+    read_secret_file(path, "db-url-file", "the database URL")
+}
+
+/// Reads a secret (a URL with a password, an API key, `user:password`)
+/// from the first line of `path`, trimmed; `key` names the setting in
+/// errors and `what` the secret in the warning given when others than the
+/// file's owner may read it. The contents never appear in an error.
+pub fn read_secret_file(path: &Path, key: &'static str, what: &str) -> Result<String, ConfigError> {
     let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     };
     let text = std::fs::read_to_string(path).map_err(read_err)?;
-    let url = text.lines().next().unwrap_or("").trim().to_string();
-    if url.is_empty() {
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
         return Err(ConfigError::Invalid {
-            key: "db-url-file",
+            key,
             message: format!("{} is empty", path.display()),
         });
     }
@@ -357,13 +383,13 @@ pub fn read_db_url_file(path: &Path) -> Result<String, ConfigError> {
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
                 log::warn!(
-                    "{} holds the database URL but others than its owner may read it (chmod 600)",
+                    "{} holds {what} but others than its owner may read it (chmod 600)",
                     path.display()
                 );
             }
         }
     }
-    Ok(url)
+    Ok(secret)
 }
 
 /// The store URL from `db` or `db_url_file` (never both), else the SQLite
@@ -528,6 +554,23 @@ impl CrawlConfig {
                 message: format!("{scrape_nodes} is outside 0..=16"),
             });
         }
+        let web = match c.web {
+            None => None,
+            Some(addr) => {
+                let web = crate::web::WebConfig {
+                    addr,
+                    credentials: crate::web::Credentials::load(
+                        c.web_api_key_file.as_deref(),
+                        c.web_auth_file.as_deref(),
+                    )?,
+                    insecure_public: c.web_insecure_public.unwrap_or(false),
+                    readers: c.web_readers.unwrap_or(crate::web::DEFAULT_READERS).max(1),
+                    db_label: crate::store::redact_url(&db),
+                };
+                web.check_exposure()?;
+                Some(web)
+            }
+        };
         Ok(CrawlConfig {
             bind,
             bootstrap,
@@ -556,6 +599,7 @@ impl CrawlConfig {
             filter,
             max_db_size,
             scrape_nodes,
+            web,
         })
     }
 }

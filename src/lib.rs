@@ -60,8 +60,10 @@
 //! [`store`] keeps torrents in SQLite (WAL, FTS5, a dedicated writer
 //! thread fed by a channel, so shards never block on the database) or in
 //! PostgreSQL for several machines, each crawling part of the keyspace
-//! (`--keyspace I/N`). [`cli`] is the command line; [`demo`] and
-//! [`loadgen`] stand in for the world on one machine.
+//! (`--keyspace I/N`). [`web`] serves what is stored over HTTP (pages,
+//! JSON, Torznab) from threads and read connections of its own, so
+//! browsing never touches a shard. [`cli`] is the command line; [`demo`]
+//! and [`loadgen`] stand in for the world on one machine.
 
 pub mod bencode;
 pub mod cli;
@@ -79,4 +81,5 @@ pub mod metainfo;
 pub mod rng;
 pub mod source;
 pub mod store;
+pub mod web;
 pub mod wire;

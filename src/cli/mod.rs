@@ -111,6 +111,17 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Serve the store over HTTP: web UI, JSON API, Torznab.
+    Serve {
+        /// Address to listen on (loopback by default; another address needs
+        /// credentials or --web-insecure-public).
+        #[arg(long, default_value = crate::web::DEFAULT_ADDR)]
+        web: SocketAddr,
+        #[command(flatten)]
+        web_opts: WebArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Counts, rates, database size and sources.
     Stats {
         /// One JSON object.
@@ -119,6 +130,49 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// Web server settings shared by `serve` and `crawl --web`. Credentials
+/// come from the environment or a file, never from a flag's value.
+#[derive(Debug, Args, Default, Clone)]
+pub struct WebArgs {
+    /// Read the API key (query `apikey=` or header `X-Api-Key`) from the
+    /// first line of this file (default: $DHT_HUNTER_WEB_API_KEY).
+    #[arg(long)]
+    pub web_api_key_file: Option<PathBuf>,
+    /// Read USER:PASSWORD for HTTP basic auth from the first line of this
+    /// file (default: $DHT_HUNTER_WEB_AUTH).
+    #[arg(long)]
+    pub web_auth_file: Option<PathBuf>,
+    /// Serve a non-loopback address with no credentials at all (default:
+    /// off: such a bind is refused).
+    #[arg(long)]
+    pub web_insecure_public: bool,
+    /// Read connections the web server keeps open to the store.
+    #[arg(long, help = with_default("Read connections the web server keeps open to the store", crate::web::DEFAULT_READERS))]
+    pub web_readers: Option<usize>,
+}
+
+impl WebArgs {
+    /// The server's settings for `addr`, credentials loaded (`serve`).
+    fn config(&self, addr: SocketAddr, db: &str) -> Result<crate::web::WebConfig, ConfigError> {
+        let cfg = crate::web::WebConfig {
+            addr,
+            credentials: crate::web::Credentials::load(
+                self.web_api_key_file.as_deref(),
+                self.web_auth_file.as_deref(),
+            )?,
+            insecure_public: self.web_insecure_public,
+            readers: self
+                .web_readers
+                .unwrap_or(crate::web::DEFAULT_READERS)
+                .max(1),
+            db_label: redact_url(db),
+        };
+        // Refused before anything is opened.
+        cfg.check_exposure()?;
+        Ok(cfg)
+    }
 }
 
 /// Where the store is.
@@ -280,6 +334,12 @@ pub struct CrawlArgs {
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
     pub status: StatusMode,
+    /// Also serve the web UI, JSON API and Torznab on this address, with
+    /// live shard counters on the status page (default: off).
+    #[arg(long)]
+    pub web: Option<SocketAddr>,
+    #[command(flatten)]
+    pub web_opts: WebArgs,
 }
 
 impl CrawlArgs {
@@ -317,6 +377,11 @@ impl CrawlArgs {
             max_size: self.max_size.clone().map(SizeValue::Text),
             max_db_size: self.max_db_size.clone().map(SizeValue::Text),
             scrape_nodes: self.scrape_nodes,
+            web: self.web,
+            web_api_key_file: self.web_opts.web_api_key_file.clone(),
+            web_auth_file: self.web_opts.web_auth_file.clone(),
+            web_insecure_public: flag(self.web_opts.web_insecure_public),
+            web_readers: self.web_opts.web_readers,
         }
     }
 
@@ -505,6 +570,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { web, web_opts, db } => {
+            let url = db.url()?;
+            let cfg = web_opts.config(web, &url)?;
+            serve(&url, cfg)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stats { json, db } => {
             let store = open_existing(&db)?;
             let s = store.stats()?;
@@ -587,7 +658,8 @@ fn hit_line(h: &SearchHit) -> String {
     )
 }
 
-fn human_bytes(n: u64) -> String {
+/// `n` bytes for people: `512 B`, `1.5 GiB`.
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -626,6 +698,34 @@ fn open_existing(db: &DbArgs) -> anyhow::Result<Store> {
     }
     Store::open(&url).with_context(|| format!("opening {}", redact_url(&url)))
 }
+
+/// `dht-hunter serve`: the web server alone over an existing store, until
+/// SIGINT or SIGTERM.
+fn serve(url: &str, cfg: crate::web::WebConfig) -> anyhow::Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        anyhow::ensure!(
+            std::path::Path::new(path).exists(),
+            "no database at {path} (use --db or --state-dir)"
+        );
+    }
+    let reader = crate::store::StoreReader::open_url(url, cfg.readers)
+        .with_context(|| format!("opening {}", redact_url(url)))?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let server = crate::web::start(cfg, reader, None)?;
+    eprintln!("serving {} on http://{}/", redact_url(url), server.addr());
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig}: stopping the web server");
+    }
+    server.stop();
+    Ok(())
+}
+
+/// How often `crawl --web` samples the shards' counters for the status
+/// page's plots.
+const WEB_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most unfetched infohashes resumed at start.
 const PENDING_RESUME_MAX: usize = 1_000_000;
@@ -674,6 +774,20 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
         );
     }
     let telemetry = Arc::new(Telemetry::default());
+    // The web server reads through connections of its own, on threads of
+    // its own: it never touches a shard or the writer's connection.
+    let web = match cfg.web.clone() {
+        Some(web_cfg) => {
+            let reader = store.reader(web_cfg.readers)?;
+            let live =
+                crate::web::Live::start(telemetry.clone(), Some(store.writer()), WEB_SAMPLE_EVERY)?;
+            Some((
+                crate::web::start(web_cfg, reader, Some(live.clone()))?,
+                live,
+            ))
+        }
+        None => None,
+    };
     let parts = EngineParts {
         store: store.writer(),
         telemetry: telemetry.clone(),
@@ -698,6 +812,10 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     let status = status_spawn(status_mode, telemetry.clone(), stop.clone());
     let reports = eng.join();
     status.stop();
+    if let Some((server, live)) = web {
+        live.stop();
+        server.stop();
+    }
     // The signal handler stays installed through the final flush: a second
     // signal still ends the process at once.
     let reports = reports?;
@@ -829,6 +947,7 @@ mod tests {
             total_size: 1 << 20,
             file_count: 2,
             source: crate::store::Source::Sample,
+            discovered_at: std::time::UNIX_EPOCH,
             fetched_at: std::time::UNIX_EPOCH,
             seeders: None,
             leechers: None,

@@ -120,6 +120,18 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         }
         println!("database            {}", summary.db);
         println!("{}", if summary.ok { "PASS" } else { "FAIL" });
+        if summary.ok {
+            // Where to go next: the harvest in a browser.
+            println!();
+            println!(
+                "Browse what it harvested (then open http://{}/):",
+                crate::web::DEFAULT_ADDR
+            );
+            println!(
+                "  dht-hunter serve --state-dir {}",
+                args.state_dir.display()
+            );
+        }
     }
     Ok(if summary.ok {
         ExitCode::SUCCESS

@@ -189,13 +189,15 @@ pub struct SearchHit {
     pub file_count: u64,
     /// Discovery source.
     pub source: Source,
+    /// When the infohash was first seen.
+    pub discovered_at: SystemTime,
     /// When the metadata arrived.
     pub fetched_at: SystemTime,
-    /// Estimated seeders (BEP 33 scrape); `None` until scraped.
+    /// Seeders at the last scrape (`None`: not scraped yet).
     pub seeders: Option<u32>,
-    /// Estimated leechers (BEP 33 scrape); `None` until scraped.
+    /// Leechers at the last scrape (`None`: not scraped yet).
     pub leechers: Option<u32>,
-    /// When the estimate was made.
+    /// When it was last scraped.
     pub scraped_at: Option<SystemTime>,
 }
 
@@ -208,6 +210,91 @@ pub struct ScrapeCounts {
     pub leechers: u32,
     /// When it was made (stored with one-second precision).
     pub at: SystemTime,
+}
+
+/// How search results are ordered. Every order is descending (best, largest,
+/// newest, most seeded first) with a fixed tie-break, so pages do not
+/// overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    /// Best match first (BM25 on SQLite, `ts_rank` on PostgreSQL); newest
+    /// first when there is no query text.
+    #[default]
+    Relevance,
+    /// Largest first.
+    Size,
+    /// Most recently discovered first.
+    Discovered,
+    /// Most seeders first; torrents never scraped last.
+    Seeders,
+}
+
+impl SortKey {
+    /// Every order, as the UI lists them.
+    pub const ALL: [SortKey; 4] = [
+        SortKey::Relevance,
+        SortKey::Size,
+        SortKey::Discovered,
+        SortKey::Seeders,
+    ];
+
+    /// The name used in URLs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::Relevance => "relevance",
+            SortKey::Size => "size",
+            SortKey::Discovered => "discovered",
+            SortKey::Seeders => "seeders",
+        }
+    }
+}
+
+impl FromStr for SortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SortKey::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown sort {s:?} (relevance, size, discovered, seeders)"))
+    }
+}
+
+/// One page of a search.
+///
+/// With more than [`SEARCH_COUNT_CAP`] matches, both back ends order the
+/// [`SEARCH_COUNT_CAP`] most recently stored of them (by rank, size, time
+/// or seeders) and pages end there: ranking or sorting every match of
+/// common words costs more than a page may (tuning/runs/search-*.md).
+/// With fewer, every order is exact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    /// The hits of this page.
+    pub hits: Vec<SearchHit>,
+    /// Whether there are hits past this page.
+    pub more: bool,
+    /// Matches counted, at most [`SEARCH_COUNT_CAP`]: counting every match
+    /// of a common word in a large store costs more than the page itself.
+    pub counted: u64,
+    /// Whether there are more matches than `counted` ("more than N").
+    pub counted_capped: bool,
+}
+
+/// Most matches a search counts (see [`SearchPage::counted`]).
+pub const SEARCH_COUNT_CAP: u64 = 1000;
+
+/// A stored torrent with its files, for a detail page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorrentDetail {
+    /// What a search hit shows.
+    pub hit: SearchHit,
+    /// Piece length in bytes (0 when imported from JSONL).
+    pub piece_length: u64,
+    /// The private flag.
+    pub private: bool,
+    /// Paths (`/`-separated, lossy if not UTF-8) and sizes, in metainfo
+    /// order; at most the `max_files` asked for.
+    pub files: Vec<(String, u64)>,
 }
 
 /// An infohash seen but not yet fetched.
@@ -526,7 +613,24 @@ trait Backend: Send {
     /// Deletes the torrents with these infohashes (their files and search
     /// entries with them); returns how many were deleted.
     fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError>;
-    fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError>;
+    /// One page of hits for `tokens` (every stored torrent when empty).
+    fn search_page(
+        &mut self,
+        tokens: &[String],
+        sort: SortKey,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SearchPage, StoreError>;
+    /// One torrent and up to `max_files` of its files.
+    fn torrent(
+        &mut self,
+        infohash: &[u8; 20],
+        max_files: usize,
+    ) -> Result<Option<TorrentDetail>, StoreError>;
+    /// Torrents fetched since `since` (Unix seconds), counted per
+    /// `bucket` seconds: (bucket start, count), empty buckets left out.
+    fn fetched_histogram(&mut self, since: i64, bucket: i64)
+        -> Result<Vec<(i64, u64)>, StoreError>;
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError>;
     fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError>;
     fn is_known(&mut self, infohash: &[u8; 20]) -> Result<bool, StoreError>;
@@ -799,6 +903,10 @@ pub struct Store {
     writer: StoreWriter,
     thread: Option<JoinHandle<Result<(), StoreError>>>,
     backend: &'static str,
+    /// Where it is, for [`Store::reader`] (None: opened over given back ends).
+    url: Option<String>,
+    opts: StoreOptions,
+    counters: Arc<writer::Counters>,
 }
 
 impl std::fmt::Debug for Store {
@@ -830,7 +938,9 @@ impl Store {
                 (Box::new(w), Box::new(r))
             }
         };
-        Self::with_backends(write, read, opts, counters)
+        let mut store = Self::with_backends(write, read, opts, counters)?;
+        store.url = Some(url.to_owned());
+        Ok(store)
     }
 
     /// Starts the writer thread over already opened back ends.
@@ -841,6 +951,7 @@ impl Store {
         counters: Arc<writer::Counters>,
     ) -> Result<Store, StoreError> {
         let backend = write.name();
+        let kept = opts.clone();
         let cap = opts.queue_max.max(2);
         let (tx, rx) = crossbeam_channel::bounded(cap);
         let shared = Arc::new(Shared {
@@ -851,12 +962,18 @@ impl Store {
         });
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::writer_loop(write, rx, opts, counters))?;
+            .spawn({
+                let counters = counters.clone();
+                move || writer::writer_loop(write, rx, opts, counters)
+            })?;
         Ok(Store {
             read: std::sync::Mutex::new(read),
             writer: StoreWriter { shared },
             thread: Some(thread),
             backend,
+            url: None,
+            opts: kept,
+            counters,
         })
     }
 
@@ -924,7 +1041,20 @@ impl Store {
         if tokens.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        self.with_read(|b| b.search(&tokens, limit))
+        Ok(self
+            .with_read(|b| b.search_page(&tokens, SortKey::Relevance, 0, limit))?
+            .hits)
+    }
+
+    /// A read-only handle on `connections` read connections of its own
+    /// (the web server's): its queries never wait for this store's own
+    /// read side, nor it for them. SQLite readers see committed writes
+    /// (WAL mode lets them run beside the writer).
+    pub fn reader(&self, connections: usize) -> Result<StoreReader, StoreError> {
+        let Some(url) = &self.url else {
+            return Err(StoreError::Closed);
+        };
+        StoreReader::open(url, &self.opts, self.counters.clone(), connections)
     }
 
     /// Counts, sizes and recent rates. Reflects committed writes only.
@@ -955,29 +1085,7 @@ impl Store {
     /// Writes every stored torrent as one JSON object per line, in infohash
     /// order; returns how many were written.
     pub fn export_jsonl(&self, out: &mut dyn Write) -> Result<u64, StoreError> {
-        self.with_read(|b| {
-            b.export(&mut |row: ExportRow| {
-                let rec = JsonRecord {
-                    infohash: crate::id::Id(row.infohash).to_hex(),
-                    name: row.name,
-                    size: row.size,
-                    files: row
-                        .files
-                        .into_iter()
-                        .map(|(path, size)| JsonFile { path, size })
-                        .collect(),
-                    discovered_at: rfc3339::format(row.discovered_at),
-                    fetched_at: rfc3339::format(row.fetched_at),
-                    source: row.source.as_str().to_owned(),
-                    seeders: row.seeders,
-                    leechers: row.leechers,
-                    scraped_at: row.scraped_at.map(rfc3339::format),
-                };
-                serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::from)?;
-                out.write_all(b"\n")?;
-                Ok(())
-            })
-        })
+        self.with_read(|b| export_jsonl_from(b, out))
     }
 
     /// Deletes every stored torrent that `filter` would not store (the
@@ -1119,6 +1227,197 @@ impl Store {
         batch.clear();
         lines.clear();
         Ok(())
+    }
+}
+
+/// The JSONL export of everything `b` stores (see [`Store::export_jsonl`]).
+fn export_jsonl_from(b: &mut dyn Backend, out: &mut dyn Write) -> Result<u64, StoreError> {
+    b.export(&mut |row: ExportRow| {
+        let rec = JsonRecord {
+            infohash: crate::id::Id(row.infohash).to_hex(),
+            name: row.name,
+            size: row.size,
+            files: row
+                .files
+                .into_iter()
+                .map(|(path, size)| JsonFile { path, size })
+                .collect(),
+            discovered_at: rfc3339::format(row.discovered_at),
+            fetched_at: rfc3339::format(row.fetched_at),
+            source: row.source.as_str().to_owned(),
+            seeders: row.seeders,
+            leechers: row.leechers,
+            scraped_at: row.scraped_at.map(rfc3339::format),
+        };
+        serde_json::to_writer(&mut *out, &rec).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })
+}
+
+/// Opens one read connection to `url`.
+fn open_read_backend(
+    url: &str,
+    opts: &StoreOptions,
+    counters: &Arc<writer::Counters>,
+) -> Result<Box<dyn Backend>, StoreError> {
+    Ok(match url.parse::<DbUrl>()? {
+        DbUrl::Sqlite(path) => Box::new(sqlite::SqliteBackend::open(&path, opts, false)?),
+        DbUrl::Postgres(url) => Box::new(pg::PgBackend::open(
+            &url,
+            pg::Role::Reader,
+            opts.pg,
+            counters.clone(),
+        )?),
+    })
+}
+
+/// Read-only access through a small pool of connections of its own, for
+/// a server answering several requests at once: each call takes a free
+/// connection (waiting for one when all are busy) and puts it back. A
+/// streamed export opens a connection of its own so it cannot hold the
+/// pool for minutes. `Send + Sync`: share it in an `Arc`.
+pub struct StoreReader {
+    free: crossbeam_channel::Receiver<Box<dyn Backend>>,
+    back: Sender<Box<dyn Backend>>,
+    url: String,
+    opts: StoreOptions,
+    counters: Arc<writer::Counters>,
+    backend: &'static str,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreReader")
+            .field("backend", &self.backend)
+            .field("free", &self.free.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pooled connection, put back when dropped (even by a panic).
+struct Pooled<'a> {
+    b: Option<Box<dyn Backend>>,
+    back: &'a Sender<Box<dyn Backend>>,
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.b.take() {
+            let _ = self.back.send(b);
+        }
+    }
+}
+
+impl StoreReader {
+    fn open(
+        url: &str,
+        opts: &StoreOptions,
+        counters: Arc<writer::Counters>,
+        connections: usize,
+    ) -> Result<StoreReader, StoreError> {
+        let n = connections.max(1);
+        let (back, free) = crossbeam_channel::bounded(n);
+        let mut backend = "";
+        for _ in 0..n {
+            let b = open_read_backend(url, opts, &counters)?;
+            backend = b.name();
+            back.send(b).map_err(|_| StoreError::Closed)?;
+        }
+        Ok(StoreReader {
+            free,
+            back,
+            url: url.to_owned(),
+            opts: opts.clone(),
+            counters,
+            backend,
+        })
+    }
+
+    /// Opens (migrating first if needed, so a database written by an older
+    /// build gets the columns the pages show) and returns a reader alone,
+    /// without a writer thread: for `dht-hunter serve`.
+    pub fn open_url(url: &str, connections: usize) -> Result<StoreReader, StoreError> {
+        let opts = StoreOptions::default();
+        let counters = Arc::new(writer::Counters::default());
+        match url.parse::<DbUrl>()? {
+            DbUrl::Sqlite(path) => drop(sqlite::SqliteBackend::open(&path, &opts, true)?),
+            DbUrl::Postgres(u) => drop(pg::PgBackend::open(
+                &u,
+                pg::Role::Writer,
+                opts.pg,
+                counters.clone(),
+            )?),
+        }
+        StoreReader::open(url, &opts, counters, connections)
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let b = self.free.recv().map_err(|_| StoreError::Closed)?;
+        let mut pooled = Pooled {
+            b: Some(b),
+            back: &self.back,
+        };
+        match pooled.b.as_mut() {
+            Some(b) => f(b.as_mut()),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Page `offset / limit` of the torrents matching every word of `text`
+    /// (all torrents when `text` has no word), in `sort` order.
+    pub fn search_page(
+        &self,
+        text: &str,
+        sort: SortKey,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SearchPage, StoreError> {
+        let tokens = search_tokens([text]);
+        self.with(|b| b.search_page(&tokens, sort, offset, limit))
+    }
+
+    /// One torrent with up to `max_files` files, if stored.
+    pub fn torrent(
+        &self,
+        infohash: &[u8; 20],
+        max_files: usize,
+    ) -> Result<Option<TorrentDetail>, StoreError> {
+        self.with(|b| b.torrent(infohash, max_files))
+    }
+
+    /// See [`Store::stats`].
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let now = unix_secs(SystemTime::now());
+        self.with(|b| b.stats(now))
+    }
+
+    /// Torrents fetched in the last `window`, per `bucket`: (bucket start
+    /// in Unix seconds, count), oldest first, empty buckets left out.
+    pub fn fetched_histogram(
+        &self,
+        window: Duration,
+        bucket: Duration,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let now = unix_secs(SystemTime::now());
+        let bucket = bucket.as_secs().max(1) as i64;
+        let since = (now - window.as_secs() as i64).div_euclid(bucket) * bucket;
+        self.with(|b| b.fetched_histogram(since, bucket))
+    }
+
+    /// [`Store::export_jsonl`] over a connection opened for this export
+    /// alone (an export may take minutes and must not hold the pool).
+    pub fn export_jsonl(&self, out: &mut dyn Write) -> Result<u64, StoreError> {
+        let mut b = open_read_backend(&self.url, &self.opts, &self.counters)?;
+        export_jsonl_from(b.as_mut(), out)
     }
 }
 
@@ -1682,8 +1981,24 @@ mod tests {
         fn delete(&mut self, ihs: &[[u8; 20]]) -> Result<u64, StoreError> {
             self.inner.delete(ihs)
         }
-        fn search(&mut self, t: &[String], l: usize) -> Result<Vec<SearchHit>, StoreError> {
-            self.inner.search(t, l)
+        fn search_page(
+            &mut self,
+            t: &[String],
+            s: SortKey,
+            o: usize,
+            l: usize,
+        ) -> Result<SearchPage, StoreError> {
+            self.inner.search_page(t, s, o, l)
+        }
+        fn torrent(
+            &mut self,
+            ih: &[u8; 20],
+            m: usize,
+        ) -> Result<Option<TorrentDetail>, StoreError> {
+            self.inner.torrent(ih, m)
+        }
+        fn fetched_histogram(&mut self, s: i64, b: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+            self.inner.fetched_histogram(s, b)
         }
         fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
             self.inner.stats(now)

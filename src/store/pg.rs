@@ -41,8 +41,8 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use super::writer::Counters;
 use super::{
     dedup_fetched, from_unix_secs, name_columns, path_columns, search_body, to_i64, Backend,
-    ExportRow, ExportSink, Op, PendingEntry, PgTimeouts, SearchHit, Source, Stats, StoreError,
-    SCHEMA_VERSION,
+    ExportRow, ExportSink, Op, PendingEntry, PgTimeouts, SearchHit, SearchPage, SortKey, Source,
+    Stats, StoreError, TorrentDetail, SCHEMA_VERSION, SEARCH_COUNT_CAP,
 };
 
 /// Schema migrations, applied in order; entry `i` takes version `i` to `i + 1`.
@@ -388,6 +388,29 @@ fn source(row: &Row, idx: usize) -> Result<Source, StoreError> {
     Ok(row.try_get::<_, &str>(idx)?.parse()?)
 }
 
+/// The columns [`hit`] reads, in its order (`t` is `torrents`).
+const HIT_COLUMNS: &str = "t.infohash, t.name, t.total_size, t.file_count, t.source, \
+     t.discovered_at, t.fetched_at, t.seeders, t.leechers, t.scraped_at";
+
+/// A search hit from the first columns of `row` ([`HIT_COLUMNS`]).
+fn hit(row: &Row) -> Result<SearchHit, StoreError> {
+    let count = |i: usize| -> Result<Option<u32>, StoreError> {
+        Ok(row.try_get::<_, Option<i32>>(i)?.map(|n| n.max(0) as u32))
+    };
+    Ok(SearchHit {
+        infohash: infohash(row, 0)?,
+        name: row.try_get(1)?,
+        total_size: row.try_get::<_, i64>(2)? as u64,
+        file_count: row.try_get::<_, i64>(3)? as u64,
+        source: source(row, 4)?,
+        discovered_at: row.try_get(5)?,
+        fetched_at: row.try_get(6)?,
+        seeders: count(7)?,
+        leechers: count(8)?,
+        scraped_at: row.try_get(9)?,
+    })
+}
+
 fn to_time(secs: i64) -> SystemTime {
     from_unix_secs(secs)
 }
@@ -583,7 +606,13 @@ impl Backend for PgBackend {
         })
     }
 
-    fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
+    fn search_page(
+        &mut self,
+        tokens: &[String],
+        sort: SortKey,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SearchPage, StoreError> {
         // tsquery input syntax with quoted lexemes: no parsing or stemming
         // is applied to them, so they match the stored tokens exactly.
         let query = tokens
@@ -591,35 +620,121 @@ impl Backend for PgBackend {
             .map(|t| format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(" & ");
-        let rows = self.with_conn(true, |rt, deadline, c| {
+        let order = match sort {
+            SortKey::Relevance if !tokens.is_empty() => {
+                "ts_rank(t.search, $1::text::tsquery) DESC, t.infohash DESC"
+            }
+            SortKey::Relevance | SortKey::Discovered => "t.discovered_at DESC, t.infohash DESC",
+            SortKey::Size => "t.total_size DESC, t.infohash DESC",
+            SortKey::Seeders => "t.seeders DESC NULLS LAST, t.infohash DESC",
+        };
+        // Without words every torrent matches ($1 is then unused but typed).
+        let filter = if tokens.is_empty() {
+            "$1::text IS NOT NULL"
+        } else {
+            "t.search @@ $1::text::tsquery"
+        };
+        // With words, as on SQLite: the SEARCH_COUNT_CAP most recently
+        // stored matches, then ranked or sorted (ts_rank of every match of
+        // two common words took 267 ms p99 on 1M torrents).
+        let sql = if tokens.is_empty() {
+            format!(
+                "SELECT {HIT_COLUMNS} FROM torrents t WHERE {filter} ORDER BY {order} LIMIT $2 OFFSET $3"
+            )
+        } else {
+            format!(
+                "SELECT {HIT_COLUMNS}
+                 FROM (SELECT * FROM torrents t WHERE {filter}
+                       ORDER BY t.fetched_at DESC, t.infohash DESC LIMIT {SEARCH_COUNT_CAP}) t
+                 ORDER BY {order} LIMIT $2 OFFSET $3"
+            )
+        };
+        let count_sql =
+            format!("SELECT count(*) FROM (SELECT 1 FROM torrents t WHERE {filter} LIMIT $2) m");
+        // One more than asked: whether there is a next page.
+        let want = limit_param(limit.saturating_add(1));
+        let offset = limit_param(offset);
+        let cap = SEARCH_COUNT_CAP as i64 + 1;
+        let (rows, counted) = self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "searching", async {
+                let rows = c.client.query(&sql, &[&query, &want, &offset]).await?;
+                let counted: i64 = c
+                    .client
+                    .query_one(&count_sql, &[&query, &cap])
+                    .await?
+                    .try_get(0)?;
+                Ok((rows, counted))
+            })
+        })?;
+        let mut hits = rows.iter().map(hit).collect::<Result<Vec<_>, _>>()?;
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        let counted = counted as u64;
+        Ok(SearchPage {
+            hits,
+            more,
+            counted: counted.min(SEARCH_COUNT_CAP),
+            counted_capped: counted > SEARCH_COUNT_CAP,
+        })
+    }
+
+    fn torrent(
+        &mut self,
+        ih: &[u8; 20],
+        max_files: usize,
+    ) -> Result<Option<TorrentDetail>, StoreError> {
+        let sql = format!(
+            "SELECT {HIT_COLUMNS}, t.piece_length, t.private FROM torrents t WHERE t.infohash = $1"
+        );
+        let max_files = limit_param(max_files);
+        let found = self.with_conn(true, |rt, deadline, c| {
+            block(rt, deadline, "reading a torrent", async {
+                let Some(row) = c.client.query_opt(&sql, &[&&ih[..]]).await? else {
+                    return Ok(None);
+                };
+                let files = c
+                    .client
+                    .query(
+                        "SELECT path, size FROM files WHERE infohash = $1 ORDER BY idx LIMIT $2",
+                        &[&&ih[..], &max_files],
+                    )
+                    .await?;
+                Ok(Some((row, files)))
+            })
+        })?;
+        let Some((row, files)) = found else {
+            return Ok(None);
+        };
+        Ok(Some(TorrentDetail {
+            hit: hit(&row)?,
+            piece_length: row.try_get::<_, i64>(10)? as u64,
+            private: row.try_get(11)?,
+            files: files
+                .iter()
+                .map(|f| Ok((f.try_get(0)?, f.try_get::<_, i64>(1)? as u64)))
+                .collect::<Result<_, StoreError>>()?,
+        }))
+    }
+
+    fn fetched_histogram(
+        &mut self,
+        since: i64,
+        bucket: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let rows = self.with_conn(true, |rt, deadline, c| {
+            block(rt, deadline, "reading the harvest histogram", async {
                 Ok(c.client
                     .query(
-                        "SELECT infohash, name, total_size, file_count, source, fetched_at,
-                                seeders, leechers, scraped_at
-                         FROM torrents
-                         WHERE search @@ $1::text::tsquery
-                         ORDER BY ts_rank(search, $1::text::tsquery) DESC, infohash
-                         LIMIT $2",
-                        &[&query, &limit_param(limit)],
+                        "SELECT (floor(extract(epoch FROM fetched_at) / $2::int8) * $2::int8)::int8 AS b,
+                                count(*)
+                         FROM torrents WHERE fetched_at >= $1 GROUP BY b ORDER BY b",
+                        &[&to_time(since), &bucket.max(1)],
                     )
                     .await?)
             })
         })?;
         rows.iter()
-            .map(|row| {
-                Ok(SearchHit {
-                    infohash: infohash(row, 0)?,
-                    name: row.try_get(1)?,
-                    total_size: row.try_get::<_, i64>(2)? as u64,
-                    file_count: row.try_get::<_, i64>(3)? as u64,
-                    source: source(row, 4)?,
-                    fetched_at: row.try_get(5)?,
-                    seeders: count_column(row, 6)?,
-                    leechers: count_column(row, 7)?,
-                    scraped_at: row.try_get(8)?,
-                })
-            })
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)))
             .collect()
     }
 

@@ -24,7 +24,8 @@ use rusqlite::{params, Connection, Row, TransactionBehavior};
 
 use super::{
     name_columns, path_columns, search_body, to_i64, unix_secs, Backend, ExportRow, ExportSink, Op,
-    PendingEntry, SearchHit, Source, Stats, StoreError, StoreOptions, SCHEMA_VERSION,
+    PendingEntry, SearchHit, SearchPage, SortKey, Source, Stats, StoreError, StoreOptions,
+    TorrentDetail, SCHEMA_VERSION, SEARCH_COUNT_CAP,
 };
 
 /// Schema migrations, applied in order; entry `i` takes version `i` to `i + 1`.
@@ -156,6 +157,31 @@ fn infohash(row: &Row<'_>, idx: usize) -> Result<[u8; 20], StoreError> {
     let v: Vec<u8> = row.get(idx)?;
     v.try_into()
         .map_err(|v: Vec<u8>| StoreError::Corrupt(format!("infohash of {} bytes", v.len())))
+}
+
+/// The columns [`hit`] reads, in its order (`t` is `torrents`).
+const HIT_COLUMNS: &str = "t.infohash, t.name, t.total_size, t.file_count, t.source, \
+     t.discovered_at, t.fetched_at, t.seeders, t.leechers, t.scraped_at";
+
+/// A search hit from the first columns of `row` ([`HIT_COLUMNS`]).
+fn hit(row: &Row<'_>) -> Result<SearchHit, StoreError> {
+    let count = |i: usize| -> Result<Option<u32>, StoreError> {
+        Ok(row
+            .get::<_, Option<i64>>(i)?
+            .map(|n| n.clamp(0, i64::from(u32::MAX)) as u32))
+    };
+    Ok(SearchHit {
+        infohash: infohash(row, 0)?,
+        name: row.get(1)?,
+        total_size: row.get::<_, i64>(2)? as u64,
+        file_count: row.get::<_, i64>(3)? as u64,
+        source: source(row, 4)?,
+        discovered_at: super::from_unix_secs(row.get(5)?),
+        fetched_at: super::from_unix_secs(row.get(6)?),
+        seeders: count(7)?,
+        leechers: count(8)?,
+        scraped_at: row.get::<_, Option<i64>>(9)?.map(super::from_unix_secs),
+    })
 }
 
 fn source(row: &Row<'_>, idx: usize) -> Result<Source, StoreError> {
@@ -322,37 +348,126 @@ impl Backend for SqliteBackend {
         Ok(n)
     }
 
-    fn search(&mut self, tokens: &[String], limit: usize) -> Result<Vec<SearchHit>, StoreError> {
+    fn search_page(
+        &mut self,
+        tokens: &[String],
+        sort: SortKey,
+        offset: usize,
+        limit: usize,
+    ) -> Result<SearchPage, StoreError> {
         // Each token as a quoted FTS5 string: implicit AND, no operators.
         let query = tokens
             .iter()
             .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
             .collect::<Vec<_>>()
             .join(" ");
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT t.infohash, t.name, t.total_size, t.file_count, t.source, t.fetched_at,
-                    t.seeders, t.leechers, t.scraped_at
-             FROM torrents_fts JOIN torrents t ON t.id = torrents_fts.rowid
-             WHERE torrents_fts MATCH ?1
-             ORDER BY torrents_fts.rank, t.infohash
-             LIMIT ?2",
-        )?;
-        let mut rows = stmt.query(params![query, limit.min(i64::MAX as usize) as i64])?;
+        let order = match sort {
+            SortKey::Relevance | SortKey::Discovered => "t.discovered_at DESC, t.id DESC",
+            SortKey::Size => "t.total_size DESC, t.id DESC",
+            SortKey::Seeders => "t.seeders DESC NULLS LAST, t.id DESC",
+        };
+        // With words: the newest SEARCH_COUNT_CAP matches (FTS5 walks its
+        // doclists in rowid order, newest first on request, and stops
+        // there), then ranked or sorted. Ranking or sorting every match of
+        // two common words in a large store costs hundreds of milliseconds
+        // (BM25 of 400,000 rows; see tuning/runs/search-*.md); within the
+        // window every order is exact whenever there are at most
+        // SEARCH_COUNT_CAP matches, which the count tells the caller.
+        let sql = if tokens.is_empty() {
+            format!("SELECT {HIT_COLUMNS} FROM torrents t WHERE ?1 = ?1 ORDER BY {order} LIMIT ?2 OFFSET ?3")
+        } else {
+            let (rank, order) = match sort {
+                SortKey::Relevance => (", rank AS r", "f.r, t.id DESC"),
+                _ => ("", order),
+            };
+            format!(
+                "SELECT {HIT_COLUMNS}
+                 FROM (SELECT rowid AS id{rank} FROM torrents_fts WHERE torrents_fts MATCH ?1
+                       ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
+                 JOIN torrents t ON t.id = f.id
+                 ORDER BY {order} LIMIT ?2 OFFSET ?3"
+            )
+        };
+        // One more than asked: whether there is a next page.
+        let want = limit.saturating_add(1).min(i64::MAX as usize) as i64;
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![query, want, offset.min(i64::MAX as usize) as i64])?;
         let mut hits = Vec::new();
         while let Some(row) = rows.next()? {
-            hits.push(SearchHit {
-                infohash: infohash(row, 0)?,
-                name: row.get(1)?,
-                total_size: row.get::<_, i64>(2)? as u64,
-                file_count: row.get::<_, i64>(3)? as u64,
-                source: source(row, 4)?,
-                fetched_at: super::from_unix_secs(row.get(5)?),
-                seeders: row.get(6)?,
-                leechers: row.get(7)?,
-                scraped_at: row.get::<_, Option<i64>>(8)?.map(super::from_unix_secs),
-            });
+            hits.push(hit(row)?);
         }
-        Ok(hits)
+        drop(rows);
+        drop(stmt);
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        let count_sql = if tokens.is_empty() {
+            "SELECT count(*) FROM (SELECT 1 FROM torrents WHERE ?1 = ?1 LIMIT ?2)"
+        } else {
+            "SELECT count(*) FROM (SELECT 1 FROM torrents_fts WHERE torrents_fts MATCH ?1 LIMIT ?2)"
+        };
+        let counted: i64 = self
+            .conn
+            .prepare_cached(count_sql)?
+            .query_row(params![query, SEARCH_COUNT_CAP as i64 + 1], |r| r.get(0))?;
+        let counted = counted as u64;
+        Ok(SearchPage {
+            hits,
+            more,
+            counted: counted.min(SEARCH_COUNT_CAP),
+            counted_capped: counted > SEARCH_COUNT_CAP,
+        })
+    }
+
+    fn torrent(
+        &mut self,
+        ih: &[u8; 20],
+        max_files: usize,
+    ) -> Result<Option<TorrentDetail>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {HIT_COLUMNS}, t.piece_length, t.private, t.id FROM torrents t
+             WHERE t.infohash = ?1"
+        ))?;
+        let mut rows = stmt.query([&ih[..]])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let hit = hit(row)?;
+        let piece_length = row.get::<_, i64>(10)? as u64;
+        let private: bool = row.get(11)?;
+        let id: i64 = row.get(12)?;
+        drop(rows);
+        drop(stmt);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT path, size FROM files WHERE torrent_id = ?1 ORDER BY idx LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![id, max_files.min(i64::MAX as usize) as i64])?;
+        let mut files = Vec::new();
+        while let Some(row) = rows.next()? {
+            files.push((row.get(0)?, row.get::<_, i64>(1)? as u64));
+        }
+        Ok(Some(TorrentDetail {
+            hit,
+            piece_length,
+            private,
+            files,
+        }))
+    }
+
+    fn fetched_histogram(
+        &mut self,
+        since: i64,
+        bucket: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT (fetched_at / ?2) * ?2 AS b, count(*) FROM torrents
+             WHERE fetched_at >= ?1 GROUP BY b ORDER BY b",
+        )?;
+        let mut rows = stmt.query(params![since, bucket.max(1)])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push((row.get(0)?, row.get::<_, i64>(1)? as u64));
+        }
+        Ok(out)
     }
 
     fn stats(&mut self, now: i64) -> Result<Stats, StoreError> {
