@@ -6,6 +6,8 @@
 //! * [`extension`]: the BEP 10 extension handshake.
 //! * [`metadata`]: BEP 9 request / data / reject messages.
 //! * [`fetch`]: [`MetadataFetch`], the fetching state machine.
+//! * [`mse`]: the Message Stream Encryption handshake (BEP 8-style "PE")
+//!   in front of the wire, both sides, and the RC4 stream after it.
 //! * [`serve`]: [`MetadataServe`], the serving side, with misbehaving modes,
 //!   for simulated peers and tests.
 //!
@@ -61,6 +63,7 @@ pub mod fetch;
 pub mod framing;
 pub mod handshake;
 pub mod metadata;
+pub mod mse;
 pub mod serve;
 
 pub use fetch::{
