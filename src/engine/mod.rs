@@ -361,6 +361,7 @@ async fn run_shard(
     pool_cfg.fetch.idle_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.idle_timeout);
     pool_cfg.job_budget = cfg.fetch_timeout.saturating_mul(2);
     pool_cfg.allow_privileged_ports = cfg.allow_privileged_ports;
+    pool_cfg.encryption = cfg.encryption;
     let pool = FetchPool::new(pool_cfg);
     let me = Rc::new(Shard {
         ctx: ctx.clone(),

@@ -129,6 +129,25 @@ pub enum MseError {
     Timeout,
 }
 
+impl MseError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MseError::NoSync(_) => "no_sync",
+            MseError::BadVc => "bad_vc",
+            MseError::UnknownInfoHash => "unknown_infohash",
+            MseError::BadPublicKey => "bad_public_key",
+            MseError::PadTooLong(_) => "pad_too_long",
+            MseError::IaTooLong(_) => "ia_too_long",
+            MseError::BadSelect(_) => "bad_select",
+            MseError::NoCommonMethod(_) => "no_common_method",
+            MseError::PlaintextRefused => "plaintext_refused",
+            MseError::Closed => "closed",
+            MseError::Timeout => "timeout",
+        }
+    }
+}
+
 /// What a side accepts after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Methods {
