@@ -122,7 +122,14 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
-    println!("wire: {}", if bench_mse() { "MSE/PE, RC4 (peers require it)" } else { "plaintext" });
+    println!(
+        "wire: {}",
+        if bench_mse() {
+            "MSE/PE, RC4 (peers require it)"
+        } else {
+            "plaintext"
+        }
+    );
     println!(
         "torrents {n}, concurrency {concurrency}, info dict mean {mean_info:.0} B, median {median_info} B"
     );

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use crate::dht::NodeStats;
-use crate::fetch::{FailureKind, FetchStats};
+use crate::fetch::{FailureKind, FetchStats, Handshake};
 
 /// One shard's published counters.
 #[derive(Debug, Default)]
@@ -53,6 +53,8 @@ pub struct ShardTelemetry {
     pub in_progress: AtomicU64,
     /// Sightings of infohashes already stored (not fetched again).
     pub already_stored: AtomicU64,
+    /// Connections by handshake mode (indexed like [`Handshake::ALL`]).
+    pub handshakes: [AtomicU64; Handshake::ALL.len()],
 }
 
 impl ShardTelemetry {
@@ -65,6 +67,9 @@ impl ShardTelemetry {
             a.ping + a.find_node + a.get_peers + a.announce_peer + a.sample_infohashes + a.other,
             Relaxed,
         );
+        for (i, m) in Handshake::ALL.iter().enumerate() {
+            self.handshakes[i].store(f.handshakes(*m), Relaxed);
+        }
         self.ih_sample.store(n.infohashes.sample, Relaxed);
         self.ih_get_peers.store(n.infohashes.get_peers, Relaxed);
         self.ih_announce.store(n.infohashes.announce, Relaxed);
@@ -133,6 +138,8 @@ pub struct Totals {
     pub in_progress: u64,
     /// Sightings of infohashes already stored.
     pub already_stored: u64,
+    /// Connections by handshake mode.
+    pub handshakes: Vec<(Handshake, u64)>,
 }
 
 impl Telemetry {
@@ -152,6 +159,7 @@ impl Telemetry {
     pub fn totals(&self) -> Totals {
         let mut t = Totals {
             failures: FailureKind::ALL.iter().map(|k| (*k, 0)).collect(),
+            handshakes: Handshake::ALL.iter().map(|m| (*m, 0)).collect(),
             ..Totals::default()
         };
         for s in self.shards.get().map(|b| &b[..]).unwrap_or(&[]) {
@@ -176,6 +184,9 @@ impl Telemetry {
             t.already_stored += s.already_stored.load(Relaxed);
             for (i, f) in t.failures.iter_mut().enumerate() {
                 f.1 += s.failures[i].load(Relaxed);
+            }
+            for (i, h) in t.handshakes.iter_mut().enumerate() {
+                h.1 += s.handshakes[i].load(Relaxed);
             }
         }
         t
