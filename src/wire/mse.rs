@@ -210,7 +210,7 @@ pub struct Established {
 /// The state of a finished or failed handshake.
 #[derive(Debug)]
 enum Done {
-    Ok(Established),
+    Ok(Box<Established>),
     Failed(MseError),
     Taken,
 }
@@ -385,7 +385,7 @@ impl MseInitiator {
         match self.done.take()? {
             Done::Ok(e) => {
                 self.done = Some(Done::Taken);
-                Some(Ok(e))
+                Some(Ok(*e))
             }
             Done::Failed(e) => {
                 self.done = Some(Done::Taken);
@@ -510,15 +510,14 @@ impl MseInitiator {
                         dec.apply_keystream(&mut payload);
                         Some(Cipher { enc, dec })
                     } else {
-                        // Plaintext from here: the keystreams are dropped.
-                        drop((enc, dec));
+                        // Plaintext from here: the keystreams go unused.
                         None
                     };
-                    self.done = Some(Done::Ok(Established {
+                    self.done = Some(Done::Ok(Box::new(Established {
                         cipher,
                         payload,
                         plain_bt: false,
-                    }));
+                    })));
                     return Ok(());
                 }
             }
@@ -624,7 +623,7 @@ impl MseReceiver {
         match self.done.take()? {
             Done::Ok(e) => {
                 self.done = Some(Done::Taken);
-                Some(Ok(e))
+                Some(Ok(*e))
             }
             Done::Failed(e) => {
                 self.done = Some(Done::Taken);
@@ -666,11 +665,11 @@ impl MseReceiver {
                         if !self.accept_plain_bt {
                             return Err(MseError::PlaintextRefused);
                         }
-                        self.done = Some(Done::Ok(Established {
+                        self.done = Some(Done::Ok(Box::new(Established {
                             cipher: None,
                             payload: std::mem::take(&mut self.raw),
                             plain_bt: true,
-                        }));
+                        })));
                         return Ok(());
                     }
                     if avail < KEY_LEN {
@@ -786,11 +785,11 @@ impl MseReceiver {
                         None
                     };
                     payload.extend_from_slice(&rest);
-                    self.done = Some(Done::Ok(Established {
+                    self.done = Some(Done::Ok(Box::new(Established {
                         cipher,
                         payload,
                         plain_bt: false,
-                    }));
+                    })));
                     return Ok(());
                 }
             }
