@@ -43,6 +43,9 @@
 //! | idle timeout | 25 s | mldht |
 //! | hard deadline | 30 s | ours: ends tricklers and keep-alive loops |
 //! | bytes received | 2 MiB + 17 KiB per piece requested | ours: ends junk streams (skipped messages, keep-alive floods) |
+//! | MSE sync (VC or `req1` hash) | within 512 pad bytes after the key | the MSE spec; libtorrent |
+//! | MSE pads, initial payload | 512 B each; IA 1 KiB | the MSE spec; ours for IA |
+//! | MSE handshake | within the handshake timeout above | ours: it spends the fetch's time, adds none |
 //!
 //! Messages the fetcher does not need (bitfield, have, PORT, extended
 //! messages tagged with any id but the extension handshake's 0 and our own
