@@ -2,7 +2,9 @@
 //! the load generator's honest peers on loopback, and the heap held per
 //! in-flight fetch.
 //!
-//! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]`. Results:
+//! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]`; with
+//! `DH_BENCH_MSE=1` every peer requires MSE/PE with RC4 and the pool speaks
+//! only that (the plaintext run's twin: DH, RC4 both ways). Results:
 //! `tuning/runs/`. The swarm's peers run in a child process (this binary
 //! again, on its own shard), so the heap counted here is the fetcher's
 //! alone; on a 2-core machine each side has one core.
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dht_hunter::fetch::{FetchPool, PoolConfig};
+use dht_hunter::fetch::{EncryptionPolicy, FetchPool, PoolConfig};
 
 use dht_hunter::store::Store;
 
@@ -26,7 +28,7 @@ static GLOBAL: Counting = Counting;
 
 #[path = "support/peer_swarm.rs"]
 mod peer_swarm;
-use peer_swarm::{serve_if_child, PeerSwarm};
+use peer_swarm::{bench_mse, serve_if_child, PeerSwarm};
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
@@ -70,6 +72,11 @@ fn main() {
                 let pool = FetchPool::new(PoolConfig {
                     concurrency,
                     max_queue: jobs.len() + 1,
+                    encryption: if bench_mse() {
+                        EncryptionPolicy::EncryptedOnly
+                    } else {
+                        EncryptionPolicy::Off
+                    },
                     ..PoolConfig::default()
                 });
                 let stats = pool.stats();
@@ -114,6 +121,14 @@ fn main() {
         "machine: {} cpus, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
+    );
+    println!(
+        "wire: {}",
+        if bench_mse() {
+            "MSE/PE, RC4 (peers require it)"
+        } else {
+            "plaintext"
+        }
     );
     println!(
         "torrents {n}, concurrency {concurrency}, info dict mean {mean_info:.0} B, median {median_info} B"

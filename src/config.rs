@@ -5,6 +5,7 @@
 //! unknown key or a value of the wrong type is an error that names the key,
 //! so a typo never silently falls back to a default.
 
+use crate::fetch::EncryptionPolicy;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -151,6 +152,8 @@ pub struct FileConfig {
     pub fetch_concurrency: Option<usize>,
     /// `fetch-timeout = 20` (seconds).
     pub fetch_timeout: Option<u64>,
+    /// `encryption = "plain-first"`.
+    pub encryption: Option<EncryptionPolicy>,
     /// `max-metadata-size = 10485760`.
     pub max_metadata_size: Option<u64>,
     /// `metrics = "127.0.0.1:9100"`.
@@ -265,6 +268,7 @@ impl FileConfig {
             duration: self.duration.or(lower.duration),
             fetch_concurrency: self.fetch_concurrency.or(lower.fetch_concurrency),
             fetch_timeout: self.fetch_timeout.or(lower.fetch_timeout),
+            encryption: self.encryption.or(lower.encryption),
             max_metadata_size: self.max_metadata_size.or(lower.max_metadata_size),
             metrics: self.metrics.or(lower.metrics),
             keyspace: self.keyspace.or(lower.keyspace),
@@ -324,6 +328,8 @@ pub struct CrawlConfig {
     pub fetch_concurrency: usize,
     /// Hard deadline of one metadata fetch.
     pub fetch_timeout: Duration,
+    /// Plaintext or MSE to peers, and in which order.
+    pub encryption: EncryptionPolicy,
     /// Largest metadata accepted.
     pub max_metadata_size: u64,
     /// Prometheus listen address.
@@ -589,6 +595,7 @@ impl CrawlConfig {
             db,
             fetch_concurrency,
             fetch_timeout: Duration::from_secs(fetch_timeout),
+            encryption: c.encryption.unwrap_or_default(),
             max_metadata_size,
             metrics: c.metrics,
             keyspace,

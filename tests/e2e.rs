@@ -130,6 +130,22 @@ fn demo_swarm_search_export_import_stats() {
         .map(|k| failures[k].as_u64().unwrap_or(0))
         .sum();
     assert!(refused > 0, "no misbehaving peer was refused: {v}");
+    // The swarm's mix includes peers that require MSE/PE: torrents only
+    // they serve were fetched with the crawl's default flags, over RC4.
+    let enc_only = v["encrypted_only"].as_u64().unwrap();
+    assert!(
+        enc_only > 0,
+        "no torrent served only by encrypted peers: {v}"
+    );
+    assert_eq!(
+        v["encrypted_only_fetched"].as_u64().unwrap(),
+        enc_only,
+        "{v}"
+    );
+    assert!(
+        v["fetch_handshakes"]["mse_rc4"].as_u64().unwrap() >= enc_only,
+        "{v}"
+    );
 
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     // stats

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dht_hunter::dht::harvest::FetchOutcome;
 use dht_hunter::fetch::{
-    FailureKind, FetchJob, FetchPool, OutcomeSink, PoolConfig, FIRST_UNPRIVILEGED_PORT,
+    EncryptionPolicy, FailureKind, FetchJob, FetchPool, Handshake, OutcomeSink, PoolConfig,
+    FIRST_UNPRIVILEGED_PORT,
 };
 use dht_hunter::id::Id;
-use dht_hunter::loadgen::peers::{PeerKind, PeerPlan, PeerServer, PEER_BASE};
+use dht_hunter::loadgen::peers::{PeerEncryption, PeerKind, PeerPlan, PeerServer, PEER_BASE};
 use dht_hunter::loadgen::swarm::{Swarm, SwarmConfig};
 use dht_hunter::loadgen::torrents::synth;
 use dht_hunter::rng::Rng;
@@ -354,16 +355,25 @@ struct Tarpit {
 }
 
 fn tarpit(kinds: &[PeerKind]) -> Tarpit {
+    let plans: Vec<(PeerKind, PeerEncryption)> = kinds
+        .iter()
+        .map(|k| (*k, PeerEncryption::Plaintext))
+        .collect();
+    tarpit_with(&plans)
+}
+
+fn tarpit_with(kinds: &[(PeerKind, PeerEncryption)]) -> Tarpit {
     let mut rng = Rng::seed_from_u64(11);
     let t = synth(0, &mut rng, None);
     let plans: Vec<PeerPlan> = kinds
         .iter()
         .enumerate()
-        .map(|(i, kind)| PeerPlan {
+        .map(|(i, (kind, encryption))| PeerPlan {
             ip: Ipv4Addr::from(u32::from(PEER_BASE) + i as u32),
             kind: *kind,
             torrent: 0,
             churn: None,
+            encryption: *encryption,
         })
         .collect();
     let ips: Vec<Ipv4Addr> = plans.iter().map(|p| p.ip).collect();
@@ -390,12 +400,22 @@ struct Turn {
     outcome: FetchOutcome,
     took: Duration,
     failures: Vec<u64>,
+    /// Handshakes by mode (indexed like `Handshake::ALL`), fallbacks and
+    /// failed MSE handshakes after it.
+    handshakes: Vec<u64>,
+    fallbacks: u64,
+    mse_failed: u64,
 }
 
 impl Turn {
     fn count(&self, kind: FailureKind) -> u64 {
         let i = FailureKind::ALL.iter().position(|k| *k == kind).unwrap();
         self.failures[i]
+    }
+
+    fn hs(&self, mode: Handshake) -> u64 {
+        let i = Handshake::ALL.iter().position(|m| *m == mode).unwrap();
+        self.handshakes[i]
     }
 }
 
@@ -441,6 +461,12 @@ fn in_turn(cfg: PoolConfig, info_hash: Id, jobs: Vec<Vec<SocketAddr>>, name: &st
                             .iter()
                             .map(|k| stats.failures(*k))
                             .collect(),
+                        handshakes: Handshake::ALL
+                            .iter()
+                            .map(|m| stats.handshakes(*m))
+                            .collect(),
+                        fallbacks: stats.fallbacks.get(),
+                        mse_failed: stats.mse_failed.get(),
                     });
                 }
                 ctx.shutdown_handle().trigger();
@@ -661,4 +687,154 @@ fn a_large_metadata_parse_does_not_hold_the_shard() {
         "{took:?}: too fast to show"
     );
     assert!(worst < took / 4, "{worst:?} late during a {took:?} parse");
+}
+
+// ------------------------------------------------------------- MSE/PE
+
+const HONEST: PeerKind = PeerKind::Serve(Behaviour::Honest);
+
+/// Peers that require encryption, enable it, or speak plaintext only, each
+/// fetched alone by pools with each policy: the default (plain first, then
+/// MSE) reaches them all, on the second connection for the one that
+/// requires encryption; encrypted-first falls back to plaintext for the
+/// plaintext-only peer; the strict policies miss what they exclude.
+#[test]
+fn encryption_policies_against_each_kind_of_peer() {
+    let pit = tarpit_with(&[
+        (HONEST, PeerEncryption::Required),
+        (HONEST, PeerEncryption::Enabled),
+        (HONEST, PeerEncryption::Plaintext),
+    ]);
+    let (required, enabled, plain) = (pit.addrs[0], pit.addrs[1], pit.addrs[2]);
+    let jobs = || vec![vec![required], vec![enabled], vec![plain]];
+    let run = |policy: EncryptionPolicy, name: &str| {
+        let cfg = PoolConfig {
+            peers_at_once: 1,
+            encryption: policy,
+            ..PoolConfig::default()
+        };
+        in_turn(cfg, pit.info_hash, jobs(), name)
+    };
+    let stored = |turns: &[Turn]| -> Vec<bool> {
+        turns
+            .iter()
+            .map(|t| t.outcome == FetchOutcome::Stored)
+            .collect()
+    };
+
+    assert_eq!(
+        PoolConfig::default().encryption,
+        EncryptionPolicy::PlainFirst
+    );
+    let t = run(EncryptionPolicy::PlainFirst, "plain-first");
+    assert_eq!(stored(&t), [true, true, true]);
+    // Job 1: plaintext refused, then MSE with RC4 (the peer requires it).
+    assert_eq!(t[0].hs(Handshake::Plain), 1);
+    assert_eq!(t[0].hs(Handshake::MseRc4), 1);
+    assert_eq!(t[0].fallbacks, 1);
+    // Jobs 2 and 3: plaintext at once, no fallback.
+    assert_eq!(t[2].hs(Handshake::Plain), 3);
+    assert_eq!(t[2].hs(Handshake::MseRc4), 1);
+    assert_eq!(t[2].fallbacks, 1);
+
+    let t = run(EncryptionPolicy::EncryptedFirst, "encrypted-first");
+    assert_eq!(stored(&t), [true, true, true]);
+    // Both MSE peers pick RC4 from our offer of RC4 or plaintext.
+    assert_eq!(t[1].hs(Handshake::MseRc4), 2);
+    assert_eq!(t[1].fallbacks, 0);
+    // The plaintext-only peer hangs up on our key: one failed MSE
+    // handshake, then plaintext on a second connection.
+    assert_eq!(t[2].mse_failed, 1);
+    assert_eq!(t[2].fallbacks, 1);
+    assert_eq!(t[2].hs(Handshake::Plain), 1);
+
+    let t = run(EncryptionPolicy::EncryptedOnly, "encrypted-only");
+    assert_eq!(stored(&t), [true, true, false]);
+    assert_eq!(t[2].fallbacks, 0);
+
+    let t = run(EncryptionPolicy::Off, "off");
+    assert_eq!(stored(&t), [false, true, true]);
+    assert_eq!(t[2].hs(Handshake::MseRc4), 0);
+    pit.server.stop();
+}
+
+/// A raw TCP peer on loopback that sends `script` (bytes, then a pause
+/// each) to every connection and then holds it open until `hold` passes.
+/// Peers are marked by IP: each raw peer gets its own loopback address.
+fn raw_peer(ip: &str, script: Vec<(Vec<u8>, Duration)>, hold: Duration) -> SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let script = script.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(10)));
+                let mut sink = [0u8; 4096];
+                let end = Instant::now() + hold;
+                for (bytes, pause) in script {
+                    if s.write_all(&bytes).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(pause);
+                }
+                while Instant::now() < end {
+                    match s.read(&mut sink) {
+                        Ok(0) => return,
+                        _ => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Hostile MSE peers: 700 bytes of junk for a key and pad fails at once
+/// with a protocol error (no sync within 96 + 520 bytes), long before any
+/// deadline, and penalises the peer (600 bytes, inside the window the spec
+/// allows, end like the trickler); a peer that trickles a byte every 50 ms (never
+/// idle, never syncing within the window it allows itself) is ended by
+/// the handshake timeout; neither holds the slot past the existing limits.
+#[test]
+fn hostile_mse_peers_release_their_slot() {
+    let mut junk = vec![0u8; 700];
+    Rng::seed_from_u64(5).fill(&mut junk);
+    let hold = Duration::from_secs(20);
+    let junk_peer = raw_peer("127.0.0.2", vec![(junk, Duration::ZERO)], hold);
+    let trickle: Vec<(Vec<u8>, Duration)> = (0..400u32)
+        .map(|i| (vec![i as u8 | 1], Duration::from_millis(50)))
+        .collect();
+    let trickle_peer = raw_peer("127.0.0.3", trickle, hold);
+    let mut cfg = PoolConfig {
+        peers_at_once: 1,
+        encryption: EncryptionPolicy::EncryptedOnly,
+        allow_privileged_ports: true,
+        ..PoolConfig::default()
+    };
+    cfg.fetch.handshake_timeout = Duration::from_millis(1500);
+    let turns = in_turn(
+        cfg,
+        Id([7; 20]),
+        vec![vec![junk_peer], vec![trickle_peer]],
+        "mse-hostile",
+    );
+    let (j, t) = (&turns[0], &turns[1]);
+    assert_eq!(
+        j.outcome,
+        FetchOutcome::Failed {
+            tried: vec![junk_peer]
+        }
+    );
+    assert_eq!(j.count(FailureKind::Malformed), 1, "no sync is junk");
+    assert_eq!(j.mse_failed, 1);
+    assert!(j.took < Duration::from_millis(1000), "{:?}", j.took);
+    assert_eq!(t.count(FailureKind::Timeout), 1);
+    assert_eq!(t.mse_failed, 2);
+    assert!(
+        t.took >= Duration::from_millis(1500) && t.took < Duration::from_millis(2500),
+        "{:?}",
+        t.took
+    );
 }

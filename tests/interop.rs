@@ -120,6 +120,112 @@ struct SeededFile {
     size: u64,
 }
 
+/// libtorrent as a seeder that forces MSE/PE with RC4 (in/out_enc_policy
+/// forced, allowed_enc_level rc4): our fetcher with the default policy
+/// (plain first) is refused in plaintext, falls back to MSE on a second
+/// connection, fetches and verifies every torrent; with encryption off it
+/// gets nothing, which shows the seeder really refuses plaintext.
+#[test]
+fn libtorrent_forced_encryption_seeds_to_our_fetcher() {
+    use dht_hunter::fetch::{attempt_peer, EncryptionPolicy, FetchStats, Handshake};
+    if !in_netns("libtorrent_forced_encryption_seeds_to_our_fetcher") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dh-interop-mse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut seeder = Command::new(PY)
+        .arg(root().join("tests/interop/lt_seed.py"))
+        .args(["--dir", dir.to_str().unwrap(), "--port", &port.to_string()])
+        .args(["--encryption", "forced"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut torrents = Vec::new();
+    let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.trim() == "READY" {
+            break;
+        }
+        torrents.push(serde_json::from_str::<Seeded>(&line).unwrap());
+    }
+    assert!(torrents.len() >= 3);
+    let peer: SocketAddr = ([127, 0, 0, 1], port).into();
+    let wanted: Vec<Id> = torrents
+        .iter()
+        .map(|t| t.infohash.parse().unwrap())
+        .collect();
+    let (fetched, off, counts) = shards::glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let tcp = shards::TcpConnector::new(shards::TcpOptions::default(), 0);
+            let stats = FetchStats::default();
+            let id = *b"-DH0100-interop00000";
+            let cfg = dht_hunter::wire::FetchConfig::default();
+            let mut out = Vec::new();
+            for ih in &wanted {
+                let r = attempt_peer(
+                    &tcp,
+                    peer,
+                    *ih,
+                    id,
+                    cfg,
+                    EncryptionPolicy::PlainFirst,
+                    &stats,
+                )
+                .await;
+                out.push(r.map(|v| v.info).map_err(|e| e.to_string()));
+            }
+            let off = attempt_peer(
+                &tcp,
+                peer,
+                wanted[0],
+                id,
+                cfg,
+                EncryptionPolicy::Off,
+                &stats,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+            let counts = (
+                stats.handshakes(Handshake::Plain),
+                stats.handshakes(Handshake::MseRc4),
+                stats.handshakes(Handshake::MsePlaintext),
+                stats.fallbacks.get(),
+            );
+            (out, off, counts)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    for (result, t) in fetched.iter().zip(&torrents) {
+        let info = result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        assert_eq!(info.len(), t.info_len, "{}", t.name);
+        let ih: Id = t.infohash.parse().unwrap();
+        assert_eq!(dht_hunter::wire::sha1_info_hash(info), ih);
+        let parsed = dht_hunter::metainfo::parse_info(info).unwrap();
+        assert_eq!(parsed.name.display(), t.name);
+        assert_eq!(parsed.total_size, t.total_size);
+    }
+    let n = torrents.len() as u64;
+    // Each torrent: a plaintext connection refused, then MSE with RC4;
+    // then the plaintext-only try, refused.
+    assert_eq!(
+        counts,
+        (n + 1, n, 0, n),
+        "plain, rc4, mse-plaintext, fallbacks"
+    );
+    assert!(off.is_err(), "a forced-encryption seeder served plaintext");
+    let _ = seeder.kill();
+    let _ = seeder.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn libtorrent_seeds_metadata_to_our_fetcher() {
     if !in_netns("libtorrent_seeds_metadata_to_our_fetcher") {
@@ -171,6 +277,9 @@ fn libtorrent_seeds_metadata_to_our_fetcher() {
                     ih,
                     *b"-DH0100-interop00000",
                     dht_hunter::wire::FetchConfig::default(),
+                    dht_hunter::fetch::Wire::Plain,
+                    std::time::Instant::now(),
+                    &dht_hunter::fetch::FetchStats::default(),
                 )
                 .await;
                 out.push((ih, r.map(|v| v.info).map_err(|e| e.to_string())));

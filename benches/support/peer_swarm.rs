@@ -43,6 +43,10 @@ pub fn serve_if_child(torrents: usize) -> bool {
         unfetchable_fraction: 0.0,
         large_torrents: 0,
         client_rate: 0,
+        // Plaintext-only peers, or (`DH_BENCH_MSE=1`) peers that require
+        // MSE with RC4: the benches compare the two wires, not a mix.
+        encryption_required_fraction: if bench_mse() { 1.0 } else { 0.0 },
+        encryption_enabled_fraction: 0.0,
         ..SwarmConfig::default()
     })
     .unwrap();
@@ -51,6 +55,14 @@ pub fn serve_if_child(torrents: usize) -> bool {
     let _ = std::io::stdin().read_line(&mut line);
     swarm.stop();
     true
+}
+
+/// Whether this run measures MSE (`DH_BENCH_MSE=1`, read by the parent
+/// and the child alike): peers that require it and a fetcher that speaks
+/// only it; otherwise plaintext on both sides.
+#[allow(dead_code)]
+pub fn bench_mse() -> bool {
+    std::env::var("DH_BENCH_MSE").is_ok_and(|v| v == "1")
 }
 
 /// The running child; dropping it stops the peers.

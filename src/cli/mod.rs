@@ -20,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode, SizeValue};
 use crate::engine::{self, EngineParts, Telemetry};
+use crate::fetch::EncryptionPolicy;
 use crate::store::{printable, redact_url, rfc3339, unsafe_on_terminal, SearchHit, Store};
 
 /// Exit code for configuration and usage errors.
@@ -291,6 +292,10 @@ pub struct CrawlArgs {
     /// Hard deadline of one metadata fetch, seconds.
     #[arg(long, help = with_default("Hard deadline of one metadata fetch, seconds", D::FETCH_TIMEOUT_S))]
     pub fetch_timeout: Option<u64>,
+    /// Plaintext or MSE/PE encryption to peers, and in which order
+    /// (default: plain-first; see tuning/README.md).
+    #[arg(long, value_enum)]
+    pub encryption: Option<EncryptionPolicy>,
     /// Largest metadata accepted, bytes.
     #[arg(long, help = with_default("Largest metadata accepted, bytes", D::MAX_METADATA_SIZE))]
     pub max_metadata_size: Option<u64>,
@@ -365,6 +370,7 @@ impl CrawlArgs {
             db_url_file: self.db_url_file.clone(),
             fetch_concurrency: self.fetch_concurrency,
             fetch_timeout: self.fetch_timeout,
+            encryption: self.encryption,
             max_metadata_size: self.max_metadata_size,
             metrics: self.metrics,
             keyspace: self.keyspace.clone(),

@@ -89,6 +89,14 @@ pub struct Summary {
     pub queries_answered: u64,
     /// Fetch failures by reason.
     pub fetch_failures: HashMap<String, u64>,
+    /// Fetch connections by handshake (`plain`, `mse_rc4`,
+    /// `mse_plaintext`).
+    pub fetch_handshakes: HashMap<String, u64>,
+    /// Fetchable torrents whose every honest peer requires encryption:
+    /// stored only if the crawler spoke MSE.
+    pub encrypted_only: usize,
+    /// Of those, how many were fetched.
+    pub encrypted_only_fetched: usize,
     /// The database.
     pub db: String,
     /// Whether the run passed.
@@ -109,6 +117,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         println!("invalid accepted    {}", summary.invalid_accepted);
         println!("queries answered    {}", summary.queries_answered);
         println!("elapsed             {:.1} s", summary.elapsed_s);
+        println!(
+            "encrypted only      {} fetched of {} (every honest peer requires MSE)",
+            summary.encrypted_only_fetched, summary.encrypted_only
+        );
+        let mut h: Vec<_> = summary.fetch_handshakes.iter().collect();
+        h.sort();
+        for (k, n) in h {
+            println!("  handshakes: {k:<14}{n}");
+        }
         let mut f: Vec<_> = summary
             .fetch_failures
             .iter()
@@ -218,7 +235,27 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         .iter()
         .filter(|t| t.fetchable && !seen.contains(&t.infohash))
         .count();
+    let encrypted_only: Vec<&TruthRow> = truth_all
+        .iter()
+        .filter(|t| {
+            t.fetchable
+                && t.peers.iter().any(|p| p.honest)
+                && t.peers
+                    .iter()
+                    .filter(|p| p.honest)
+                    .all(|p| p.encryption == "required")
+        })
+        .collect();
+    let encrypted_only_fetched = encrypted_only
+        .iter()
+        .filter(|t| seen.contains(&t.infohash))
+        .count();
     let t = telemetry.totals();
+    let fetch_handshakes = t
+        .handshakes
+        .iter()
+        .map(|(m, n)| (m.as_str().to_string(), *n))
+        .collect();
     let fetch_failures = t
         .failures
         .iter()
@@ -234,6 +271,9 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         elapsed_s,
         queries_answered: t.answered,
         fetch_failures,
+        fetch_handshakes,
+        encrypted_only: encrypted_only.len(),
+        encrypted_only_fetched,
         db,
         ok: missed == 0 && invalid == 0,
     })
@@ -246,6 +286,14 @@ struct TruthRow {
     size: u64,
     files: Vec<(String, u64)>,
     fetchable: bool,
+    #[serde(default)]
+    peers: Vec<TruthPeerRow>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TruthPeerRow {
+    honest: bool,
+    encryption: String,
 }
 
 fn load_truth(dir: &std::path::Path) -> anyhow::Result<Vec<TruthRow>> {

@@ -370,6 +370,7 @@ async fn run_shard(
     pool_cfg.fetch.idle_timeout = cfg.fetch_timeout.min(pool_cfg.fetch.idle_timeout);
     pool_cfg.job_budget = cfg.fetch_timeout.saturating_mul(2);
     pool_cfg.allow_privileged_ports = cfg.allow_privileged_ports;
+    pool_cfg.encryption = cfg.encryption;
     // Validated when the configuration was resolved.
     let filter = crate::filter::ContentFilter::new(&cfg.filter)?;
     let pool = FetchPool::with_filter(pool_cfg, filter);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use crate::dht::NodeStats;
-use crate::fetch::{FailureKind, FetchStats};
+use crate::fetch::{FailureKind, FetchStats, Handshake};
 use crate::filter::Rejection;
 
 /// One shard's published counters.
@@ -60,6 +60,8 @@ pub struct ShardTelemetry {
     pub scraped: AtomicU64,
     /// 1 while the database is at or over `--max-db-size`.
     pub db_full: AtomicU64,
+    /// Connections by handshake mode (indexed like [`Handshake::ALL`]).
+    pub handshakes: [AtomicU64; Handshake::ALL.len()],
 }
 
 impl ShardTelemetry {
@@ -72,6 +74,9 @@ impl ShardTelemetry {
             a.ping + a.find_node + a.get_peers + a.announce_peer + a.sample_infohashes + a.other,
             Relaxed,
         );
+        for (i, m) in Handshake::ALL.iter().enumerate() {
+            self.handshakes[i].store(f.handshakes(*m), Relaxed);
+        }
         self.ih_sample.store(n.infohashes.sample, Relaxed);
         self.ih_get_peers.store(n.infohashes.get_peers, Relaxed);
         self.ih_announce.store(n.infohashes.announce, Relaxed);
@@ -148,6 +153,8 @@ pub struct Totals {
     pub scraped: u64,
     /// The database is at or over `--max-db-size`.
     pub db_full: bool,
+    /// Connections by handshake mode.
+    pub handshakes: Vec<(Handshake, u64)>,
 }
 
 impl Telemetry {
@@ -167,6 +174,7 @@ impl Telemetry {
     pub fn totals(&self) -> Totals {
         let mut t = Totals {
             failures: FailureKind::ALL.iter().map(|k| (*k, 0)).collect(),
+            handshakes: Handshake::ALL.iter().map(|m| (*m, 0)).collect(),
             ..Totals::default()
         };
         for s in self.shards.get().map(|b| &b[..]).unwrap_or(&[]) {
@@ -194,6 +202,9 @@ impl Telemetry {
             t.db_full |= s.db_full.load(Relaxed) != 0;
             for (i, f) in t.failures.iter_mut().enumerate() {
                 f.1 += s.failures[i].load(Relaxed);
+            }
+            for (i, h) in t.handshakes.iter_mut().enumerate() {
+                h.1 += s.handshakes[i].load(Relaxed);
             }
         }
         t

@@ -1,5 +1,7 @@
 //! One connection to one peer for one infohash: drives
-//! [`MetadataFetch`] over a `shards` TCP connection.
+//! [`MetadataFetch`] over a `shards` TCP connection, plain or behind an
+//! MSE handshake ([`crate::wire::mse`]); and the per-peer sequence of such
+//! connections that an [`EncryptionPolicy`] asks for.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,9 +11,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use shards::timers::with_deadline;
 use shards::{TcpConnector, TcpError};
 
-use super::FailureKind;
+use super::stats::Handshake;
+use super::{FailureKind, FetchStats};
 use crate::id::Id;
-use crate::wire::{FailReason, FetchConfig, MetadataFetch, Outcome, Verified};
+use crate::rng::Rng;
+use crate::wire::mse::{Cipher, Methods, MseError, MseInitiator};
+use crate::wire::{FailReason, FetchConfig, MetadataFetch, Outcome, Phase, Verified};
 
 /// Read buffer per connection: one metadata piece plus framing fits.
 const READ_BUF: usize = 17 * 1024;
@@ -28,6 +33,9 @@ pub enum AttemptError {
     /// Writing to the peer failed.
     #[error("write: {0}")]
     Write(io::Error),
+    /// The MSE handshake failed.
+    #[error("mse: {0}")]
+    Mse(MseError),
 }
 
 impl AttemptError {
@@ -40,6 +48,13 @@ impl AttemptError {
             AttemptError::Tcp(TcpError::Timeout { .. }) => FailureKind::Timeout,
             AttemptError::Tcp(TcpError::Io { .. }) => FailureKind::Refused,
             AttemptError::Write(_) => FailureKind::Closed,
+            AttemptError::Mse(e) => match e {
+                MseError::Timeout => FailureKind::Timeout,
+                MseError::Closed => FailureKind::Closed,
+                // A peer that answers our key with junk, or with fields the
+                // spec forbids, is judged as one that sends junk.
+                _ => FailureKind::Malformed,
+            },
             AttemptError::Exchange(r) => match r {
                 FailReason::BadHandshake(_)
                 | FailReason::InfoHashMismatch
@@ -60,22 +75,202 @@ impl AttemptError {
     }
 }
 
-/// Connects to `peer` and fetches `info_hash`'s metadata: the connect
-/// within the TCP layer's timeout, then reads and writes within the
-/// exchange's deadlines and byte budget. A connection lasts at most the
-/// connect timeout plus [`FetchConfig::hard_deadline`], whatever the peer
-/// does.
+/// Which wire, in which order, the fetcher tries on a peer
+/// (`--encryption`). See `tuning/README.md` for the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EncryptionPolicy {
+    /// Plaintext only: never MSE.
+    Off,
+    /// Plaintext; when the peer hangs up on it during the handshake, a
+    /// second connection with MSE.
+    #[default]
+    PlainFirst,
+    /// MSE; when the peer hangs up on it during the MSE handshake, a second
+    /// connection in plaintext.
+    EncryptedFirst,
+    /// MSE only.
+    EncryptedOnly,
+}
+
+/// One connection's wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// The plaintext BT handshake.
+    Plain,
+    /// MSE first, offering RC4 and plaintext (the peer picks; clients that
+    /// require encryption pick RC4).
+    Mse,
+}
+
+impl EncryptionPolicy {
+    /// The wires to try, in order.
+    pub fn wires(self) -> &'static [Wire] {
+        match self {
+            EncryptionPolicy::Off => &[Wire::Plain],
+            EncryptionPolicy::PlainFirst => &[Wire::Plain, Wire::Mse],
+            EncryptionPolicy::EncryptedFirst => &[Wire::Mse, Wire::Plain],
+            EncryptionPolicy::EncryptedOnly => &[Wire::Mse],
+        }
+    }
+
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncryptionPolicy::Off => "off",
+            EncryptionPolicy::PlainFirst => "plain-first",
+            EncryptionPolicy::EncryptedFirst => "encrypted-first",
+            EncryptionPolicy::EncryptedOnly => "encrypted-only",
+        }
+    }
+}
+
+/// Whether a failed connection is the kind a peer that wants the other wire
+/// produces: it hung up (or reset) during the handshake, before anything
+/// else went wrong. A libtorrent peer with forced encryption closes on a
+/// plaintext handshake at once; one without MSE closes on our key (which
+/// it reads as a bad BT handshake). Timeouts are not retried: the second
+/// connection would have no time left (see [`attempt_peer`]).
+fn wants_other_wire(e: &AttemptError) -> bool {
+    match e {
+        AttemptError::Tcp(_) => false,
+        AttemptError::Write(e) => e.kind() != io::ErrorKind::TimedOut,
+        AttemptError::Mse(e) => *e == MseError::Closed,
+        AttemptError::Exchange(r) => *r == FailReason::Closed(Phase::Handshake),
+    }
+}
+
+/// Fetches `info_hash` from `peer` with the wires `policy` lists: a second
+/// connection only when the first was closed during its handshake.
+///
+/// **Deadlines are not doubled.** Every connection's exchange runs against
+/// deadlines counted from the *first* connection's start (the handshake
+/// timeout, idle timeout and hard deadline of [`FetchConfig`]), so the two
+/// connections together last at most twice the TCP layer's connect timeout
+/// plus one hard deadline, and a fallback gets only what the first
+/// connection left of the handshake timeout. The job's own `job_budget`
+/// bounds it all again.
+#[allow(clippy::too_many_arguments)]
+pub async fn attempt_peer(
+    tcp: &TcpConnector,
+    peer: SocketAddr,
+    info_hash: Id,
+    peer_id: [u8; 20],
+    cfg: FetchConfig,
+    policy: EncryptionPolicy,
+    stats: &FetchStats,
+) -> Result<Verified, AttemptError> {
+    let started = Instant::now();
+    let wires = policy.wires();
+    let mut last = None;
+    for (i, &wire) in wires.iter().enumerate() {
+        if i > 0 {
+            stats.fallbacks.set(stats.fallbacks.get() + 1);
+        }
+        match attempt(tcp, peer, info_hash, peer_id, cfg, wire, started, stats).await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let again = wants_other_wire(&e);
+                last = Some(e);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or(AttemptError::Exchange(FailReason::Closed(Phase::Handshake))))
+}
+
+/// Writes `out` (encrypted first when a cipher is set) within `deadline`.
+async fn write_within(
+    conn: &mut shards::TcpConn,
+    out: &mut [u8],
+    cipher: Option<&mut Cipher>,
+    deadline: Instant,
+) -> Result<(), AttemptError> {
+    if let Some(c) = cipher {
+        c.encrypt(out);
+    }
+    match with_deadline(deadline, conn.write_all(out)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(AttemptError::Write(e)),
+        // Part of the message may be out: the stream cannot go on.
+        Err(_) => Err(AttemptError::Write(io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// The MSE handshake on `conn`, within the fetch's handshake timeout
+/// counted from `started`.
+async fn mse_handshake(
+    conn: &mut shards::TcpConn,
+    info_hash: Id,
+    cfg: &FetchConfig,
+    started: Instant,
+    buf: &mut [u8],
+) -> Result<crate::wire::mse::Established, MseError> {
+    let deadline = started + cfg.handshake_timeout.min(cfg.hard_deadline);
+    let mut mse = MseInitiator::new(info_hash, Methods::Either, deadline, Rng::from_entropy());
+    let mut out = Vec::with_capacity(256);
+    loop {
+        out.clear();
+        if mse.poll_transmit(&mut out) > 0
+            && write_within(conn, &mut out, None, deadline).await.is_err()
+        {
+            // A peer that stops reading or resets mid-handshake.
+            mse.handle_eof();
+        }
+        if let Some(r) = mse.poll_outcome() {
+            return r;
+        }
+        match with_deadline(deadline, conn.read(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => mse.handle_eof(),
+            Ok(Ok(n)) => mse.handle_data(&buf[..n.min(buf.len())]),
+            Err(_) => mse.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Connects to `peer` and fetches `info_hash`'s metadata over `wire`: the
+/// connect within the TCP layer's timeout, then reads and writes within the
+/// exchange's deadlines (counted from `started`) and byte budget. A
+/// connection lasts at most the connect timeout plus
+/// [`FetchConfig::hard_deadline`], whatever the peer does.
+#[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     tcp: &TcpConnector,
     peer: SocketAddr,
     info_hash: Id,
     peer_id: [u8; 20],
     cfg: FetchConfig,
+    wire: Wire,
+    started: Instant,
+    stats: &FetchStats,
 ) -> Result<Verified, AttemptError> {
     let mut conn = tcp.connect(peer).await?;
-    let mut fetch = MetadataFetch::new(info_hash, peer_id, cfg, Instant::now());
-    let mut out = Vec::with_capacity(256);
     let mut buf = vec![0u8; READ_BUF];
+    let mut fetch = MetadataFetch::new(info_hash, peer_id, cfg, started);
+    let mut cipher = None;
+    match wire {
+        Wire::Plain => stats.count_handshake(Handshake::Plain),
+        Wire::Mse => match mse_handshake(&mut conn, info_hash, &cfg, started, &mut buf).await {
+            Ok(e) => {
+                stats.count_handshake(if e.cipher.is_some() {
+                    Handshake::MseRc4
+                } else {
+                    Handshake::MsePlaintext
+                });
+                cipher = e.cipher;
+                if !e.payload.is_empty() {
+                    fetch.handle_data(&e.payload, Instant::now());
+                }
+            }
+            Err(e) => {
+                stats.count_mse_failure(&e);
+                return Err(AttemptError::Mse(e));
+            }
+        },
+    }
+    let mut out = Vec::with_capacity(256);
     let outcome = loop {
         out.clear();
         if fetch.poll_transmit(&mut out) > 0 {
@@ -84,17 +279,15 @@ pub async fn attempt(
             let deadline = fetch
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-            match with_deadline(deadline, conn.write_all(&out)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(AttemptError::Write(e)),
-                Err(_) => {
+            match write_within(&mut conn, &mut out, cipher.as_mut(), deadline).await {
+                Ok(()) => {}
+                Err(AttemptError::Write(e)) if e.kind() == io::ErrorKind::TimedOut => {
                     fetch.handle_timeout(Instant::now());
                     if !fetch.is_finished() {
-                        // Part of the message may be out: the stream cannot
-                        // go on.
-                        return Err(AttemptError::Write(io::ErrorKind::TimedOut.into()));
+                        return Err(AttemptError::Write(e));
                     }
                 }
+                Err(e) => return Err(e),
             }
         }
         if let Some(o) = fetch.poll_outcome() {
@@ -105,7 +298,13 @@ pub async fn attempt(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         match with_deadline(deadline, conn.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => fetch.handle_eof(Instant::now()),
-            Ok(Ok(n)) => fetch.handle_data(&buf[..n.min(buf.len())], Instant::now()),
+            Ok(Ok(n)) => {
+                let got = &mut buf[..n.min(READ_BUF)];
+                if let Some(c) = cipher.as_mut() {
+                    c.decrypt(got);
+                }
+                fetch.handle_data(got, Instant::now());
+            }
             Err(_) => fetch.handle_timeout(Instant::now()),
         }
     };

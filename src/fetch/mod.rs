@@ -26,6 +26,10 @@
 //! * never connects to a port below 1024 unless told to
 //!   (`allow_privileged_ports`): DHT values must not aim the crawler at a
 //!   third party's service;
+//! * speaks plaintext or MSE to each peer, or one and then the other on a
+//!   second connection when the peer hangs up on the first handshake, as
+//!   `encryption` ([`EncryptionPolicy`]) says; the fallback spends the
+//!   first connection's deadlines, never fresh ones;
 //! * sends each verified torrent to the store with its source and timings,
 //!   and counts failures by reason.
 //!
@@ -48,9 +52,9 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::Semaphore;
 use shards::TcpConnector;
 
-pub use attempt::{attempt, AttemptError};
+pub use attempt::{attempt, attempt_peer, AttemptError, EncryptionPolicy, Wire};
 pub use marks::FIRST_UNPRIVILEGED_PORT;
-pub use stats::{FailureKind, FetchStats};
+pub use stats::{FailureKind, FetchStats, Handshake};
 
 use marks::{PeerMarks, Pick};
 
@@ -107,6 +111,8 @@ pub struct PoolConfig {
     pub allow_privileged_ports: bool,
     /// The exchange's limits and deadlines.
     pub fetch: FetchConfig,
+    /// Plaintext, MSE, or one then the other (`--encryption`).
+    pub encryption: EncryptionPolicy,
     /// Our BitTorrent peer id.
     pub peer_id: [u8; 20],
 }
@@ -128,6 +134,7 @@ impl Default for PoolConfig {
             max_penalised: 65_536,
             allow_privileged_ports: false,
             fetch: FetchConfig::default(),
+            encryption: EncryptionPolicy::default(),
             peer_id,
         }
     }
@@ -372,7 +379,16 @@ impl FetchPool {
                             if first_slot.get().is_none() {
                                 first_slot.set(Some(t));
                             }
-                            let r = attempt(&tcp, peer, ih, cfg.peer_id, cfg.fetch).await;
+                            let r = attempt_peer(
+                                &tcp,
+                                peer,
+                                ih,
+                                cfg.peer_id,
+                                cfg.fetch,
+                                cfg.encryption,
+                                &stats,
+                            )
+                            .await;
                             let used = t.elapsed().as_micros() as u64;
                             stats.slot_micros.set(stats.slot_micros.get() + used);
                             r

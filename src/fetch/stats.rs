@@ -126,6 +126,38 @@ pub struct FetchStats {
     pub db_full_waits: Cell<u64>,
     failures: [Cell<u64>; FailureKind::ALL.len()],
     filtered: [Cell<u64>; Rejection::ALL.len()],
+    handshakes: [Cell<u64>; Handshake::ALL.len()],
+    /// MSE handshakes that failed (any reason; also counted as the
+    /// attempt's [`FailureKind`] when no fallback followed).
+    pub mse_failed: Cell<u64>,
+    /// Attempts retried on a second connection with the other wire
+    /// ([`crate::fetch::EncryptionPolicy`]).
+    pub fallbacks: Cell<u64>,
+}
+
+/// How a connection's peer-wire handshake went out, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Handshake {
+    /// A plaintext BT handshake, no MSE.
+    Plain,
+    /// MSE, RC4 selected.
+    MseRc4,
+    /// MSE, plaintext selected after the obfuscated handshake.
+    MsePlaintext,
+}
+
+impl Handshake {
+    /// Every mode, in report order.
+    pub const ALL: [Handshake; 3] = [Handshake::Plain, Handshake::MseRc4, Handshake::MsePlaintext];
+
+    /// The label used in metrics and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Plain => "plain",
+            Handshake::MseRc4 => "mse_rc4",
+            Handshake::MsePlaintext => "mse_plaintext",
+        }
+    }
 }
 
 impl FetchStats {
@@ -156,5 +188,26 @@ impl FetchStats {
     /// Torrents refused by the content filter, every reason.
     pub fn filtered_total(&self) -> u64 {
         self.filtered.iter().map(Cell::get).sum()
+    }
+
+    /// Counts one connection whose handshake went out as `mode` (for MSE:
+    /// one whose MSE handshake completed).
+    pub fn count_handshake(&self, mode: Handshake) {
+        let c = &self.handshakes[mode as usize];
+        c.set(c.get() + 1);
+        metrics::counter!("dht_hunter_fetch_handshakes_total", "mode" => mode.as_str())
+            .increment(1);
+    }
+
+    /// Connections counted for `mode`.
+    pub fn handshakes(&self, mode: Handshake) -> u64 {
+        self.handshakes[mode as usize].get()
+    }
+
+    /// Counts one failed MSE handshake.
+    pub fn count_mse_failure(&self, e: &crate::wire::mse::MseError) {
+        self.mse_failed.set(self.mse_failed.get() + 1);
+        metrics::counter!("dht_hunter_fetch_mse_failures_total", "reason" => e.label())
+            .increment(1);
     }
 }

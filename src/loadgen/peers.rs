@@ -17,6 +17,12 @@
 //! harvester a connection slot for its whole deadline, which is what makes
 //! them expensive on the real DHT.
 //!
+//! A peer may speak MSE/PE ([`PeerEncryption`]): one that requires it runs
+//! [`MseReceiver`] on every connection and hangs up on a plaintext
+//! handshake; one that merely enables it also takes plaintext; the others
+//! speak plaintext only and hang up on an MSE handshake (which they read
+//! as a bad BT handshake), as old clients do.
+//!
 //! A junk peer ([`PeerKind::Junk`]) answers both handshakes, then streams
 //! legal but useless messages (bitfields of [`JUNK_FRAME`] bytes) as fast
 //! as the fetcher reads them, for at most [`SILENT_HOLD`]: only a byte
@@ -32,7 +38,32 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::id::Id;
+use crate::rng::Rng;
+use crate::wire::mse::{Cipher, Methods, MseReceiver};
 use crate::wire::{Behaviour, MetadataServe};
+
+/// What a simulated peer speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerEncryption {
+    /// Plaintext BT only.
+    Plaintext,
+    /// MSE (RC4 preferred) or plaintext.
+    Enabled,
+    /// MSE with RC4 only (libtorrent's forced policy, `allowed_enc_level`
+    /// rc4).
+    Required,
+}
+
+impl PeerEncryption {
+    /// The ground-truth label.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerEncryption::Plaintext => "plaintext",
+            PeerEncryption::Enabled => "enabled",
+            PeerEncryption::Required => "required",
+        }
+    }
+}
 
 /// First address of the simulated peers.
 pub const PEER_BASE: Ipv4Addr = Ipv4Addr::new(127, 96, 0, 1);
@@ -81,6 +112,8 @@ pub struct PeerPlan {
     pub torrent: usize,
     /// When it is offline, if it churns.
     pub churn: Option<Churn>,
+    /// Plaintext, MSE, or either.
+    pub encryption: PeerEncryption,
 }
 
 /// A peer that is offline for `away` of every `period`, shifted by `phase`
@@ -251,13 +284,56 @@ async fn serve(
         let _ = shards::timers::with_deadline(std::time::Instant::now() + SILENT_HOLD, hold).await;
         return;
     }
+    let mut conn = PeerConn {
+        stream,
+        cipher: None,
+        pending: Vec::new(),
+    };
+    if plan.encryption != PeerEncryption::Plaintext {
+        let Some((ih, _)) = infos.get(plan.torrent) else {
+            return;
+        };
+        let (methods, plain) = match plan.encryption {
+            PeerEncryption::Required => (Methods::Rc4, false),
+            _ => (Methods::Either, true),
+        };
+        let mut rx = MseReceiver::new(vec![*ih], methods, plain, Rng::from_entropy());
+        let mut out = Vec::new();
+        loop {
+            out.clear();
+            rx.poll_transmit(&mut out);
+            if !out.is_empty() && conn.stream.write_all(&out).await.is_err() {
+                return;
+            }
+            match rx.poll_outcome() {
+                Some(Ok(e)) => {
+                    conn.cipher = e.cipher;
+                    conn.pending = e.payload;
+                    break;
+                }
+                // A failed handshake (a plaintext one at a peer that
+                // requires encryption): hang up, as libtorrent does.
+                Some(Err(_)) => return,
+                None => {}
+            }
+            match conn.stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => rx.handle_data(&buf[..n]),
+            }
+        }
+    }
     // The infohash is in the handshake: bytes 28..48.
     let mut got = 0;
     while got < 68 {
-        match stream.read(&mut buf[got..68]).await {
+        match conn.read(&mut buf[got..68]).await {
             Ok(0) | Err(_) => return,
             Ok(n) => got += n,
         }
+    }
+    // A plaintext-only peer hangs up on what is not a BT handshake (an MSE
+    // key, above all).
+    if buf[..20] != *b"\x13BitTorrent protocol" {
+        return;
     }
     let Some(ih) = Id::from_slice(&buf[28..48]) else {
         return;
@@ -282,30 +358,66 @@ async fn serve(
         srv.poll_transmit(&mut out);
         if !out.is_empty() {
             let ok = if slow && handshaken {
-                trickle(&mut stream, &out).await
+                trickle(&mut conn, &out).await
             } else {
-                stream.write_all(&out).await.is_ok()
+                conn.write_all(&out).await.is_ok()
             };
             if !ok {
                 return;
             }
             if plan.kind == PeerKind::Junk {
                 let deadline = std::time::Instant::now() + SILENT_HOLD;
-                let _ = shards::timers::with_deadline(deadline, junk(&mut stream)).await;
+                let _ = shards::timers::with_deadline(deadline, junk(&mut conn)).await;
                 return;
             }
             handshaken = true;
         }
         if srv.poll_close() {
-            let _ = stream.close().await;
+            let _ = conn.stream.close().await;
             return;
         }
-        match stream.read(&mut buf).await {
+        match conn.read(&mut buf).await {
             Ok(0) | Err(_) => {
                 srv.handle_eof();
                 return;
             }
             Ok(n) => srv.handle_data(&buf[..n]),
+        }
+    }
+}
+
+/// A peer's connection after its (optional) MSE handshake: RC4 both ways
+/// when it was selected, and the payload bytes that came with the
+/// handshake, handed out first.
+struct PeerConn {
+    stream: TcpStream,
+    cipher: Option<Cipher>,
+    pending: Vec<u8>,
+}
+
+impl PeerConn {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.pending.is_empty() {
+            let n = buf.len().min(self.pending.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            return Ok(n);
+        }
+        let n = self.stream.read(buf).await?;
+        if let Some(c) = self.cipher.as_mut() {
+            c.decrypt(&mut buf[..n]);
+        }
+        Ok(n)
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self.cipher.as_mut() {
+            None => self.stream.write_all(data).await,
+            Some(c) => {
+                let mut v = data.to_vec();
+                c.encrypt(&mut v);
+                self.stream.write_all(&v).await
+            }
         }
     }
 }
@@ -337,14 +449,14 @@ fn reset_on_close(stream: &TcpStream) {
 }
 
 /// Writes junk messages until the connection fails.
-async fn junk(stream: &mut TcpStream) {
+async fn junk(stream: &mut PeerConn) {
     let mut frame = JUNK_FRAME.to_be_bytes().to_vec();
     frame.push(5);
     frame.resize(4 + JUNK_FRAME as usize, 0xff);
     while stream.write_all(&frame).await.is_ok() {}
 }
 
-async fn trickle(stream: &mut TcpStream, data: &[u8]) -> bool {
+async fn trickle(stream: &mut PeerConn, data: &[u8]) -> bool {
     for b in data {
         if stream.write_all(std::slice::from_ref(b)).await.is_err() {
             return false;

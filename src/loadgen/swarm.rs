@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::peers::{Churn, PeerPlan, PeerServer};
-pub use super::peers::{PeerKind, PEER_BASE};
+pub use super::peers::{PeerEncryption, PeerKind, PEER_BASE};
 use super::pktinfo::PktSocket;
 use super::torrents::{synth, SynthTorrent};
 use crate::dht::{Identity, Node, NodeConfig};
@@ -104,6 +104,13 @@ pub struct SwarmConfig {
     /// crawler fetches and verifies them; the truth lists them as not
     /// fetchable, since no crawler should store them.
     pub hostile_infos: Vec<Vec<u8>>,
+    /// Share of peers (0.0–1.0) that require MSE/PE encryption with RC4
+    /// and hang up on a plaintext handshake (libtorrent's forced policy).
+    pub encryption_required_fraction: f64,
+    /// Share of peers (0.0–1.0) that take either MSE or plaintext (most
+    /// clients' default); the rest speak plaintext only and hang up on an
+    /// MSE handshake.
+    pub encryption_enabled_fraction: f64,
     /// One online-plus-offline cycle of a churning peer.
     pub churn_period: Duration,
     /// The offline part of that cycle.
@@ -163,6 +170,10 @@ impl Default for SwarmConfig {
             search_only_fraction: 0.0,
             churn_fraction: 0.0,
             hostile_infos: Vec::new(),
+            // A mix, as on the real DHT: a fifth of the peers reachable only
+            // encrypted, half either way, the rest plaintext only.
+            encryption_required_fraction: 0.2,
+            encryption_enabled_fraction: 0.5,
             churn_period: Duration::from_secs(60),
             churn_away: Duration::from_secs(30),
         }
@@ -202,6 +213,9 @@ pub struct TruthPeer {
     /// honest peers are, the others are not, so a scrape of a torrent
     /// should count its honest peers as seeders and the rest as leechers.
     pub seed: bool,
+    /// What it speaks: `plaintext`, `enabled` (MSE or plaintext) or
+    /// `required` (MSE only).
+    pub encryption: String,
     /// If it churns: its offline windows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<TruthChurn>,
@@ -385,7 +399,10 @@ impl Swarm {
         // same torrents and misbehaviours whatever the churn settings.
         let mut churn_rng = Rng::seed_from_u64(cfg.seed ^ 0xc4_0c4_0c4);
         let churn_period = cfg.churn_period.max(Duration::from_millis(1));
+        // Encryption draws too.
+        let mut enc_rng = Rng::seed_from_u64(cfg.seed ^ 0x3e_c3e_c3e);
         let mut churn = Vec::with_capacity(n_peers);
+        let mut encryptions = Vec::with_capacity(n_peers);
         for (t, tor) in torrents.iter().enumerate() {
             let hostile = t >= cfg.torrents;
             let unfetchable = !hostile && t % unfetchable_every == unfetchable_every - 1;
@@ -417,11 +434,23 @@ impl Swarm {
                     phase: Duration::from_millis(phase),
                 });
                 churn.push(c);
+                let e = enc_rng.below(1_000_000);
+                let required = (cfg.encryption_required_fraction * 1e6) as u64;
+                let enabled = (cfg.encryption_enabled_fraction * 1e6) as u64;
+                let encryption = if e < required {
+                    PeerEncryption::Required
+                } else if e < required.saturating_add(enabled) {
+                    PeerEncryption::Enabled
+                } else {
+                    PeerEncryption::Plaintext
+                };
+                encryptions.push(encryption);
                 plans.push(PeerPlan {
                     ip: peer_ip(idx),
                     kind,
                     torrent: t,
                     churn: c,
+                    encryption,
                 });
                 peers.push((idx, kind));
             }
@@ -447,6 +476,12 @@ impl Swarm {
                         behaviour: kind.label().to_string(),
                         honest: kind.honest(),
                         seed: kind.honest(),
+                        encryption: encryptions
+                            .get(idx)
+                            .copied()
+                            .unwrap_or(PeerEncryption::Plaintext)
+                            .label()
+                            .to_string(),
                         churn: churn.get(idx).copied().flatten().map(|c| TruthChurn {
                             period_ms: c.period.as_millis() as u64,
                             away_ms: c.away.as_millis() as u64,

@@ -6,6 +6,8 @@
 //! * [`extension`]: the BEP 10 extension handshake.
 //! * [`metadata`]: BEP 9 request / data / reject messages.
 //! * [`fetch`]: [`MetadataFetch`], the fetching state machine.
+//! * [`mse`]: the Message Stream Encryption handshake (BEP 8-style "PE")
+//!   in front of the wire, both sides, and the RC4 stream after it.
 //! * [`serve`]: [`MetadataServe`], the serving side, with misbehaving modes,
 //!   for simulated peers and tests.
 //!
@@ -41,6 +43,9 @@
 //! | idle timeout | 25 s | mldht |
 //! | hard deadline | 30 s | ours: ends tricklers and keep-alive loops |
 //! | bytes received | 2 MiB + 17 KiB per piece requested | ours: ends junk streams (skipped messages, keep-alive floods) |
+//! | MSE sync (VC or `req1` hash) | within 512 pad bytes after the key | the MSE spec; libtorrent |
+//! | MSE pads, initial payload | 512 B each; IA 1 KiB | the MSE spec; ours for IA |
+//! | MSE handshake | within the handshake timeout above | ours: it spends the fetch's time, adds none |
 //!
 //! Messages the fetcher does not need (bitfield, have, PORT, extended
 //! messages tagged with any id but the extension handshake's 0 and our own
@@ -61,6 +66,7 @@ pub mod fetch;
 pub mod framing;
 pub mod handshake;
 pub mod metadata;
+pub mod mse;
 pub mod serve;
 
 pub use fetch::{

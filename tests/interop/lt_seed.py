@@ -146,7 +146,7 @@ def make_torrent(spec, root, fmt):
     return ti, desc
 
 
-def settings(host, port):
+def settings(host, port, encryption="default"):
     wanted = {
         "listen_interfaces": "%s:%d" % (host, port),
         "outgoing_interfaces": "",
@@ -163,6 +163,10 @@ def settings(host, port):
                           | lt.alert.category_t.connect_notification | lt.alert.category_t.peer_notification),
         "user_agent": "dht-hunter-lt-seed",
     }
+    if encryption == "forced":
+        # MSE/PE only, RC4 only: pe_forced (0) both ways, allowed_enc_level
+        # pe_rc4 (2); a plaintext handshake is refused.
+        wanted.update({"in_enc_policy": 0, "out_enc_policy": 0, "allowed_enc_level": 2, "prefer_rc4": True})
     known = lt.default_settings()
     return {k: v for k, v in wanted.items() if k in known}
 
@@ -177,6 +181,8 @@ def main():
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--format", choices=["v1", "hybrid"], default="v1")
     ap.add_argument("--events", action="store_true")
+    ap.add_argument("--encryption", choices=["default", "forced"], default="default",
+                    help="forced: MSE/PE with RC4 only (in/out_enc_policy forced, allowed_enc_level rc4)")
     args = ap.parse_args()
 
     root = os.path.abspath(args.dir)
@@ -187,7 +193,7 @@ def main():
     else:
         specs = default_specs(args.count)
 
-    ses = lt.session(settings(args.host, args.port))
+    ses = lt.session(settings(args.host, args.port, args.encryption))
     # wait for the TCP listen socket
     listening = False
     deadline = time.time() + 10
