@@ -590,23 +590,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 t.map(|t| rfc3339::format(crate::store::unix_secs(t)))
             };
             if json {
-                let by: serde_json::Map<String, serde_json::Value> = s
-                    .by_source
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), (*v).into()))
-                    .collect();
-                let v = serde_json::json!({
-                    "torrents": s.torrents,
-                    "files": s.files,
-                    "pending": s.pending,
-                    "db_bytes": s.db_bytes,
-                    "by_source": by,
-                    "first_fetched": ts(s.first_fetched),
-                    "last_fetched": ts(s.last_fetched),
-                    "fetched_last_hour": s.fetched_last_hour,
-                    "fetched_last_day": s.fetched_last_day,
-                    "rate_last_hour_per_s": s.rate_last_hour(),
-                });
+                // The same object as the web API's /api/stats.
+                let v = crate::web::stats_json(&s);
                 println!("{v}");
             } else {
                 println!("torrents       {}", s.torrents);

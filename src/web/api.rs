@@ -74,7 +74,8 @@ pub(super) fn detail_json(d: &TorrentDetail) -> Value {
     v
 }
 
-pub(super) fn stats_json(s: &Stats) -> Value {
+/// The store's counts as JSON (`/api/stats` and `dht-hunter stats --json`).
+pub fn stats_json(s: &Stats) -> Value {
     let ts = |t: Option<std::time::SystemTime>| t.map(time);
     let by: serde_json::Map<String, Value> = s
         .by_source

@@ -34,6 +34,7 @@
 //! file, never from a flag's value (which `ps` shows).
 
 mod api;
+pub use api::stats_json;
 pub mod live;
 mod pages;
 pub mod torznab;

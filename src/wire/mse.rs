@@ -215,6 +215,19 @@ enum Done {
     Taken,
 }
 
+impl Done {
+    /// The outcome in `slot`, once (both sides' `poll_outcome`).
+    fn take(slot: &mut Option<Done>) -> Option<Result<Established, MseError>> {
+        let out = match slot.take()? {
+            Done::Ok(e) => Some(Ok(*e)),
+            Done::Failed(e) => Some(Err(e)),
+            Done::Taken => None,
+        };
+        *slot = Some(Done::Taken);
+        out
+    }
+}
+
 fn sha1(parts: &[&[u8]]) -> [u8; 20] {
     let mut h = Sha1::new();
     for p in parts {
@@ -382,20 +395,7 @@ impl MseInitiator {
 
     /// The outcome, once.
     pub fn poll_outcome(&mut self) -> Option<Result<Established, MseError>> {
-        match self.done.take()? {
-            Done::Ok(e) => {
-                self.done = Some(Done::Taken);
-                Some(Ok(*e))
-            }
-            Done::Failed(e) => {
-                self.done = Some(Done::Taken);
-                Some(Err(e))
-            }
-            Done::Taken => {
-                self.done = Some(Done::Taken);
-                None
-            }
-        }
+        Done::take(&mut self.done)
     }
 
     fn fail(&mut self, e: MseError) {
@@ -620,20 +620,7 @@ impl MseReceiver {
 
     /// The outcome, once.
     pub fn poll_outcome(&mut self) -> Option<Result<Established, MseError>> {
-        match self.done.take()? {
-            Done::Ok(e) => {
-                self.done = Some(Done::Taken);
-                Some(Ok(*e))
-            }
-            Done::Failed(e) => {
-                self.done = Some(Done::Taken);
-                Some(Err(e))
-            }
-            Done::Taken => {
-                self.done = Some(Done::Taken);
-                None
-            }
-        }
+        Done::take(&mut self.done)
     }
 
     /// Feeds bytes read from the peer.
