@@ -36,7 +36,7 @@ struct SBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     implied_port: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    info_hash: Option<ByteBuf>,
+    infohash: Option<ByteBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interval: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +74,7 @@ fn mix() -> Mix {
         &h,
         &id,
         &Method::GetPeers {
-            info_hash: Id([0x22; 20]),
+            infohash: Id([0x22; 20]),
             noseed: false,
             scrape: false,
         },
@@ -87,7 +87,7 @@ fn mix() -> Mix {
         &h,
         &id,
         &Method::AnnouncePeer {
-            info_hash: Id([0x22; 20]),
+            infohash: Id([0x22; 20]),
             port: 6881,
             implied_port: true,
             token: b"\x01\x02\x03\x04\x05\x06\x07\x08",
@@ -212,7 +212,7 @@ fn encode_like(buf: &mut Vec<u8>, name: &str) {
             &h,
             &id,
             &Method::GetPeers {
-                info_hash: Id([0x22; 20]),
+                infohash: Id([0x22; 20]),
                 noseed: false,
                 scrape: false,
             },
@@ -224,7 +224,7 @@ fn encode_like(buf: &mut Vec<u8>, name: &str) {
             &h,
             &id,
             &Method::AnnouncePeer {
-                info_hash: Id([0x22; 20]),
+                infohash: Id([0x22; 20]),
                 port: 6881,
                 implied_port: true,
                 token: b"\x01\x02\x03\x04\x05\x06\x07\x08",

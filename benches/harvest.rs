@@ -209,9 +209,9 @@ fn verdict(
         ..Verdict::default()
     };
     let mut seen = std::collections::HashSet::new();
-    for (ih, name) in rows {
-        match truth.get(ih) {
-            Some((n, true)) if n == name && seen.insert(ih.clone()) => v.verified += 1,
+    for (infohash, name) in rows {
+        match truth.get(infohash) {
+            Some((n, true)) if n == name && seen.insert(infohash.clone()) => v.verified += 1,
             _ => v.wrong += 1,
         }
     }
@@ -252,9 +252,9 @@ fn magneticod_rows(db: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut st = c.prepare("SELECT info_hash, name FROM torrents")?;
     let rows = st
         .query_map([], |r| {
-            let ih: Vec<u8> = r.get(0)?;
+            let infohash: Vec<u8> = r.get(0)?;
             let name: String = r.get(1)?;
-            Ok((ih.iter().map(|b| format!("{b:02x}")).collect(), name))
+            Ok((infohash.iter().map(|b| format!("{b:02x}")).collect(), name))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)

@@ -48,7 +48,7 @@
 //! bytes ([`TorrentName::Raw`]) and rendered lossily by
 //! [`TorrentName::display`].
 //!
-//! The infohash check ([`info_hash_matches`]) lives here too: the fetcher
+//! The infohash check ([`infohash_matches`]) lives here too: the fetcher
 //! uses it to accept metadata, the load generator to label what it serves.
 
 use std::borrow::Cow;
@@ -309,12 +309,12 @@ pub enum HashKind {
 }
 
 /// The v1 infohash of an info dictionary: its SHA-1.
-pub fn sha1_info_hash(info: &[u8]) -> Id {
+pub fn sha1_infohash(info: &[u8]) -> Id {
     Id(Sha1::digest(info).into())
 }
 
 /// The v2 infohash as announced on the DHT: SHA-256 truncated to 20 bytes.
-pub fn sha256_truncated_info_hash(info: &[u8]) -> Id {
+pub fn sha256_truncated_infohash(info: &[u8]) -> Id {
     let mut id = [0u8; 20];
     if let Some(h) = Sha256::digest(info).get(..20) {
         id.copy_from_slice(h);
@@ -325,10 +325,10 @@ pub fn sha256_truncated_info_hash(info: &[u8]) -> Id {
 /// Checks the exact bytes of `info` against `infohash`: which hash matched,
 /// or `None` when the peer sent the wrong (or a forged) dictionary. SHA-256
 /// is computed only when SHA-1 did not match.
-pub fn info_hash_matches(info: &[u8], infohash: &Id) -> Option<HashKind> {
-    if sha1_info_hash(info) == *infohash {
+pub fn infohash_matches(info: &[u8], infohash: &Id) -> Option<HashKind> {
+    if sha1_infohash(info) == *infohash {
         Some(HashKind::Sha1)
-    } else if sha256_truncated_info_hash(info) == *infohash {
+    } else if sha256_truncated_infohash(info) == *infohash {
         Some(HashKind::Sha256Truncated)
     } else {
         None
@@ -1347,30 +1347,30 @@ mod tests {
         let sha256 = Sha256::digest(&info);
         let mut truncated = Id([0u8; 20]);
         truncated.0.copy_from_slice(&sha256[..20]);
-        assert_eq!(sha1_info_hash(&info), sha1);
-        assert_eq!(sha256_truncated_info_hash(&info), truncated);
-        assert_eq!(info_hash_matches(&info, &sha1), Some(HashKind::Sha1));
+        assert_eq!(sha1_infohash(&info), sha1);
+        assert_eq!(sha256_truncated_infohash(&info), truncated);
+        assert_eq!(infohash_matches(&info, &sha1), Some(HashKind::Sha1));
         assert_eq!(
-            info_hash_matches(&info, &truncated),
+            infohash_matches(&info, &truncated),
             Some(HashKind::Sha256Truncated)
         );
-        assert_eq!(info_hash_matches(&info, &Id([0u8; 20])), None);
+        assert_eq!(infohash_matches(&info, &Id([0u8; 20])), None);
         // One flipped byte in the payload no longer matches.
         let mut tampered = info.clone();
         tampered[5] ^= 1;
-        assert_eq!(info_hash_matches(&tampered, &sha1), None);
+        assert_eq!(infohash_matches(&tampered, &sha1), None);
         // Known answers: SHA-1 and SHA-256 of "de" (an empty dictionary).
         let empty = Id([
             0x60, 0x0c, 0xcd, 0x1b, 0x71, 0x56, 0x92, 0x32, 0xd0, 0x1d, 0x11, 0x0b, 0xc6, 0x3e,
             0x90, 0x6b, 0xea, 0xb0, 0x4d, 0x8c,
         ]);
-        assert_eq!(info_hash_matches(b"de", &empty), Some(HashKind::Sha1));
+        assert_eq!(infohash_matches(b"de", &empty), Some(HashKind::Sha1));
         let empty256 = Id([
             0x95, 0x9a, 0x45, 0xd4, 0x4e, 0x6f, 0xcf, 0x58, 0x36, 0x1e, 0xd0, 0x04, 0x68, 0x15,
             0x56, 0xfe, 0x50, 0x12, 0x9f, 0x21,
         ]);
         assert_eq!(
-            info_hash_matches(b"de", &empty256),
+            infohash_matches(b"de", &empty256),
             Some(HashKind::Sha256Truncated)
         );
     }

@@ -91,7 +91,7 @@ fn decoding_a_query_allocates_at_most_once() {
         },
         &Id([1; 20]),
         &Method::GetPeers {
-            info_hash: Id([2; 20]),
+            infohash: Id([2; 20]),
             noseed: false,
             scrape: false,
         },

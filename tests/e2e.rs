@@ -188,12 +188,12 @@ fn demo_swarm_search_export_import_stats() {
     // these sizes; client announces add leechers, never seeds).
     let truth: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("ground-truth.json")).unwrap()).unwrap();
-    let seeds_of = |ih: &str| -> (u64, u64) {
+    let seeds_of = |infohash: &str| -> (u64, u64) {
         let t = truth
             .as_array()
             .unwrap()
             .iter()
-            .find(|t| t["infohash"] == ih)
+            .find(|t| t["infohash"] == infohash)
             .unwrap();
         let peers = t["peers"].as_array().unwrap();
         let seeds = peers.iter().filter(|p| p["seed"] == true).count() as u64;
@@ -643,7 +643,7 @@ fn restart_resumes_unfetched_infohashes() {
         .collect();
     let missing: Vec<String> = pending
         .iter()
-        .map(|ih| dht_hunter::id::Id(*ih).to_hex())
+        .map(|infohash| dht_hunter::id::Id(*infohash).to_hex())
         .filter(|h| !stored.contains(h))
         .collect();
     assert!(
@@ -750,7 +750,7 @@ fn sigterm_and_sigkill_lose_no_seen_infohash() {
             .stored_infohashes()
             .unwrap()
             .into_iter()
-            .map(|ih| dht_hunter::id::Id(ih).to_hex())
+            .map(|infohash| dht_hunter::id::Id(infohash).to_hex())
             .collect();
         s.close().unwrap();
         let lost: Vec<&String> = seen

@@ -59,7 +59,7 @@ fn liars_are_penalised_and_honest_peers_win() {
                 t.peers.iter().map(|p| p.addr.parse().unwrap()).collect();
             peers.reverse();
             FetchJob {
-                info_hash: t.infohash.parse().unwrap(),
+                infohash: t.infohash.parse().unwrap(),
                 source: Source::Sample,
                 discovered_at: SystemTime::now(),
                 peers,
@@ -81,7 +81,7 @@ fn liars_are_penalised_and_honest_peers_win() {
     let writer = store.writer();
     let n = jobs.len() as u64;
     let late = FetchJob {
-        info_hash: liar.0.parse().unwrap(),
+        infohash: liar.0.parse().unwrap(),
         source: Source::Sample,
         discovered_at: SystemTime::now(),
         peers: vec![liar.1, honest],
@@ -162,7 +162,10 @@ type Outcomes = Rc<RefCell<Vec<(Id, FetchOutcome)>>>;
 fn collect() -> (Outcomes, OutcomeSink) {
     let out: Outcomes = Rc::new(RefCell::new(Vec::new()));
     let o = out.clone();
-    (out, Rc::new(move |ih, x| o.borrow_mut().push((ih, x))))
+    (
+        out,
+        Rc::new(move |infohash, x| o.borrow_mut().push((infohash, x))),
+    )
 }
 
 /// Capacity is a queue, not a failure: attempts over the per-IP cap wait
@@ -194,7 +197,7 @@ fn caps_wait_and_silent_peers_cannot_starve_the_pool() {
     let same_peer = peer(same, true).unwrap();
     let jobs: Vec<FetchJob> = (0..6)
         .map(|_| FetchJob {
-            info_hash: same.infohash.parse().unwrap(),
+            infohash: same.infohash.parse().unwrap(),
             source: Source::Announce,
             discovered_at: SystemTime::now(),
             peers: vec![same_peer],
@@ -207,7 +210,7 @@ fn caps_wait_and_silent_peers_cannot_starve_the_pool() {
         .iter()
         .filter_map(|t| {
             peer(t, false).map(|p| FetchJob {
-                info_hash: t.infohash.parse().unwrap(),
+                infohash: t.infohash.parse().unwrap(),
                 source: Source::Sample,
                 discovered_at: SystemTime::now(),
                 peers: vec![p],
@@ -218,10 +221,10 @@ fn caps_wait_and_silent_peers_cannot_starve_the_pool() {
     assert_eq!(silent.len(), 2, "the swarm has silent peers");
     let honest: Vec<FetchJob> = swarm.truth[1..]
         .iter()
-        .filter(|t| !silent.iter().any(|s| s.info_hash.to_hex() == t.infohash))
+        .filter(|t| !silent.iter().any(|s| s.infohash.to_hex() == t.infohash))
         .take(10)
         .map(|t| FetchJob {
-            info_hash: t.infohash.parse().unwrap(),
+            infohash: t.infohash.parse().unwrap(),
             source: Source::Sample,
             discovered_at: SystemTime::now(),
             peers: vec![peer(t, true).unwrap()],
@@ -248,7 +251,7 @@ fn caps_wait_and_silent_peers_cannot_starve_the_pool() {
                 cfg.fetch.handshake_timeout = Duration::from_secs(30);
                 let pool = FetchPool::new(cfg);
                 let stats = pool.stats();
-                let silent_ids: Vec<Id> = silent.iter().map(|j| j.info_hash).collect();
+                let silent_ids: Vec<Id> = silent.iter().map(|j| j.infohash).collect();
                 let total = jobs.len() + silent.len() + honest.len();
                 // The six sharing a peer take all four slots first (two
                 // meet the per-IP cap), then the silent ones hold two.
@@ -274,8 +277,8 @@ fn caps_wait_and_silent_peers_cannot_starve_the_pool() {
                 let stored = o.iter().filter(|(_, x)| *x == FetchOutcome::Stored).count();
                 let silent_failed = o
                     .iter()
-                    .filter(|(ih, x)| {
-                        silent_ids.contains(ih) && matches!(x, FetchOutcome::Failed { .. })
+                    .filter(|(infohash, x)| {
+                        silent_ids.contains(infohash) && matches!(x, FetchOutcome::Failed { .. })
                     })
                     .count();
                 Ok::<_, std::io::Error>((
@@ -318,16 +321,13 @@ fn a_full_queue_hands_jobs_back() {
             let mut back = 0;
             for i in 0..5u8 {
                 let job = FetchJob {
-                    info_hash: dht_hunter::id::Id([i; 20]),
+                    infohash: dht_hunter::id::Id([i; 20]),
                     source: Source::GetPeers,
                     discovered_at: SystemTime::now(),
                     peers: Vec::new(),
                 };
                 if let Err(j) = pool.submit(job) {
-                    assert_eq!(
-                        j.info_hash.0[0], i,
-                        "the job handed back is the one refused"
-                    );
+                    assert_eq!(j.infohash.0[0], i, "the job handed back is the one refused");
                     back += 1;
                 }
             }
@@ -350,7 +350,7 @@ fn a_full_queue_hands_jobs_back() {
 /// The hostile peers, all serving one small synthetic torrent.
 struct Tarpit {
     server: PeerServer,
-    info_hash: Id,
+    infohash: Id,
     addrs: Vec<SocketAddr>,
 }
 
@@ -377,7 +377,7 @@ fn tarpit_with(kinds: &[(PeerKind, PeerEncryption)]) -> Tarpit {
         })
         .collect();
     let ips: Vec<Ipv4Addr> = plans.iter().map(|p| p.ip).collect();
-    let infos = Arc::new(vec![(t.info_hash, Arc::new(t.info))]);
+    let infos = Arc::new(vec![(t.infohash, Arc::new(t.info))]);
     let server = PeerServer::start(plans, infos, Instant::now()).unwrap();
     // The swarm's peers listen on this (ephemeral) port: it must be one the
     // crawler connects to by default.
@@ -388,7 +388,7 @@ fn tarpit_with(kinds: &[(PeerKind, PeerEncryption)]) -> Tarpit {
         .collect();
     Tarpit {
         server,
-        info_hash: t.info_hash,
+        infohash: t.infohash,
         addrs,
     }
 }
@@ -421,7 +421,7 @@ impl Turn {
 
 /// Runs one job per peer list, each after the previous one ended, on one
 /// pool.
-fn in_turn(cfg: PoolConfig, info_hash: Id, jobs: Vec<Vec<SocketAddr>>, name: &str) -> Vec<Turn> {
+fn in_turn(cfg: PoolConfig, infohash: Id, jobs: Vec<Vec<SocketAddr>>, name: &str) -> Vec<Turn> {
     let dir = std::env::temp_dir().join(format!("dh-tarpit-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::open(&format!("sqlite:{}", dir.join("db.sqlite").display())).unwrap();
@@ -444,7 +444,7 @@ fn in_turn(cfg: PoolConfig, info_hash: Id, jobs: Vec<Vec<SocketAddr>>, name: &st
                     let started = Instant::now();
                     assert!(pool
                         .submit(FetchJob {
-                            info_hash,
+                            infohash,
                             source: Source::GetPeers,
                             discovered_at: SystemTime::now(),
                             peers,
@@ -490,7 +490,7 @@ fn a_trickling_peer_is_cut_off_by_the_time_budget() {
     let pit = tarpit(&[PeerKind::Slow]);
     let mut cfg = PoolConfig::default();
     cfg.fetch.hard_deadline = Duration::from_millis(1500);
-    let turns = in_turn(cfg, pit.info_hash, vec![vec![pit.addrs[0]]], "trickle");
+    let turns = in_turn(cfg, pit.infohash, vec![vec![pit.addrs[0]]], "trickle");
     pit.server.stop();
     let t = &turns[0];
     assert_eq!(
@@ -523,7 +523,7 @@ fn a_junk_streaming_peer_is_cut_off_by_the_byte_budget() {
     };
     let turns = in_turn(
         cfg,
-        pit.info_hash,
+        pit.infohash,
         vec![vec![junk], vec![junk, honest]],
         "junk",
     );
@@ -567,7 +567,7 @@ fn timed_out_peers_go_last_then_off_the_list() {
         vec![silent, honest],
         vec![silent],
     ];
-    let turns = in_turn(cfg, pit.info_hash, jobs, "timeouts");
+    let turns = in_turn(cfg, pit.infohash, jobs, "timeouts");
     pit.server.stop();
     let timeouts: Vec<u64> = turns
         .iter()
@@ -713,7 +713,7 @@ fn encryption_policies_against_each_kind_of_peer() {
             encryption: policy,
             ..PoolConfig::default()
         };
-        in_turn(cfg, pit.info_hash, jobs(), name)
+        in_turn(cfg, pit.infohash, jobs(), name)
     };
     let stored = |turns: &[Turn]| -> Vec<bool> {
         turns

@@ -227,7 +227,7 @@ fn our_queries_are_accepted_as_libtorrent_accepted_them() {
                         continue;
                     }
                 }
-                // get_peers with a short info_hash is refused by both.
+                // get_peers with a short infohash is refused by both.
                 assert!(answered.exists() || errored.exists(), "{name}");
             }
             Err(_) => assert!(
@@ -248,7 +248,7 @@ fn our_queries_are_accepted_as_libtorrent_accepted_them() {
 #[test]
 fn libtorrent_info_dictionaries_parse_as_libtorrent_reads_them() {
     use dht_hunter::id::Id;
-    use dht_hunter::metainfo::{info_hash_matches, parse_info, HashKind};
+    use dht_hunter::metainfo::{infohash_matches, parse_info, HashKind};
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/metainfo");
     let manifest: serde_json::Value =
@@ -284,13 +284,13 @@ fn libtorrent_info_dictionaries_parse_as_libtorrent_reads_them() {
         assert_eq!(t.total_size, theirs.iter().map(|f| f.1).sum::<u64>());
         if let Some(v1) = v1 {
             let id: Id = v1.parse().unwrap();
-            assert_eq!(info_hash_matches(&info, &id), Some(HashKind::Sha1));
+            assert_eq!(infohash_matches(&info, &id), Some(HashKind::Sha1));
         }
         if let Some(v2) = v2 {
             // The DHT key of a v2 torrent: SHA-256 truncated to 20 bytes.
             let id: Id = v2[..40].parse().unwrap();
             assert_eq!(
-                info_hash_matches(&info, &id),
+                infohash_matches(&info, &id),
                 Some(HashKind::Sha256Truncated)
             );
         }

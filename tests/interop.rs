@@ -165,11 +165,11 @@ fn libtorrent_forced_encryption_seeds_to_our_fetcher() {
             let id = *b"-DH0100-interop00000";
             let cfg = dht_hunter::wire::FetchConfig::default();
             let mut out = Vec::new();
-            for ih in &wanted {
+            for infohash in &wanted {
                 let r = attempt_peer(
                     &tcp,
                     peer,
-                    *ih,
+                    *infohash,
                     id,
                     cfg,
                     EncryptionPolicy::PlainFirst,
@@ -206,8 +206,8 @@ fn libtorrent_forced_encryption_seeds_to_our_fetcher() {
             .as_ref()
             .unwrap_or_else(|e| panic!("{}: {e}", t.name));
         assert_eq!(info.len(), t.info_len, "{}", t.name);
-        let ih: Id = t.infohash.parse().unwrap();
-        assert_eq!(dht_hunter::wire::sha1_info_hash(info), ih);
+        let infohash: Id = t.infohash.parse().unwrap();
+        assert_eq!(dht_hunter::wire::sha1_infohash(info), infohash);
         let parsed = dht_hunter::metainfo::parse_info(info).unwrap();
         assert_eq!(parsed.name.display(), t.name);
         assert_eq!(parsed.total_size, t.total_size);
@@ -270,11 +270,11 @@ fn libtorrent_seeds_metadata_to_our_fetcher() {
         .spawn(move || async move {
             let tcp = shards::TcpConnector::new(shards::TcpOptions::default(), 0);
             let mut out = Vec::new();
-            for (ih, _) in wanted {
+            for (infohash, _) in wanted {
                 let r = dht_hunter::fetch::attempt(
                     &tcp,
                     peer,
-                    ih,
+                    infohash,
                     *b"-DH0100-interop00000",
                     dht_hunter::wire::FetchConfig::default(),
                     dht_hunter::fetch::Wire::Plain,
@@ -282,19 +282,19 @@ fn libtorrent_seeds_metadata_to_our_fetcher() {
                     &dht_hunter::fetch::FetchStats::default(),
                 )
                 .await;
-                out.push((ih, r.map(|v| v.info).map_err(|e| e.to_string())));
+                out.push((infohash, r.map(|v| v.info).map_err(|e| e.to_string())));
             }
             out
         })
         .unwrap()
         .join()
         .unwrap();
-    for ((ih, result), t) in fetched.iter().zip(&torrents) {
+    for ((infohash, result), t) in fetched.iter().zip(&torrents) {
         let info = result
             .as_ref()
             .unwrap_or_else(|e| panic!("{}: {e}", t.name));
         assert_eq!(info.len(), t.info_len, "{}", t.name);
-        assert_eq!(dht_hunter::wire::sha1_info_hash(info), *ih);
+        assert_eq!(dht_hunter::wire::sha1_infohash(info), *infohash);
         let parsed = dht_hunter::metainfo::parse_info(info).unwrap();
         assert_eq!(parsed.name.display(), t.name);
         assert_eq!(parsed.total_size, t.total_size);
@@ -326,10 +326,10 @@ fn libtorrent_seeds_metadata_to_our_fetcher() {
     let db = format!("sqlite:{}", dir.join("db.sqlite").display());
     let store = Store::open(&db).unwrap();
     let w = store.writer();
-    for ((ih, result), _) in fetched.iter().zip(&torrents) {
+    for ((infohash, result), _) in fetched.iter().zip(&torrents) {
         let torrent = dht_hunter::metainfo::parse_info(result.as_ref().unwrap()).unwrap();
         w.fetched(dht_hunter::store::TorrentRecord {
-            infohash: ih.0,
+            infohash: infohash.0,
             torrent,
             source: dht_hunter::store::Source::Sample,
             discovered_at: std::time::SystemTime::now(),
@@ -476,11 +476,11 @@ fn libtorrent_dht_sessions_use_our_node() {
         t.announced
     );
     let pending = Store::open(&db).unwrap().pending(100).unwrap();
-    for ih in [ih1, ih2] {
-        let ih: Id = ih.parse().unwrap();
+    for infohash in [ih1, ih2] {
+        let infohash: Id = infohash.parse().unwrap();
         assert!(
-            pending.iter().any(|p| p.infohash == ih.0),
-            "{ih} not recorded as discovered"
+            pending.iter().any(|p| p.infohash == infohash.0),
+            "{infohash} not recorded as discovered"
         );
     }
 
@@ -825,10 +825,10 @@ fn search_then_announce_run(run: usize, search_seconds: u64) -> SearchRun {
                 .iter()
                 .find(|r| r["infohash"] == tor.infohash.as_str())
                 .unwrap();
-            let ih: Id = tor.infohash.parse().unwrap();
+            let infohash: Id = tor.infohash.parse().unwrap();
             let in_store = pending
                 .iter()
-                .find(|p| p.infohash == ih.0)
+                .find(|p| p.infohash == infohash.0)
                 .map_or("not even pending".to_string(), |p| {
                     format!("pending, first seen via {}", p.source)
                 });
@@ -919,7 +919,7 @@ fn libtorrent_scrape_filters_match_ours() {
         }
     }
     let node: SocketAddr = ([127, 0, 0, 1], port).into();
-    let ih = Id([0x5c; 20]);
+    let infohash = Id([0x5c; 20]);
     let query = |sock: &UdpSocket, tid: &[u8], m: &Method<'_>| -> Vec<u8> {
         let mut out = Vec::new();
         encode_query(
@@ -951,7 +951,7 @@ fn libtorrent_scrape_filters_match_ours() {
         sock.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let gp = Method::GetPeers {
-            info_hash: ih,
+            infohash,
             noseed: false,
             scrape: false,
         };
@@ -963,7 +963,7 @@ fn libtorrent_scrape_filters_match_ours() {
         let token = r.token.expect("a token").to_vec();
         let seed = i < seeds;
         let an = Method::AnnouncePeer {
-            info_hash: ih,
+            infohash,
             port: 20_000 + u16::from(i),
             implied_port: false,
             token: &token,
@@ -982,7 +982,7 @@ fn libtorrent_scrape_filters_match_ours() {
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let scrape = Method::GetPeers {
-        info_hash: ih,
+        infohash,
         noseed: false,
         scrape: true,
     };

@@ -81,9 +81,9 @@ fn run(forward: bool) -> Answers {
     }
     let eng = engine::start(&cfg, parts).unwrap();
     let node = eng.udp_addrs[0];
-    let ih = Id([0x5c; 20]);
+    let infohash = Id([0x5c; 20]);
     let get_peers = Method::GetPeers {
-        info_hash: ih,
+        infohash,
         noseed: false,
         scrape: false,
     };
@@ -104,7 +104,7 @@ fn run(forward: bool) -> Answers {
         node,
         b"a0",
         &Method::AnnouncePeer {
-            info_hash: ih,
+            infohash,
             port: 7777,
             implied_port: false,
             token: &token,
@@ -148,7 +148,7 @@ fn run(forward: bool) -> Answers {
         };
         let s = resp.as_samples().unwrap();
         a.nums.push(s.num);
-        a.sampled.push(s.samples().any(|x| x == ih));
+        a.sampled.push(s.samples().any(|x| x == infohash));
     }
     // Telemetry is published every tick.
     std::thread::sleep(Duration::from_millis(400));

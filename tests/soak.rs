@@ -420,7 +420,7 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
     // bound) and one directory of ~350,000 one-byte files (legal, huge).
     let deep = bombs::deep_v2(9 << 20, 60, 1).0;
     let wide = bombs::wide_v2(9 << 20).0;
-    let deep_ih = dht_hunter::metainfo::sha1_info_hash(&deep).0;
+    let deep_ih = dht_hunter::metainfo::sha1_infohash(&deep).0;
     let swarm = Swarm::start(&SwarmConfig {
         nodes: 1000,
         torrents: 20_000,

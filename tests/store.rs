@@ -249,7 +249,7 @@ fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn ih(i: u32) -> [u8; 20] {
+fn infohash(i: u32) -> [u8; 20] {
     let mut h = [0u8; 20];
     for (k, b) in h.iter_mut().enumerate() {
         *b = (i.rotate_left(k as u32 * 5) as u8) ^ (k as u8);
@@ -267,7 +267,7 @@ fn record(i: u32, name: TorrentName, files: &[(&str, u64)], source: Source) -> T
         })
         .collect();
     TorrentRecord {
-        infohash: ih(i),
+        infohash: infohash(i),
         torrent: Torrent {
             name,
             total_size: files.iter().map(|f| f.size).sum(),
@@ -357,7 +357,10 @@ fn round_trip(db: &TestDb) {
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
-    let album = lines.iter().find(|l| l["infohash"] == hex(&ih(2))).unwrap();
+    let album = lines
+        .iter()
+        .find(|l| l["infohash"] == hex(&infohash(2)))
+        .unwrap();
     let mut keys: Vec<&str> = album
         .as_object()
         .unwrap()
@@ -386,7 +389,10 @@ fn round_trip(db: &TestDb) {
         album["files"],
         serde_json::json!([{"path": "CD1/01 Intro.flac", "size": 30}, {"path": "cover.jpg", "size": 12}])
     );
-    let rawline = lines.iter().find(|l| l["infohash"] == hex(&ih(3))).unwrap();
+    let rawline = lines
+        .iter()
+        .find(|l| l["infohash"] == hex(&infohash(3)))
+        .unwrap();
     assert_eq!(rawline["name"], "\u{FFFD}".repeat(6));
     assert_eq!(rawline["files"][0]["path"], "\u{FFFD}\u{FFFD}/a.txt");
     // Exported in infohash order.
@@ -407,17 +413,20 @@ fn round_trip(db: &TestDb) {
         };
         db.query_bytes(&format!("SELECT {col} FROM {table} WHERE {key} = {lit}"))
     };
-    assert_eq!(q(ih(3), "name_raw", "torrents", "infohash"), Some(cp1251));
-    assert_eq!(q(ih(1), "name_raw", "torrents", "infohash"), None);
+    assert_eq!(
+        q(infohash(3), "name_raw", "torrents", "infohash"),
+        Some(cp1251)
+    );
+    assert_eq!(q(infohash(1), "name_raw", "torrents", "infohash"), None);
     let path_raw_sql = if db.is_pg() {
         format!(
             "SELECT path_raw FROM files WHERE infohash = '\\x{}'::bytea",
-            hex(&ih(3))
+            hex(&infohash(3))
         )
     } else {
         format!(
             "SELECT f.path_raw FROM files f JOIN torrents t ON t.id = f.torrent_id WHERE t.infohash = x'{}'",
-            hex(&ih(3))
+            hex(&infohash(3))
         )
     };
     assert_eq!(
@@ -453,7 +462,7 @@ fn dedup(db: &TestDb) {
     store.flush().unwrap();
     w.fetched(record(7, "third".into(), &[("d", 4)], Source::GetPeers))
         .unwrap();
-    w.discovered(ih(7), Source::GetPeers, at(T0)).unwrap();
+    w.discovered(infohash(7), Source::GetPeers, at(T0)).unwrap();
     store.flush().unwrap();
     let s = store.stats().unwrap();
     assert_eq!((s.torrents, s.files, s.pending), (1, 2, 0));
@@ -477,17 +486,17 @@ fn forget_prune_and_stored_infohashes(db: &TestDb) {
         w.fetched(simple(i, &format!("stored-{i}"))).unwrap();
     }
     for i in 10..16u32 {
-        w.discovered(ih(i), Source::GetPeers, at(T0 + u64::from(i)))
+        w.discovered(infohash(i), Source::GetPeers, at(T0 + u64::from(i)))
             .unwrap();
     }
-    w.forget(ih(15)).unwrap();
-    w.forget(ih(99)).unwrap(); // never pending: nothing happens
+    w.forget(infohash(15)).unwrap();
+    w.forget(infohash(99)).unwrap(); // never pending: nothing happens
     drop(w);
     store.close().unwrap(); // maintenance runs at shutdown
     let store = Store::open(&db.url).unwrap();
     let mut stored = store.stored_infohashes().unwrap();
     stored.sort_unstable();
-    assert_eq!(stored, [ih(1), ih(2), ih(3)]);
+    assert_eq!(stored, [infohash(1), infohash(2), infohash(3)]);
     // 10..=14 were pending after the forget; the bound keeps the newest 3.
     let left: Vec<_> = store
         .pending(100)
@@ -495,7 +504,7 @@ fn forget_prune_and_stored_infohashes(db: &TestDb) {
         .iter()
         .map(|p| p.infohash)
         .collect();
-    assert_eq!(left, [ih(12), ih(13), ih(14)]);
+    assert_eq!(left, [infohash(12), infohash(13), infohash(14)]);
     store.close().unwrap();
 }
 
@@ -503,10 +512,13 @@ fn pending_resume(db: &TestDb) {
     let store = db.open();
     let w = store.writer();
     w.fetched(simple(3, "already-stored")).unwrap();
-    w.discovered(ih(2), Source::Announce, at(T0 + 20)).unwrap();
-    w.discovered(ih(1), Source::Sample, at(T0 + 10)).unwrap();
-    w.discovered(ih(1), Source::GetPeers, at(T0 + 30)).unwrap(); // first sighting wins
-    w.discovered(ih(3), Source::Sample, at(T0)).unwrap(); // stored: not pending
+    w.discovered(infohash(2), Source::Announce, at(T0 + 20))
+        .unwrap();
+    w.discovered(infohash(1), Source::Sample, at(T0 + 10))
+        .unwrap();
+    w.discovered(infohash(1), Source::GetPeers, at(T0 + 30))
+        .unwrap(); // first sighting wins
+    w.discovered(infohash(3), Source::Sample, at(T0)).unwrap(); // stored: not pending
     drop(w);
     store.close().unwrap();
 
@@ -519,14 +531,14 @@ fn pending_resume(db: &TestDb) {
     assert_eq!(
         got,
         [
-            (ih(1), Source::Sample, at(T0 + 10)),
-            (ih(2), Source::Announce, at(T0 + 20))
+            (infohash(1), Source::Sample, at(T0 + 10)),
+            (infohash(2), Source::Announce, at(T0 + 20))
         ]
     );
     assert_eq!(store.pending(1).unwrap().len(), 1);
-    assert!(store.is_known(&ih(1)).unwrap());
-    assert!(store.is_known(&ih(3)).unwrap());
-    assert!(!store.is_known(&ih(99)).unwrap());
+    assert!(store.is_known(&infohash(1)).unwrap());
+    assert!(store.is_known(&infohash(3)).unwrap());
+    assert!(!store.is_known(&infohash(99)).unwrap());
 
     store.writer().fetched(simple(1, "now-fetched")).unwrap();
     store.flush().unwrap();
@@ -536,8 +548,8 @@ fn pending_resume(db: &TestDb) {
         .iter()
         .map(|p| p.infohash)
         .collect();
-    assert_eq!(left, [ih(2)]);
-    assert!(store.is_known(&ih(1)).unwrap());
+    assert_eq!(left, [infohash(2)]);
+    assert!(store.is_known(&infohash(1)).unwrap());
     assert_eq!(store.stats().unwrap().pending, 1);
     store.close().unwrap();
 }
@@ -628,7 +640,7 @@ fn search(db: &TestDb) {
             hit.source,
             hit.fetched_at
         ),
-        (ih(5), 9, 1, Source::Sample, at(T0 + 65))
+        (infohash(5), 9, 1, Source::Sample, at(T0 + 65))
     );
     // Quotes and FTS/tsquery operators in the query are just separators.
     assert_eq!(
@@ -680,7 +692,7 @@ fn export_import_identical(db: &TestDb) {
     }
     store
         .writer()
-        .discovered(ih(500), Source::Sample, at(T0))
+        .discovered(infohash(500), Source::Sample, at(T0))
         .unwrap();
     store.flush().unwrap();
     let (n, first) = export(&store);
@@ -734,14 +746,14 @@ fn scrapes_update_stored_rows(db: &TestDb) {
     for i in 1..=3 {
         w.fetched(simple(i, &format!("scraped{i} thing"))).unwrap();
     }
-    w.scraped(ih(1), 5, 2, at(T0 + 100)).unwrap();
-    w.scraped(ih(1), 9, 9, at(T0 + 50)).unwrap(); // older: ignored
-    w.scraped(ih(3), 0, 7, at(T0 + 10)).unwrap();
-    w.scraped(ih(3), 1, 8, at(T0 + 20)).unwrap(); // newer: replaces
-    w.scraped(ih(99), 4, 4, at(T0)).unwrap(); // not stored: no row
+    w.scraped(infohash(1), 5, 2, at(T0 + 100)).unwrap();
+    w.scraped(infohash(1), 9, 9, at(T0 + 50)).unwrap(); // older: ignored
+    w.scraped(infohash(3), 0, 7, at(T0 + 10)).unwrap();
+    w.scraped(infohash(3), 1, 8, at(T0 + 20)).unwrap(); // newer: replaces
+    w.scraped(infohash(99), 4, 4, at(T0)).unwrap(); // not stored: no row
     store.flush().unwrap();
     let hits = store.search("thing", 10).unwrap();
-    let get = |i: u32| hits.iter().find(|h| h.infohash == ih(i)).unwrap();
+    let get = |i: u32| hits.iter().find(|h| h.infohash == infohash(i)).unwrap();
     assert_eq!(
         (get(1).seeders, get(1).leechers, get(1).scraped_at),
         (Some(5), Some(2), Some(at(T0 + 100)))
@@ -756,12 +768,18 @@ fn scrapes_update_stored_rows(db: &TestDb) {
     let (n, first) = export(&store);
     assert_eq!(n, 3);
     let text = String::from_utf8(first.clone()).unwrap();
-    let line1 = text.lines().find(|l| l.contains(&hex(&ih(1)))).unwrap();
+    let line1 = text
+        .lines()
+        .find(|l| l.contains(&hex(&infohash(1))))
+        .unwrap();
     assert!(
         line1.contains(r#""seeders":5,"leechers":2,"scraped_at":"2026-11-26T15:05:45Z""#),
         "{line1}"
     );
-    let line2 = text.lines().find(|l| l.contains(&hex(&ih(2)))).unwrap();
+    let line2 = text
+        .lines()
+        .find(|l| l.contains(&hex(&infohash(2))))
+        .unwrap();
     assert!(!line2.contains("seeders"), "{line2}");
     store.close().unwrap();
 
@@ -836,7 +854,7 @@ fn prune_by_filter_and_age(db: &TestDb) {
         .unwrap();
     assert_eq!((r.scanned, r.deleted), (4, 3));
     let left: Vec<[u8; 20]> = store.stored_infohashes().unwrap();
-    assert_eq!(left, vec![ih(8)]);
+    assert_eq!(left, vec![infohash(8)]);
     store.close().unwrap();
 }
 
@@ -866,7 +884,7 @@ fn upgrade_from_version_1_keeps_rows(db: &TestDb) {
         (hit.seeders, hit.leechers, hit.scraped_at),
         (None, None, None)
     );
-    store.writer().scraped(ih(1), 3, 4, at(T0)).unwrap();
+    store.writer().scraped(infohash(1), 3, 4, at(T0)).unwrap();
     store.flush().unwrap();
     let hit = &store.search("old", 5).unwrap()[0];
     assert_eq!((hit.seeders, hit.leechers), (Some(3), Some(4)));
@@ -877,7 +895,7 @@ fn import_reports_bad_lines(db: &TestDb) {
     let good = |i: u32, name: &str| {
         format!(
             r#"{{"infohash":"{}","name":"{name}","size":3,"files":[{{"path":"a/b","size":1}},{{"path":"c","size":2}}],"discovered_at":"2024-02-29T12:00:00Z","fetched_at":"2024-03-01T00:00:00+01:00","source":"get_peers"}}"#,
-            hex(&ih(i))
+            hex(&infohash(i))
         )
     };
     let bad_date = good(3, "x").replace("2024-02-29", "2023-02-29");
@@ -885,12 +903,12 @@ fn import_reports_bad_lines(db: &TestDb) {
     let bad_size = good(5, "x").replace(r#""size":3"#, r#""size":4"#);
     let no_files = format!(
         r#"{{"infohash":"{}","name":"n","size":0,"files":[],"discovered_at":"2024-01-01T00:00:00Z","fetched_at":"2024-01-01T00:00:00Z","source":"sample"}}"#,
-        hex(&ih(6))
+        hex(&infohash(6))
     );
     let input = [
         good(1, "good one"),                               // 1
         "{not json".to_owned(),                            // 2
-        good(2, "x").replace(&hex(&ih(2)), "abcd"),        // 3
+        good(2, "x").replace(&hex(&infohash(2)), "abcd"),  // 3
         bad_date,                                          // 4
         bad_source,                                        // 5
         bad_size,                                          // 6
@@ -1014,7 +1032,7 @@ fn nothing_lost_on_close(db: &TestDb) {
                 for k in 0..PER_THREAD {
                     let i = t * PER_THREAD + k;
                     if k % 3 == 0 {
-                        w.discovered(ih(i + 1_000_000), Source::GetPeers, at(T0))
+                        w.discovered(infohash(i + 1_000_000), Source::GetPeers, at(T0))
                             .unwrap();
                     }
                     w.fetched(simple(i, &format!("t{t} k{k}"))).unwrap();
@@ -1054,7 +1072,7 @@ fn stats(db: &TestDb) {
         r.source = src;
         w.fetched(r).unwrap();
     }
-    w.discovered(ih(9), Source::Sample, at(now)).unwrap();
+    w.discovered(infohash(9), Source::Sample, at(now)).unwrap();
     store.flush().unwrap();
     let s = store.stats().unwrap();
     assert_eq!((s.torrents, s.files, s.pending), (3, 3, 1));
@@ -1218,7 +1236,7 @@ fn poisoned_batch(db: &TestDb) {
     match store.flush() {
         Err(StoreError::Write { lost, message }) => {
             assert_eq!(lost, 2, "{message}");
-            assert!(message.contains(&hex(&ih(POISON))), "{message}");
+            assert!(message.contains(&hex(&infohash(POISON))), "{message}");
             assert!(message.contains("poisoned row"), "{message}");
         }
         other => panic!("expected the two bad rows reported, got {other:?}"),
@@ -1229,10 +1247,10 @@ fn poisoned_batch(db: &TestDb) {
     assert_eq!(f.rows_dropped, 2);
     assert_eq!(f.retries, 0, "a bad row is not retried");
     assert_eq!(db.query_i64("SELECT count(*) FROM torrents"), i64::from(N));
-    assert!(!store.is_known(&ih(POISON)).unwrap());
-    assert!(!store.is_known(&ih(N + 1)).unwrap());
+    assert!(!store.is_known(&infohash(POISON)).unwrap());
+    assert!(!store.is_known(&infohash(N + 1)).unwrap());
     for i in [0, 1, 2, POISON - 1, POISON + 1, N] {
-        assert!(store.is_known(&ih(i)).unwrap(), "{i}");
+        assert!(store.is_known(&infohash(i)).unwrap(), "{i}");
     }
     assert_eq!(store.search("fine", 1000).unwrap().len(), N as usize - 2);
     store.close().unwrap();
@@ -1258,10 +1276,13 @@ fn huge_search_vector(db: &TestDb) {
     let s = store.stats().unwrap();
     assert_eq!((s.torrents, s.files), (2, 30_001));
     assert_eq!(store.faults().rows_dropped, 0);
-    assert_eq!(store.search("giant", 5).unwrap()[0].infohash, ih(1));
+    assert_eq!(store.search("giant", 5).unwrap()[0].infohash, infohash(1));
     // The long word is cut alike when indexed and when searched.
-    assert_eq!(store.search(&long_word, 5).unwrap()[0].infohash, ih(1));
-    assert_eq!(store.search("d0", 5).unwrap()[0].infohash, ih(1));
+    assert_eq!(
+        store.search(&long_word, 5).unwrap()[0].infohash,
+        infohash(1)
+    );
+    assert_eq!(store.search("d0", 5).unwrap()[0].infohash, infohash(1));
     assert_eq!(store.search("neighbour", 5).unwrap().len(), 1);
     store.close().unwrap();
 }
@@ -1313,15 +1334,15 @@ fn saving_unfinished_hints_may_fill_the_queue_and_waits_for_a_working_writer() {
     };
     let lock = rusqlite::Connection::open(path).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-    w.discovered(ih(0), Source::GetPeers, at(T0)).unwrap();
+    w.discovered(infohash(0), Source::GetPeers, at(T0)).unwrap();
     wait_until("the writer takes it", Duration::from_secs(10), || {
         w.queue_len() == 0
     });
     for i in 1..=4 {
-        w.discovered(ih(i), Source::GetPeers, at(T0)).unwrap();
+        w.discovered(infohash(i), Source::GetPeers, at(T0)).unwrap();
     }
     assert!(matches!(
-        w.discovered(ih(5), Source::GetPeers, at(T0)),
+        w.discovered(infohash(5), Source::GetPeers, at(T0)),
         Err(StoreError::QueueFull { depth: 4 })
     ));
     let pauses = std::cell::Cell::new(0u32);
@@ -1332,7 +1353,7 @@ fn saving_unfinished_hints_may_fill_the_queue_and_waits_for_a_working_writer() {
     };
     for i in 5..=8 {
         futures_lite::future::block_on(w.discovered_waiting(
-            ih(i),
+            infohash(i),
             Source::GetPeers,
             at(T0),
             pause,
@@ -1344,8 +1365,13 @@ fn saving_unfinished_hints_may_fill_the_queue_and_waits_for_a_working_writer() {
         std::thread::sleep(Duration::from_millis(200));
         drop(lock);
     });
-    futures_lite::future::block_on(w.discovered_waiting(ih(9), Source::GetPeers, at(T0), pause))
-        .unwrap();
+    futures_lite::future::block_on(w.discovered_waiting(
+        infohash(9),
+        Source::GetPeers,
+        at(T0),
+        pause,
+    ))
+    .unwrap();
     assert!(pauses.get() > 0);
     release.join().unwrap();
     store.flush().unwrap();
@@ -1562,4 +1588,33 @@ fn postgres_restart_mid_run() {
     // The read side reconnects too.
     assert_eq!(store.stats().unwrap().torrents, 600);
     store.close().unwrap();
+}
+
+/// Several processes (here threads) opening the same new SQLite file at
+/// once (the crawler and `dht-hunter stats`, say): each open succeeds, the
+/// losers of the race to set it up wait instead of failing "locked".
+#[test]
+fn concurrent_opens_of_a_new_sqlite_file_all_succeed() {
+    let dir = std::env::temp_dir().join(format!("dht-hunter-open-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..20 {
+        let url = format!("sqlite:{}", dir.join(format!("db{round}.sqlite")).display());
+        let go = Arc::new(std::sync::Barrier::new(4));
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, go) = (url.clone(), go.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    Store::open(&url).and_then(|s| s.close())
+                })
+            })
+            .collect();
+        for o in openers {
+            if let Err(e) = o.join().unwrap() {
+                panic!("round {round}: an open failed: {e}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

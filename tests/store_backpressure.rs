@@ -27,7 +27,7 @@ fn a_stalled_store_makes_fetches_wait_and_loses_nothing() {
         .truth
         .iter()
         .map(|t| FetchJob {
-            info_hash: t.infohash.parse().unwrap(),
+            infohash: t.infohash.parse().unwrap(),
             source: Source::Sample,
             discovered_at: SystemTime::now(),
             peers: t.peers.iter().map(|p| p.addr.parse().unwrap()).collect(),

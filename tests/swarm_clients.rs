@@ -17,7 +17,7 @@ struct Seen {
     at: Instant,
     tid: Vec<u8>,
     from: SocketAddr,
-    info_hash: String,
+    infohash: String,
     /// `None` for get_peers; the token and port for announce_peer.
     announce: Option<(Vec<u8>, u16)>,
     /// For get_peers: the token this target answered with.
@@ -45,14 +45,14 @@ fn fake_target(tag: u8, run: Duration) -> (SocketAddr, JoinHandle<Vec<Seen>>) {
             let Body::Query(q) = m.body else {
                 panic!("not a query: {m:?}")
             };
-            let (info_hash, announce) = match q.method {
-                Method::GetPeers { info_hash, .. } => (info_hash, None),
+            let (infohash, announce) = match q.method {
+                Method::GetPeers { infohash, .. } => (infohash, None),
                 Method::AnnouncePeer {
-                    info_hash,
+                    infohash,
                     token,
                     port,
                     ..
-                } => (info_hash, Some((token.to_vec(), port))),
+                } => (infohash, Some((token.to_vec(), port))),
                 other => panic!("unexpected {other:?}"),
             };
             n += 1;
@@ -72,7 +72,7 @@ fn fake_target(tag: u8, run: Duration) -> (SocketAddr, JoinHandle<Vec<Seen>>) {
                 at,
                 tid: m.tid.to_vec(),
                 from,
-                info_hash: info_hash.to_hex(),
+                infohash: infohash.to_hex(),
                 announce,
                 token_given: token,
             });
@@ -122,7 +122,7 @@ fn delayed_announces_come_after_the_search_with_a_fresh_token() {
     let gp = |s: &[Seen]| -> Vec<(Vec<u8>, String)> {
         s.iter()
             .filter(|x| x.announce.is_none())
-            .map(|x| (x.tid.clone(), x.info_hash.clone()))
+            .map(|x| (x.tid.clone(), x.infohash.clone()))
             .collect()
     };
     let (ga, gb) = (gp(&seen_a), gp(&seen_b));
@@ -147,21 +147,21 @@ fn delayed_announces_come_after_the_search_with_a_fresh_token() {
                 .find(|x| x.announce.is_none() && x.token_given == token)
                 .unwrap();
             assert_eq!(source.tid[0], 0xc3, "announce without a fresh get_peers");
-            assert_eq!((source.from, &source.info_hash), (an.from, &an.info_hash));
+            assert_eq!((source.from, &source.infohash), (an.from, &an.infohash));
             assert!(an.at.duration_since(source.at) < Duration::from_millis(500));
             // And a search (not a re-fetch) came at least 0.75 × delay
             // before it.
             let searched = seen.iter().any(|x| {
                 x.tid[0] == 0xc0
                     && x.from == an.from
-                    && x.info_hash == an.info_hash
+                    && x.infohash == an.infohash
                     && an.at.duration_since(x.at) >= delay.mul_f64(0.75)
             });
             assert!(searched, "announce with no search long before");
             // The client announces its own address: the datagram came from
             // the torrent's peer IP and names that peer's port.
             assert!(
-                is_client(&truth, &an.info_hash, &an.from, port),
+                is_client(&truth, &an.infohash, &an.from, port),
                 "announce does not carry the client's address"
             );
         }
@@ -182,16 +182,11 @@ fn delayed_announces_come_after_the_search_with_a_fresh_token() {
 }
 
 /// Whether `from` (an announce's source) and `port` are the client (first
-/// peer) of the torrent `info_hash`.
-fn is_client(
-    truth: &[(String, SocketAddr)],
-    info_hash: &str,
-    from: &SocketAddr,
-    port: u16,
-) -> bool {
+/// peer) of the torrent `infohash`.
+fn is_client(truth: &[(String, SocketAddr)], infohash: &str, from: &SocketAddr, port: u16) -> bool {
     truth
         .iter()
-        .any(|(ih, addr)| ih == info_hash && addr.ip() == from.ip() && addr.port() == port)
+        .any(|(hash, addr)| hash == infohash && addr.ip() == from.ip() && addr.port() == port)
 }
 
 #[test]
@@ -228,10 +223,10 @@ fn search_only_clients_never_announce_and_undelayed_ones_announce_at_once() {
     }
 }
 
-/// Dials `addr` and sends a BitTorrent handshake for `info_hash`: true if
+/// Dials `addr` and sends a BitTorrent handshake for `infohash`: true if
 /// the peer answers with its own handshake, false if the connection is
 /// refused, reset or closed first.
-fn peer_answers(addr: SocketAddr, info_hash: &[u8; 20]) -> bool {
+fn peer_answers(addr: SocketAddr, infohash: &[u8; 20]) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
     };
@@ -240,13 +235,13 @@ fn peer_answers(addr: SocketAddr, info_hash: &[u8; 20]) -> bool {
     hs.push(19);
     hs.extend_from_slice(b"BitTorrent protocol");
     hs.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
-    hs.extend_from_slice(info_hash);
+    hs.extend_from_slice(infohash);
     hs.extend_from_slice(b"-TT0000-000000000000");
     if s.write_all(&hs).is_err() {
         return false;
     }
     let mut got = [0u8; 68];
-    s.read_exact(&mut got).is_ok() && got[28..48] == info_hash[..]
+    s.read_exact(&mut got).is_ok() && got[28..48] == infohash[..]
 }
 
 #[test]
@@ -268,12 +263,12 @@ fn churning_peers_refuse_connections_while_away() {
         "churn_fraction 1.0: every peer churns"
     );
     let addr: SocketAddr = peer.addr.parse().unwrap();
-    let ih: [u8; 20] = t.infohash.parse::<dht_hunter::id::Id>().unwrap().0;
+    let infohash: [u8; 20] = t.infohash.parse::<dht_hunter::id::Id>().unwrap().0;
     let (mut up, mut away) = (0, 0);
     let end = Instant::now() + period * 2;
     while Instant::now() < end {
         let before = swarm.peer_away(addr, Instant::now());
-        let answered = peer_answers(addr, &ih);
+        let answered = peer_answers(addr, &infohash);
         let after = swarm.peer_away(addr, Instant::now());
         // Only count probes that did not straddle a boundary.
         if before == after {

@@ -384,15 +384,15 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
         .collect();
     assert_eq!(got, ubuntu.iter().map(|s| s.as_str()).collect());
     for item in &items {
-        let ih = attr(*item, "infohash").unwrap();
+        let infohash = attr(*item, "infohash").unwrap();
         let title = child(*item, "title").unwrap().text().unwrap();
         assert!(!title.is_empty());
-        assert_eq!(child(*item, "guid").unwrap().text(), Some(ih));
+        assert_eq!(child(*item, "guid").unwrap().text(), Some(infohash));
         let enclosure = child(*item, "enclosure").unwrap();
         assert!(enclosure
             .attribute("url")
             .unwrap()
-            .starts_with(&format!("magnet:?xt=urn:btih:{ih}&dn=")));
+            .starts_with(&format!("magnet:?xt=urn:btih:{infohash}&dn=")));
         assert!(enclosure
             .attribute("type")
             .unwrap()
@@ -409,16 +409,16 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
             .unwrap()
             .ends_with("+0000"));
         // Swarm counts only when known.
-        let scraped = ih == ubuntu[0] || ih == ubuntu[1];
-        assert_eq!(attr(*item, "seeders").is_some(), scraped, "{ih}");
-        assert_eq!(attr(*item, "peers").is_some(), scraped, "{ih}");
-        if ih == ubuntu[1] {
+        let scraped = infohash == ubuntu[0] || infohash == ubuntu[1];
+        assert_eq!(attr(*item, "seeders").is_some(), scraped, "{infohash}");
+        assert_eq!(attr(*item, "peers").is_some(), scraped, "{infohash}");
+        if infohash == ubuntu[1] {
             assert_eq!(
                 (attr(*item, "seeders"), attr(*item, "peers")),
                 (Some("50"), Some("53"))
             );
         }
-        if ih == ubuntu[2] {
+        if infohash == ubuntu[2] {
             // The control character became U+FFFD; the document still parses.
             assert!(title.contains("<script>alert('x')</script> ubuntu \u{fffd} evil"));
         }

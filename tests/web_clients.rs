@@ -194,8 +194,8 @@ fn browser_and_torznab_client_against_a_short_harvest() {
         .iter()
         .find(|h| h["files"].as_u64().unwrap() >= 3)
         .unwrap_or(&hits[0]);
-    let ih = pick["infohash"].as_str().unwrap().to_owned();
-    let truth = swarm.truth.iter().find(|t| t.infohash == ih).unwrap();
+    let infohash = pick["infohash"].as_str().unwrap().to_owned();
+    let truth = swarm.truth.iter().find(|t| t.infohash == infohash).unwrap();
     let base = format!("http://127.0.0.1:{}", web.port());
 
     if let Some(chrome) = &chrome {
@@ -203,10 +203,10 @@ fn browser_and_torznab_client_against_a_short_harvest() {
         let q = http::enc(&truth.name);
         let search_url = format!("{base}/?q={q}&apikey={API_KEY}");
         let dom = dump(chrome, &search_url);
-        let link = format!("href=\"/t/{ih}\"");
+        let link = format!("href=\"/t/{infohash}\"");
         assert!(dom.contains(&link), "search page lacks {link}:\n{dom}");
         // The page's link, followed (relative to the page, as a click does).
-        let page_url = format!("{base}/t/{ih}?apikey={API_KEY}");
+        let page_url = format!("{base}/t/{infohash}?apikey={API_KEY}");
         let dom = dump(chrome, &page_url);
         for (path, _) in &truth.files {
             let file = path.rsplit('/').next().unwrap();
@@ -219,7 +219,7 @@ fn browser_and_torznab_client_against_a_short_harvest() {
                 "file {file:?} missing from the tree:\n{dom}"
             );
         }
-        let magnet = format!("magnet:?xt=urn:btih:{ih}&amp;dn=");
+        let magnet = format!("magnet:?xt=urn:btih:{infohash}&amp;dn=");
         assert!(dom.contains(&magnet), "no magnet link:\n{dom}");
         let status_url = format!("{base}/status?apikey={API_KEY}");
         // The sampler's second sample (10 s apart) brings the rates.
@@ -228,8 +228,8 @@ fn browser_and_torznab_client_against_a_short_harvest() {
         assert!(dom.contains("Shards") && dom.contains("<svg"), "{dom}");
         assert!(dom.contains("Crawler (this process)"), "{dom}");
         // Without the key the browser gets nothing.
-        let dom = dump(chrome, &format!("{base}/t/{ih}"));
-        assert!(!dom.contains(&ih), "{dom}");
+        let dom = dump(chrome, &format!("{base}/t/{infohash}"));
+        assert!(!dom.contains(&infohash), "{dom}");
         screenshot(
             chrome,
             &format!("{base}/?q=&apikey={API_KEY}"),
@@ -284,7 +284,7 @@ fn browser_and_torznab_client_against_a_short_harvest() {
             .iter()
             .map(|h| h["infohash"].as_str().unwrap())
             .collect();
-        assert!(want.contains(&ih.as_str()));
+        assert!(want.contains(&infohash.as_str()));
         for h in &want {
             assert!(
                 text.contains(&format!("magnet:?xt=urn:btih:{h}")),

@@ -96,7 +96,7 @@ impl PeerSwarm {
         self.truth
             .iter()
             .map(|t| FetchJob {
-                info_hash: t.infohash.parse().unwrap(),
+                infohash: t.infohash.parse().unwrap(),
                 source: Source::Sample,
                 discovered_at: SystemTime::now(),
                 peers: t.peers.iter().map(|p| p.addr.parse().unwrap()).collect(),

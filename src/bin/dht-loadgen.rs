@@ -62,7 +62,7 @@ struct FloodArgs {
     /// Milliseconds before a query counts as unanswered.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     timeout_ms: u64,
-    /// Distinct info_hashes for get_peers/announce_peer (0 = random each).
+    /// Distinct infohashes for get_peers/announce_peer (0 = random each).
     #[arg(long, default_value_t = 0)]
     infohashes: u32,
     /// Send ro=1 (BEP 43): the node does not add the sources to its table.

@@ -456,10 +456,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // formats escape what a terminal would act on.
             let mut out = std::io::stdout().lock();
             for h in hits {
-                let ih = crate::id::Id(h.infohash).to_hex();
+                let infohash = crate::id::Id(h.infohash).to_hex();
                 if json {
                     let v = serde_json::json!({
-                        "infohash": ih,
+                        "infohash": infohash,
                         "name": h.name,
                         "size": h.total_size,
                         "files": h.file_count,

@@ -129,10 +129,10 @@ impl InfohashSet {
         }
     }
 
-    fn fingerprint(&self, ih: &Id) -> u128 {
+    fn fingerprint(&self, infohash: &Id) -> u128 {
         let half = |salt: u64| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (self.key.0, self.key.1, salt, ih.0).hash(&mut h);
+            (self.key.0, self.key.1, salt, infohash.0).hash(&mut h);
             h.finish()
         };
         let fp = (u128::from(half(1)) << 64) | u128::from(half(2));
@@ -169,16 +169,16 @@ impl InfohashSet {
         bytes as f64 / self.len() as f64
     }
 
-    /// Whether `ih` is remembered.
-    pub fn contains(&self, ih: &Id) -> bool {
-        let fp = self.fingerprint(ih);
+    /// Whether `infohash` is remembered.
+    pub fn contains(&self, infohash: &Id) -> bool {
+        let fp = self.fingerprint(infohash);
         self.current.contains(fp) || self.older.contains(fp)
     }
 
-    /// Remembers `ih`, forgetting the older generation when the current
+    /// Remembers `infohash`, forgetting the older generation when the current
     /// one is full.
-    pub fn insert(&mut self, ih: &Id) -> Insert {
-        let fp = self.fingerprint(ih);
+    pub fn insert(&mut self, infohash: &Id) -> Insert {
+        let fp = self.fingerprint(infohash);
         if self.current.contains(fp) || self.older.contains(fp) {
             return Insert::Known;
         }

@@ -206,7 +206,7 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
     /// The infohash.
-    pub info_hash: Id,
+    pub infohash: Id,
     /// How it was first seen.
     pub source: Source,
     /// Its peers.
@@ -217,7 +217,7 @@ pub struct FetchRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchRequest {
     /// The infohash.
-    pub info_hash: Id,
+    pub infohash: Id,
     /// How it was first seen (lookups for get_peers-only infohashes run as
     /// exploration).
     pub source: Source,
@@ -319,7 +319,9 @@ impl Harvester {
 
     /// Every infohash in progress, with how it was first seen.
     pub fn unfinished(&self) -> impl Iterator<Item = (Id, Source)> + '_ {
-        self.entries.iter().map(|(ih, e)| (*ih, e.source))
+        self.entries
+            .iter()
+            .map(|(infohash, e)| (*infohash, e.source))
     }
 
     /// Counters.
@@ -337,18 +339,18 @@ impl Harvester {
         &self.stored
     }
 
-    /// Marks `ih` as stored (loaded from the database at start).
-    pub fn remember_stored(&mut self, ih: &Id) {
-        self.stored.insert(ih);
+    /// Marks `infohash` as stored (loaded from the database at start).
+    pub fn remember_stored(&mut self, infohash: &Id) {
+        self.stored.insert(infohash);
     }
 
-    /// Whether `ih` is in progress.
-    pub fn in_progress(&self, ih: &Id) -> bool {
-        self.entries.contains_key(ih)
+    /// Whether `infohash` is in progress.
+    pub fn in_progress(&self, infohash: &Id) -> bool {
+        self.entries.contains_key(infohash)
     }
 
-    fn set_phase(&mut self, ih: &Id, phase: Phase) {
-        let Some(e) = self.entries.get_mut(ih) else {
+    fn set_phase(&mut self, infohash: &Id, phase: Phase) {
+        let Some(e) = self.entries.get_mut(infohash) else {
             return;
         };
         let was_waiting = matches!(e.phase, Phase::Waiting { .. });
@@ -363,23 +365,23 @@ impl Harvester {
         match phase {
             Phase::Waiting { until, .. } => {
                 self.waiting += 1;
-                self.timers.push(Reverse((until, *ih)));
+                self.timers.push(Reverse((until, *infohash)));
             }
             Phase::Fetching => self.fetching += 1,
-            Phase::Search => self.to_search.push_back(*ih),
+            Phase::Search => self.to_search.push_back(*infohash),
             Phase::Ready => {
                 if e.fetch_tries == 0 {
-                    self.ready.push_back(*ih);
+                    self.ready.push_back(*infohash);
                 } else {
-                    self.retry.push_back(*ih);
+                    self.retry.push_back(*infohash);
                 }
             }
             Phase::Searching => {}
         }
     }
 
-    fn remove(&mut self, ih: &Id) -> Option<Entry> {
-        let e = self.entries.remove(ih)?;
+    fn remove(&mut self, infohash: &Id) -> Option<Entry> {
+        let e = self.entries.remove(infohash)?;
         match e.phase {
             Phase::Waiting { .. } => self.waiting = self.waiting.saturating_sub(1),
             Phase::Fetching => self.fetching = self.fetching.saturating_sub(1),
@@ -388,19 +390,19 @@ impl Harvester {
         Some(e)
     }
 
-    fn give_up(&mut self, ih: &Id) {
-        if self.remove(ih).is_some() {
+    fn give_up(&mut self, infohash: &Id) {
+        if self.remove(infohash).is_some() {
             count(&mut self.stats.given_up);
-            self.given_up.insert(ih);
-            self.gave_up.push(*ih);
+            self.given_up.insert(infohash);
+            self.gave_up.push(*infohash);
         }
     }
 
-    /// `node` answered a get_peers for `ih` with `values`: it stores
+    /// `node` answered a get_peers for `infohash` with `values`: it stores
     /// peers, so it is one to scrape once the torrent is stored.
-    pub fn note_value_node(&mut self, ih: &Id, node: NodeInfo) {
+    pub fn note_value_node(&mut self, infohash: &Id, node: NodeInfo) {
         let cap = self.cfg.scrape_nodes;
-        if let Some(e) = self.entries.get_mut(ih) {
+        if let Some(e) = self.entries.get_mut(infohash) {
             if e.value_nodes.len() < cap && !e.value_nodes.iter().any(|n| n.addr == node.addr) {
                 e.value_nodes.push(node);
             }
@@ -420,12 +422,12 @@ impl Harvester {
     /// Makes room for a vouched newcomer by evicting the oldest entry seen
     /// only in get_peers that is not being worked on.
     fn evict_weak(&mut self) -> bool {
-        while let Some(ih) = self.weak.pop_front() {
-            let evictable = self.entries.get(&ih).is_some_and(|e| {
+        while let Some(infohash) = self.weak.pop_front() {
+            let evictable = self.entries.get(&infohash).is_some_and(|e| {
                 !e.vouched && !matches!(e.phase, Phase::Searching | Phase::Fetching)
             });
             if evictable {
-                self.remove(&ih);
+                self.remove(&infohash);
                 count(&mut self.stats.evicted);
                 return true;
             }
@@ -436,16 +438,16 @@ impl Harvester {
     /// An infohash was seen (on its owner shard).
     pub fn discover(
         &mut self,
-        ih: Id,
+        infohash: Id,
         source: Source,
         peers: &[SocketAddr],
         holder: Option<NodeInfo>,
     ) -> Discovered {
-        if self.stored.contains(&ih) {
+        if self.stored.contains(&infohash) {
             count(&mut self.stats.already_stored);
             return Discovered::Stored;
         }
-        if let Some(e) = self.entries.get_mut(&ih) {
+        if let Some(e) = self.entries.get_mut(&infohash) {
             let new_holder = holder.is_some() && e.holder.is_none();
             if new_holder {
                 e.holder = holder;
@@ -456,7 +458,7 @@ impl Harvester {
                 match e.phase {
                     Phase::Waiting { .. } | Phase::Search => {
                         count(&mut self.stats.woken_by_peer);
-                        self.set_phase(&ih, Phase::Ready);
+                        self.set_phase(&infohash, Phase::Ready);
                     }
                     // A running search or fetch picks them up when it ends
                     // (the node passes them to a running fetch too).
@@ -464,12 +466,12 @@ impl Harvester {
                 }
             } else if new_holder && matches!(e.phase, Phase::Waiting { .. }) {
                 // A node that holds its peers: ask it now.
-                self.set_phase(&ih, Phase::Search);
+                self.set_phase(&infohash, Phase::Search);
             }
             return Discovered::InProgress;
         }
         let vouched = !peers.is_empty() || holder.is_some();
-        if !vouched && self.given_up.contains(&ih) {
+        if !vouched && self.given_up.contains(&infohash) {
             return Discovered::GivenUp;
         }
         if self.entries.len() >= self.cfg.max_entries && !(vouched && self.evict_weak()) {
@@ -492,9 +494,9 @@ impl Harvester {
         } else {
             Phase::Ready
         };
-        self.entries.insert(ih, e);
+        self.entries.insert(infohash, e);
         if !vouched {
-            self.weak.push_back(ih);
+            self.weak.push_back(infohash);
             // Lazily validated; keep it from outgrowing the table.
             if self.weak.len() > 2 * self.cfg.max_entries.max(1) {
                 let entries = &self.entries;
@@ -502,15 +504,15 @@ impl Harvester {
                     .retain(|w| entries.get(w).is_some_and(|e| !e.vouched));
             }
         }
-        self.set_phase(&ih, phase);
+        self.set_phase(&infohash, phase);
         count(&mut self.stats.discovered);
         Discovered::New
     }
 
     /// The next peer search to run.
     pub fn poll_search(&mut self) -> Option<SearchRequest> {
-        while let Some(ih) = self.to_search.pop_front() {
-            let Some(e) = self.entries.get_mut(&ih) else {
+        while let Some(infohash) = self.to_search.pop_front() {
+            let Some(e) = self.entries.get_mut(&infohash) else {
                 continue;
             };
             if e.phase != Phase::Search {
@@ -522,7 +524,7 @@ impl Harvester {
             // The holder is asked once; later searches are lookups.
             let holder = e.holder.take();
             return Some(SearchRequest {
-                info_hash: ih,
+                infohash,
                 source: e.source,
                 holder,
             });
@@ -535,12 +537,12 @@ impl Harvester {
         !self.to_search.is_empty()
     }
 
-    /// The wait after `tries` failures of `ih`: `retry_base` for the first
+    /// The wait after `tries` failures of `infohash`: `retry_base` for the first
     /// [`QUICK_RETRIES`] (most failures are transient: a peer away for a
     /// while, a connection limit), then doubling, capped, and spread over
     /// ±25 % by a hash of the infohash and the try, so that retries do not
     /// fall into step with a peer that comes and goes on a fixed period.
-    fn backoff(&self, ih: &Id, tries: u8) -> Duration {
+    fn backoff(&self, infohash: &Id, tries: u8) -> Duration {
         let shift = u32::from(tries.saturating_sub(QUICK_RETRIES)).min(16);
         let d = self
             .cfg
@@ -548,7 +550,14 @@ impl Harvester {
             .saturating_mul(1 << shift)
             .min(self.cfg.retry_max);
         let h = u64::from_le_bytes([
-            ih.0[0], ih.0[3], ih.0[7], ih.0[11], ih.0[13], ih.0[17], ih.0[19], tries,
+            infohash.0[0],
+            infohash.0[3],
+            infohash.0[7],
+            infohash.0[11],
+            infohash.0[13],
+            infohash.0[17],
+            infohash.0[19],
+            tries,
         ])
         .wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // 750..1250 thousandths.
@@ -557,8 +566,8 @@ impl Harvester {
     }
 
     /// A peer search ended with `peers` (possibly none).
-    pub fn search_done(&mut self, ih: &Id, peers: &[SocketAddr], now: Instant) {
-        let Some(e) = self.entries.get_mut(ih) else {
+    pub fn search_done(&mut self, infohash: &Id, peers: &[SocketAddr], now: Instant) {
+        let Some(e) = self.entries.get_mut(infohash) else {
             return;
         };
         if e.phase != Phase::Searching {
@@ -571,7 +580,7 @@ impl Harvester {
             count(&mut self.stats.searches_empty);
         }
         if !peers.is_empty() || e.has_untried() {
-            self.set_phase(ih, Phase::Ready);
+            self.set_phase(infohash, Phase::Ready);
             return;
         }
         let searches = e.searches;
@@ -583,12 +592,12 @@ impl Harvester {
             self.cfg.max_searches
         };
         if searches >= limit {
-            self.give_up(ih);
+            self.give_up(infohash);
             return;
         }
-        let until = now + self.backoff(ih, searches);
+        let until = now + self.backoff(infohash, searches);
         self.set_phase(
-            ih,
+            infohash,
             Phase::Waiting {
                 until,
                 reason: WaitReason::NoPeers,
@@ -603,11 +612,11 @@ impl Harvester {
             return None;
         }
         loop {
-            let ih = match self.ready.pop_front() {
-                Some(ih) => ih,
+            let infohash = match self.ready.pop_front() {
+                Some(infohash) => infohash,
                 None => self.retry.pop_front()?,
             };
-            let Some(e) = self.entries.get_mut(&ih) else {
+            let Some(e) = self.entries.get_mut(&infohash) else {
                 continue;
             };
             if e.phase != Phase::Ready {
@@ -622,36 +631,36 @@ impl Harvester {
                 .collect();
             peers.extend(e.peers.iter().filter(|(_, t)| *t).map(|(p, _)| *p));
             let source = e.source;
-            self.set_phase(&ih, Phase::Fetching);
+            self.set_phase(&infohash, Phase::Fetching);
             count(&mut self.stats.fetches);
             return Some(FetchRequest {
-                info_hash: ih,
+                infohash,
                 source,
                 peers,
             });
         }
     }
 
-    /// `ih`'s source while a peer search for it runs.
-    pub fn searching(&self, ih: &Id) -> Option<Source> {
+    /// `infohash`'s source while a peer search for it runs.
+    pub fn searching(&self, infohash: &Id) -> Option<Source> {
         self.entries
-            .get(ih)
+            .get(infohash)
             .filter(|e| e.phase == Phase::Searching)
             .map(|e| e.source)
     }
 
-    /// Whether `ih` is being fetched (new peers should go to the pool).
-    pub fn is_fetching(&self, ih: &Id) -> bool {
+    /// Whether `infohash` is being fetched (new peers should go to the pool).
+    pub fn is_fetching(&self, infohash: &Id) -> bool {
         self.entries
-            .get(ih)
+            .get(infohash)
             .is_some_and(|e| e.phase == Phase::Fetching)
     }
 
-    /// The pool reports how a fetch of `ih` ended.
-    pub fn fetch_done(&mut self, ih: &Id, outcome: FetchOutcome, now: Instant) {
-        let Some(e) = self.entries.get_mut(ih) else {
+    /// The pool reports how a fetch of `infohash` ended.
+    pub fn fetch_done(&mut self, infohash: &Id, outcome: FetchOutcome, now: Instant) {
+        let Some(e) = self.entries.get_mut(infohash) else {
             if matches!(outcome, FetchOutcome::Stored | FetchOutcome::Filtered) {
-                self.stored.insert(ih);
+                self.stored.insert(infohash);
             }
             return;
         };
@@ -660,24 +669,24 @@ impl Harvester {
         }
         match outcome {
             FetchOutcome::Stored => {
-                if let Some(e) = self.remove(ih) {
+                if let Some(e) = self.remove(infohash) {
                     if !e.value_nodes.is_empty() {
                         if self.to_scrape.len() >= MAX_SCRAPE_QUEUE {
                             self.to_scrape.pop_front();
                         }
-                        self.to_scrape.push_back((*ih, e.value_nodes));
+                        self.to_scrape.push_back((*infohash, e.value_nodes));
                     }
                 }
-                self.stored.insert(ih);
+                self.stored.insert(infohash);
                 count(&mut self.stats.stored);
             }
-            FetchOutcome::NotRun => self.set_phase(ih, Phase::Ready),
+            FetchOutcome::NotRun => self.set_phase(infohash, Phase::Ready),
             FetchOutcome::Filtered => {
                 // Remembered as if stored, so no sighting fetches it
                 // again; the store forgets it from `pending`.
-                self.remove(ih);
-                self.stored.insert(ih);
-                self.gave_up.push(*ih);
+                self.remove(infohash);
+                self.stored.insert(infohash);
+                self.gave_up.push(*infohash);
                 count(&mut self.stats.filtered);
             }
             FetchOutcome::Failed { tried } => {
@@ -691,16 +700,16 @@ impl Harvester {
                 let tries = e.fetch_tries;
                 if e.has_untried() {
                     // Peers arrived while it ran: try them now.
-                    self.set_phase(ih, Phase::Ready);
+                    self.set_phase(infohash, Phase::Ready);
                     return;
                 }
                 if tries >= self.cfg.max_fetch_tries {
-                    self.give_up(ih);
+                    self.give_up(infohash);
                     return;
                 }
-                let until = now + self.backoff(ih, tries);
+                let until = now + self.backoff(infohash, tries);
                 self.set_phase(
-                    ih,
+                    infohash,
                     Phase::Waiting {
                         until,
                         reason: WaitReason::FetchFailed,
@@ -713,12 +722,12 @@ impl Harvester {
     /// Wakes the entries whose wait is over: a fresh search for more peers
     /// (the old ones are retried with whatever it finds).
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, ih))) = self.timers.peek().copied() {
+        while let Some(Reverse((at, infohash))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let Some(e) = self.entries.get_mut(&ih) else {
+            let Some(e) = self.entries.get_mut(&infohash) else {
                 continue;
             };
             let Phase::Waiting { until, .. } = e.phase else {
@@ -732,7 +741,7 @@ impl Harvester {
             for (_, t) in e.peers.iter_mut() {
                 *t = false;
             }
-            self.set_phase(&ih, Phase::Search);
+            self.set_phase(&infohash, Phase::Search);
         }
     }
 
@@ -741,23 +750,23 @@ impl Harvester {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Why `ih` waits, if it does.
-    pub fn wait_reason(&self, ih: &Id) -> Option<WaitReason> {
-        match self.entries.get(ih)?.phase {
+    /// Why `infohash` waits, if it does.
+    pub fn wait_reason(&self, infohash: &Id) -> Option<WaitReason> {
+        match self.entries.get(infohash)?.phase {
             Phase::Waiting { reason, .. } => Some(reason),
             _ => None,
         }
     }
 
-    /// Whether `ih` is in the stored filter.
-    pub fn is_stored(&self, ih: &Id) -> bool {
-        self.stored.contains(ih)
+    /// Whether `infohash` is in the stored filter.
+    pub fn is_stored(&self, infohash: &Id) -> bool {
+        self.stored.contains(infohash)
     }
 
     /// Whether `insert` into the stored filter says it was new (tests).
     #[cfg(test)]
-    fn stored_insert(&mut self, ih: &Id) -> Insert {
-        self.stored.insert(ih)
+    fn stored_insert(&mut self, infohash: &Id) -> Insert {
+        self.stored.insert(infohash)
     }
 }
 
@@ -766,7 +775,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn ih(n: u8) -> Id {
+    fn infohash(n: u8) -> Id {
         Id([n; 20])
     }
 
@@ -796,25 +805,25 @@ mod tests {
         let t0 = Instant::now();
         let mut h = small();
         assert_eq!(
-            h.discover(ih(1), Source::GetPeers, &[], None),
+            h.discover(infohash(1), Source::GetPeers, &[], None),
             Discovered::New
         );
         let s = h.poll_search().unwrap();
-        assert_eq!(s.info_hash, ih(1));
-        h.search_done(&ih(1), &[], t0);
-        assert_eq!(h.wait_reason(&ih(1)), Some(WaitReason::NoPeers));
+        assert_eq!(s.infohash, infohash(1));
+        h.search_done(&infohash(1), &[], t0);
+        assert_eq!(h.wait_reason(&infohash(1)), Some(WaitReason::NoPeers));
         assert!(h.poll_fetch().is_none());
         // The announce brings the peer: woken at once, fetched.
         assert_eq!(
-            h.discover(ih(1), Source::Announce, &[peer(1)], None),
+            h.discover(infohash(1), Source::Announce, &[peer(1)], None),
             Discovered::InProgress
         );
         let f = h.poll_fetch().unwrap();
         assert_eq!(f.peers, vec![peer(1)]);
-        h.fetch_done(&ih(1), FetchOutcome::Stored, t0);
-        assert!(h.is_stored(&ih(1)));
+        h.fetch_done(&infohash(1), FetchOutcome::Stored, t0);
+        assert!(h.is_stored(&infohash(1)));
         assert_eq!(
-            h.discover(ih(1), Source::Announce, &[peer(1)], None),
+            h.discover(infohash(1), Source::Announce, &[peer(1)], None),
             Discovered::Stored
         );
         let st = h.stats();
@@ -826,15 +835,15 @@ mod tests {
     fn a_new_holder_wakes_a_waiting_infohash() {
         let t0 = Instant::now();
         let mut h = small();
-        h.discover(ih(4), Source::GetPeers, &[], None);
+        h.discover(infohash(4), Source::GetPeers, &[], None);
         h.poll_search().unwrap();
-        h.search_done(&ih(4), &[], t0);
-        assert_eq!(h.wait_reason(&ih(4)), Some(WaitReason::NoPeers));
+        h.search_done(&infohash(4), &[], t0);
+        assert_eq!(h.wait_reason(&infohash(4)), Some(WaitReason::NoPeers));
         let holder = NodeInfo {
             id: Id([9; 20]),
             addr: peer(9),
         };
-        h.discover(ih(4), Source::Sample, &[], Some(holder));
+        h.discover(infohash(4), Source::Sample, &[], Some(holder));
         let s = h.poll_search().unwrap();
         assert_eq!(s.holder, Some(holder));
     }
@@ -843,13 +852,13 @@ mod tests {
     fn failed_fetch_backs_off_retries_and_gives_up() {
         let t0 = Instant::now();
         let mut h = small();
-        h.discover(ih(2), Source::Announce, &[peer(1)], None);
+        h.discover(infohash(2), Source::Announce, &[peer(1)], None);
         let mut now = t0;
         for tries in 1..=3u32 {
             let f = h.poll_fetch().unwrap();
             assert_eq!(f.peers, vec![peer(1)]);
             h.fetch_done(
-                &ih(2),
+                &infohash(2),
                 FetchOutcome::Failed {
                     tried: vec![peer(1)],
                 },
@@ -858,7 +867,7 @@ mod tests {
             if tries == 3 {
                 break;
             }
-            assert_eq!(h.wait_reason(&ih(2)), Some(WaitReason::FetchFailed));
+            assert_eq!(h.wait_reason(&infohash(2)), Some(WaitReason::FetchFailed));
             let at = h.poll_timeout().unwrap();
             let base = Duration::from_secs(10 << tries.saturating_sub(u32::from(QUICK_RETRIES)));
             let wait = at - now;
@@ -872,19 +881,19 @@ mod tests {
             h.handle_timeout(now);
             // A re-search finds nothing new; the old peer is retried.
             let s = h.poll_search().unwrap();
-            assert_eq!(s.info_hash, ih(2));
-            h.search_done(&ih(2), &[], now);
+            assert_eq!(s.infohash, infohash(2));
+            h.search_done(&infohash(2), &[], now);
         }
-        assert!(!h.in_progress(&ih(2)));
-        assert_eq!(h.poll_given_up(), Some(ih(2)));
+        assert!(!h.in_progress(&infohash(2)));
+        assert_eq!(h.poll_given_up(), Some(infohash(2)));
         assert_eq!(h.stats().given_up, 1);
         // Given up: a bare get_peers does not revive it, a peer does.
         assert_eq!(
-            h.discover(ih(2), Source::GetPeers, &[], None),
+            h.discover(infohash(2), Source::GetPeers, &[], None),
             Discovered::GivenUp
         );
         assert_eq!(
-            h.discover(ih(2), Source::Announce, &[peer(9)], None),
+            h.discover(infohash(2), Source::Announce, &[peer(9)], None),
             Discovered::New
         );
     }
@@ -893,12 +902,12 @@ mod tests {
     fn peers_arriving_during_a_fetch_are_tried_after_it() {
         let t0 = Instant::now();
         let mut h = small();
-        h.discover(ih(3), Source::Sample, &[peer(1)], None);
+        h.discover(infohash(3), Source::Sample, &[peer(1)], None);
         let _ = h.poll_fetch().unwrap();
-        assert!(h.is_fetching(&ih(3)));
-        h.discover(ih(3), Source::Announce, &[peer(2)], None);
+        assert!(h.is_fetching(&infohash(3)));
+        h.discover(infohash(3), Source::Announce, &[peer(2)], None);
         h.fetch_done(
-            &ih(3),
+            &infohash(3),
             FetchOutcome::Failed {
                 tried: vec![peer(1)],
             },
@@ -912,22 +921,22 @@ mod tests {
     fn fetches_out_are_bounded_and_first_tries_go_first() {
         let t0 = Instant::now();
         let mut h = small();
-        h.discover(ih(1), Source::Announce, &[peer(1)], None);
-        h.discover(ih(2), Source::Announce, &[peer(2)], None);
-        h.discover(ih(3), Source::Announce, &[peer(3)], None);
+        h.discover(infohash(1), Source::Announce, &[peer(1)], None);
+        h.discover(infohash(2), Source::Announce, &[peer(2)], None);
+        h.discover(infohash(3), Source::Announce, &[peer(3)], None);
         let a = h.poll_fetch().unwrap();
         let _b = h.poll_fetch().unwrap();
         assert!(h.poll_fetch().is_none(), "max_fetching is 2");
-        // ih(1) fails with a new peer waiting: a retry, queued behind ih(3).
-        h.discover(a.info_hash, Source::Announce, &[peer(7)], None);
+        // infohash(1) fails with a new peer waiting: a retry, queued behind infohash(3).
+        h.discover(a.infohash, Source::Announce, &[peer(7)], None);
         h.fetch_done(
-            &a.info_hash,
+            &a.infohash,
             FetchOutcome::Failed {
                 tried: vec![peer(1)],
             },
             t0,
         );
-        assert_eq!(h.poll_fetch().unwrap().info_hash, ih(3));
+        assert_eq!(h.poll_fetch().unwrap().infohash, infohash(3));
     }
 
     #[test]
@@ -935,22 +944,22 @@ mod tests {
         let mut h = small();
         for n in 10..14 {
             assert_eq!(
-                h.discover(ih(n), Source::GetPeers, &[], None),
+                h.discover(infohash(n), Source::GetPeers, &[], None),
                 Discovered::New
             );
         }
         // Full of weak entries: another weak one is shed...
         assert_eq!(
-            h.discover(ih(20), Source::GetPeers, &[], None),
+            h.discover(infohash(20), Source::GetPeers, &[], None),
             Discovered::Shed
         );
         // ...a vouched one evicts the oldest weak one.
         assert_eq!(
-            h.discover(ih(21), Source::Announce, &[peer(1)], None),
+            h.discover(infohash(21), Source::Announce, &[peer(1)], None),
             Discovered::New
         );
-        assert!(!h.in_progress(&ih(10)));
-        assert!(h.in_progress(&ih(21)));
+        assert!(!h.in_progress(&infohash(10)));
+        assert!(h.in_progress(&infohash(21)));
         let s = h.stats();
         assert_eq!((s.shed, s.evicted, s.in_progress), (1, 1, 4));
     }
@@ -959,17 +968,17 @@ mod tests {
     fn get_peers_only_infohashes_age_out() {
         let t0 = Instant::now();
         let mut h = small();
-        h.discover(ih(5), Source::GetPeers, &[], None);
+        h.discover(infohash(5), Source::GetPeers, &[], None);
         let mut now = t0;
         for _ in 0..2 {
             assert!(h.poll_search().is_some());
-            h.search_done(&ih(5), &[], now);
+            h.search_done(&infohash(5), &[], now);
             if let Some(at) = h.poll_timeout() {
                 now = at;
                 h.handle_timeout(now);
             }
         }
-        assert!(!h.in_progress(&ih(5)));
+        assert!(!h.in_progress(&infohash(5)));
         assert_eq!(h.stats().given_up, 1);
     }
 
@@ -985,31 +994,36 @@ mod tests {
         let mut out: Vec<Id> = Vec::new();
         for step in 0..5000u32 {
             now += Duration::from_millis(rng.below(2000));
-            let ih = ih(rng.below(12) as u8);
+            let infohash = infohash(rng.below(12) as u8);
             match rng.below(6) {
                 0 => {
-                    h.discover(ih, Source::GetPeers, &[], None);
+                    h.discover(infohash, Source::GetPeers, &[], None);
                 }
                 1 => {
-                    h.discover(ih, Source::Announce, &[peer(rng.below(5) as u16)], None);
+                    h.discover(
+                        infohash,
+                        Source::Announce,
+                        &[peer(rng.below(5) as u16)],
+                        None,
+                    );
                 }
                 2 => {
                     if let Some(s) = h.poll_search() {
                         let found: Vec<SocketAddr> =
                             (0..rng.below(2)).map(|i| peer(i as u16)).collect();
-                        h.search_done(&s.info_hash, &found, now);
+                        h.search_done(&s.infohash, &found, now);
                     }
                 }
                 3 => {
                     if let Some(f) = h.poll_fetch() {
-                        assert!(!out.contains(&f.info_hash), "fetched twice at once");
-                        out.push(f.info_hash);
+                        assert!(!out.contains(&f.infohash), "fetched twice at once");
+                        out.push(f.infohash);
                     }
                 }
                 4 => {
                     if !out.is_empty() {
                         let i = rng.below(out.len() as u64) as usize;
-                        let ih = out.swap_remove(i);
+                        let infohash = out.swap_remove(i);
                         let o = match rng.below(4) {
                             0 => FetchOutcome::Stored,
                             1 => FetchOutcome::NotRun,
@@ -1018,7 +1032,7 @@ mod tests {
                                 tried: vec![peer(0), peer(1)],
                             },
                         };
-                        h.fetch_done(&ih, o, now);
+                        h.fetch_done(&infohash, o, now);
                     }
                 }
                 _ => h.handle_timeout(now),
@@ -1041,22 +1055,22 @@ mod tests {
     fn filtered_is_forgotten_and_never_fetched_again() {
         let mut h = small();
         let now = Instant::now();
-        h.discover(ih(3), Source::Announce, &[peer(1)], None);
+        h.discover(infohash(3), Source::Announce, &[peer(1)], None);
         let f = h.poll_fetch().unwrap();
         h.note_value_node(
-            &f.info_hash,
+            &f.infohash,
             NodeInfo {
-                id: ih(9),
+                id: infohash(9),
                 addr: peer(9),
             },
         );
-        h.fetch_done(&f.info_hash, FetchOutcome::Filtered, now);
-        assert_eq!(h.poll_given_up(), Some(ih(3)));
+        h.fetch_done(&f.infohash, FetchOutcome::Filtered, now);
+        assert_eq!(h.poll_given_up(), Some(infohash(3)));
         assert_eq!(h.poll_scrape(), None);
         assert_eq!(h.stats().filtered, 1);
         assert_eq!(h.stats().given_up, 0);
         assert_eq!(
-            h.discover(ih(3), Source::Announce, &[peer(2)], None),
+            h.discover(infohash(3), Source::Announce, &[peer(2)], None),
             Discovered::Stored
         );
         assert!(h.poll_fetch().is_none());
@@ -1068,23 +1082,23 @@ mod tests {
     fn stored_torrents_hand_out_their_value_nodes_for_a_scrape() {
         let mut h = small();
         let now = Instant::now();
-        h.discover(ih(4), Source::Sample, &[], None);
+        h.discover(infohash(4), Source::Sample, &[], None);
         let s = h.poll_search().unwrap();
         for n in [9u16, 9, 10, 11] {
             h.note_value_node(
-                &s.info_hash,
+                &s.infohash,
                 NodeInfo {
-                    id: ih(n as u8),
+                    id: infohash(n as u8),
                     addr: peer(n),
                 },
             );
         }
-        h.search_done(&s.info_hash, &[peer(1)], now);
+        h.search_done(&s.infohash, &[peer(1)], now);
         let f = h.poll_fetch().unwrap();
         assert_eq!(h.poll_scrape(), None);
-        h.fetch_done(&f.info_hash, FetchOutcome::Stored, now);
+        h.fetch_done(&f.infohash, FetchOutcome::Stored, now);
         let (got, nodes) = h.poll_scrape().unwrap();
-        assert_eq!(got, ih(4));
+        assert_eq!(got, infohash(4));
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
         assert_eq!(addrs, vec![peer(9), peer(10)]);
     }
@@ -1092,11 +1106,11 @@ mod tests {
     #[test]
     fn stored_filter_is_the_source_of_truth() {
         let mut h = small();
-        h.remember_stored(&ih(8));
+        h.remember_stored(&infohash(8));
         assert_eq!(
-            h.discover(ih(8), Source::Announce, &[peer(1)], None),
+            h.discover(infohash(8), Source::Announce, &[peer(1)], None),
             Discovered::Stored
         );
-        assert_eq!(h.stored_insert(&ih(8)), Insert::Known);
+        assert_eq!(h.stored_insert(&infohash(8)), Insert::Known);
     }
 }

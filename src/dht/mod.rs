@@ -64,7 +64,7 @@
 //!
 //! # Harvesting: exploration and exploitation
 //!
-//! * **Passive**: the info_hash of every get_peers we receive, and of every
+//! * **Passive**: the infohash of every get_peers we receive, and of every
 //!   announce_peer whose token verifies, with the announcing peer.
 //! * **Active**: mldht's keyspace traversal. The shard walks the nodes of
 //!   its slice in id order, asking each one `sample_infohashes` and
@@ -180,7 +180,7 @@ pub enum ShardMsg {
     /// An infohash seen passively by a shard that does not own it.
     Harvested {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
         /// How it was seen.
         source: Source,
         /// Peers that came with it (an announce's peer).
@@ -190,7 +190,7 @@ pub enum ShardMsg {
     /// returned it (which holds its peers).
     Sampled {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
         /// The node that sampled it.
         holder: NodeInfo,
     },
@@ -217,7 +217,7 @@ pub enum ShardMsg {
     /// `sample_infohashes` answers agree whichever shard gives them.
     Offer {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
     },
     /// The voting shard moved `identity` to a new (BEP 42) id: every shard
     /// uses it from now on (shared identities move together).
@@ -244,7 +244,7 @@ pub enum Action {
     /// sighting while the harvester is too full to take it in.
     Discovered {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
         /// How it was first seen.
         source: Source,
     },
@@ -252,7 +252,7 @@ pub enum Action {
     /// outcome with [`Node::handle_fetch_result`] (once per try).
     Fetch {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
         /// How it was first seen.
         source: Source,
         /// Its peers, untried ones first (never empty).
@@ -262,13 +262,13 @@ pub enum Action {
     /// forgets it from its pending table.
     GaveUp {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
     },
     /// A BEP 33 estimate for a torrent this shard stored: the merged
     /// filters of the nodes that answered its scrape.
     Scraped {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
         /// Estimated seeders.
         seeders: u32,
         /// Estimated leechers.
@@ -277,7 +277,7 @@ pub enum Action {
     /// More peers for an infohash being fetched.
     MorePeers {
         /// The infohash.
-        info_hash: Id,
+        infohash: Id,
         /// The new peers.
         peers: Vec<SocketAddr>,
     },

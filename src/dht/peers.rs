@@ -39,13 +39,13 @@ impl PeerStore {
         }
     }
 
-    /// Records `peer` for `ih`, a seed when its announce said `seed = 1`
+    /// Records `peer` for `infohash`, a seed when its announce said `seed = 1`
     /// (BEP 33). Returns false when there was no room.
-    pub fn announce(&mut self, ih: Id, peer: SocketAddr, seed: bool, now: Instant) -> bool {
-        if !self.torrents.contains_key(&ih) && self.torrents.len() >= self.max_torrents {
+    pub fn announce(&mut self, infohash: Id, peer: SocketAddr, seed: bool, now: Instant) -> bool {
+        if !self.torrents.contains_key(&infohash) && self.torrents.len() >= self.max_torrents {
             return false;
         }
-        let peers = self.torrents.entry(ih).or_default();
+        let peers = self.torrents.entry(infohash).or_default();
         let entry = Stored {
             addr: peer,
             at: now,
@@ -66,18 +66,18 @@ impl PeerStore {
         true
     }
 
-    /// The peers of `ih`.
-    pub fn peers(&self, ih: &Id, out: &mut Vec<SocketAddr>) {
-        if let Some(p) = self.torrents.get(ih) {
+    /// The peers of `infohash`.
+    pub fn peers(&self, infohash: &Id, out: &mut Vec<SocketAddr>) {
+        if let Some(p) = self.torrents.get(infohash) {
             out.extend(p.iter().map(|p| p.addr));
         }
     }
 
-    /// BEP 33's two filters for `ih`, seeds and the others (as libtorrent
+    /// BEP 33's two filters for `infohash`, seeds and the others (as libtorrent
     /// answers a scrape: every stored peer, both families), or `None` when
     /// no peer is stored for it.
-    pub fn scrape(&self, ih: &Id) -> Option<(ScrapeBloom, ScrapeBloom)> {
-        let peers = self.torrents.get(ih)?;
+    pub fn scrape(&self, infohash: &Id) -> Option<(ScrapeBloom, ScrapeBloom)> {
+        let peers = self.torrents.get(infohash)?;
         let (mut seeds, mut others) = (ScrapeBloom::default(), ScrapeBloom::default());
         for p in peers {
             if p.seed {
@@ -89,10 +89,10 @@ impl PeerStore {
         Some((seeds, others))
     }
 
-    /// Whether any peer is held for `ih` (entries are never empty: the last
+    /// Whether any peer is held for `infohash` (entries are never empty: the last
     /// peer to expire takes its entry with it).
-    pub fn contains(&self, ih: &Id) -> bool {
-        self.torrents.contains_key(ih)
+    pub fn contains(&self, infohash: &Id) -> bool {
+        self.torrents.contains_key(infohash)
     }
 
     /// Torrents held.
@@ -133,19 +133,19 @@ impl SamplePool {
         }
     }
 
-    /// Offers `ih` to the pool (callers offer each infohash once).
-    pub fn offer(&mut self, ih: Id, rng: &mut Rng) {
+    /// Offers `infohash` to the pool (callers offer each infohash once).
+    pub fn offer(&mut self, infohash: Id, rng: &mut Rng) {
         self.seen = self.seen.saturating_add(1);
         if self.ids.len() < self.max {
-            self.ids.push(ih);
+            self.ids.push(infohash);
         } else if let Some(slot) = self.ids.get_mut(rng.below(self.max as u64) as usize) {
-            *slot = ih;
+            *slot = infohash;
         }
     }
 
-    /// Whether `ih` is in the pool (linear; for small pools and tests).
-    pub fn contains(&self, ih: &Id) -> bool {
-        self.ids.contains(ih)
+    /// Whether `infohash` is in the pool (linear; for small pools and tests).
+    pub fn contains(&self, infohash: &Id) -> bool {
+        self.ids.contains(infohash)
     }
 
     /// Up to `n` samples: a random window of the pool.

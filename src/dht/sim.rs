@@ -72,7 +72,7 @@ impl Ord for Ev {
 #[derive(Debug, Clone)]
 pub struct Harvest {
     pub shard: u8,
-    pub info_hash: Id,
+    pub infohash: Id,
     pub source: Source,
     pub peers: Vec<SocketAddr>,
     pub at: Duration,
@@ -268,22 +268,22 @@ impl Sim {
         v
     }
 
-    /// Announcer `j` announces `ih` (its peer: its own address) to the
+    /// Announcer `j` announces `infohash` (its peer: its own address) to the
     /// `replicas` nodes closest to it: get_peers for a token, then
     /// announce_peer with it.
-    pub fn announce(&mut self, j: usize, ih: Id, replicas: usize) {
-        self.announce_as(j, ih, replicas, false);
+    pub fn announce(&mut self, j: usize, infohash: Id, replicas: usize) {
+        self.announce_as(j, infohash, replicas, false);
     }
 
     /// [`Sim::announce`], as a seed (`seed = 1`) or not (`seed = 0`).
-    pub fn announce_as(&mut self, j: usize, ih: Id, replicas: usize, seed: bool) {
+    pub fn announce_as(&mut self, j: usize, infohash: Id, replicas: usize, seed: bool) {
         let me = announcer_addr(j);
         if seed {
             self.seeders.insert(me);
         }
         self.by_addr.insert(me, Dest::Announcer);
-        self.announcers.insert(me, ih);
-        for i in self.closest_pop(&ih, replicas) {
+        self.announcers.insert(me, infohash);
+        for i in self.closest_pop(&infohash, replicas) {
             let mut out = Vec::new();
             encode_query(
                 &mut out,
@@ -293,7 +293,7 @@ impl Sim {
                 },
                 &Id([j as u8 | 1; 20]),
                 &Method::GetPeers {
-                    info_hash: ih,
+                    infohash,
                     noseed: false,
                     scrape: false,
                 },
@@ -306,7 +306,7 @@ impl Sim {
     }
 
     fn announcer_receive(&mut self, me: SocketAddr, from: SocketAddr, bytes: &[u8]) {
-        let Some(&ih) = self.announcers.get(&me) else {
+        let Some(&infohash) = self.announcers.get(&me) else {
             return;
         };
         let Ok(m) = decode(bytes) else { return };
@@ -323,7 +323,7 @@ impl Sim {
             },
             &Id([7; 20]),
             &Method::AnnouncePeer {
-                info_hash: ih,
+                infohash,
                 port: me.port(),
                 implied_port: false,
                 token,
@@ -390,26 +390,26 @@ impl Sim {
                 }
                 Action::Discovered { .. } | Action::GaveUp { .. } => {}
                 Action::Scraped {
-                    info_hash,
+                    infohash,
                     seeders,
                     leechers,
-                } => self.scraped.push((info_hash, seeders, leechers)),
+                } => self.scraped.push((infohash, seeders, leechers)),
                 a @ Action::Rekeyed { .. } => self.rekeyed.push((self.now, s as u8, a)),
                 Action::Fetch {
-                    info_hash,
+                    infohash,
                     source,
                     peers,
                 } => {
                     self.harvested.push(Harvest {
                         shard: s as u8,
-                        info_hash,
+                        infohash,
                         source,
                         peers,
                         at: self.now - self.t0,
                     });
                     if self.auto_store {
                         self.crawler[s].handle_fetch_result(
-                            info_hash,
+                            infohash,
                             crate::dht::harvest::FetchOutcome::Stored,
                             self.now,
                         );
@@ -665,8 +665,8 @@ mod tests {
         }
         let mut rng = Rng::seed_from_u64(22);
         let ihs: Vec<Id> = (0..100).map(|_| Id::random(&mut rng)).collect();
-        for (j, ih) in ihs.iter().enumerate() {
-            sim.announce(j, *ih, 3);
+        for (j, infohash) in ihs.iter().enumerate() {
+            sim.announce(j, *infohash, 3);
         }
         sim.run_until(Duration::from_secs(5));
         let old = Id::random(&mut rng);
@@ -738,7 +738,7 @@ mod tests {
         assert!(after.iter().all(|n| *n > 100), "{after:?}");
         // The crawl went on: every infohash harvested.
         let seen: std::collections::HashSet<Id> =
-            sim.harvested.iter().map(|h| h.info_hash).collect();
+            sim.harvested.iter().map(|h| h.infohash).collect();
         assert_eq!(seen.len(), ihs.len());
         // The liars were heard before the decision, and outvoted.
         let early_lies = sim.lies.iter().filter(|t| **t <= at).count();
@@ -764,21 +764,21 @@ mod tests {
         let truth = [(6usize, 4usize), (0, 3), (9, 0), (2, 12)];
         let ihs: Vec<Id> = truth.iter().map(|_| Id::random(&mut rng)).collect();
         let mut j = 0;
-        for (ih, (seeds, leeches)) in ihs.iter().zip(truth) {
+        for (infohash, (seeds, leeches)) in ihs.iter().zip(truth) {
             for k in 0..seeds + leeches {
-                sim.announce_as(j, *ih, 3, k < seeds);
+                sim.announce_as(j, *infohash, 3, k < seeds);
                 j += 1;
             }
         }
         sim.run_until(Duration::from_secs(5));
-        for (ih, (seeds, leeches)) in ihs.iter().zip(truth) {
+        for (infohash, (seeds, leeches)) in ihs.iter().zip(truth) {
             let held = sim
                 .pop
                 .iter()
-                .map(|n| n.stored_peers(ih).len())
+                .map(|n| n.stored_peers(infohash).len())
                 .max()
                 .unwrap_or(0);
-            assert_eq!(held, seeds + leeches, "{ih}");
+            assert_eq!(held, seeds + leeches, "{infohash}");
         }
         let mut c = NodeConfig::new(
             0,
@@ -800,14 +800,17 @@ mod tests {
 
         let stats = sim.crawler[0].stats().scrapes;
         eprintln!("scrapes: {stats:?}; scraped: {:?}", sim.scraped);
-        for (ih, (seeds, leeches)) in ihs.iter().zip(truth) {
-            let Some((_, s, l)) = sim.scraped.iter().find(|(x, _, _)| x == ih) else {
-                panic!("{ih} ({seeds} seeds, {leeches} leechers) not scraped: {stats:?}");
+        for (infohash, (seeds, leeches)) in ihs.iter().zip(truth) {
+            let Some((_, s, l)) = sim.scraped.iter().find(|(x, _, _)| x == infohash) else {
+                panic!("{infohash} ({seeds} seeds, {leeches} leechers) not scraped: {stats:?}");
             };
             let near =
                 |got: u32, want: usize| (want.saturating_sub(1)..=want).contains(&(got as usize));
-            assert!(near(*s, seeds), "{ih}: {s} seeders, truth {seeds}");
-            assert!(near(*l, leeches), "{ih}: {l} leechers, truth {leeches}");
+            assert!(near(*s, seeds), "{infohash}: {s} seeders, truth {seeds}");
+            assert!(
+                near(*l, leeches),
+                "{infohash}: {l} leechers, truth {leeches}"
+            );
         }
         assert_eq!(stats.estimated, truth.len() as u64);
         assert_eq!(stats.saturated, 0);
@@ -829,18 +832,18 @@ mod tests {
         let mut sim = Sim::new(1000, pop_seed);
         let mut rng = Rng::seed_from_u64(ih_seed);
         let ihs: Vec<Id> = (0..300).map(|_| Id::random(&mut rng)).collect();
-        for (j, ih) in ihs.iter().enumerate() {
-            sim.announce(j, *ih, 3);
+        for (j, infohash) in ihs.iter().enumerate() {
+            sim.announce(j, *infohash, 3);
         }
         sim.run_until(Duration::from_secs(5));
         // Every infohash is held in the network, by the nodes closest to it.
-        for ih in &ihs {
+        for infohash in &ihs {
             let holders = sim
                 .pop
                 .iter()
-                .filter(|n| !n.stored_peers(ih).is_empty())
+                .filter(|n| !n.stored_peers(infohash).is_empty())
                 .count();
-            assert_eq!(holders, 3, "{ih}");
+            assert_eq!(holders, 3, "{infohash}");
         }
 
         let crawler_id = Id::random(&mut rng);
@@ -877,25 +880,28 @@ mod tests {
         // Each infohash exactly once, on its owner shard, with its peer.
         let mut seen: HashMap<Id, usize> = HashMap::new();
         for h in &sim.harvested {
-            *seen.entry(h.info_hash).or_default() += 1;
-            assert_eq!(usize::from(h.shard), shard_for(&h.info_hash, 2));
+            *seen.entry(h.infohash).or_default() += 1;
+            assert_eq!(usize::from(h.shard), shard_for(&h.infohash, 2));
             assert!(
-                ihs.contains(&h.info_hash),
+                ihs.contains(&h.infohash),
                 "harvested something never announced"
             );
         }
-        let missing: Vec<&Id> = ihs.iter().filter(|ih| !seen.contains_key(ih)).collect();
-        for ih in &missing {
-            for i in sim.closest_pop(ih, 3) {
+        let missing: Vec<&Id> = ihs
+            .iter()
+            .filter(|infohash| !seen.contains_key(infohash))
+            .collect();
+        for infohash in &missing {
+            for i in sim.closest_pop(infohash, 3) {
                 let info = sim.pop_info[i];
                 let s = shard_for(&info.id, 2);
                 eprintln!(
-                    "missing {ih}: holder {i} {:?} {} sent {} shard {s} entry {:?} ih-owner {}",
+                    "missing {infohash}: holder {i} {:?} {} sent {} shard {s} entry {:?} ih-owner {}",
                     info.addr,
                     info.id,
                     sim.crawler_sent.get(&info.addr.ip()).map_or(0, |v| v.len()),
                     sim.crawler[s].table_entry(&info.id),
-                    shard_for(ih, 2)
+                    shard_for(infohash, 2)
                 );
             }
         }
@@ -910,7 +916,7 @@ mod tests {
         assert!(seen.values().all(|&c| c == 1), "an infohash emitted twice");
         for h in &sim.harvested {
             assert_eq!(h.source, Source::Sample);
-            let j = ihs.iter().position(|x| *x == h.info_hash).unwrap();
+            let j = ihs.iter().position(|x| *x == h.infohash).unwrap();
             assert!(h.peers.contains(&announcer_addr(j)), "{h:?}");
         }
         // Both mesh paths were exercised.

@@ -79,12 +79,12 @@ fn response(tid: &[u8], id: Id, body: &ResponseBody<'_>) -> Vec<u8> {
     o
 }
 
-fn get_token(n: &mut Node, from: SocketAddr, ih: Id, now: Instant) -> Vec<u8> {
+fn get_token(n: &mut Node, from: SocketAddr, infohash: Id, now: Instant) -> Vec<u8> {
     let q = query(
         b"gp",
         Id([5; 20]),
         Method::GetPeers {
-            info_hash: ih,
+            infohash,
             noseed: false,
             scrape: false,
         },
@@ -100,12 +100,12 @@ fn get_token(n: &mut Node, from: SocketAddr, ih: Id, now: Instant) -> Vec<u8> {
     r.token.unwrap().to_vec()
 }
 
-fn announce(token: &[u8], ih: Id, port: u16, implied: bool) -> Vec<u8> {
+fn announce(token: &[u8], infohash: Id, port: u16, implied: bool) -> Vec<u8> {
     query(
         b"an",
         Id([5; 20]),
         Method::AnnouncePeer {
-            info_hash: ih,
+            infohash,
             port,
             implied_port: implied,
             token,
@@ -352,19 +352,19 @@ fn want_selects_families() {
 fn passive_get_peers_harvested_once() {
     let t0 = Instant::now();
     let mut n = Node::new(cfg(), t0);
-    let ih = Id([0x42; 20]);
-    let tok = get_token(&mut n, peer(1), ih, t0);
+    let infohash = Id([0x42; 20]);
+    let tok = get_token(&mut n, peer(1), infohash, t0);
     assert_eq!(tok.len(), 8);
     // An empty table: the lookup ends at once, with no peers; nothing to
     // fetch, so the infohash waits in the harvester.
     assert_eq!(
         actions(&mut n),
         vec![Action::Discovered {
-            info_hash: ih,
+            infohash,
             source: Source::GetPeers,
         }]
     );
-    get_token(&mut n, peer(2), ih, t0);
+    get_token(&mut n, peer(2), infohash, t0);
     assert!(actions(&mut n).is_empty());
     assert_eq!(n.stats().infohashes.get_peers, 1);
     let h = n.harvest_stats();
@@ -375,21 +375,21 @@ fn passive_get_peers_harvested_once() {
 fn announce_stores_and_harvests_with_implied_port() {
     let t0 = Instant::now();
     let mut n = Node::new(cfg(), t0);
-    let ih = Id([0x43; 20]);
+    let infohash = Id([0x43; 20]);
     let from = peer(1);
-    let tok = get_token(&mut n, from, ih, t0);
+    let tok = get_token(&mut n, from, infohash, t0);
     actions(&mut n);
-    n.handle_datagram(0, from, &announce(&tok, ih, 0, true), t0);
+    n.handle_datagram(0, from, &announce(&tok, infohash, 0, true), t0);
     let r = only_reply(&mut n, from);
     assert!(matches!(decode(&r).unwrap().body, Body::Response(_)));
-    assert_eq!(n.stored_peers(&ih), vec![from]);
+    assert_eq!(n.stored_peers(&infohash), vec![from]);
     // Seen first in a get_peers with no peer to be found: the announce's
     // peer wakes it and it is fetched at once (the bug that lost torrents
     // whose clients search before they announce).
     assert_eq!(
         actions(&mut n),
         vec![Action::Fetch {
-            info_hash: ih,
+            infohash,
             source: Source::GetPeers,
             peers: vec![from]
         }]
@@ -408,11 +408,11 @@ fn announce_stores_and_harvests_with_implied_port() {
         actions(&mut n2),
         vec![
             Action::Discovered {
-                info_hash: ih2,
+                infohash: ih2,
                 source: Source::Announce,
             },
             Action::Fetch {
-                info_hash: ih2,
+                infohash: ih2,
                 source: Source::Announce,
                 peers: vec![expect]
             }
@@ -425,16 +425,16 @@ fn announce_stores_and_harvests_with_implied_port() {
 fn case12_bad_announces_get_203_and_store_nothing() {
     let t0 = Instant::now();
     let mut n = Node::new(cfg(), t0);
-    let ih = Id([0x45; 20]);
+    let infohash = Id([0x45; 20]);
     let from = peer(1);
-    let tok = get_token(&mut n, from, ih, t0);
-    let foreign = get_token(&mut n, peer(2), ih, t0);
+    let tok = get_token(&mut n, from, infohash, t0);
+    let foreign = get_token(&mut n, peer(2), infohash, t0);
     actions(&mut n);
     let mut cases: Vec<(Vec<u8>, Instant)> = vec![
-        (announce(b"garbage!", ih, 7000, false), t0),
-        (announce(&foreign, ih, 7000, false), t0),
+        (announce(b"garbage!", infohash, 7000, false), t0),
+        (announce(&foreign, infohash, 7000, false), t0),
         (announce(&tok, Id([0x46; 20]), 7000, false), t0),
-        (announce(&tok, ih, 1, false), t0),
+        (announce(&tok, infohash, 1, false), t0),
     ];
     // Ports out of range and implied_port with port 0 on a port-0 source
     // never get that far: -1 and 70000 are rejected by the decoder.
@@ -447,7 +447,7 @@ fn case12_bad_announces_get_203_and_store_nothing() {
     }
     // Expired: two rotations later.
     cases.push((
-        announce(&tok, ih, 7000, false),
+        announce(&tok, infohash, 7000, false),
         t0 + 2 * crate::krpc::token::ROTATION,
     ));
     for (i, (q, at)) in cases.into_iter().enumerate() {
@@ -456,7 +456,7 @@ fn case12_bad_announces_get_203_and_store_nothing() {
         assert_eq!(t.len(), 1, "case {i}: {:?}", n.stats().dropped);
         assert_eq!(error_code(&t[0].bytes), Some(203), "case {i}");
     }
-    assert!(n.stored_peers(&ih).is_empty());
+    assert!(n.stored_peers(&infohash).is_empty());
     assert_eq!(n.stats().torrents, 0);
     assert!(actions(&mut n).is_empty());
 }
@@ -465,7 +465,7 @@ fn case12_bad_announces_get_203_and_store_nothing() {
 fn case24_token_survives_one_rotation_fails_after_two() {
     let t0 = Instant::now();
     let rot = crate::krpc::token::ROTATION;
-    let ih = Id([0x47; 20]);
+    let infohash = Id([0x47; 20]);
     let from = peer(1);
     // Issued one second before the first rotation: it survives that one
     // (and the epoch after it) and dies at the second.
@@ -479,11 +479,16 @@ fn case24_token_survives_one_rotation_fails_after_two() {
         let mut n = Node::new(cfg(), t0);
         // Token issued at the very end of the first epoch.
         let issued = t0 + rot - Duration::from_secs(1);
-        let tok = get_token(&mut n, from, ih, issued);
-        n.handle_datagram(0, from, &announce(&tok, ih, 7000, false), issued + later);
+        let tok = get_token(&mut n, from, infohash, issued);
+        n.handle_datagram(
+            0,
+            from,
+            &announce(&tok, infohash, 7000, false),
+            issued + later,
+        );
         let r = only_reply(&mut n, from);
         assert_eq!(error_code(&r).is_none(), ok, "{later:?}");
-        assert_eq!(n.stored_peers(&ih).len(), usize::from(ok));
+        assert_eq!(n.stored_peers(&infohash).len(), usize::from(ok));
     }
 }
 
@@ -493,9 +498,9 @@ fn sample_infohashes_served_with_interval_and_num() {
     let mut n = Node::new(cfg(), t0);
     for i in 0..25u8 {
         let from = peer(i + 1);
-        let ih = Id([i + 100; 20]);
-        let tok = get_token(&mut n, from, ih, t0);
-        n.handle_datagram(0, from, &announce(&tok, ih, 7000, false), t0);
+        let infohash = Id([i + 100; 20]);
+        let tok = get_token(&mut n, from, infohash, t0);
+        n.handle_datagram(0, from, &announce(&tok, infohash, 7000, false), t0);
         out(&mut n);
     }
     let q = query(
@@ -569,8 +574,8 @@ fn all_twenty_samples_count_and_get_peers_goes_to_the_holder() {
         for t in out(&mut n) {
             assert_eq!(t.to, holder.addr);
             let m = decode(&t.bytes).unwrap();
-            if let Some(Method::GetPeers { info_hash, .. }) = method_of(&m) {
-                asked.push((info_hash, m.tid.to_vec()));
+            if let Some(Method::GetPeers { infohash, .. }) = method_of(&m) {
+                asked.push((infohash, m.tid.to_vec()));
             }
         }
         at += Duration::from_millis(100);
@@ -581,7 +586,7 @@ fn all_twenty_samples_count_and_get_peers_goes_to_the_holder() {
     assert_eq!(ids, samples);
     // The holder answers one with values (port 0 and 1 peers dropped):
     // emitted with the good peer only.
-    let (ih, tid) = &asked[0];
+    let (infohash, tid) = &asked[0];
     let peers = [
         SocketAddr::from(([127, 9, 9, 9], 0)),
         SocketAddr::from(([127, 9, 9, 9], 1)),
@@ -604,7 +609,7 @@ fn all_twenty_samples_count_and_get_peers_goes_to_the_holder() {
     assert_eq!(
         acts,
         vec![Action::Fetch {
-            info_hash: *ih,
+            infohash: *infohash,
             source: Source::Sample,
             peers: vec![peers[2]]
         }]
@@ -619,7 +624,7 @@ fn all_twenty_samples_count_and_get_peers_goes_to_the_holder() {
     // No peers anywhere: nothing to fetch; it waits for a retry or a peer.
     assert!(!acts
         .iter()
-        .any(|a| matches!(a, Action::Fetch { info_hash, .. } if info_hash == ih2)));
+        .any(|a| matches!(a, Action::Fetch { infohash, .. } if infohash == ih2)));
     assert!(n.harvest_stats().searches_empty >= 1);
     assert!(n.stats().lookups >= 1);
 }
@@ -872,7 +877,7 @@ fn replies_route_home_by_tid_and_harvests_go_to_the_owner() {
     assert_eq!(
         sampled,
         vec![ShardMsg::Sampled {
-            info_hash: low,
+            infohash: low,
             holder
         }]
     );
@@ -885,7 +890,7 @@ fn replies_route_home_by_tid_and_harvests_go_to_the_owner() {
     assert_eq!(t[0].to, holder.addr);
     assert!(matches!(
         method_of(&decode(&t[0].bytes).unwrap()),
-        Some(Method::GetPeers { info_hash, .. }) if info_hash == low
+        Some(Method::GetPeers { infohash, .. }) if infohash == low
     ));
     assert_eq!(s0.stats().infohashes.sample, 1);
     assert_eq!(s1.stats().infohashes.sample, 1);
@@ -893,16 +898,16 @@ fn replies_route_home_by_tid_and_harvests_go_to_the_owner() {
 
     // A passive get_peers for shard 1's key on shard 0: sent to shard 1,
     // which emits it; shard 0 never does.
-    let mut ih = Id([0x77; 20]);
-    ih.0[0] = 0xe0;
-    get_token(&mut s0, peer(3), ih, t0);
+    let mut infohash = Id([0x77; 20]);
+    infohash.0[0] = 0xe0;
+    get_token(&mut s0, peer(3), infohash, t0);
     let acts = actions(&mut s0);
     assert_eq!(
         acts,
         vec![Action::ToShard {
             shard: 1,
             msg: ShardMsg::Harvested {
-                info_hash: ih,
+                infohash,
                 source: Source::GetPeers,
                 peers: vec![]
             }
@@ -917,7 +922,7 @@ fn replies_route_home_by_tid_and_harvests_go_to_the_owner() {
     s1.handle_timeout(t0 + Duration::from_secs(10));
     let discovered: Vec<_> = actions(&mut s1)
         .into_iter()
-        .filter(|a| matches!(a, Action::Discovered { info_hash, .. } if *info_hash == ih))
+        .filter(|a| matches!(a, Action::Discovered { infohash: seen, .. } if *seen == infohash))
         .collect();
     assert_eq!(discovered.len(), 1);
     // Each shard: its own sample; shard 1 also this get_peers, once.
@@ -1358,15 +1363,15 @@ fn the_vote_on_reply_ips_moves_every_shard_to_a_bep42_id() {
 fn scrape_is_answered_with_seed_and_peer_filters() {
     let t0 = Instant::now();
     let mut n = Node::new(quiet_cfg(), t0);
-    let ih = Id([0x47; 20]);
+    let infohash = Id([0x47; 20]);
     let announce_as = |n: &mut Node, i: u8, seed: bool| {
         let from = peer(i);
-        let tok = get_token(n, from, ih, t0);
+        let tok = get_token(n, from, infohash, t0);
         let q = query(
             b"an",
             Id([5; 20]),
             Method::AnnouncePeer {
-                info_hash: ih,
+                infohash,
                 port: 0,
                 implied_port: true,
                 token: &tok,
@@ -1387,12 +1392,12 @@ fn scrape_is_answered_with_seed_and_peer_filters() {
     }
     // A leecher that became a seed: its last announce counts.
     announce_as(&mut n, 8, true);
-    let ask = |n: &mut Node, ih: Id, scrape: bool| -> Vec<u8> {
+    let ask = |n: &mut Node, infohash: Id, scrape: bool| -> Vec<u8> {
         let q = query(
             b"sc",
             Id([6; 20]),
             Method::GetPeers {
-                info_hash: ih,
+                infohash,
                 noseed: false,
                 scrape,
             },
@@ -1402,7 +1407,7 @@ fn scrape_is_answered_with_seed_and_peer_filters() {
         n.handle_datagram(0, peer(99), &q, t0);
         only_reply(n, peer(99))
     };
-    let bytes = ask(&mut n, ih, true);
+    let bytes = ask(&mut n, infohash, true);
     let m = decode(&bytes).unwrap();
     let Body::Response(r) = m.body else {
         panic!("not a response")
@@ -1424,7 +1429,7 @@ fn scrape_is_answered_with_seed_and_peer_filters() {
     };
     assert!(r.bf_seeds.is_none() && r.bf_peers.is_none());
     // No scrape asked: values, no filters.
-    let bytes = ask(&mut n, ih, false);
+    let bytes = ask(&mut n, infohash, false);
     let Body::Response(r) = decode(&bytes).unwrap().body else {
         panic!("not a response")
     };

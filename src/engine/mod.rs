@@ -352,12 +352,12 @@ async fn run_shard(
     for k in parts.known_nodes.iter() {
         node.add_known_node(*k, now);
     }
-    for ih in parts
+    for infohash in parts
         .stored
         .iter()
-        .filter(|ih| cfg.keyspace.part_of(ih, n) == Some(shard))
+        .filter(|infohash| cfg.keyspace.part_of(infohash, n) == Some(shard))
     {
-        node.remember_stored(ih);
+        node.remember_stored(infohash);
     }
     let mut pool_cfg = PoolConfig {
         concurrency: cfg.fetch_concurrency,
@@ -393,9 +393,9 @@ async fn run_shard(
     // channel (bounded in practice by the harvester's `max_fetching`): the
     // pool never awaits the node.
     let (out_tx, out_rx) = glommio::channels::local_channel::new_unbounded();
-    let sink: crate::fetch::OutcomeSink = Rc::new(move |ih, o| {
-        if out_tx.try_send((ih, o)).is_err() {
-            log::debug!("fetch outcome for {ih} dropped: the shard is stopping");
+    let sink: crate::fetch::OutcomeSink = Rc::new(move |infohash, o| {
+        if out_tx.try_send((infohash, o)).is_err() {
+            log::debug!("fetch outcome for {infohash} dropped: the shard is stopping");
         }
     });
     let fetcher =
@@ -454,10 +454,10 @@ async fn run_shard(
         tasks.push(glommio::spawn_local(async move {
             let stop = me.ctx.shutdown();
             let outcomes = async {
-                while let Some((ih, o)) = out_rx.recv().await {
+                while let Some((infohash, o)) = out_rx.recv().await {
                     me.node
                         .borrow_mut()
-                        .handle_fetch_result(ih, o, Instant::now());
+                        .handle_fetch_result(infohash, o, Instant::now());
                     me.pump().await;
                 }
             };
@@ -476,10 +476,10 @@ async fn run_shard(
                 shards::timers::sleep(RESUME_DELAY).await;
                 let mine = pending
                     .iter()
-                    .filter(|(ih, _)| slice.part_of(ih, n) == Some(shard));
+                    .filter(|(infohash, _)| slice.part_of(infohash, n) == Some(shard));
                 let mut in_batch = 0;
-                for (ih, src) in mine {
-                    me.node.borrow_mut().resume(*ih, *src, Instant::now());
+                for (infohash, src) in mine {
+                    me.node.borrow_mut().resume(*infohash, *src, Instant::now());
                     in_batch += 1;
                     if in_batch == RESUME_BATCH {
                         in_batch = 0;
@@ -582,15 +582,15 @@ impl Shard {
     /// pending in the store (resumed at the next start); anything else is
     /// as losable as the datagram it came from, and only counted.
     fn spill(&self, msg: ShardMsg) {
-        let (ih, source) = match msg {
+        let (infohash, source) = match msg {
             ShardMsg::Harvested {
-                info_hash, source, ..
-            } => (info_hash, source),
-            ShardMsg::Sampled { info_hash, .. } => (info_hash, Source::Sample),
+                infohash, source, ..
+            } => (infohash, source),
+            ShardMsg::Sampled { infohash, .. } => (infohash, Source::Sample),
             _ => return,
         };
-        if let Err(e) = self.store.discovered(ih.0, source, SystemTime::now()) {
-            log::warn!("store: {ih} from another shard not recorded as pending: {e}");
+        if let Err(e) = self.store.discovered(infohash.0, source, SystemTime::now()) {
+            log::warn!("store: {infohash} from another shard not recorded as pending: {e}");
         }
     }
 
@@ -618,11 +618,11 @@ impl Shard {
         // and the node must not stay borrowed across that wait.
         let unfinished: Vec<_> = self.node.borrow().unfinished().collect();
         let mut saved = 0u64;
-        for (ih, source) in unfinished {
+        for (infohash, source) in unfinished {
             let pause = || shards::timers::sleep(crate::store::BACKPRESSURE_PAUSE);
             match self
                 .store
-                .discovered_waiting(ih.0, source, SystemTime::now(), pause)
+                .discovered_waiting(infohash.0, source, SystemTime::now(), pause)
                 .await
             {
                 Ok(()) => saved += 1,
@@ -674,21 +674,19 @@ impl Shard {
                             self.spill(msg);
                         }
                     }
-                    Action::Discovered { info_hash, source } => {
-                        if let Err(e) =
-                            self.store
-                                .discovered(info_hash.0, source, SystemTime::now())
+                    Action::Discovered { infohash, source } => {
+                        if let Err(e) = self.store.discovered(infohash.0, source, SystemTime::now())
                         {
-                            log::debug!("store: {info_hash} not recorded as pending: {e}");
+                            log::debug!("store: {infohash} not recorded as pending: {e}");
                         }
                     }
                     Action::Fetch {
-                        info_hash,
+                        infohash,
                         source,
                         peers,
                     } => {
                         let job = FetchJob {
-                            info_hash,
+                            infohash,
                             source,
                             discovered_at: SystemTime::now(),
                             peers,
@@ -696,28 +694,26 @@ impl Shard {
                         if let Err(job) = self.pool.submit(job) {
                             // Cannot happen while max_fetching <= the queue;
                             // if it does, the harvester retries later.
-                            log::warn!("fetch queue full: {info_hash} waits for a retry");
-                            failed.push((info_hash, job.peers));
+                            log::warn!("fetch queue full: {infohash} waits for a retry");
+                            failed.push((infohash, job.peers));
                         }
                     }
-                    Action::GaveUp { info_hash } => {
-                        if let Err(e) = self.store.forget(info_hash.0) {
-                            log::debug!("store: {info_hash} not forgotten: {e}");
+                    Action::GaveUp { infohash } => {
+                        if let Err(e) = self.store.forget(infohash.0) {
+                            log::debug!("store: {infohash} not forgotten: {e}");
                         }
                     }
-                    Action::MorePeers { info_hash, peers } => {
-                        self.pool.add_peers(info_hash, &peers)
-                    }
+                    Action::MorePeers { infohash, peers } => self.pool.add_peers(infohash, &peers),
                     Action::Scraped {
-                        info_hash,
+                        infohash,
                         seeders,
                         leechers,
                     } => {
                         if let Err(e) =
                             self.store
-                                .scraped(info_hash.0, seeders, leechers, SystemTime::now())
+                                .scraped(infohash.0, seeders, leechers, SystemTime::now())
                         {
-                            log::debug!("store: scrape of {info_hash} not recorded: {e}");
+                            log::debug!("store: scrape of {infohash} not recorded: {e}");
                         }
                     }
                     Action::Rekeyed { identity, id, .. } => {
@@ -733,9 +729,9 @@ impl Shard {
         }
         if !failed.is_empty() {
             let mut node = self.node.borrow_mut();
-            for (ih, tried) in failed {
+            for (infohash, tried) in failed {
                 node.handle_fetch_result(
-                    ih,
+                    infohash,
                     crate::dht::harvest::FetchOutcome::Failed { tried },
                     Instant::now(),
                 );

@@ -181,15 +181,15 @@ impl Telemetry {
             t.packets_in += s.packets_in.load(Relaxed);
             t.packets_out += s.packets_out.load(Relaxed);
             t.answered += s.answered.load(Relaxed);
-            let ih = s.ih_sample.load(Relaxed)
+            let infohash = s.ih_sample.load(Relaxed)
                 + s.ih_get_peers.load(Relaxed)
                 + s.ih_announce.load(Relaxed);
-            t.infohashes += ih;
+            t.infohashes += infohash;
             t.announced += s.ih_announce.load(Relaxed);
             t.samples_received += s.samples_received.load(Relaxed);
             t.announces_accepted += s.announces_accepted.load(Relaxed);
             t.sample_replies += s.sample_replies.load(Relaxed);
-            t.per_shard_infohashes.push(ih);
+            t.per_shard_infohashes.push(infohash);
             t.fetched += s.fetched.load(Relaxed);
             t.fetch_failed += s.fetch_failed.load(Relaxed);
             t.queue += s.queue.load(Relaxed);

@@ -140,7 +140,7 @@ fn wants_other_wire(e: &AttemptError) -> bool {
     }
 }
 
-/// Fetches `info_hash` from `peer` with the wires `policy` lists: a second
+/// Fetches `infohash` from `peer` with the wires `policy` lists: a second
 /// connection only when the first was closed during its handshake.
 ///
 /// **Deadlines are not doubled.** Every connection's exchange runs against
@@ -154,7 +154,7 @@ fn wants_other_wire(e: &AttemptError) -> bool {
 pub async fn attempt_peer(
     tcp: &TcpConnector,
     peer: SocketAddr,
-    info_hash: Id,
+    infohash: Id,
     peer_id: [u8; 20],
     cfg: FetchConfig,
     policy: EncryptionPolicy,
@@ -167,7 +167,7 @@ pub async fn attempt_peer(
         if i > 0 {
             stats.fallbacks.set(stats.fallbacks.get() + 1);
         }
-        match attempt(tcp, peer, info_hash, peer_id, cfg, wire, started, stats).await {
+        match attempt(tcp, peer, infohash, peer_id, cfg, wire, started, stats).await {
             Ok(v) => return Ok(v),
             Err(e) => {
                 let again = wants_other_wire(&e);
@@ -203,13 +203,13 @@ async fn write_within(
 /// counted from `started`.
 async fn mse_handshake(
     conn: &mut shards::TcpConn,
-    info_hash: Id,
+    infohash: Id,
     cfg: &FetchConfig,
     started: Instant,
     buf: &mut [u8],
 ) -> Result<crate::wire::mse::Established, MseError> {
     let deadline = started + cfg.handshake_timeout.min(cfg.hard_deadline);
-    let mut mse = MseInitiator::new(info_hash, Methods::Either, deadline, Rng::from_entropy());
+    let mut mse = MseInitiator::new(infohash, Methods::Either, deadline, Rng::from_entropy());
     let mut out = Vec::with_capacity(256);
     loop {
         out.clear();
@@ -230,7 +230,7 @@ async fn mse_handshake(
     }
 }
 
-/// Connects to `peer` and fetches `info_hash`'s metadata over `wire`: the
+/// Connects to `peer` and fetches `infohash`'s metadata over `wire`: the
 /// connect within the TCP layer's timeout, then reads and writes within the
 /// exchange's deadlines (counted from `started`) and byte budget. A
 /// connection lasts at most the connect timeout plus
@@ -239,7 +239,7 @@ async fn mse_handshake(
 pub async fn attempt(
     tcp: &TcpConnector,
     peer: SocketAddr,
-    info_hash: Id,
+    infohash: Id,
     peer_id: [u8; 20],
     cfg: FetchConfig,
     wire: Wire,
@@ -248,11 +248,11 @@ pub async fn attempt(
 ) -> Result<Verified, AttemptError> {
     let mut conn = tcp.connect(peer).await?;
     let mut buf = vec![0u8; READ_BUF];
-    let mut fetch = MetadataFetch::new(info_hash, peer_id, cfg, started);
+    let mut fetch = MetadataFetch::new(infohash, peer_id, cfg, started);
     let mut cipher = None;
     match wire {
         Wire::Plain => stats.count_handshake(Handshake::Plain),
-        Wire::Mse => match mse_handshake(&mut conn, info_hash, &cfg, started, &mut buf).await {
+        Wire::Mse => match mse_handshake(&mut conn, infohash, &cfg, started, &mut buf).await {
             Ok(e) => {
                 stats.count_handshake(if e.cipher.is_some() {
                     Handshake::MseRc4

@@ -71,7 +71,7 @@ type AttemptResult = (SocketAddr, Result<crate::wire::Verified, AttemptError>);
 #[derive(Debug, Clone)]
 pub struct FetchJob {
     /// The infohash.
-    pub info_hash: Id,
+    pub infohash: Id,
     /// How it was found.
     pub source: Source,
     /// When it was found.
@@ -190,10 +190,10 @@ impl FetchPool {
     /// Queues a job; when the queue is full the job comes back (and the
     /// drop is counted by the caller's choice of what to do with it).
     pub fn submit(&self, job: FetchJob) -> Result<(), FetchJob> {
-        let ih = job.info_hash;
+        let infohash = job.infohash;
         match self.tx.try_send(job) {
             Ok(()) => {
-                self.active.borrow_mut().insert(ih);
+                self.active.borrow_mut().insert(infohash);
                 self.stats.queued.set(self.stats.queued.get() + 1);
                 Ok(())
             }
@@ -210,15 +210,15 @@ impl FetchPool {
     }
 
     /// More peers for a job that may still be queued or running.
-    pub fn add_peers(&self, info_hash: Id, peers: &[SocketAddr]) {
-        if !self.active.borrow().contains(&info_hash) {
+    pub fn add_peers(&self, infohash: Id, peers: &[SocketAddr]) {
+        if !self.active.borrow().contains(&infohash) {
             return;
         }
         let mut map = self.more_peers.borrow_mut();
-        if map.len() >= self.cfg.max_queue && !map.contains_key(&info_hash) {
+        if map.len() >= self.cfg.max_queue && !map.contains_key(&infohash) {
             return;
         }
-        let q = map.entry(info_hash).or_default();
+        let q = map.entry(infohash).or_default();
         for p in peers {
             if q.len() < self.cfg.max_peers_per_job && !q.contains(p) {
                 q.push_back(*p);
@@ -264,7 +264,7 @@ impl FetchPool {
                 let outcomes = outcomes.clone();
                 let stopped = stopped.clone();
                 glommio::spawn_local(async move {
-                    let ih = job.info_hash;
+                    let infohash = job.infohash;
                     let job_stop = async {
                         // Only ever an error: nobody signals this semaphore.
                         let _closed = stopped.acquire(1).await;
@@ -275,10 +275,10 @@ impl FetchPool {
                         job_stop,
                     )
                     .await;
-                    pool.active.borrow_mut().remove(&ih);
-                    pool.more_peers.borrow_mut().remove(&ih);
+                    pool.active.borrow_mut().remove(&infohash);
+                    pool.more_peers.borrow_mut().remove(&infohash);
                     drop(permit);
-                    outcomes(ih, outcome);
+                    outcomes(infohash, outcome);
                 })
                 .detach();
             }
@@ -295,11 +295,11 @@ impl FetchPool {
     /// timed out last.
     fn next_peer(
         &self,
-        ih: &Id,
+        infohash: &Id,
         peers: &mut VecDeque<SocketAddr>,
         tried: &mut Vec<SocketAddr>,
     ) -> Option<SocketAddr> {
-        if let Some(more) = self.more_peers.borrow_mut().get_mut(ih) {
+        if let Some(more) = self.more_peers.borrow_mut().get_mut(infohash) {
             while let Some(p) = more.pop_front() {
                 if !peers.contains(&p) && !tried.contains(&p) {
                     peers.push_back(p);
@@ -360,14 +360,14 @@ impl FetchPool {
                 && tried.len() < self.cfg.max_peers_per_job
                 && !spent()
             {
-                let Some(peer) = self.next_peer(&job.info_hash, &mut peers, &mut tried) else {
+                let Some(peer) = self.next_peer(&job.infohash, &mut peers, &mut tried) else {
                     break;
                 };
                 outstanding += 1;
                 let tcp = tcp.clone();
                 let tx = res_tx.clone();
                 let cfg = self.cfg;
-                let ih = job.info_hash;
+                let infohash = job.infohash;
                 let conns = conns.clone();
                 let stats = self.stats.clone();
                 let first_slot = first_slot.clone();
@@ -382,7 +382,7 @@ impl FetchPool {
                             let r = attempt_peer(
                                 &tcp,
                                 peer,
-                                ih,
+                                infohash,
                                 cfg.peer_id,
                                 cfg.fetch,
                                 cfg.encryption,
@@ -460,11 +460,11 @@ impl FetchPool {
             Ok(torrent) => {
                 if let Some(why) = self.filter.check(&torrent) {
                     self.stats.count_filtered(why);
-                    log::debug!("{} not stored: {}", job.info_hash, why.as_str());
+                    log::debug!("{} not stored: {}", job.infohash, why.as_str());
                     return FetchOutcome::Filtered;
                 }
                 let record = TorrentRecord {
-                    infohash: job.info_hash.0,
+                    infohash: job.infohash.0,
                     torrent,
                     source: job.source,
                     discovered_at: job.discovered_at,

@@ -71,8 +71,8 @@ pub enum Method<'a> {
     },
     /// `get_peers`.
     GetPeers {
-        /// `info_hash`.
-        info_hash: Id,
+        /// `infohash`.
+        infohash: Id,
         /// BEP 33 `noseed`.
         noseed: bool,
         /// BEP 33 `scrape`.
@@ -80,8 +80,8 @@ pub enum Method<'a> {
     },
     /// `announce_peer`.
     AnnouncePeer {
-        /// `info_hash`.
-        info_hash: Id,
+        /// `infohash`.
+        infohash: Id,
         /// `port` (0 when absent and `implied_port` is set).
         port: u16,
         /// `implied_port`: use the UDP source port instead.
@@ -97,12 +97,12 @@ pub enum Method<'a> {
         /// `target`.
         target: Id,
     },
-    /// A method we do not know, with a 20-byte `target` or `info_hash` when
+    /// A method we do not know, with a 20-byte `target` or `infohash` when
     /// it carried one (libtorrent answers those like find_node).
     Unknown {
         /// The method name.
         name: &'a [u8],
-        /// `target`, else `info_hash`, if 20 bytes.
+        /// `target`, else `infohash`, if 20 bytes.
         target: Option<Id>,
     },
 }
@@ -316,7 +316,7 @@ fn query<'a>(raw: &RawMessage<'a>, tid: &'a [u8]) -> Result<Query<'a>, KrpcError
             target: id20(a.target, "missing 'target' key")?,
         },
         b"get_peers" => Method::GetPeers {
-            info_hash: id20(a.info_hash, "missing 'info_hash' key")?,
+            infohash: id20(a.infohash, "missing 'info_hash' key")?,
             noseed: a.noseed.unwrap_or(0) != 0,
             scrape: a.scrape.unwrap_or(0) != 0,
         },
@@ -329,7 +329,7 @@ fn query<'a>(raw: &RawMessage<'a>, tid: &'a [u8]) -> Result<Query<'a>, KrpcError
             target: a
                 .target
                 .and_then(Id::from_slice)
-                .or_else(|| a.info_hash.and_then(Id::from_slice)),
+                .or_else(|| a.infohash.and_then(Id::from_slice)),
         },
     };
     Ok(Query {
@@ -341,8 +341,8 @@ fn query<'a>(raw: &RawMessage<'a>, tid: &'a [u8]) -> Result<Query<'a>, KrpcError
 }
 
 fn announce<'a>(a: &RawBody<'a>, tid: &'a [u8]) -> Result<Method<'a>, KrpcError<'a>> {
-    let info_hash = a
-        .info_hash
+    let infohash = a
+        .infohash
         .and_then(Id::from_slice)
         .ok_or_else(|| bad(tid, ErrorCode::Protocol, "missing 'info_hash' key"))?;
     let token = a
@@ -358,7 +358,7 @@ fn announce<'a>(a: &RawBody<'a>, tid: &'a [u8]) -> Result<Method<'a>, KrpcError<
         return Err(bad(tid, ErrorCode::Protocol, "invalid port"));
     }
     Ok(Method::AnnouncePeer {
-        info_hash,
+        infohash,
         port,
         implied_port,
         token,
@@ -527,11 +527,11 @@ pub fn encode_query_full(
             e.kv_bytes(b"target", target.as_bytes());
         }
         Method::GetPeers {
-            info_hash,
+            infohash,
             noseed,
             scrape,
         } => {
-            e.kv_bytes(b"info_hash", info_hash.as_bytes());
+            e.kv_bytes(b"info_hash", infohash.as_bytes());
             if *noseed {
                 e.kv_int(b"noseed", 1);
             }
@@ -540,7 +540,7 @@ pub fn encode_query_full(
             }
         }
         Method::AnnouncePeer {
-            info_hash,
+            infohash,
             port,
             implied_port,
             token,
@@ -549,7 +549,7 @@ pub fn encode_query_full(
             if *implied_port {
                 e.kv_int(b"implied_port", 1);
             }
-            e.kv_bytes(b"info_hash", info_hash.as_bytes());
+            e.kv_bytes(b"info_hash", infohash.as_bytes());
             e.kv_int(b"port", i64::from(*port));
             if let Some(s) = seed {
                 e.kv_int(b"seed", i64::from(*s));

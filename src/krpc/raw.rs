@@ -19,8 +19,8 @@ pub struct RawBody<'a> {
     pub id: Option<&'a [u8]>,
     /// `target` (find_node, sample_infohashes).
     pub target: Option<&'a [u8]>,
-    /// `info_hash` (get_peers, announce_peer).
-    pub info_hash: Option<&'a [u8]>,
+    /// `infohash` (get_peers, announce_peer).
+    pub infohash: Option<&'a [u8]>,
     /// `port` (announce_peer).
     pub port: Option<i64>,
     /// `implied_port` (announce_peer).
@@ -190,7 +190,7 @@ fn body<'a>(p: &mut Parser<'a>) -> Result<Option<RawBody<'a>>, DecodeError> {
             b"id" => b.id = opt_bytes(p)?,
             b"bs" => b.bs = opt_int(p)?,
             b"target" => b.target = opt_bytes(p)?,
-            b"info_hash" => b.info_hash = opt_bytes(p)?,
+            b"info_hash" => b.infohash = opt_bytes(p)?,
             b"port" => b.port = opt_int(p)?,
             b"implied_port" => b.implied_port = opt_int(p)?,
             b"token" => b.token = opt_bytes(p)?,

@@ -421,14 +421,14 @@ fn property_queries_round_trip() {
                 target: rand_id(&mut rng),
             },
             2 => Method::GetPeers {
-                info_hash: rand_id(&mut rng),
+                infohash: rand_id(&mut rng),
                 noseed: rng.below(2) == 1,
                 scrape: rng.below(2) == 1,
             },
             3 => {
                 let implied = rng.below(2) == 1;
                 Method::AnnouncePeer {
-                    info_hash: rand_id(&mut rng),
+                    infohash: rand_id(&mut rng),
                     port: if implied {
                         rng.below(65536) as u16
                     } else {
@@ -664,7 +664,7 @@ fn scrape_query_size_is_as_documented() {
         },
         &Id([7; 20]),
         &Method::GetPeers {
-            info_hash: Id([8; 20]),
+            infohash: Id([8; 20]),
             noseed: false,
             scrape: true,
         },

@@ -4,7 +4,7 @@
 //! The secret of epoch `k` is derived from a 32-byte master key drawn from
 //! the OS at start-up, so rotation needs no randomness and the state machine
 //! stays deterministic given its key. A token is
-//! `SHA1(master ‖ k ‖ ip ‖ info_hash)[..8]`; it verifies against the current
+//! `SHA1(master ‖ k ‖ ip ‖ infohash)[..8]`; it verifies against the current
 //! epoch and the one before, so it survives one rotation and fails after
 //! two. Unlike CRC-based tokens (pubky/mainline uses CRC32C(ip‖secret), which
 //! is affine), knowing the token for one IP says nothing about another's.
@@ -58,7 +58,7 @@ impl TokenSecrets {
         elapsed.as_secs() / self.period.as_secs().max(1)
     }
 
-    fn compute(&self, epoch: u64, ip: IpAddr, info_hash: &Id) -> [u8; TOKEN_LEN] {
+    fn compute(&self, epoch: u64, ip: IpAddr, infohash: &Id) -> [u8; TOKEN_LEN] {
         let mut h = Sha1::new();
         h.update(self.master);
         h.update(epoch.to_be_bytes());
@@ -69,26 +69,26 @@ impl TokenSecrets {
                 None => h.update(v6.octets()),
             },
         }
-        h.update(info_hash.as_bytes());
+        h.update(infohash.as_bytes());
         let d = h.finalize();
         let mut out = [0u8; TOKEN_LEN];
         out.copy_from_slice(&d[..TOKEN_LEN]);
         out
     }
 
-    /// The token for `ip` asking about `info_hash` at `now`.
-    pub fn generate(&self, ip: IpAddr, info_hash: &Id, now: Instant) -> [u8; TOKEN_LEN] {
-        self.compute(self.epoch(now), ip, info_hash)
+    /// The token for `ip` asking about `infohash` at `now`.
+    pub fn generate(&self, ip: IpAddr, infohash: &Id, now: Instant) -> [u8; TOKEN_LEN] {
+        self.compute(self.epoch(now), ip, infohash)
     }
 
-    /// Whether `token` was issued to `ip` for `info_hash` in this epoch or
+    /// Whether `token` was issued to `ip` for `infohash` in this epoch or
     /// the previous one.
-    pub fn verify(&self, token: &[u8], ip: IpAddr, info_hash: &Id, now: Instant) -> bool {
+    pub fn verify(&self, token: &[u8], ip: IpAddr, infohash: &Id, now: Instant) -> bool {
         if token.len() != TOKEN_LEN {
             return false;
         }
         let e = self.epoch(now);
-        let ok = |k: u64| constant_time_eq(token, &self.compute(k, ip, info_hash));
+        let ok = |k: u64| constant_time_eq(token, &self.compute(k, ip, infohash));
         ok(e) || (e > 0 && ok(e - 1))
     }
 }
@@ -106,14 +106,19 @@ mod tests {
         let t0 = Instant::now();
         let s = TokenSecrets::new([5; 32], t0);
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        let ih = Id([1; 20]);
-        let tok = s.generate(ip, &ih, t0 + Duration::from_secs(299));
-        assert!(s.verify(&tok, ip, &ih, t0 + Duration::from_secs(299)));
-        assert!(s.verify(&tok, ip, &ih, t0 + Duration::from_secs(300)));
-        assert!(s.verify(&tok, ip, &ih, t0 + Duration::from_secs(599)));
-        assert!(!s.verify(&tok, ip, &ih, t0 + Duration::from_secs(600)));
+        let infohash = Id([1; 20]);
+        let tok = s.generate(ip, &infohash, t0 + Duration::from_secs(299));
+        assert!(s.verify(&tok, ip, &infohash, t0 + Duration::from_secs(299)));
+        assert!(s.verify(&tok, ip, &infohash, t0 + Duration::from_secs(300)));
+        assert!(s.verify(&tok, ip, &infohash, t0 + Duration::from_secs(599)));
+        assert!(!s.verify(&tok, ip, &infohash, t0 + Duration::from_secs(600)));
         // A long clock gap invalidates it too, without overflow.
-        assert!(!s.verify(&tok, ip, &ih, t0 + Duration::from_secs(u32::MAX as u64)));
+        assert!(!s.verify(
+            &tok,
+            ip,
+            &infohash,
+            t0 + Duration::from_secs(u32::MAX as u64)
+        ));
     }
 
     #[test]
@@ -122,18 +127,18 @@ mod tests {
         let s = TokenSecrets::new([5; 32], t0);
         let ip: IpAddr = "127.0.0.9".parse().unwrap();
         let other: IpAddr = "127.0.0.10".parse().unwrap();
-        let ih = Id([1; 20]);
-        let tok = s.generate(ip, &ih, t0);
-        assert!(!s.verify(&tok, other, &ih, t0));
+        let infohash = Id([1; 20]);
+        let tok = s.generate(ip, &infohash, t0);
+        assert!(!s.verify(&tok, other, &infohash, t0));
         assert!(!s.verify(&tok, ip, &Id([2; 20]), t0));
-        assert!(!s.verify(&tok[..7], ip, &ih, t0));
+        assert!(!s.verify(&tok[..7], ip, &infohash, t0));
         let s2 = TokenSecrets::new([6; 32], t0);
-        assert!(!s2.verify(&tok, ip, &ih, t0));
+        assert!(!s2.verify(&tok, ip, &infohash, t0));
         // Tokens of neighbouring IPs do not differ by a fixed pattern.
-        let a = s.generate(ip, &ih, t0);
-        let b = s.generate(other, &ih, t0);
+        let a = s.generate(ip, &infohash, t0);
+        let b = s.generate(other, &infohash, t0);
         let ip3: IpAddr = "127.0.0.11".parse().unwrap();
-        let c = s.generate(ip3, &ih, t0);
+        let c = s.generate(ip3, &infohash, t0);
         let d1: Vec<u8> = a.iter().zip(b).map(|(x, y)| x ^ y).collect();
         let d2: Vec<u8> = b.iter().zip(c).map(|(x, y)| x ^ y).collect();
         assert_ne!(d1, d2);

@@ -93,7 +93,7 @@ pub enum QueryKind {
     Ping,
     /// `find_node` with a random target.
     FindNode,
-    /// `get_peers` (info_hash from [`FloodConfig::infohashes`]).
+    /// `get_peers` (infohash from [`FloodConfig::infohashes`]).
     GetPeers,
     /// `announce_peer` with `implied_port`, using a token from an earlier
     /// `get_peers` answer to the same source (a `get_peers` is sent instead
@@ -240,8 +240,8 @@ pub struct FloodConfig {
     pub window: usize,
     /// A query unanswered for this long counts as unanswered.
     pub timeout: Duration,
-    /// Distinct info_hashes for `get_peers`/`announce_peer` (0: a fresh
-    /// random one per query). Real traffic repeats info_hashes; a crawler
+    /// Distinct infohashes for `get_peers`/`announce_peer` (0: a fresh
+    /// random one per query). Real traffic repeats infohashes; a crawler
     /// deduplicates them, so this changes how much work a node does.
     pub infohashes: u32,
     /// Send `ro=1` (BEP 43) so the node does not add the sources to its
@@ -766,7 +766,7 @@ struct Flood<'c> {
 }
 
 impl Flood<'_> {
-    fn info_hash(&self, seq: u64) -> Id {
+    fn infohash(&self, seq: u64) -> Id {
         let k = if self.cfg.infohashes == 0 {
             seq
         } else {
@@ -802,12 +802,12 @@ impl Flood<'_> {
                 QueryKind::FindNode => Method::FindNode { target },
                 QueryKind::SampleInfohashes => Method::SampleInfohashes { target },
                 QueryKind::GetPeers => Method::GetPeers {
-                    info_hash: self.info_hash(seq),
+                    infohash: self.infohash(seq),
                     noseed: false,
                     scrape: false,
                 },
                 QueryKind::AnnouncePeer => Method::AnnouncePeer {
-                    info_hash: self.info_hash(announce.as_ref().map_or(seq, |a| a.0)),
+                    infohash: self.infohash(announce.as_ref().map_or(seq, |a| a.0)),
                     port: 0,
                     implied_port: true,
                     token: announce.as_ref().map_or(&[][..], |a| &a.1[..]),

@@ -290,14 +290,14 @@ async fn serve(
         pending: Vec::new(),
     };
     if plan.encryption != PeerEncryption::Plaintext {
-        let Some((ih, _)) = infos.get(plan.torrent) else {
+        let Some((infohash, _)) = infos.get(plan.torrent) else {
             return;
         };
         let (methods, plain) = match plan.encryption {
             PeerEncryption::Required => (Methods::Rc4, false),
             _ => (Methods::Either, true),
         };
-        let mut rx = MseReceiver::new(vec![*ih], methods, plain, Rng::from_entropy());
+        let mut rx = MseReceiver::new(vec![*infohash], methods, plain, Rng::from_entropy());
         let mut out = Vec::new();
         loop {
             out.clear();
@@ -335,10 +335,10 @@ async fn serve(
     if buf[..20] != *b"\x13BitTorrent protocol" {
         return;
     }
-    let Some(ih) = Id::from_slice(&buf[28..48]) else {
+    let Some(infohash) = Id::from_slice(&buf[28..48]) else {
         return;
     };
-    let Some((_, info)) = infos.get(plan.torrent).filter(|(h, _)| *h == ih) else {
+    let Some((_, info)) = infos.get(plan.torrent).filter(|(h, _)| *h == infohash) else {
         return;
     };
     let behaviour = match plan.kind {
@@ -347,7 +347,7 @@ async fn serve(
     };
     let mut peer_id = *b"-SW0100-000000000000";
     peer_id[8..12].copy_from_slice(&ip.octets());
-    let mut srv = MetadataServe::new(ih, info.as_ref().clone(), peer_id, behaviour);
+    let mut srv = MetadataServe::new(infohash, info.as_ref().clone(), peer_id, behaviour);
     srv.handle_data(&buf[..68]);
     let mut out = Vec::new();
     let slow = plan.kind == PeerKind::Slow;
@@ -508,8 +508,8 @@ mod tests {
         let now = Instant::now();
         for i in 0..48 {
             let t = super::super::torrents::synth(i, &mut rng, None);
-            let mut f = MetadataFetch::new(t.info_hash, [1; 20], FetchConfig::default(), now);
-            let mut s = MetadataServe::new(t.info_hash, t.info.clone(), [2; 20], Behaviour::Honest);
+            let mut f = MetadataFetch::new(t.infohash, [1; 20], FetchConfig::default(), now);
+            let mut s = MetadataServe::new(t.infohash, t.info.clone(), [2; 20], Behaviour::Honest);
             let (mut batches, mut trickled) = (0, 0);
             let mut out = Vec::new();
             for _ in 0..100 {

@@ -377,7 +377,7 @@ impl Swarm {
                 .iter()
                 .enumerate()
                 .map(|(i, info)| SynthTorrent {
-                    info_hash: crate::metainfo::sha1_info_hash(info),
+                    infohash: crate::metainfo::sha1_infohash(info),
                     info: info.clone(),
                     name: format!("hostile-{i}"),
                     total_size: 0,
@@ -459,7 +459,7 @@ impl Swarm {
         let infos: Arc<Vec<(Id, Arc<Vec<u8>>)>> = Arc::new(
             torrents
                 .iter()
-                .map(|t| (t.info_hash, Arc::new(t.info.clone())))
+                .map(|t| (t.infohash, Arc::new(t.info.clone())))
                 .collect(),
         );
         let epoch = Instant::now();
@@ -490,7 +490,7 @@ impl Swarm {
                     })
                     .collect();
                 TruthTorrent {
-                    infohash: tor.info_hash.to_hex(),
+                    infohash: tor.infohash.to_hex(),
                     name: tor.name.clone(),
                     size: tor.total_size,
                     files: tor.files.clone(),
@@ -546,16 +546,16 @@ impl Swarm {
         }
         // Store each torrent's peers at the 8 nodes closest to it.
         for (t, tor) in torrents.iter().enumerate() {
-            let pos = order.partition_point(|&i| infos_ids[i].id < tor.info_hash);
+            let pos = order.partition_point(|&i| infos_ids[i].id < tor.infohash);
             let mut near: Vec<usize> = (0..16)
                 .map(|d| order[(pos + n + d).wrapping_sub(8) % n])
                 .collect();
-            near.sort_by_key(|&i| infos_ids[i].id.distance(&tor.info_hash));
+            near.sort_by_key(|&i| infos_ids[i].id.distance(&tor.infohash));
             near.dedup();
             for &i in near.iter().take(8) {
                 for p in &truth[t].peers {
                     if let Ok(addr) = p.addr.parse() {
-                        nodes[i].seed_peer(tor.info_hash, addr, p.seed, t0);
+                        nodes[i].seed_peer(tor.infohash, addr, p.seed, t0);
                     }
                 }
             }
@@ -569,7 +569,7 @@ impl Swarm {
             .zip(&truth)
             .map(|(t, tr)| {
                 (
-                    t.info_hash,
+                    t.infohash,
                     tr.peers
                         .iter()
                         .filter_map(|p| p.addr.parse().ok())
@@ -879,7 +879,7 @@ impl DhtLoop {
     /// get_peers for torrent `t` from its client (first peer) to every
     /// target.
     fn send_get_peers(&mut self, t: usize, kind: u8, targets: &[SocketAddr], out: &mut Vec<u8>) {
-        let Some((ih, peers)) = self.clients.get(t) else {
+        let Some((infohash, peers)) = self.clients.get(t) else {
             return;
         };
         let Some(SocketAddr::V4(peer)) = peers.first().copied() else {
@@ -895,7 +895,7 @@ impl DhtLoop {
             },
             &client_id(*peer.ip()),
             &Method::GetPeers {
-                info_hash: *ih,
+                infohash: *infohash,
                 noseed: false,
                 scrape: false,
             },
@@ -947,7 +947,7 @@ impl DhtLoop {
         }
         let t =
             (usize::from(m.tid[1]) << 16) | (usize::from(m.tid[2]) << 8) | usize::from(m.tid[3]);
-        let Some((ih, peers)) = self.clients.get(t) else {
+        let Some((infohash, peers)) = self.clients.get(t) else {
             return;
         };
         // The client's own address: the announce carries it (port in the
@@ -966,7 +966,7 @@ impl DhtLoop {
             },
             &client_id(dst),
             &Method::AnnouncePeer {
-                info_hash: *ih,
+                infohash: *infohash,
                 port: peer.port(),
                 implied_port: false,
                 token,

@@ -5,7 +5,7 @@
 use crate::bencode::Encoder;
 use crate::id::Id;
 use crate::rng::Rng;
-use crate::wire::sha1_info_hash;
+use crate::wire::sha1_infohash;
 
 /// One synthetic torrent.
 #[derive(Debug, Clone)]
@@ -13,7 +13,7 @@ pub struct SynthTorrent {
     /// The bencoded info dictionary.
     pub info: Vec<u8>,
     /// SHA-1 of `info`.
-    pub info_hash: Id,
+    pub infohash: Id,
     /// `name`.
     pub name: String,
     /// Sum of file sizes.
@@ -98,10 +98,10 @@ pub fn synth(i: usize, rng: &mut Rng, large: Option<usize>) -> SynthTorrent {
         .kv_int(b"piece length", plen as i64)
         .kv_bytes(b"pieces", &piece_hashes)
         .end();
-    let info_hash = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     SynthTorrent {
         info,
-        info_hash,
+        infohash,
         name,
         total_size,
         files,
@@ -123,7 +123,7 @@ mod tests {
             assert_eq!(parsed.total_size, t.total_size);
             assert_eq!(parsed.files.len(), t.files.len());
             assert_eq!(
-                crate::metainfo::info_hash_matches(&t.info, &t.info_hash),
+                crate::metainfo::infohash_matches(&t.info, &t.infohash),
                 Some(crate::metainfo::HashKind::Sha1)
             );
             if large.is_some() {

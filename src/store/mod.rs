@@ -1073,7 +1073,7 @@ impl Store {
     /// crawler's "never fetch again" filter is rebuilt from it at start.
     pub fn stored_infohashes(&self) -> Result<Vec<[u8; 20]>, StoreError> {
         let mut out = Vec::new();
-        self.with_read(|b| b.infohashes(&mut |ih| out.push(ih)))?;
+        self.with_read(|b| b.infohashes(&mut |infohash| out.push(infohash)))?;
         Ok(out)
     }
 
@@ -1992,10 +1992,10 @@ mod tests {
         }
         fn torrent(
             &mut self,
-            ih: &[u8; 20],
+            infohash: &[u8; 20],
             m: usize,
         ) -> Result<Option<TorrentDetail>, StoreError> {
-            self.inner.torrent(ih, m)
+            self.inner.torrent(infohash, m)
         }
         fn fetched_histogram(&mut self, s: i64, b: i64) -> Result<Vec<(i64, u64)>, StoreError> {
             self.inner.fetched_histogram(s, b)
@@ -2006,8 +2006,8 @@ mod tests {
         fn pending(&mut self, limit: usize) -> Result<Vec<PendingEntry>, StoreError> {
             self.inner.pending(limit)
         }
-        fn is_known(&mut self, ih: &[u8; 20]) -> Result<bool, StoreError> {
-            self.inner.is_known(ih)
+        fn is_known(&mut self, infohash: &[u8; 20]) -> Result<bool, StoreError> {
+            self.inner.is_known(infohash)
         }
         fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError> {
             self.inner.infohashes(sink)

@@ -516,8 +516,8 @@ impl Backend for PgBackend {
 
         let (mut s_ih, mut s_s, mut s_l, mut s_at) =
             (Vec::<&[u8]>::new(), Vec::new(), Vec::new(), Vec::new());
-        for (ih, (s, l, at)) in &scrapes {
-            s_ih.push(&ih[..]);
+        for (infohash, (s, l, at)) in &scrapes {
+            s_ih.push(&infohash[..]);
             s_s.push(*s);
             s_l.push(*l);
             s_at.push(to_time(*at));
@@ -591,7 +591,7 @@ impl Backend for PgBackend {
     }
 
     fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError> {
-        let ihs: Vec<&[u8]> = infohashes.iter().map(|ih| &ih[..]).collect();
+        let ihs: Vec<&[u8]> = infohashes.iter().map(|infohash| &infohash[..]).collect();
         // Files go with their torrent (ON DELETE CASCADE); the search
         // vector is a column of the row.
         self.with_conn(true, |rt, deadline, c| {
@@ -680,7 +680,7 @@ impl Backend for PgBackend {
 
     fn torrent(
         &mut self,
-        ih: &[u8; 20],
+        infohash: &[u8; 20],
         max_files: usize,
     ) -> Result<Option<TorrentDetail>, StoreError> {
         let sql = format!(
@@ -689,14 +689,14 @@ impl Backend for PgBackend {
         let max_files = limit_param(max_files);
         let found = self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "reading a torrent", async {
-                let Some(row) = c.client.query_opt(&sql, &[&&ih[..]]).await? else {
+                let Some(row) = c.client.query_opt(&sql, &[&&infohash[..]]).await? else {
                     return Ok(None);
                 };
                 let files = c
                     .client
                     .query(
                         "SELECT path, size FROM files WHERE infohash = $1 ORDER BY idx LIMIT $2",
-                        &[&&ih[..], &max_files],
+                        &[&&infohash[..], &max_files],
                     )
                     .await?;
                 Ok(Some((row, files)))
@@ -812,7 +812,7 @@ impl Backend for PgBackend {
             .collect()
     }
 
-    fn is_known(&mut self, ih: &[u8; 20]) -> Result<bool, StoreError> {
+    fn is_known(&mut self, infohash: &[u8; 20]) -> Result<bool, StoreError> {
         self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "looking up an infohash", async {
                 let row = c
@@ -820,7 +820,7 @@ impl Backend for PgBackend {
                     .query_one(
                         "SELECT EXISTS (SELECT 1 FROM torrents WHERE infohash = $1)
                              OR EXISTS (SELECT 1 FROM pending WHERE infohash = $1)",
-                        &[&&ih[..]],
+                        &[&&infohash[..]],
                     )
                     .await?;
                 Ok(row.try_get(0)?)
@@ -878,14 +878,14 @@ impl Backend for PgBackend {
                 let mut cur: Option<ExportRow> = None;
                 while let Some(row) = rows.next().await {
                     let row = row?;
-                    let ih = infohash(&row, 0)?;
-                    if cur.as_ref().is_none_or(|c| c.infohash != ih) {
+                    let infohash = infohash(&row, 0)?;
+                    if cur.as_ref().is_none_or(|c| c.infohash != infohash) {
                         if let Some(done) = cur.take() {
                             sink(done)?;
                             count += 1;
                         }
                         cur = Some(ExportRow {
-                            infohash: ih,
+                            infohash,
                             name: row.try_get(1)?,
                             size: row.try_get::<_, i64>(2)? as u64,
                             files: Vec::new(),

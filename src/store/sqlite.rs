@@ -90,6 +90,31 @@ impl SqliteBackend {
         opts: &StoreOptions,
         migrate: bool,
     ) -> Result<SqliteBackend, StoreError> {
+        // Another process opening the same new file at the same moment
+        // (switching it to WAL, migrating it) can make a step fail busy
+        // before the busy timeout applies: retry the whole open for as long
+        // as that timeout.
+        let deadline = std::time::Instant::now() + opts.sqlite_busy_timeout;
+        loop {
+            match Self::open_once(path, opts, migrate) {
+                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(
+        path: &Path,
+        opts: &StoreOptions,
+        migrate: bool,
+    ) -> Result<SqliteBackend, StoreError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(opts.sqlite_busy_timeout)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -331,8 +356,8 @@ impl Backend for SqliteBackend {
             // its rowid alone.
             let mut fts = tx.prepare_cached("DELETE FROM torrents_fts WHERE rowid = ?1")?;
             let mut tor = tx.prepare_cached("DELETE FROM torrents WHERE id = ?1")?;
-            for ih in infohashes {
-                let id: Option<i64> = match id_of.query_row([&ih[..]], |r| r.get(0)) {
+            for infohash in infohashes {
+                let id: Option<i64> = match id_of.query_row([&infohash[..]], |r| r.get(0)) {
                     Ok(id) => Some(id),
                     Err(rusqlite::Error::QueryReturnedNoRows) => None,
                     Err(e) => return Err(e.into()),
@@ -420,14 +445,14 @@ impl Backend for SqliteBackend {
 
     fn torrent(
         &mut self,
-        ih: &[u8; 20],
+        infohash: &[u8; 20],
         max_files: usize,
     ) -> Result<Option<TorrentDetail>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {HIT_COLUMNS}, t.piece_length, t.private, t.id FROM torrents t
              WHERE t.infohash = ?1"
         ))?;
-        let mut rows = stmt.query([&ih[..]])?;
+        let mut rows = stmt.query([&infohash[..]])?;
         let Some(row) = rows.next()? else {
             return Ok(None);
         };
@@ -527,12 +552,12 @@ impl Backend for SqliteBackend {
         Ok(out)
     }
 
-    fn is_known(&mut self, ih: &[u8; 20]) -> Result<bool, StoreError> {
+    fn is_known(&mut self, infohash: &[u8; 20]) -> Result<bool, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM torrents WHERE infohash = ?1)
                  OR EXISTS (SELECT 1 FROM pending WHERE infohash = ?1)",
         )?;
-        Ok(stmt.query_row([&ih[..]], |r| r.get(0))?)
+        Ok(stmt.query_row([&infohash[..]], |r| r.get(0))?)
     }
 
     fn infohashes(&mut self, sink: &mut dyn FnMut([u8; 20])) -> Result<u64, StoreError> {
@@ -558,14 +583,14 @@ impl Backend for SqliteBackend {
         let mut count = 0;
         let mut cur: Option<ExportRow> = None;
         while let Some(row) = rows.next()? {
-            let ih = infohash(row, 0)?;
-            if cur.as_ref().is_none_or(|c| c.infohash != ih) {
+            let infohash = infohash(row, 0)?;
+            if cur.as_ref().is_none_or(|c| c.infohash != infohash) {
                 if let Some(done) = cur.take() {
                     sink(done)?;
                     count += 1;
                 }
                 cur = Some(ExportRow {
-                    infohash: ih,
+                    infohash,
                     name: row.get(1)?,
                     size: row.get::<_, i64>(2)? as u64,
                     files: Vec::new(),

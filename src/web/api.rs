@@ -115,11 +115,11 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
 }
 
 /// `GET /api/torrent/{infohash}`.
-pub(super) async fn torrent(State(app): State<Arc<App>>, Path(ih): Path<String>) -> Response {
-    let Some(ih) = parse_infohash(&ih) else {
+pub(super) async fn torrent(State(app): State<Arc<App>>, Path(infohash): Path<String>) -> Response {
+    let Some(infohash) = parse_infohash(&infohash) else {
         return error(StatusCode::BAD_REQUEST, "an infohash is 40 hex digits");
     };
-    match blocking(move || app.reader.torrent(&ih, FILES_MAX)).await {
+    match blocking(move || app.reader.torrent(&infohash, FILES_MAX)).await {
         Ok(Some(d)) => Json(detail_json(&d)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "no such torrent"),
         Err(e) => store_error(&e),

@@ -281,15 +281,15 @@ fn detail_page(d: &TorrentDetail) -> Markup {
 }
 
 /// `GET /t/{infohash}`.
-pub(super) async fn torrent(State(app): State<Arc<App>>, Path(ih): Path<String>) -> Response {
-    let Some(ih) = parse_infohash(&ih) else {
+pub(super) async fn torrent(State(app): State<Arc<App>>, Path(infohash): Path<String>) -> Response {
+    let Some(infohash) = parse_infohash(&infohash) else {
         return message(
             StatusCode::BAD_REQUEST,
             "Bad infohash",
             "An infohash is 40 hex digits.",
         );
     };
-    match blocking(move || app.reader.torrent(&ih, FILES_SHOWN)).await {
+    match blocking(move || app.reader.torrent(&infohash, FILES_SHOWN)).await {
         Ok(Some(d)) => page(
             StatusCode::OK,
             layout(&d.hit.name, "", SortKey::Relevance, false, detail_page(&d)),
@@ -381,13 +381,13 @@ fn live_cards(samples: &[Sample]) -> Markup {
     ) else {
         return html! { div.card { "The crawler's first sample is not in yet." } };
     };
-    let ih = rate_series(samples, |s| s.total(|x| x.infohashes));
+    let infohash = rate_series(samples, |s| s.total(|x| x.infohashes));
     let fetched = rate_series(samples, |s| s.total(|x| x.fetched));
     let pin = rate_series(samples, |s| s.total(|x| x.packets_in));
     html! {
         h2 { "Crawler (this process)" }
         div.grid {
-            (plot("New infohashes", "/s", &ih, window))
+            (plot("New infohashes", "/s", &infohash, window))
             (plot("Torrents fetched", "/s", &fetched, window))
             (plot("Packets in", "/s", &pin, window))
         }

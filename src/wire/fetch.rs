@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::bencode::{Limits, Parser};
 use crate::id::Id;
-use crate::metainfo::info_hash_matches;
+use crate::metainfo::infohash_matches;
 pub use crate::metainfo::HashKind;
 
 use super::extension::{
@@ -256,7 +256,7 @@ struct Transfer {
 /// [`poll_outcome`](Self::poll_outcome) returns something.
 #[derive(Debug)]
 pub struct MetadataFetch {
-    info_hash: Id,
+    infohash: Id,
     cfg: FetchConfig,
     started: Instant,
     last_rx: Instant,
@@ -285,14 +285,14 @@ impl MetadataFetch {
     /// for [`poll_transmit`](Self::poll_transmit) at once (the extension
     /// handshake may be sent before the peer's handshake is seen, since ours
     /// advertises the extension bit).
-    pub fn new(info_hash: Id, our_peer_id: [u8; 20], cfg: FetchConfig, now: Instant) -> Self {
+    pub fn new(infohash: Id, our_peer_id: [u8; 20], cfg: FetchConfig, now: Instant) -> Self {
         let mut cfg = cfg;
         cfg.max_requests_in_flight = cfg.max_requests_in_flight.max(1);
         let mut out = Vec::with_capacity(160);
-        Handshake::ours(info_hash, our_peer_id).encode(&mut out);
+        Handshake::ours(infohash, our_peer_id).encode(&mut out);
         encode_handshake(&mut out, OUR_UT_METADATA, None, Some(250), CLIENT_NAME);
         MetadataFetch {
-            info_hash,
+            infohash,
             cfg,
             started: now,
             last_rx: now,
@@ -341,7 +341,7 @@ impl MetadataFetch {
                 Err(e) => return self.fail(FailReason::BadHandshake(e)),
                 Ok(None) => return,
                 Ok(Some(hs)) => {
-                    if hs.info_hash != self.info_hash {
+                    if hs.infohash != self.infohash {
                         return self.fail(FailReason::InfoHashMismatch);
                     }
                     if !hs.supports_extensions() {
@@ -666,8 +666,7 @@ impl MetadataFetch {
     }
 
     fn verify(&self, info: Vec<u8>) -> Result<Verified, FailReason> {
-        let hash_kind =
-            info_hash_matches(&info, &self.info_hash).ok_or(FailReason::HashMismatch)?;
+        let hash_kind = infohash_matches(&info, &self.infohash).ok_or(FailReason::HashMismatch)?;
         // A hash match makes this near certain; check anyway, without
         // building a tree (the parser validates and allocates nothing).
         let mut p = Parser::new(&info, Limits::METADATA);

@@ -1,7 +1,7 @@
 //! The BEP 3 handshake: 68 bytes, read incrementally.
 //!
 //! ```text
-//! 0x13 "BitTorrent protocol" | reserved[8] | info_hash[20] | peer_id[20]
+//! 0x13 "BitTorrent protocol" | reserved[8] | infohash[20] | peer_id[20]
 //! ```
 //!
 //! [`HandshakeReader`] checks the fixed prefix byte by byte as it arrives, so
@@ -40,20 +40,20 @@ pub struct Handshake {
     /// The eight reserved (capability) bytes.
     pub reserved: [u8; 8],
     /// The torrent this connection is about.
-    pub info_hash: Id,
+    pub infohash: Id,
     /// The sender's peer id.
     pub peer_id: [u8; 20],
 }
 
 impl Handshake {
     /// Our handshake: the extension-protocol and DHT bits set.
-    pub fn ours(info_hash: Id, peer_id: [u8; 20]) -> Self {
+    pub fn ours(infohash: Id, peer_id: [u8; 20]) -> Self {
         let mut reserved = [0u8; 8];
         reserved[RESERVED_EXTENSION.0] |= RESERVED_EXTENSION.1;
         reserved[RESERVED_DHT.0] |= RESERVED_DHT.1;
         Handshake {
             reserved,
-            info_hash,
+            infohash,
             peer_id,
         }
     }
@@ -72,7 +72,7 @@ impl Handshake {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&PREFIX);
         out.extend_from_slice(&self.reserved);
-        out.extend_from_slice(self.info_hash.as_bytes());
+        out.extend_from_slice(self.infohash.as_bytes());
         out.extend_from_slice(&self.peer_id);
     }
 }
@@ -143,13 +143,13 @@ impl HandshakeReader {
         }
         let mut reserved = [0u8; 8];
         reserved.copy_from_slice(&self.buf[20..28]);
-        let mut info_hash = [0u8; 20];
-        info_hash.copy_from_slice(&self.buf[28..48]);
+        let mut infohash = [0u8; 20];
+        infohash.copy_from_slice(&self.buf[28..48]);
         let mut peer_id = [0u8; 20];
         peer_id.copy_from_slice(&self.buf[48..68]);
         Ok(Some(Handshake {
             reserved,
-            info_hash: Id(info_hash),
+            infohash: Id(infohash),
             peer_id,
         }))
     }

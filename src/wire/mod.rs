@@ -74,7 +74,7 @@ pub use fetch::{
 };
 pub use serve::{Behaviour, MetadataServe};
 
-pub use crate::metainfo::{sha1_info_hash, sha256_truncated_info_hash};
+pub use crate::metainfo::{sha1_infohash, sha256_truncated_infohash};
 
 #[cfg(test)]
 mod tests;

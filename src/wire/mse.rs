@@ -333,15 +333,15 @@ impl std::fmt::Debug for MseInitiator {
 }
 
 impl MseInitiator {
-    /// Starts a handshake for `info_hash` offering `methods`; fails with
+    /// Starts a handshake for `infohash` offering `methods`; fails with
     /// [`MseError::Timeout`] at `deadline`. Ya and PadA are ready to send.
-    pub fn new(info_hash: Id, methods: Methods, deadline: Instant, mut rng: Rng) -> Self {
+    pub fn new(infohash: Id, methods: Methods, deadline: Instant, mut rng: Rng) -> Self {
         let keys = KeyPair::new(&mut rng);
         let mut out = Vec::with_capacity(KEY_LEN + 64);
         out.extend_from_slice(&keys.public);
         random_pad(&mut rng, &mut out);
         MseInitiator {
-            skey: info_hash,
+            skey: infohash,
             methods,
             keys,
             rng,

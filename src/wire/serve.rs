@@ -50,7 +50,7 @@ pub enum Behaviour {
 /// The serving side of one connection.
 #[derive(Debug)]
 pub struct MetadataServe {
-    info_hash: Id,
+    infohash: Id,
     peer_id: [u8; 20],
     info: Vec<u8>,
     behaviour: Behaviour,
@@ -68,9 +68,9 @@ impl MetadataServe {
     /// (deliberately not the fetcher's, so mixing them up shows).
     pub const UT_METADATA_ID: u8 = 3;
 
-    /// A peer serving `info` (the raw info dictionary) for `info_hash`.
+    /// A peer serving `info` (the raw info dictionary) for `infohash`.
     /// The hash is not recomputed, so a v2 (truncated SHA-256) infohash works.
-    pub fn new(info_hash: Id, info: Vec<u8>, peer_id: [u8; 20], behaviour: Behaviour) -> Self {
+    pub fn new(infohash: Id, info: Vec<u8>, peer_id: [u8; 20], behaviour: Behaviour) -> Self {
         let mut info = info;
         if behaviour == Behaviour::Lie {
             let mid = info.len().min(PIECE_SIZE) / 2;
@@ -79,7 +79,7 @@ impl MetadataServe {
             }
         }
         MetadataServe {
-            info_hash,
+            infohash,
             peer_id,
             info,
             behaviour,
@@ -130,12 +130,12 @@ impl MetadataServe {
                 }
                 Ok(None) => return,
                 Ok(Some(hs)) => {
-                    if hs.info_hash != self.info_hash {
+                    if hs.infohash != self.infohash {
                         self.close = true;
                         return;
                     }
                     self.handshaken = true;
-                    Handshake::ours(self.info_hash, self.peer_id).encode(&mut self.out);
+                    Handshake::ours(self.infohash, self.peer_id).encode(&mut self.out);
                     let size = if self.behaviour == Behaviour::Oversize {
                         OVERSIZE_ADVERTISED
                     } else {

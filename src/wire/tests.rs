@@ -36,13 +36,13 @@ fn info_dict(pieces_len: usize) -> Vec<u8> {
     v
 }
 
-fn fetch(ih: Id, t0: Instant) -> MetadataFetch {
-    MetadataFetch::new(ih, [0xAA; 20], FetchConfig::default(), t0)
+fn fetch(infohash: Id, t0: Instant) -> MetadataFetch {
+    MetadataFetch::new(infohash, [0xAA; 20], FetchConfig::default(), t0)
 }
 
 /// The peer's BT handshake, extension bit set unless `ext` is false.
-fn peer_hs(ih: Id, ext: bool) -> Vec<u8> {
-    let mut hs = Handshake::ours(ih, [0xBB; 20]);
+fn peer_hs(infohash: Id, ext: bool) -> Vec<u8> {
+    let mut hs = Handshake::ours(infohash, [0xBB; 20]);
     if !ext {
         hs.reserved = [0; 8];
     }
@@ -68,8 +68,8 @@ fn peer_ext(size: i64) -> Vec<u8> {
 }
 
 /// BT handshake plus extension handshake.
-fn prelude(ih: Id, size: i64) -> Vec<u8> {
-    let mut v = peer_hs(ih, true);
+fn prelude(infohash: Id, size: i64) -> Vec<u8> {
+    let mut v = peer_hs(infohash, true);
     v.extend(peer_ext(size));
     v
 }
@@ -125,10 +125,10 @@ fn drive(f: &mut MetadataFetch, s: &mut MetadataServe, t0: Instant) -> (Outcome,
     panic!("exchange did not finish");
 }
 
-fn serve_and_fetch(info: &[u8], ih: Id, behaviour: Behaviour) -> (Outcome, Vec<u8>, Instant) {
+fn serve_and_fetch(info: &[u8], infohash: Id, behaviour: Behaviour) -> (Outcome, Vec<u8>, Instant) {
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    let mut s = MetadataServe::new(ih, info.to_vec(), [0xCC; 20], behaviour);
+    let mut f = fetch(infohash, t0);
+    let mut s = MetadataServe::new(infohash, info.to_vec(), [0xCC; 20], behaviour);
     drive(&mut f, &mut s, t0)
 }
 
@@ -136,8 +136,8 @@ fn serve_and_fetch(info: &[u8], ih: Id, behaviour: Behaviour) -> (Outcome, Vec<u
 
 /// Every split of the server's stream into two reads, and one byte at a
 /// time, ends Verified with the exact bytes.
-fn check_every_split(info: &[u8], hash_kind: HashKind, ih: Id) {
-    let (outcome, stream, _) = serve_and_fetch(info, ih, Behaviour::Honest);
+fn check_every_split(info: &[u8], hash_kind: HashKind, infohash: Id) {
+    let (outcome, stream, _) = serve_and_fetch(info, infohash, Behaviour::Honest);
     let expected = Outcome::Done(Verified {
         info: info.to_vec(),
         hash_kind,
@@ -145,12 +145,12 @@ fn check_every_split(info: &[u8], hash_kind: HashKind, ih: Id) {
     assert_eq!(outcome, expected);
     let t0 = Instant::now();
     for split in 0..=stream.len() {
-        let mut f = fetch(ih, t0);
+        let mut f = fetch(infohash, t0);
         f.handle_data(&stream[..split], t0);
         f.handle_data(&stream[split..], t0);
         assert_eq!(f.poll_outcome().as_ref(), Some(&expected), "split {split}");
     }
-    let mut f = fetch(ih, t0);
+    let mut f = fetch(infohash, t0);
     for b in &stream {
         f.handle_data(std::slice::from_ref(b), t0);
     }
@@ -161,14 +161,14 @@ fn check_every_split(info: &[u8], hash_kind: HashKind, ih: Id) {
 fn one_piece_exchange_every_split() {
     let info = info_dict(1000);
     assert!(info.len() < PIECE_SIZE);
-    check_every_split(&info, HashKind::Sha1, sha1_info_hash(&info));
+    check_every_split(&info, HashKind::Sha1, sha1_infohash(&info));
 }
 
 #[test]
 fn multi_piece_exchange_every_split() {
     let info = info_dict(40_000);
     assert_eq!(metadata::piece_count(info.len()), 3);
-    check_every_split(&info, HashKind::Sha1, sha1_info_hash(&info));
+    check_every_split(&info, HashKind::Sha1, sha1_infohash(&info));
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn exact_multiple_of_piece_size() {
     let base = info_dict(0).len() - 1;
     let info = info_dict(2 * PIECE_SIZE - base - 5);
     assert_eq!(info.len(), 2 * PIECE_SIZE);
-    let (outcome, stream, _) = serve_and_fetch(&info, sha1_info_hash(&info), Behaviour::Honest);
+    let (outcome, stream, _) = serve_and_fetch(&info, sha1_infohash(&info), Behaviour::Honest);
     assert_eq!(
         outcome,
         Outcome::Done(Verified {
@@ -193,13 +193,13 @@ fn exact_multiple_of_piece_size() {
 #[test]
 fn our_messages_use_the_peers_id_and_advertise_no_size() {
     let info = info_dict(40_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
+    let mut f = fetch(infohash, t0);
     let mut out = Vec::new();
     f.poll_transmit(&mut out);
     let mut expected = Vec::new();
-    Handshake::ours(ih, [0xAA; 20]).encode(&mut expected);
+    Handshake::ours(infohash, [0xAA; 20]).encode(&mut expected);
     assert_eq!(&out[..68], &expected[..]);
     assert_eq!(
         &out[74..],
@@ -208,7 +208,7 @@ fn our_messages_use_the_peers_id_and_advertise_no_size() {
     assert_eq!(&out[68..74], &[0, 0, 0, (out.len() - 72) as u8, 20, 0][..]);
     assert_eq!(f.poll_transmit(&mut Vec::new()), 0);
     // The peer wants ut_metadata as id 7: both requests (at most 2) use it.
-    f.handle_data(&prelude(ih, info.len() as i64), t0);
+    f.handle_data(&prelude(infohash, info.len() as i64), t0);
     let mut out = Vec::new();
     f.poll_transmit(&mut out);
     let mut reqs = Vec::new();
@@ -230,11 +230,11 @@ fn our_messages_use_the_peers_id_and_advertise_no_size() {
 #[test]
 fn memory_follows_the_bytes_received() {
     let info = info_dict(40_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let size = info.len() as i64;
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, size), t0);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, size), t0);
     // Nothing is allocated for the metadata until a piece arrives.
     assert!(f.buffer_capacity() < 1024, "{}", f.buffer_capacity());
     f.handle_data(&data(0, size, &info[..PIECE_SIZE]), t0);
@@ -255,9 +255,9 @@ fn tolerated_noise_between_messages() {
     // Keep-alives, bitfield, have, unchoke, PORT, an extended message for an
     // id we never advertised and an unknown msg_type: all skipped.
     let info = info_dict(20_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let size = info.len() as i64;
-    let mut s = peer_hs(ih, true);
+    let mut s = peer_hs(infohash, true);
     s.extend([0, 0, 0, 0]);
     s.extend([0, 0, 0, 3, 5, 0xff, 0x80]); // bitfield
     s.extend(peer_ext(size));
@@ -271,7 +271,7 @@ fn tolerated_noise_between_messages() {
     s.extend([0, 0, 0, 0]);
     s.extend(data(1, size, &info[PIECE_SIZE..]));
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
+    let mut f = fetch(infohash, t0);
     f.handle_data(&s, t0);
     assert_eq!(
         verified(&mut f),
@@ -286,11 +286,11 @@ fn tolerated_noise_between_messages() {
 #[test]
 fn pieces_may_arrive_out_of_order() {
     let info = info_dict(20_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let size = info.len() as i64;
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, size), t0);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, size), t0);
     f.handle_data(&data(1, size, &info[PIECE_SIZE..]), t0);
     assert!(!f.is_finished());
     f.handle_data(&data(0, size, &info[..PIECE_SIZE]), t0);
@@ -402,10 +402,10 @@ fn case26_oversize_frames_disconnect_without_allocating() {
 fn case26_large_skipped_frame_is_not_buffered() {
     // A 1 MiB bitfield (the largest frame allowed) streams past unbuffered.
     let info = info_dict(1000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    let mut s = prelude(ih, info.len() as i64);
+    let mut f = fetch(infohash, t0);
+    let mut s = prelude(infohash, info.len() as i64);
     s.extend(MAX_FRAME.to_be_bytes());
     s.push(5);
     s.resize(s.len() + MAX_FRAME as usize - 1, 0xff);
@@ -608,7 +608,7 @@ fn case27_metadata_size_9() {
     // (whether it is a usable torrent is the metainfo layer's call).
     let info = b"d1:ai12ee".to_vec();
     assert_eq!(info.len(), 9);
-    let (o, _, _) = serve_and_fetch(&info, sha1_info_hash(&info), Behaviour::Honest);
+    let (o, _, _) = serve_and_fetch(&info, sha1_infohash(&info), Behaviour::Honest);
     assert_eq!(
         o,
         Outcome::Done(Verified {
@@ -618,9 +618,9 @@ fn case27_metadata_size_9() {
     );
     // (b) Nine bytes that hash correctly but are not bencode: Malformed.
     let junk = b"123456789";
-    let ih = sha1_info_hash(junk);
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, 9), t0);
+    let infohash = sha1_infohash(junk);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, 9), t0);
     f.handle_data(&data(0, 9, junk), t0);
     assert_eq!(
         failure(&mut f),
@@ -628,18 +628,18 @@ fn case27_metadata_size_9() {
     );
     // (c) A list, hashing correctly: not a dictionary either.
     let list = b"li1ei22ee";
-    let ih = sha1_info_hash(list);
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, 9), t0);
+    let infohash = sha1_infohash(list);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, 9), t0);
     f.handle_data(&data(0, 9, list), t0);
     assert_eq!(
         failure(&mut f),
         FailReason::Malformed(Malformed::NotADictionary)
     );
     // (d) Nine bytes for some other infohash: HashMismatch.
-    let ih = Id([3; 20]);
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, 9), t0);
+    let infohash = Id([3; 20]);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, 9), t0);
     f.handle_data(&data(0, 9, &info), t0);
     assert_eq!(failure(&mut f), FailReason::HashMismatch);
 }
@@ -647,11 +647,11 @@ fn case27_metadata_size_9() {
 #[test]
 fn case27_repeated_handshake_is_additive() {
     let info = info_dict(20_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let size = info.len() as i64;
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, size), t0);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, size), t0);
     f.poll_transmit(&mut Vec::new());
     // Adds ut_pex, repeats the size, keeps ut_metadata: fine.
     let again = format!("d1:md6:ut_pexi2ee13:metadata_sizei{size}ee");
@@ -670,9 +670,9 @@ fn case27_repeated_handshake_is_additive() {
 #[test]
 fn case27_repeated_handshake_changing_size_or_disabling() {
     let t0 = Instant::now();
-    let ih = Id([1; 20]);
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, 40_000), t0);
+    let infohash = Id([1; 20]);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, 40_000), t0);
     f.handle_data(&peer_ext(40_001), t0);
     assert_eq!(
         failure(&mut f),
@@ -681,8 +681,8 @@ fn case27_repeated_handshake_changing_size_or_disabling() {
             now: 40_001
         })
     );
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, 40_000), t0);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, 40_000), t0);
     f.handle_data(&ext_frame(0, b"d1:md11:ut_metadatai0eee"), t0);
     assert_eq!(failure(&mut f), FailReason::NoUtMetadata);
 }
@@ -690,11 +690,11 @@ fn case27_repeated_handshake_changing_size_or_disabling() {
 #[test]
 fn case27_repeated_handshake_moves_ut_metadata_id() {
     let info = info_dict(40_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let size = info.len() as i64;
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, size), t0);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, size), t0);
     f.poll_transmit(&mut Vec::new());
     f.handle_data(&ext_frame(0, b"d1:md11:ut_metadatai9eee"), t0);
     f.handle_data(&data(0, size, &info[..PIECE_SIZE]), t0);
@@ -919,10 +919,10 @@ fn case28_unparseable_messages() {
 #[test]
 fn case29_unknown_msg_type_ignored() {
     let info = info_dict(1000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    let mut s = prelude(ih, info.len() as i64);
+    let mut f = fetch(infohash, t0);
+    let mut s = prelude(infohash, info.len() as i64);
     s.extend(ext_frame(OUR_UT_METADATA, b"d8:msg_typei7e5:piecei0ee"));
     s.extend(ext_frame(OUR_UT_METADATA, b"d8:msg_typei7ee"));
     // A request to us (we serve nothing) is ignored too.
@@ -943,7 +943,7 @@ fn case29_reject_moves_on() {
         FailReason::Rejected
     );
     let info = info_dict(1000);
-    let (o, _, _) = serve_and_fetch(&info, sha1_info_hash(&info), Behaviour::Reject);
+    let (o, _, _) = serve_and_fetch(&info, sha1_infohash(&info), Behaviour::Reject);
     assert_eq!(o, Outcome::Failed(FailReason::Rejected));
 }
 
@@ -952,8 +952,8 @@ fn case29_reject_moves_on() {
 #[test]
 fn case30_sha1_mismatch() {
     for info in [info_dict(1000), info_dict(40_000)] {
-        let ih = sha1_info_hash(&info);
-        let (o, _, _) = serve_and_fetch(&info, ih, Behaviour::Lie);
+        let infohash = sha1_infohash(&info);
+        let (o, _, _) = serve_and_fetch(&info, infohash, Behaviour::Lie);
         assert_eq!(o, Outcome::Failed(FailReason::HashMismatch));
     }
 }
@@ -961,9 +961,9 @@ fn case30_sha1_mismatch() {
 #[test]
 fn case30_truncated_sha256_accepted() {
     let info = info_dict(40_000);
-    let ih = sha256_truncated_info_hash(&info);
-    assert_ne!(ih, sha1_info_hash(&info));
-    let (o, _, _) = serve_and_fetch(&info, ih, Behaviour::Honest);
+    let infohash = sha256_truncated_infohash(&info);
+    assert_ne!(infohash, sha1_infohash(&info));
+    let (o, _, _) = serve_and_fetch(&info, infohash, Behaviour::Honest);
     assert_eq!(
         o,
         Outcome::Done(Verified {
@@ -992,7 +992,7 @@ fn case31_never_sends_handshake() {
     );
     // The same against a simulated peer that never answers.
     let info = info_dict(1000);
-    let (o, _, end) = serve_and_fetch(&info, sha1_info_hash(&info), Behaviour::NoHandshake);
+    let (o, _, end) = serve_and_fetch(&info, sha1_infohash(&info), Behaviour::NoHandshake);
     assert_eq!(
         o,
         Outcome::Failed(FailReason::Timeout {
@@ -1134,9 +1134,9 @@ fn byte_budget_ends_a_junk_stream_of_skipped_frames() {
     // streamed without end after the handshakes, all in one instant: no
     // deadline can fire, the byte budget must.
     let t0 = Instant::now();
-    let ih = Id([1; 20]);
-    let mut f = fetch(ih, t0);
-    let prelude = prelude(ih, SIZE as i64);
+    let infohash = Id([1; 20]);
+    let mut f = fetch(infohash, t0);
+    let prelude = prelude(infohash, SIZE as i64);
     f.handle_data(&prelude, t0);
     assert_eq!(f.phase(), Phase::Transfer);
     let frame = junk_frame(256 * 1024);
@@ -1178,9 +1178,9 @@ fn byte_budget_ends_a_keepalive_flood_before_the_handshake_is_done() {
     // Keep-alives are bytes too: a flood of them, before the extension
     // handshake, is cut off at the budget (no piece is requested yet).
     let t0 = Instant::now();
-    let ih = Id([1; 20]);
-    let mut f = fetch(ih, t0);
-    f.handle_data(&peer_hs(ih, true), t0);
+    let infohash = Id([1; 20]);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&peer_hs(infohash, true), t0);
     let flood = [0u8; 4].repeat(4096);
     let mut rounds = 0u64;
     while !f.is_finished() && rounds < 10_000 {
@@ -1209,10 +1209,10 @@ fn byte_budget_lets_the_largest_honest_exchange_through() {
         "{}",
         info.len()
     );
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    let mut s = MetadataServe::new(ih, info.clone(), [0xCC; 20], Behaviour::Honest);
+    let mut f = fetch(infohash, t0);
+    let mut s = MetadataServe::new(infohash, info.clone(), [0xCC; 20], Behaviour::Honest);
     let mut out = Vec::new();
     f.poll_transmit(&mut out);
     s.handle_data(&out);
@@ -1243,10 +1243,10 @@ fn byte_budget_lets_the_largest_honest_exchange_through() {
 #[test]
 fn case31_late_data_without_handle_timeout_still_times_out() {
     let info = info_dict(1000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    f.handle_data(&prelude(ih, info.len() as i64), t0);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&prelude(infohash, info.len() as i64), t0);
     // The glue forgot to call handle_timeout: the deadline still wins.
     f.handle_data(&data(0, info.len() as i64, &info), t0 + 31 * SEC);
     assert_eq!(
@@ -1261,20 +1261,25 @@ fn case31_late_data_without_handle_timeout_still_times_out() {
 #[test]
 fn case31_eof_mid_transfer() {
     let info = info_dict(40_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let t0 = Instant::now();
-    let mut f = fetch(ih, t0);
-    let mut s = MetadataServe::new(ih, info.clone(), [0xCC; 20], Behaviour::DisconnectMidway);
+    let mut f = fetch(infohash, t0);
+    let mut s = MetadataServe::new(
+        infohash,
+        info.clone(),
+        [0xCC; 20],
+        Behaviour::DisconnectMidway,
+    );
     let (o, _, end) = drive(&mut f, &mut s, t0);
     assert_eq!(o, Outcome::Failed(FailReason::Closed(Phase::Transfer)));
     assert_eq!(s.pieces_served(), 1);
     assert!(end < t0 + SEC);
     // EOF before anything arrived, and after a partial handshake.
-    let mut f = fetch(ih, t0);
+    let mut f = fetch(infohash, t0);
     f.handle_eof(t0);
     assert_eq!(failure(&mut f), FailReason::Closed(Phase::Handshake));
-    let mut f = fetch(ih, t0);
-    f.handle_data(&peer_hs(ih, true), t0);
+    let mut f = fetch(infohash, t0);
+    f.handle_data(&peer_hs(infohash, true), t0);
     f.handle_eof(t0);
     assert_eq!(
         failure(&mut f),
@@ -1287,7 +1292,7 @@ fn case31_eof_mid_transfer() {
 #[test]
 fn oversize_server() {
     let info = info_dict(1000);
-    let (o, _, _) = serve_and_fetch(&info, sha1_info_hash(&info), Behaviour::Oversize);
+    let (o, _, _) = serve_and_fetch(&info, sha1_infohash(&info), Behaviour::Oversize);
     assert_eq!(
         o,
         Outcome::Failed(FailReason::MetadataTooLarge(OVERSIZE_ADVERTISED))
@@ -1297,7 +1302,7 @@ fn oversize_server() {
 #[test]
 fn every_behaviour_has_its_reason() {
     let info = info_dict(40_000);
-    let ih = sha1_info_hash(&info);
+    let infohash = sha1_infohash(&info);
     let cases = [
         (
             Behaviour::Honest,
@@ -1325,7 +1330,7 @@ fn every_behaviour_has_its_reason() {
         ),
     ];
     for (b, expected) in cases {
-        let (o, _, _) = serve_and_fetch(&info, ih, b);
+        let (o, _, _) = serve_and_fetch(&info, infohash, b);
         assert_eq!(o, expected, "{b:?}");
     }
 }
@@ -1333,7 +1338,7 @@ fn every_behaviour_has_its_reason() {
 #[test]
 fn server_refuses_wrong_infohash() {
     let info = info_dict(1000);
-    let mut s = MetadataServe::new(sha1_info_hash(&info), info, [0xCC; 20], Behaviour::Honest);
+    let mut s = MetadataServe::new(sha1_infohash(&info), info, [0xCC; 20], Behaviour::Honest);
     let t0 = Instant::now();
     let mut f = fetch(Id([9; 20]), t0);
     let mut out = Vec::new();
@@ -1359,14 +1364,14 @@ fn outcome_is_reported_once_and_input_after_it_is_ignored() {
 #[test]
 fn server_rejects_out_of_range_and_ignores_requests_before_ext_handshake() {
     let info = info_dict(1000);
-    let ih = sha1_info_hash(&info);
-    let mut s = MetadataServe::new(ih, info.clone(), [0xCC; 20], Behaviour::Honest);
+    let infohash = sha1_infohash(&info);
+    let mut s = MetadataServe::new(infohash, info.clone(), [0xCC; 20], Behaviour::Honest);
     let mut hello = Vec::new();
-    Handshake::ours(ih, [0xAA; 20]).encode(&mut hello);
+    Handshake::ours(infohash, [0xAA; 20]).encode(&mut hello);
     s.handle_data(&hello);
     let mut out = Vec::new();
     s.poll_transmit(&mut out);
-    assert_eq!(&out[..68], &peer_hs_of(ih, [0xCC; 20])[..]);
+    assert_eq!(&out[..68], &peer_hs_of(infohash, [0xCC; 20])[..]);
     // A request before our extension handshake: no id to answer with.
     let mut req = Vec::new();
     metadata::encode_request(&mut req, MetadataServe::UT_METADATA_ID, 0);
@@ -1390,8 +1395,8 @@ fn server_rejects_out_of_range_and_ignores_requests_before_ext_handshake() {
     assert!(!s.poll_close());
 }
 
-fn peer_hs_of(ih: Id, peer_id: [u8; 20]) -> Vec<u8> {
+fn peer_hs_of(infohash: Id, peer_id: [u8; 20]) -> Vec<u8> {
     let mut out = Vec::new();
-    Handshake::ours(ih, peer_id).encode(&mut out);
+    Handshake::ours(infohash, peer_id).encode(&mut out);
     out
 }

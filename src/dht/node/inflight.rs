@@ -13,14 +13,14 @@ pub(super) enum Kind {
     FindNode,
     Sample,
     HolderGetPeers {
-        info_hash: Id,
+        infohash: Id,
     },
     LookupGetPeers {
         lookup: u32,
     },
     /// A BEP 33 scrape of a stored torrent.
     Scrape {
-        info_hash: Id,
+        infohash: Id,
     },
 }
 

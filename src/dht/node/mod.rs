@@ -132,7 +132,7 @@ const MAX_SCRAPES: usize = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct ExploitJob {
-    info_hash: Id,
+    infohash: Id,
     holder: NodeInfo,
     since: Instant,
 }
@@ -366,17 +366,17 @@ impl Node {
                 self.recycle(bytes);
             }
             ShardMsg::Harvested {
-                info_hash,
+                infohash,
                 source,
                 peers,
             } => {
-                if self.owner(&info_hash) == Some(self.cfg.shard) {
-                    self.discover(info_hash, source, peers, None, now);
+                if self.owner(&infohash) == Some(self.cfg.shard) {
+                    self.discover(infohash, source, peers, None, now);
                 }
             }
-            ShardMsg::Sampled { info_hash, holder } => {
-                if self.owner(&info_hash) == Some(self.cfg.shard) {
-                    self.discover(info_hash, Source::Sample, Vec::new(), Some(holder), now);
+            ShardMsg::Sampled { infohash, holder } => {
+                if self.owner(&infohash) == Some(self.cfg.shard) {
+                    self.discover(infohash, Source::Sample, Vec::new(), Some(holder), now);
                 }
             }
             ShardMsg::Node { node } => {
@@ -384,23 +384,23 @@ impl Node {
                     self.add_candidate(node, now);
                 }
             }
-            ShardMsg::Offer { info_hash } => self.pool.offer(info_hash, &mut self.rng),
+            ShardMsg::Offer { infohash } => self.pool.offer(infohash, &mut self.rng),
             ShardMsg::Rekey { identity, id } => self.rekey(identity, id),
         }
         self.flush_exploit(now);
     }
 
-    /// The fetch pool reports how a fetch of `ih` ended.
-    pub fn handle_fetch_result(&mut self, ih: Id, outcome: FetchOutcome, now: Instant) {
-        self.harvest.fetch_done(&ih, outcome, now);
+    /// The fetch pool reports how a fetch of `infohash` ended.
+    pub fn handle_fetch_result(&mut self, infohash: Id, outcome: FetchOutcome, now: Instant) {
+        self.harvest.fetch_done(&infohash, outcome, now);
         self.drive_harvest(now);
         self.flush_exploit(now);
     }
 
-    /// Marks `ih` as already stored (loaded from the database at start): it
+    /// Marks `infohash` as already stored (loaded from the database at start): it
     /// is never fetched again.
-    pub fn remember_stored(&mut self, ih: &Id) {
-        self.harvest.remember_stored(ih);
+    pub fn remember_stored(&mut self, infohash: &Id) {
+        self.harvest.remember_stored(infohash);
     }
 
     /// The harvester's counters.
@@ -564,30 +564,30 @@ impl Node {
         self.table.get(id).map(|e| (e.addr, e.confirmed))
     }
 
-    /// The peers the announce store holds for `ih`.
-    pub fn stored_peers(&self, ih: &Id) -> Vec<SocketAddr> {
+    /// The peers the announce store holds for `infohash`.
+    pub fn stored_peers(&self, infohash: &Id) -> Vec<SocketAddr> {
         let mut v = Vec::new();
-        self.store.peers(ih, &mut v);
+        self.store.peers(infohash, &mut v);
         v
     }
 
     /// Resumes an infohash found in an earlier run but never fetched: it is
     /// taken in like a fresh discovery and its peers are looked up.
-    pub fn resume(&mut self, ih: Id, source: Source, now: Instant) {
-        self.harvest(ih, source, Vec::new(), None, now);
+    pub fn resume(&mut self, infohash: Id, source: Source, now: Instant) {
+        self.harvest(infohash, source, Vec::new(), None, now);
         self.drive_harvest(now);
         self.flush_exploit(now);
     }
 
-    /// Stores `peer` for `ih` as if it had announced, as a seed or not
-    /// (BEP 33), and offers `ih` to the BEP 51 sample pool. For
+    /// Stores `peer` for `infohash` as if it had announced, as a seed or not
+    /// (BEP 33), and offers `infohash` to the BEP 51 sample pool. For
     /// simulations that build a swarm directly.
-    pub fn seed_peer(&mut self, ih: Id, peer: SocketAddr, seed: bool, now: Instant) {
+    pub fn seed_peer(&mut self, infohash: Id, peer: SocketAddr, seed: bool, now: Instant) {
         // Offered once per torrent, as for a real announce: a pool holding
         // an infohash once per peer would sample fewer distinct torrents.
-        let new_torrent = !self.store.contains(&ih);
-        if self.store.announce(ih, peer, seed, now) && new_torrent {
-            self.pool.offer(ih, &mut self.rng);
+        let new_torrent = !self.store.contains(&infohash);
+        if self.store.announce(infohash, peer, seed, now) && new_torrent {
+            self.pool.offer(infohash, &mut self.rng);
         }
     }
 

@@ -71,8 +71,8 @@ impl Node {
                         self.stats.sample_replies = self.stats.sample_replies.saturating_add(1);
                         self.stats.samples_received =
                             self.stats.samples_received.saturating_add(s.len() as u64);
-                        for ih in s.samples() {
-                            self.on_sample(ih, holder, now);
+                        for infohash in s.samples() {
+                            self.on_sample(infohash, holder, now);
                         }
                         Duration::from_secs(u64::from(s.interval)).max(self.cfg.min_resample)
                     }
@@ -80,19 +80,19 @@ impl Node {
                 };
                 self.set_next_sample(&r.id, now + next);
             }
-            Kind::HolderGetPeers { info_hash } => {
+            Kind::HolderGetPeers { infohash } => {
                 let peers = self.valid_peers(r);
                 if peers.is_empty() {
                     let seeds = self.acceptable_nodes(r);
                     self.add_nodes_from(r, now);
-                    self.start_lookup(info_hash, seeds, now);
+                    self.start_lookup(infohash, seeds, now);
                 } else {
-                    self.harvest.note_value_node(&info_hash, holder);
-                    self.finish(info_hash, peers, now);
+                    self.harvest.note_value_node(&infohash, holder);
+                    self.finish(infohash, peers, now);
                     self.drive_harvest(now);
                 }
             }
-            Kind::Scrape { info_hash } => self.on_scrape_reply(info_hash, r, now),
+            Kind::Scrape { infohash } => self.on_scrape_reply(infohash, r, now),
             Kind::LookupGetPeers { lookup } => {
                 let peers = self.valid_peers(r);
                 let nodes = self.acceptable_nodes(r);
@@ -154,11 +154,11 @@ impl Node {
                     }
                 }
             }
-            Kind::HolderGetPeers { info_hash } => {
+            Kind::HolderGetPeers { infohash } => {
                 if let Some(id) = p.expected {
                     self.table.fail(&id);
                 }
-                self.start_lookup(info_hash, Vec::new(), now);
+                self.start_lookup(infohash, Vec::new(), now);
             }
             Kind::LookupGetPeers { lookup } => {
                 if let Some(l) = self.lookups.get_mut(&lookup) {
@@ -166,7 +166,7 @@ impl Node {
                     self.step_lookup(lookup, now);
                 }
             }
-            Kind::Scrape { info_hash } => self.scrape_done(info_hash, false),
+            Kind::Scrape { infohash } => self.scrape_done(infohash, false),
         }
     }
 }

@@ -17,9 +17,7 @@ impl Node {
                 target: Some(target),
                 ..
             } => target,
-            Method::GetPeers { info_hash, .. } | Method::AnnouncePeer { info_hash, .. } => {
-                info_hash
-            }
+            Method::GetPeers { infohash, .. } | Method::AnnouncePeer { infohash, .. } => infohash,
             Method::Ping | Method::Unknown { target: None, .. } => return None,
         };
         self.owner(&key).filter(|o| *o != self.cfg.shard)
@@ -146,21 +144,21 @@ impl Node {
                 return;
             }
             Method::GetPeers {
-                info_hash, scrape, ..
+                infohash, scrape, ..
             } => {
                 answered = Answered::GetPeers;
-                fill_nodes(&self.table, &info_hash, &mut nodes);
+                fill_nodes(&self.table, &infohash, &mut nodes);
                 // A scrape (BEP 33) is answered as libtorrent does: the two
                 // filters instead of `values` (which would not fit beside
                 // them), nothing when no peer is stored.
                 let filters = if scrape {
-                    self.store.scrape(&info_hash)
+                    self.store.scrape(&infohash)
                 } else {
-                    self.store.peers(&info_hash, &mut peers);
+                    self.store.peers(&infohash, &mut peers);
                     peers.retain(|p| p.is_ipv4() == from.is_ipv4());
                     None
                 };
-                let token = self.tokens.generate(from.ip(), &info_hash, now);
+                let token = self.tokens.generate(from.ip(), &infohash, now);
                 let body = ResponseBody {
                     nodes: &nodes,
                     nodes6: &nodes,
@@ -170,10 +168,10 @@ impl Node {
                     scrape: filters.as_ref().map(|(s, p)| (s, p)),
                 };
                 encode_response(&mut buf, &header, Some(from), &our_id, &body);
-                self.harvest(info_hash, Source::GetPeers, Vec::new(), None, now);
+                self.harvest(infohash, Source::GetPeers, Vec::new(), None, now);
             }
             Method::AnnouncePeer {
-                info_hash,
+                infohash,
                 port,
                 implied_port,
                 token,
@@ -181,7 +179,7 @@ impl Node {
             } => {
                 let port = if implied_port { from.port() } else { port };
                 let peer = SocketAddr::new(from.ip(), port);
-                let err = if !self.tokens.verify(token, from.ip(), &info_hash, now) {
+                let err = if !self.tokens.verify(token, from.ip(), &infohash, now) {
                     Some("invalid token")
                 } else if !is_valid_peer(&peer, self.cfg.allow_private) {
                     Some("invalid port")
@@ -197,11 +195,11 @@ impl Node {
                     return;
                 }
                 answered = Answered::AnnouncePeer;
-                let new_torrent = !self.store.contains(&info_hash);
+                let new_torrent = !self.store.contains(&infohash);
                 let seed = seed.unwrap_or(false);
-                if self.store.announce(info_hash, peer, seed, now) && new_torrent && !self.cfg.crawl
+                if self.store.announce(infohash, peer, seed, now) && new_torrent && !self.cfg.crawl
                 {
-                    self.pool.offer(info_hash, &mut self.rng);
+                    self.pool.offer(infohash, &mut self.rng);
                 }
                 encode_response(
                     &mut buf,
@@ -210,7 +208,7 @@ impl Node {
                     &our_id,
                     &ResponseBody::default(),
                 );
-                self.harvest(info_hash, Source::Announce, vec![peer], None, now);
+                self.harvest(infohash, Source::Announce, vec![peer], None, now);
             }
             Method::SampleInfohashes { target } => {
                 answered = Answered::SampleInfohashes;

@@ -9,15 +9,15 @@ impl Node {
     // ------------------------------------------------------------------
     // Harvest pipeline.
 
-    pub(super) fn on_sample(&mut self, ih: Id, holder: NodeInfo, now: Instant) {
-        self.harvest(ih, Source::Sample, Vec::new(), Some(holder), now);
+    pub(super) fn on_sample(&mut self, infohash: Id, holder: NodeInfo, now: Instant) {
+        self.harvest(infohash, Source::Sample, Vec::new(), Some(holder), now);
     }
 
     /// A seen infohash (passively, or as a sample with the node that holds
     /// its peers): to the owner shard.
     pub(super) fn harvest(
         &mut self,
-        ih: Id,
+        infohash: Id,
         source: Source,
         peers: Vec<SocketAddr>,
         holder: Option<NodeInfo>,
@@ -26,17 +26,14 @@ impl Node {
         if !self.cfg.crawl {
             return;
         }
-        match self.owner(&ih) {
+        match self.owner(&infohash) {
             None => count(&mut self.stats.dropped.foreign_key),
-            Some(s) if s == self.cfg.shard => self.discover(ih, source, peers, holder, now),
+            Some(s) if s == self.cfg.shard => self.discover(infohash, source, peers, holder, now),
             Some(shard) => {
                 let msg = match holder {
-                    Some(holder) => ShardMsg::Sampled {
-                        info_hash: ih,
-                        holder,
-                    },
+                    Some(holder) => ShardMsg::Sampled { infohash, holder },
                     None => ShardMsg::Harvested {
-                        info_hash: ih,
+                        infohash,
                         source,
                         peers,
                     },
@@ -50,7 +47,7 @@ impl Node {
     /// its peers), then runs what it wants.
     pub(super) fn discover(
         &mut self,
-        ih: Id,
+        infohash: Id,
         source: Source,
         peers: Vec<SocketAddr>,
         holder: Option<NodeInfo>,
@@ -59,36 +56,32 @@ impl Node {
         if !self.cfg.crawl {
             return;
         }
-        match self.harvest.discover(ih, source, &peers, holder) {
+        match self.harvest.discover(infohash, source, &peers, holder) {
             Discovered::New => {
                 match source {
                     Source::Sample => count(&mut self.stats.infohashes.sample),
                     Source::GetPeers => count(&mut self.stats.infohashes.get_peers),
                     Source::Announce => count(&mut self.stats.infohashes.announce),
                 }
-                self.pool.offer(ih, &mut self.rng);
+                self.pool.offer(infohash, &mut self.rng);
                 // Every shard serves samples from the same set.
                 if self.cfg.forward_queries {
                     for shard in 0..self.cfg.nr_shards {
                         if shard != self.cfg.shard {
                             self.actions.push_back(Action::ToShard {
                                 shard,
-                                msg: ShardMsg::Offer { info_hash: ih },
+                                msg: ShardMsg::Offer { infohash },
                             });
                         }
                     }
                 }
-                self.actions.push_back(Action::Discovered {
-                    info_hash: ih,
-                    source,
-                });
+                self.actions
+                    .push_back(Action::Discovered { infohash, source });
             }
             Discovered::InProgress => {
-                if !peers.is_empty() && self.harvest.is_fetching(&ih) {
-                    self.actions.push_back(Action::MorePeers {
-                        info_hash: ih,
-                        peers,
-                    });
+                if !peers.is_empty() && self.harvest.is_fetching(&infohash) {
+                    self.actions
+                        .push_back(Action::MorePeers { infohash, peers });
                 }
             }
             Discovered::Shed => {
@@ -98,10 +91,8 @@ impl Node {
                 // it goes to the store as pending and is resumed later
                 // (a get_peers-only sighting, most of a flood, is not).
                 if source != Source::GetPeers {
-                    self.actions.push_back(Action::Discovered {
-                        info_hash: ih,
-                        source,
-                    });
+                    self.actions
+                        .push_back(Action::Discovered { infohash, source });
                 }
             }
             Discovered::Stored | Discovered::GivenUp => {}
@@ -120,12 +111,12 @@ impl Node {
             match req.holder {
                 Some(h) if self.exploit.len() < MAX_EXPLOIT_QUEUE => {
                     self.exploit.push_back(ExploitJob {
-                        info_hash: req.info_hash,
+                        infohash: req.infohash,
                         holder: h,
                         since: now,
                     });
                 }
-                _ => self.start_lookup(req.info_hash, Vec::new(), now),
+                _ => self.start_lookup(req.infohash, Vec::new(), now),
             }
         }
         if self.exploit.len() > exploit_before {
@@ -136,16 +127,16 @@ impl Node {
         while let Some(f) = self.harvest.poll_fetch() {
             count(&mut self.stats.emitted);
             self.actions.push_back(Action::Fetch {
-                info_hash: f.info_hash,
+                infohash: f.infohash,
                 source: f.source,
                 peers: f.peers,
             });
         }
-        while let Some(ih) = self.harvest.poll_given_up() {
-            self.actions.push_back(Action::GaveUp { info_hash: ih });
+        while let Some(infohash) = self.harvest.poll_given_up() {
+            self.actions.push_back(Action::GaveUp { infohash });
         }
-        while let Some((ih, nodes)) = self.harvest.poll_scrape() {
-            self.start_scrape(ih, &nodes, now);
+        while let Some((infohash, nodes)) = self.harvest.poll_scrape() {
+            self.start_scrape(infohash, &nodes, now);
         }
     }
 
@@ -165,19 +156,19 @@ impl Node {
     // (libtorrent answers one or the other), and `values` are what a
     // search needs.
 
-    fn start_scrape(&mut self, ih: Id, nodes: &[NodeInfo], now: Instant) {
-        if self.scrapes.len() >= MAX_SCRAPES || self.scrapes.contains_key(&ih) {
+    fn start_scrape(&mut self, infohash: Id, nodes: &[NodeInfo], now: Instant) {
+        if self.scrapes.len() >= MAX_SCRAPES || self.scrapes.contains_key(&infohash) {
             count(&mut self.stats.scrapes.skipped);
             return;
         }
         let m = Method::GetPeers {
-            info_hash: ih,
+            infohash,
             noseed: false,
             scrape: true,
         };
         let mut sent = 0u8;
         for n in nodes {
-            let kind = Kind::Scrape { info_hash: ih };
+            let kind = Kind::Scrape { infohash };
             if self
                 .send_query(n.addr, Some(n.id), kind, &m, Tier::Explore, now)
                 .is_ok()
@@ -191,7 +182,7 @@ impl Node {
         }
         count(&mut self.stats.scrapes.started);
         self.scrapes.insert(
-            ih,
+            infohash,
             ScrapeJob {
                 seeds: ScrapeBloom::default(),
                 peers: ScrapeBloom::default(),
@@ -204,10 +195,10 @@ impl Node {
     /// A node answered a scrape: its filters are merged in (a reply
     /// without both filters, or with filters of the wrong size, counts as
     /// no answer).
-    pub(super) fn on_scrape_reply(&mut self, ih: Id, r: &Response<'_>, _now: Instant) {
+    pub(super) fn on_scrape_reply(&mut self, infohash: Id, r: &Response<'_>, _now: Instant) {
         let answered = match (r.bf_seeds, r.bf_peers) {
             (Some(seeds), Some(peers)) => {
-                if let Some(job) = self.scrapes.get_mut(&ih) {
+                if let Some(job) = self.scrapes.get_mut(&infohash) {
                     job.seeds.union(seeds);
                     job.peers.union(peers);
                 }
@@ -216,13 +207,13 @@ impl Node {
             }
             _ => false,
         };
-        self.scrape_done(ih, answered);
+        self.scrape_done(infohash, answered);
     }
 
-    /// One scrape query of `ih` is over; the last one turns the merged
+    /// One scrape query of `infohash` is over; the last one turns the merged
     /// filters into an estimate.
-    pub(super) fn scrape_done(&mut self, ih: Id, answered: bool) {
-        let Some(job) = self.scrapes.get_mut(&ih) else {
+    pub(super) fn scrape_done(&mut self, infohash: Id, answered: bool) {
+        let Some(job) = self.scrapes.get_mut(&infohash) else {
             return;
         };
         job.outstanding = job.outstanding.saturating_sub(1);
@@ -232,7 +223,7 @@ impl Node {
         if job.outstanding > 0 {
             return;
         }
-        let Some(job) = self.scrapes.remove(&ih) else {
+        let Some(job) = self.scrapes.remove(&infohash) else {
             return;
         };
         if job.answered == 0 {
@@ -244,31 +235,31 @@ impl Node {
             count(&mut self.stats.scrapes.saturated);
         }
         self.actions.push_back(Action::Scraped {
-            info_hash: ih,
+            infohash,
             seeders: s.count(),
             leechers: p.count(),
         });
     }
 
-    /// The peer search for `ih` is over.
-    pub(super) fn finish(&mut self, ih: Id, peers: Vec<SocketAddr>, now: Instant) {
-        self.harvest.search_done(&ih, &peers, now);
+    /// The peer search for `infohash` is over.
+    pub(super) fn finish(&mut self, infohash: Id, peers: Vec<SocketAddr>, now: Instant) {
+        self.harvest.search_done(&infohash, &peers, now);
     }
 
-    pub(super) fn start_lookup(&mut self, ih: Id, seeds: Vec<NodeInfo>, now: Instant) {
-        let Some(source) = self.harvest.searching(&ih) else {
+    pub(super) fn start_lookup(&mut self, infohash: Id, seeds: Vec<NodeInfo>, now: Instant) {
+        let Some(source) = self.harvest.searching(&infohash) else {
             return;
         };
         if self.lookups.len() >= self.cfg.max_lookups {
             if self.lookup_queue.len() >= MAX_EXPLOIT_QUEUE {
-                self.finish(ih, Vec::new(), now);
+                self.finish(infohash, Vec::new(), now);
             } else {
-                self.lookup_queue.push_back((ih, seeds));
+                self.lookup_queue.push_back((infohash, seeds));
             }
             return;
         }
-        let mut l = Lookup::new(ih, source, seeds);
-        for n in self.table.closest(&ih, 16, false) {
+        let mut l = Lookup::new(infohash, source, seeds);
+        for n in self.table.closest(&infohash, 16, false) {
             l.add(n);
         }
         count(&mut self.stats.lookups);
@@ -296,7 +287,7 @@ impl Node {
         };
         while let Some(n) = l.next_query() {
             let m = Method::GetPeers {
-                info_hash: l.target,
+                infohash: l.target,
                 noseed: false,
                 scrape: false,
             };
@@ -336,10 +327,10 @@ impl Node {
 
     pub(super) fn start_queued_lookup(&mut self, now: Instant) {
         while self.lookups.len() < self.cfg.max_lookups {
-            let Some((ih, seeds)) = self.lookup_queue.pop_front() else {
+            let Some((infohash, seeds)) = self.lookup_queue.pop_front() else {
                 return;
             };
-            self.start_lookup(ih, seeds, now);
+            self.start_lookup(infohash, seeds, now);
         }
     }
 
@@ -358,20 +349,20 @@ impl Node {
                 self.exploit.push_back(job);
                 continue;
             }
-            if self.harvest.searching(&job.info_hash).is_none() {
+            if self.harvest.searching(&job.infohash).is_none() {
                 continue;
             }
             if now.saturating_duration_since(job.since) > EXPLOIT_MAX_WAIT {
-                self.start_lookup(job.info_hash, Vec::new(), now);
+                self.start_lookup(job.infohash, Vec::new(), now);
                 continue;
             }
             let m = Method::GetPeers {
-                info_hash: job.info_hash,
+                infohash: job.infohash,
                 noseed: false,
                 scrape: false,
             };
             let kind = Kind::HolderGetPeers {
-                info_hash: job.info_hash,
+                infohash: job.infohash,
             };
             match self.send_query(
                 job.holder.addr,
@@ -394,7 +385,7 @@ impl Node {
                     self.exploit.push_back(job);
                 }
                 Err(SendError::Martian | SendError::NoIdentity) => {
-                    self.start_lookup(job.info_hash, Vec::new(), now)
+                    self.start_lookup(job.infohash, Vec::new(), now)
                 }
             }
         }

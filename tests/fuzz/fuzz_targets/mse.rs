@@ -69,20 +69,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let seed = u32::from_le_bytes([s0, s1, s2, s3]);
     let mut splits = Splits(seed | 1);
-    let ih = Id([0x42; 20]);
+    let infohash = Id([0x42; 20]);
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(10);
     let m = methods(mode >> 2);
     match mode % 4 {
         0 | 2 => {
-            let mut a = MseInitiator::new(ih, m, deadline, Rng::seed_from_u64(u64::from(seed)));
+            let mut a = MseInitiator::new(infohash, m, deadline, Rng::seed_from_u64(u64::from(seed)));
             let mut to_b = Vec::new();
             a.poll_transmit(&mut to_b);
             let stream = if mode % 4 == 0 {
                 body.to_vec()
             } else {
                 let mut b = MseReceiver::new(
-                    vec![ih],
+                    vec![infohash],
                     methods(mode >> 4),
                     true,
                     Rng::seed_from_u64(u64::from(seed) + 1),
@@ -116,12 +116,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(a.poll_outcome().is_none());
         }
         _ => {
-            let mut b = MseReceiver::new(vec![ih], m, mode & 0x10 != 0, Rng::seed_from_u64(u64::from(seed)));
+            let mut b = MseReceiver::new(vec![infohash], m, mode & 0x10 != 0, Rng::seed_from_u64(u64::from(seed)));
             let stream = if mode % 4 == 1 {
                 body.to_vec()
             } else {
                 let mut a = MseInitiator::new(
-                    ih,
+                    infohash,
                     methods(mode >> 4),
                     deadline,
                     Rng::seed_from_u64(u64::from(seed) + 1),
@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
                 let mut s = Vec::new();
                 a.poll_transmit(&mut s);
                 let mut probe =
-                    MseReceiver::new(vec![ih], m, true, Rng::seed_from_u64(u64::from(seed)));
+                    MseReceiver::new(vec![infohash], m, true, Rng::seed_from_u64(u64::from(seed)));
                 probe.handle_data(&s);
                 let mut yb = Vec::new();
                 probe.poll_transmit(&mut yb);

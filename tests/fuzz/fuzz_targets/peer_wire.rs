@@ -20,7 +20,7 @@ use dht_hunter::id::Id;
 use dht_hunter::wire::extension::encode_handshake;
 use dht_hunter::wire::handshake::Handshake;
 use dht_hunter::wire::{
-    sha1_info_hash, sha256_truncated_info_hash, Behaviour, FetchConfig, MetadataFetch,
+    sha1_infohash, sha256_truncated_infohash, Behaviour, FetchConfig, MetadataFetch,
     MetadataServe, Outcome,
 };
 use libfuzzer_sys::fuzz_target;
@@ -55,12 +55,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut splits = Splits(u32::from_le_bytes([s0, s1, s2, s3]) | 1);
     let size = usize::from(u16::from_le_bytes([z0, z1])) + 1;
-    let ih = Id([0x42; 20]);
+    let infohash = Id([0x42; 20]);
     let t0 = Instant::now();
 
     if mode % 8 == 2 {
-        let mut s = MetadataServe::new(ih, vec![b'x'; size], [2; 20], Behaviour::Honest);
-        let mut f = MetadataFetch::new(ih, [1; 20], FetchConfig::default(), t0);
+        let mut s = MetadataServe::new(infohash, vec![b'x'; size], [2; 20], Behaviour::Honest);
+        let mut f = MetadataFetch::new(infohash, [1; 20], FetchConfig::default(), t0);
         let mut hello = Vec::new();
         f.poll_transmit(&mut hello);
         s.handle_data(&hello);
@@ -76,12 +76,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
 
-    let mut f = MetadataFetch::new(ih, [1; 20], FetchConfig::default(), t0);
+    let mut f = MetadataFetch::new(infohash, [1; 20], FetchConfig::default(), t0);
     let mut out = Vec::new();
     f.poll_transmit(&mut out);
     if mode % 8 != 1 {
         let mut prelude = Vec::new();
-        Handshake::ours(ih, [2; 20]).encode(&mut prelude);
+        Handshake::ours(infohash, [2; 20]).encode(&mut prelude);
         encode_handshake(&mut prelude, 3, Some(size as i64), None, b"fuzz");
         f.handle_data(&prelude, t0);
         assert!(!f.is_finished());
@@ -108,6 +108,6 @@ fuzz_target!(|data: &[u8]| {
     let outcome = f.poll_outcome();
     assert!(outcome.is_some(), "a fetch must end with an outcome");
     if let Some(Outcome::Done(v)) = outcome {
-        assert!(sha1_info_hash(&v.info) == ih || sha256_truncated_info_hash(&v.info) == ih);
+        assert!(sha1_infohash(&v.info) == infohash || sha256_truncated_infohash(&v.info) == infohash);
     }
 });
