@@ -463,7 +463,7 @@ fn sigterm_mid_crawl_keeps_every_completed_fetch() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    swarm.set_target(bind.parse().unwrap());
+    swarm.set_targets(&[bind.parse().unwrap()]);
     // Let it fetch for a while, but stop well before it is done.
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     let start = Instant::now();
@@ -776,7 +776,7 @@ fn sigterm_and_sigkill_lose_no_seen_infohash() {
 
     // Run 1: SIGTERM mid-harvest.
     let child = spawn();
-    swarm.set_target(target);
+    swarm.set_targets(&[target]);
     let seen = seen_after(150);
     signal(&child, libc::SIGTERM);
     let out = child.wait_with_output().unwrap();
@@ -872,7 +872,7 @@ fn filters_size_cap_and_prune() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    swarm.set_target(bind.parse().unwrap());
+    swarm.set_targets(&[bind.parse().unwrap()]);
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     let want = (swarm.truth.len() - excluded) as u64;
     let start = Instant::now();
@@ -986,7 +986,7 @@ fn filters_size_cap_and_prune() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    swarm.set_target(bind.parse().unwrap());
+    swarm.set_targets(&[bind.parse().unwrap()]);
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     let start = Instant::now();
     let mut full = String::new();

@@ -472,10 +472,8 @@ fn soak_faults_floods_and_restarts_lose_nothing() {
     for c in crawlers.iter_mut() {
         c.start();
     }
-    swarm.set_target(crawlers[0].bind);
-    for c in crawlers.iter().skip(1) {
-        swarm.add_target(c.bind);
-    }
+    let binds: Vec<_> = crawlers.iter().map(|c| c.bind).collect();
+    swarm.set_targets(&binds);
 
     let start = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();

@@ -100,8 +100,7 @@ fn delayed_announces_come_after_the_search_with_a_fresh_token() {
     let (a, ha) = fake_target(b'a', run);
     let (b, hb) = fake_target(b'b', run);
     let t0 = Instant::now();
-    swarm.set_target(a);
-    swarm.add_target(b);
+    swarm.set_targets(&[a, b]);
     assert_eq!(swarm.targets(), vec![a, b]);
     let seen_a = ha.join().unwrap();
     let seen_b = hb.join().unwrap();
@@ -197,7 +196,7 @@ fn search_only_clients_never_announce_and_undelayed_ones_announce_at_once() {
     })
     .unwrap();
     let (a, ha) = fake_target(b'a', Duration::from_millis(800));
-    swarm.set_target(a);
+    swarm.set_targets(&[a]);
     let seen = ha.join().unwrap();
     swarm.stop();
     assert!(seen.len() > 5, "{}", seen.len());
@@ -205,7 +204,7 @@ fn search_only_clients_never_announce_and_undelayed_ones_announce_at_once() {
 
     let swarm = Swarm::start(&small(9)).unwrap();
     let (a, ha) = fake_target(b'a', Duration::from_millis(800));
-    swarm.set_target(a);
+    swarm.set_targets(&[a]);
     let seen = ha.join().unwrap();
     swarm.stop();
     let announces: Vec<&Seen> = seen.iter().filter(|x| x.announce.is_some()).collect();

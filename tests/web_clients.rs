@@ -169,7 +169,7 @@ fn browser_and_torznab_client_against_a_short_harvest() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    swarm.set_target(bind.parse().unwrap());
+    swarm.set_targets(&[bind.parse().unwrap()]);
     // Harvest until a good part of the swarm is stored (read through the API).
     let start = Instant::now();
     let stored = loop {

@@ -155,9 +155,7 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
     let mut targets_set = false;
     while Instant::now() < end {
         if !targets_set && Instant::now() >= clients_at {
-            for t in &a.target {
-                swarm.add_target(*t);
-            }
+            swarm.set_targets(&a.target);
             targets_set = true;
         }
         std::thread::sleep(Duration::from_millis(50));

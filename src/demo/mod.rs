@@ -205,7 +205,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
     let telemetry = Arc::new(Telemetry::default());
     let eng = engine::start(&cfg, EngineParts::new(store.writer(), telemetry.clone()))?;
     if let Some(addr) = eng.udp_addrs.first() {
-        swarm.set_target(*addr);
+        swarm.set_targets(&[*addr]);
     }
     let stop = eng.shutdown_handle();
     let status = crate::engine::status::spawn(args.status, telemetry.clone(), stop.clone());

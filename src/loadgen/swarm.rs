@@ -609,27 +609,24 @@ impl Swarm {
         })
     }
 
-    /// Sends client traffic (get_peers, then maybe announce_peer) to
-    /// `target` only, replacing any targets set before.
-    pub fn set_target(&self, target: SocketAddr) {
+    /// Sends client traffic (get_peers, then maybe announce_peer) to every
+    /// one of `targets`, replacing the targets set before. All of them start
+    /// together: from the next tick every client search and announce goes
+    /// to each target in the same tick, each announce with the token that
+    /// target handed out, so harvesters compared side by side see the same
+    /// stream from the first query. Duplicates are sent to once.
+    pub fn set_targets(&self, targets: &[SocketAddr]) {
         if let Ok(mut t) = self.targets.lock() {
             t.clear();
-            t.push(target);
-        }
-        self.counters.with_target(target, |_| {});
-    }
-
-    /// Sends client traffic to `target` as well: from now on every client
-    /// search and announce goes to each target, in the same tick, each
-    /// announce with the token that target handed out. Adding a target
-    /// twice does nothing.
-    pub fn add_target(&self, target: SocketAddr) {
-        if let Ok(mut t) = self.targets.lock() {
-            if !t.contains(&target) {
-                t.push(target);
+            for &target in targets {
+                if !t.contains(&target) {
+                    t.push(target);
+                }
             }
         }
-        self.counters.with_target(target, |_| {});
+        for &target in targets {
+            self.counters.with_target(target, |_| {});
+        }
     }
 
     /// The targets client traffic goes to now.
