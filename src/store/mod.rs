@@ -283,6 +283,37 @@ pub struct SearchPage {
 /// Most matches a search counts (see [`SearchPage::counted`]).
 pub const SEARCH_COUNT_CAP: u64 = 1000;
 
+impl SearchPage {
+    /// The page both back ends build from what they read: up to
+    /// `limit + 1` rows (the extra one only says that a next page exists)
+    /// and a match count taken with `LIMIT` [`search_count_probe`] (so a
+    /// count past [`SEARCH_COUNT_CAP`] says "more than" without counting
+    /// every match).
+    fn from_rows(mut hits: Vec<SearchHit>, limit: usize, counted: i64) -> Self {
+        let more = hits.len() > limit;
+        hits.truncate(limit);
+        let counted = counted.max(0) as u64;
+        SearchPage {
+            hits,
+            more,
+            counted: counted.min(SEARCH_COUNT_CAP),
+            counted_capped: counted > SEARCH_COUNT_CAP,
+        }
+    }
+}
+
+/// The `LIMIT` of a search's count query: one past the cap, so that the
+/// count says whether there are more matches than it shows.
+fn search_count_probe() -> i64 {
+    sql_int(SEARCH_COUNT_CAP as usize + 1)
+}
+
+/// A count or offset as an SQL integer (both back ends bind `i64`);
+/// saturates rather than wrapping for absurd values.
+fn sql_int(n: usize) -> i64 {
+    n.min(i64::MAX as usize) as i64
+}
+
 /// A stored torrent with its files, for a detail page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorrentDetail {
@@ -348,6 +379,15 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// Records how many stored torrents came from `source`.
+    fn set_stored_from(&mut self, source: Source, n: u64) {
+        for (s, count) in &mut self.by_source {
+            if *s == source {
+                *count = n;
+            }
+        }
+    }
+
     /// Mean harvest rate over the last hour, torrents per second.
     pub fn rate_last_hour(&self) -> f64 {
         self.fetched_last_hour as f64 / 3600.0
@@ -595,6 +635,59 @@ struct ExportRow {
 }
 
 type ExportSink<'a> = dyn FnMut(ExportRow) -> Result<(), StoreError> + 'a;
+
+/// Folds the rows of `torrents LEFT JOIN files ORDER BY infohash, idx` into
+/// one [`ExportRow`] per torrent, handed to the sink as soon as the next
+/// torrent starts: both back ends stream the export this way, so memory
+/// stays at one torrent whatever the store holds.
+struct ExportGroups<'s, 'a> {
+    sink: &'s mut ExportSink<'a>,
+    cur: Option<ExportRow>,
+    count: u64,
+}
+
+impl<'s, 'a> ExportGroups<'s, 'a> {
+    fn new(sink: &'s mut ExportSink<'a>) -> Self {
+        ExportGroups {
+            sink,
+            cur: None,
+            count: 0,
+        }
+    }
+
+    /// One joined row of torrent `infohash`: `head` reads the torrent's
+    /// own columns (called only for its first row); `file` is the file the
+    /// row carries (`None` for a torrent without file rows).
+    fn row(
+        &mut self,
+        infohash: [u8; 20],
+        head: impl FnOnce() -> Result<ExportRow, StoreError>,
+        file: Option<(String, u64)>,
+    ) -> Result<(), StoreError> {
+        if self.cur.as_ref().is_none_or(|c| c.infohash != infohash) {
+            self.flush()?;
+            self.cur = Some(head()?);
+        }
+        if let (Some(c), Some(file)) = (self.cur.as_mut(), file) {
+            c.files.push(file);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if let Some(done) = self.cur.take() {
+            (self.sink)(done)?;
+            self.count += 1;
+        }
+        Ok(())
+    }
+
+    /// Hands over the last torrent; returns how many were exported.
+    fn finish(mut self) -> Result<u64, StoreError> {
+        self.flush()?;
+        Ok(self.count)
+    }
+}
 
 /// What each back end implements. One instance lives in the writer thread,
 /// another serves the read side.
@@ -1740,6 +1833,56 @@ fn parse_json_line(line: &[u8]) -> Result<(TorrentRecord, Option<ScrapeCounts>),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn export_head(b: u8) -> ExportRow {
+        ExportRow {
+            infohash: [b; 20],
+            name: format!("t{b}"),
+            size: 1,
+            files: Vec::new(),
+            discovered_at: 0,
+            fetched_at: 0,
+            source: Source::ALL[0],
+            seeders: None,
+            leechers: None,
+            scraped_at: None,
+        }
+    }
+
+    #[test]
+    fn export_groups_fold_joined_rows_into_one_row_per_torrent() {
+        let mut out = Vec::new();
+        let mut sink = |r: ExportRow| {
+            out.push((r.infohash[0], r.files));
+            Ok(())
+        };
+        let mut g = ExportGroups::new(&mut sink);
+        let file = |p: &str| Some((p.to_string(), 7));
+        for (b, f) in [(1, file("a")), (1, file("b")), (2, None), (3, file("c"))] {
+            g.row([b; 20], || Ok(export_head(b)), f).unwrap();
+        }
+        assert_eq!(g.finish().unwrap(), 3);
+        let f = |p: &str| (p.to_string(), 7);
+        assert_eq!(
+            out,
+            vec![(1, vec![f("a"), f("b")]), (2, vec![]), (3, vec![f("c")])]
+        );
+        // A sink that fails stops the export with its error.
+        let mut failing = |_: ExportRow| Err(StoreError::Range("sink"));
+        let mut g = ExportGroups::new(&mut failing);
+        g.row([1; 20], || Ok(export_head(1)), None).unwrap();
+        assert!(g.row([2; 20], || Ok(export_head(2)), None).is_err());
+    }
+
+    #[test]
+    fn search_pages_say_whether_more_hits_and_matches_exist() {
+        let p = SearchPage::from_rows(Vec::new(), 10, search_count_probe());
+        assert!(!p.more);
+        assert_eq!((p.counted, p.counted_capped), (SEARCH_COUNT_CAP, true));
+        let p = SearchPage::from_rows(Vec::new(), 10, SEARCH_COUNT_CAP as i64);
+        assert_eq!((p.counted, p.counted_capped), (SEARCH_COUNT_CAP, false));
+        assert_eq!(sql_int(usize::MAX), i64::MAX);
+    }
 
     #[test]
     fn url_parsing() {

@@ -41,8 +41,8 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use super::writer::Counters;
 use super::{
     dedup_fetched, from_unix_secs, name_columns, path_columns, search_body, to_i64, Backend,
-    ExportRow, ExportSink, Op, PendingEntry, PgTimeouts, SearchHit, SearchPage, SortKey, Source,
-    Stats, StoreError, TorrentDetail, SCHEMA_VERSION, SEARCH_COUNT_CAP,
+    ExportGroups, ExportRow, ExportSink, Op, PendingEntry, PgTimeouts, SearchHit, SearchPage,
+    SortKey, Source, Stats, StoreError, TorrentDetail, SCHEMA_VERSION, SEARCH_COUNT_CAP,
 };
 
 /// Schema migrations, applied in order; entry `i` takes version `i` to `i + 1`.
@@ -422,10 +422,6 @@ fn count_column(row: &tokio_postgres::Row, idx: usize) -> Result<Option<u32>, St
         .map(|v| u32::try_from(v).unwrap_or(0)))
 }
 
-fn limit_param(limit: usize) -> i64 {
-    limit.min(i64::MAX as usize) as i64
-}
-
 impl Backend for PgBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -652,9 +648,9 @@ impl Backend for PgBackend {
         let count_sql =
             format!("SELECT count(*) FROM (SELECT 1 FROM torrents t WHERE {filter} LIMIT $2) m");
         // One more than asked: whether there is a next page.
-        let want = limit_param(limit.saturating_add(1));
-        let offset = limit_param(offset);
-        let cap = SEARCH_COUNT_CAP as i64 + 1;
+        let want = super::sql_int(limit.saturating_add(1));
+        let offset = super::sql_int(offset);
+        let cap = super::search_count_probe();
         let (rows, counted) = self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "searching", async {
                 let rows = c.client.query(&sql, &[&query, &want, &offset]).await?;
@@ -666,16 +662,8 @@ impl Backend for PgBackend {
                 Ok((rows, counted))
             })
         })?;
-        let mut hits = rows.iter().map(hit).collect::<Result<Vec<_>, _>>()?;
-        let more = hits.len() > limit;
-        hits.truncate(limit);
-        let counted = counted as u64;
-        Ok(SearchPage {
-            hits,
-            more,
-            counted: counted.min(SEARCH_COUNT_CAP),
-            counted_capped: counted > SEARCH_COUNT_CAP,
-        })
+        let hits = rows.iter().map(hit).collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchPage::from_rows(hits, limit, counted))
     }
 
     fn torrent(
@@ -686,7 +674,7 @@ impl Backend for PgBackend {
         let sql = format!(
             "SELECT {HIT_COLUMNS}, t.piece_length, t.private FROM torrents t WHERE t.infohash = $1"
         );
-        let max_files = limit_param(max_files);
+        let max_files = super::sql_int(max_files);
         let found = self.with_conn(true, |rt, deadline, c| {
             block(rt, deadline, "reading a torrent", async {
                 let Some(row) = c.client.query_opt(&sql, &[&&infohash[..]]).await? else {
@@ -763,13 +751,7 @@ impl Backend for PgBackend {
                     .query("SELECT source, count(*) FROM torrents GROUP BY source", &[])
                     .await?
                 {
-                    let src = source(&row, 0)?;
-                    let n = row.try_get::<_, i64>(1)? as u64;
-                    for (s, count) in &mut s.by_source {
-                        if *s == src {
-                            *count = n;
-                        }
-                    }
+                    s.set_stored_from(source(&row, 0)?, row.try_get::<_, i64>(1)? as u64);
                 }
                 s.pending = client
                     .query_one("SELECT count(*) FROM pending", &[])
@@ -796,7 +778,7 @@ impl Backend for PgBackend {
                     .query(
                         "SELECT infohash, source, discovered_at FROM pending
                          ORDER BY discovered_at, infohash LIMIT $1",
-                        &[&limit_param(limit)],
+                        &[&super::sql_int(limit)],
                     )
                     .await?)
             })
@@ -874,39 +856,34 @@ impl Backend for PgBackend {
                     )
                     .await?;
                 let mut rows = std::pin::pin!(rows);
-                let mut count = 0;
-                let mut cur: Option<ExportRow> = None;
+                let mut groups = ExportGroups::new(sink);
                 while let Some(row) = rows.next().await {
                     let row = row?;
                     let infohash = infohash(&row, 0)?;
-                    if cur.as_ref().is_none_or(|c| c.infohash != infohash) {
-                        if let Some(done) = cur.take() {
-                            sink(done)?;
-                            count += 1;
-                        }
-                        cur = Some(ExportRow {
-                            infohash,
-                            name: row.try_get(1)?,
-                            size: row.try_get::<_, i64>(2)? as u64,
-                            files: Vec::new(),
-                            discovered_at: row.try_get(3)?,
-                            fetched_at: row.try_get(4)?,
-                            source: source(&row, 5)?,
-                            seeders: count_column(&row, 8)?,
-                            leechers: count_column(&row, 9)?,
-                            scraped_at: row.try_get(10)?,
-                        });
-                    }
-                    if let (Some(c), Some(path)) =
-                        (cur.as_mut(), row.try_get::<_, Option<String>>(6)?)
-                    {
-                        c.files.push((path, row.try_get::<_, i64>(7)? as u64));
-                    }
+                    let file = match row.try_get::<_, Option<String>>(6)? {
+                        Some(path) => Some((path, row.try_get::<_, i64>(7)? as u64)),
+                        None => None,
+                    };
+                    groups.row(
+                        infohash,
+                        || {
+                            Ok(ExportRow {
+                                infohash,
+                                name: row.try_get(1)?,
+                                size: row.try_get::<_, i64>(2)? as u64,
+                                files: Vec::new(),
+                                discovered_at: row.try_get(3)?,
+                                fetched_at: row.try_get(4)?,
+                                source: source(&row, 5)?,
+                                seeders: count_column(&row, 8)?,
+                                leechers: count_column(&row, 9)?,
+                                scraped_at: row.try_get(10)?,
+                            })
+                        },
+                        file,
+                    )?;
                 }
-                if let Some(done) = cur.take() {
-                    sink(done)?;
-                    count += 1;
-                }
+                let count = groups.finish()?;
                 tx.commit().await?;
                 Ok(count)
             })

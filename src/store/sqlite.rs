@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, Row, TransactionBehavior};
 
 use super::{
-    name_columns, path_columns, search_body, to_i64, unix_secs, Backend, ExportRow, ExportSink, Op,
-    PendingEntry, SearchHit, SearchPage, SortKey, Source, Stats, StoreError, StoreOptions,
-    TorrentDetail, SCHEMA_VERSION, SEARCH_COUNT_CAP,
+    name_columns, path_columns, search_body, to_i64, unix_secs, Backend, ExportGroups, ExportRow,
+    ExportSink, Op, PendingEntry, SearchHit, SearchPage, SortKey, Source, Stats, StoreError,
+    StoreOptions, TorrentDetail, SCHEMA_VERSION, SEARCH_COUNT_CAP,
 };
 
 /// Schema migrations, applied in order; entry `i` takes version `i` to `i + 1`.
@@ -414,17 +414,15 @@ impl Backend for SqliteBackend {
             )
         };
         // One more than asked: whether there is a next page.
-        let want = limit.saturating_add(1).min(i64::MAX as usize) as i64;
+        let want = super::sql_int(limit.saturating_add(1));
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![query, want, offset.min(i64::MAX as usize) as i64])?;
+        let mut rows = stmt.query(params![query, want, super::sql_int(offset)])?;
         let mut hits = Vec::new();
         while let Some(row) = rows.next()? {
             hits.push(hit(row)?);
         }
         drop(rows);
         drop(stmt);
-        let more = hits.len() > limit;
-        hits.truncate(limit);
         let count_sql = if tokens.is_empty() {
             "SELECT count(*) FROM (SELECT 1 FROM torrents WHERE ?1 = ?1 LIMIT ?2)"
         } else {
@@ -433,14 +431,8 @@ impl Backend for SqliteBackend {
         let counted: i64 = self
             .conn
             .prepare_cached(count_sql)?
-            .query_row(params![query, SEARCH_COUNT_CAP as i64 + 1], |r| r.get(0))?;
-        let counted = counted as u64;
-        Ok(SearchPage {
-            hits,
-            more,
-            counted: counted.min(SEARCH_COUNT_CAP),
-            counted_capped: counted > SEARCH_COUNT_CAP,
-        })
+            .query_row(params![query, super::search_count_probe()], |r| r.get(0))?;
+        Ok(SearchPage::from_rows(hits, limit, counted))
     }
 
     fn torrent(
@@ -465,7 +457,7 @@ impl Backend for SqliteBackend {
         let mut stmt = self.conn.prepare_cached(
             "SELECT path, size FROM files WHERE torrent_id = ?1 ORDER BY idx LIMIT ?2",
         )?;
-        let mut rows = stmt.query(params![id, max_files.min(i64::MAX as usize) as i64])?;
+        let mut rows = stmt.query(params![id, super::sql_int(max_files)])?;
         let mut files = Vec::new();
         while let Some(row) = rows.next()? {
             files.push((row.get(0)?, row.get::<_, i64>(1)? as u64));
@@ -517,13 +509,7 @@ impl Backend for SqliteBackend {
             .prepare_cached("SELECT source, count(*) FROM torrents GROUP BY source")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let src = source(row, 0)?;
-            let n = row.get::<_, i64>(1)? as u64;
-            for (s, count) in &mut s.by_source {
-                if *s == src {
-                    *count = n;
-                }
-            }
+            s.set_stored_from(source(row, 0)?, row.get::<_, i64>(1)? as u64);
         }
         drop(rows);
         drop(stmt);
@@ -540,7 +526,7 @@ impl Backend for SqliteBackend {
             "SELECT infohash, source, discovered_at FROM pending
              ORDER BY discovered_at, infohash LIMIT ?1",
         )?;
-        let mut rows = stmt.query([limit.min(i64::MAX as usize) as i64])?;
+        let mut rows = stmt.query([super::sql_int(limit)])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             out.push(PendingEntry {
@@ -580,36 +566,32 @@ impl Backend for SqliteBackend {
              ORDER BY t.infohash, f.idx",
         )?;
         let mut rows = stmt.query([])?;
-        let mut count = 0;
-        let mut cur: Option<ExportRow> = None;
+        let mut groups = ExportGroups::new(sink);
         while let Some(row) = rows.next()? {
             let infohash = infohash(row, 0)?;
-            if cur.as_ref().is_none_or(|c| c.infohash != infohash) {
-                if let Some(done) = cur.take() {
-                    sink(done)?;
-                    count += 1;
-                }
-                cur = Some(ExportRow {
-                    infohash,
-                    name: row.get(1)?,
-                    size: row.get::<_, i64>(2)? as u64,
-                    files: Vec::new(),
-                    discovered_at: row.get(3)?,
-                    fetched_at: row.get(4)?,
-                    source: source(row, 5)?,
-                    seeders: row.get(8)?,
-                    leechers: row.get(9)?,
-                    scraped_at: row.get(10)?,
-                });
-            }
-            if let (Some(c), Some(path)) = (cur.as_mut(), row.get::<_, Option<String>>(6)?) {
-                c.files.push((path, row.get::<_, i64>(7)? as u64));
-            }
+            let file = match row.get::<_, Option<String>>(6)? {
+                Some(path) => Some((path, row.get::<_, i64>(7)? as u64)),
+                None => None,
+            };
+            groups.row(
+                infohash,
+                || {
+                    Ok(ExportRow {
+                        infohash,
+                        name: row.get(1)?,
+                        size: row.get::<_, i64>(2)? as u64,
+                        files: Vec::new(),
+                        discovered_at: row.get(3)?,
+                        fetched_at: row.get(4)?,
+                        source: source(row, 5)?,
+                        seeders: row.get(8)?,
+                        leechers: row.get(9)?,
+                        scraped_at: row.get(10)?,
+                    })
+                },
+                file,
+            )?;
         }
-        if let Some(done) = cur.take() {
-            sink(done)?;
-            count += 1;
-        }
-        Ok(count)
+        groups.finish()
     }
 }
