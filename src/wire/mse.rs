@@ -289,6 +289,206 @@ fn random_pad(rng: &mut Rng, out: &mut Vec<u8>) {
     rng.fill(&mut out[start..]);
 }
 
+/// What both sides of a handshake hold alike and do alike: this side's key
+/// pair and RNG, the bytes read and not yet consumed, the bytes to send,
+/// the handshake keystreams once known, and the outcome. Each side's
+/// [`Side::advance`] is the only part that differs.
+struct Conduit {
+    keys: KeyPair,
+    rng: Rng,
+    raw: Vec<u8>,
+    /// Where the unconsumed part of `raw` starts.
+    pos: usize,
+    out: Vec<u8>,
+    enc: Option<Rc4<U20>>,
+    dec: Option<Rc4<U20>>,
+    done: Option<Done>,
+}
+
+impl Conduit {
+    fn new(mut rng: Rng) -> Self {
+        let keys = KeyPair::new(&mut rng);
+        Conduit {
+            keys,
+            rng,
+            raw: Vec::new(),
+            pos: 0,
+            out: Vec::with_capacity(KEY_LEN + 64),
+            enc: None,
+            dec: None,
+            done: None,
+        }
+    }
+
+    fn avail(&self) -> usize {
+        self.raw.len() - self.pos
+    }
+
+    fn fail(&mut self, e: MseError) {
+        self.done = Some(Done::Failed(e));
+        self.raw = Vec::new();
+        self.out.clear();
+    }
+
+    /// Steps 1 and 2: this side's public key and a random pad.
+    fn send_public_key(&mut self) {
+        self.out.extend_from_slice(&self.keys.public);
+        random_pad(&mut self.rng, &mut self.out);
+    }
+
+    /// S from the peer's public key, which starts the stream.
+    fn shared_secret(&mut self) -> Result<[u8; KEY_LEN], MseError> {
+        let s = self.keys.shared(&self.raw[..KEY_LEN])?;
+        self.pos = KEY_LEN;
+        Ok(s)
+    }
+
+    /// Looks for `want` within [`MAX_PAD`] bytes of padding: `Ok(true)` and
+    /// consumed through it when found, `Ok(false)` while more bytes may
+    /// still bring it, [`MseError::NoSync`] once the pad allowance is
+    /// spent.
+    fn sync_on(&mut self, want: &[u8]) -> Result<bool, MseError> {
+        let window = &self.raw[self.pos..];
+        let limit = MAX_PAD + want.len();
+        if let Some(i) = window
+            .windows(want.len())
+            .take(MAX_PAD + 1)
+            .position(|w| w == want)
+        {
+            self.pos += i + want.len();
+            Ok(true)
+        } else if window.len() >= limit {
+            Err(MseError::NoSync(limit))
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Decrypts and consumes the next `n` raw bytes (the caller has checked
+    /// that they are there).
+    fn read_decrypted(&mut self, n: usize) -> Vec<u8> {
+        let mut b = self.raw[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        if let Some(dec) = self.dec.as_mut() {
+            dec.apply_keystream(&mut b);
+        }
+        b
+    }
+
+    /// `ENCRYPT(VC, crypto field, len(pad), pad)` and `trailer` (A's
+    /// `len(IA)`), encrypted with `enc`.
+    fn send_vc_block(&mut self, enc: &mut Rc4<U20>, crypto: u32, trailer: &[u8]) {
+        let start = self.out.len();
+        self.out.extend_from_slice(&VC);
+        self.out.extend_from_slice(&crypto.to_be_bytes());
+        let mut pad = Vec::new();
+        random_pad(&mut self.rng, &mut pad);
+        self.out
+            .extend_from_slice(&(pad.len() as u16).to_be_bytes());
+        self.out.extend_from_slice(&pad);
+        self.out.extend_from_slice(trailer);
+        enc.apply_keystream(&mut self.out[start..]);
+    }
+
+    /// The handshake is over with `select`: everything past the consumed
+    /// bytes is payload (decrypted when RC4 goes on), after `payload`.
+    fn establish(&mut self, select: u32, enc: Rc4<U20>, mut dec: Rc4<U20>, mut payload: Vec<u8>) {
+        let mut rest = self.raw.split_off(self.pos);
+        self.raw = Vec::new();
+        let cipher = if select == CRYPTO_RC4 {
+            dec.apply_keystream(&mut rest);
+            Some(Cipher { enc, dec })
+        } else {
+            // Plaintext from here: the keystreams go unused.
+            None
+        };
+        payload.extend_from_slice(&rest);
+        self.done = Some(Done::Ok(Box::new(Established {
+            cipher,
+            payload,
+            plain_bt: false,
+        })));
+    }
+}
+
+/// One side's part of the handshake: its states and what it does with the
+/// bytes the [`Conduit`] holds.
+trait Side {
+    /// Consumes what it can of the conduit's raw bytes; returns when it
+    /// needs more or has finished (the outcome set in `c.done`).
+    fn advance(&mut self, c: &mut Conduit) -> Result<(), MseError>;
+}
+
+/// A handshake in progress, either side: [`MseInitiator`] or
+/// [`MseReceiver`].
+pub struct Handshake<S> {
+    side: S,
+    c: Conduit,
+}
+
+#[expect(
+    private_bounds,
+    reason = "the two sides are this module's own; callers name MseInitiator and MseReceiver"
+)]
+impl<S: Side> Handshake<S> {
+    /// Appends the bytes to send to `out`; returns how many.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
+        let n = self.c.out.len();
+        out.append(&mut self.c.out);
+        n
+    }
+
+    /// The peer closed the connection.
+    pub fn handle_eof(&mut self) {
+        if self.c.done.is_none() {
+            self.c.fail(MseError::Closed);
+        }
+    }
+
+    /// Raw bytes held, for the memory bounds.
+    pub fn buffered(&self) -> usize {
+        self.c.raw.capacity()
+    }
+
+    /// Whether an outcome is ready or was taken.
+    pub fn is_finished(&self) -> bool {
+        self.c.done.is_some()
+    }
+
+    /// The outcome, once.
+    pub fn poll_outcome(&mut self) -> Option<Result<Established, MseError>> {
+        Done::take(&mut self.c.done)
+    }
+
+    /// Feeds bytes read from the peer.
+    pub fn handle_data(&mut self, bytes: &[u8]) {
+        if self.c.done.is_some() {
+            return;
+        }
+        self.c.raw.extend_from_slice(bytes);
+        if let Err(e) = self.side.advance(&mut self.c) {
+            self.c.fail(e);
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Handshake<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("side", &self.side)
+            .field("raw", &self.c.raw.len())
+            .field("done", &self.c.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connecting side of an MSE handshake (the fetcher).
+pub type MseInitiator = Handshake<Initiating>;
+
+/// The accepting side of an MSE handshake (the load generator's peers; a
+/// fetcher never accepts).
+pub type MseReceiver = Handshake<Receiving>;
+
 /// Where an initiator is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IState {
@@ -302,129 +502,58 @@ enum IState {
     PadD { select: u32, len: usize },
 }
 
-/// The connecting side of an MSE handshake (the fetcher).
-pub struct MseInitiator {
+/// The initiator's own part of [`MseInitiator`].
+#[derive(Debug)]
+pub struct Initiating {
     skey: Id,
     methods: Methods,
-    keys: KeyPair,
-    rng: Rng,
     deadline: Instant,
     state: IState,
-    raw: Vec<u8>,
-    /// Where the unconsumed part of `raw` starts.
-    pos: usize,
-    out: Vec<u8>,
-    enc: Option<Rc4<U20>>,
-    dec: Option<Rc4<U20>>,
     /// ENCRYPT(VC) as the peer will send it.
     vc: [u8; 8],
-    done: Option<Done>,
 }
 
-impl std::fmt::Debug for MseInitiator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MseInitiator")
-            .field("methods", &self.methods)
-            .field("state", &self.state)
-            .field("raw", &self.raw.len())
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MseInitiator {
+impl Handshake<Initiating> {
     /// Starts a handshake for `infohash` offering `methods`; fails with
     /// [`MseError::Timeout`] at `deadline`. Ya and PadA are ready to send.
-    pub fn new(infohash: Id, methods: Methods, deadline: Instant, mut rng: Rng) -> Self {
-        let keys = KeyPair::new(&mut rng);
-        let mut out = Vec::with_capacity(KEY_LEN + 64);
-        out.extend_from_slice(&keys.public);
-        random_pad(&mut rng, &mut out);
-        MseInitiator {
-            skey: infohash,
-            methods,
-            keys,
-            rng,
-            deadline,
-            state: IState::Yb,
-            raw: Vec::new(),
-            pos: 0,
-            out,
-            enc: None,
-            dec: None,
-            vc: [0; 8],
-            done: None,
+    pub fn new(infohash: Id, methods: Methods, deadline: Instant, rng: Rng) -> Self {
+        let mut c = Conduit::new(rng);
+        c.send_public_key();
+        Handshake {
+            side: Initiating {
+                skey: infohash,
+                methods,
+                deadline,
+                state: IState::Yb,
+                vc: [0; 8],
+            },
+            c,
         }
-    }
-
-    /// Appends the bytes to send to `out`; returns how many.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
-        let n = self.out.len();
-        out.append(&mut self.out);
-        n
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.done.is_none().then_some(self.deadline)
+        self.c.done.is_none().then_some(self.side.deadline)
     }
 
     /// Fails the handshake if its deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.done.is_none() && now >= self.deadline {
-            self.fail(MseError::Timeout);
+        if self.c.done.is_none() && now >= self.side.deadline {
+            self.c.fail(MseError::Timeout);
         }
     }
+}
 
-    /// The peer closed the connection.
-    pub fn handle_eof(&mut self) {
-        if self.done.is_none() {
-            self.fail(MseError::Closed);
-        }
-    }
-
-    /// Raw bytes held, for the memory bounds.
-    pub fn buffered(&self) -> usize {
-        self.raw.capacity()
-    }
-
-    /// Whether an outcome is ready or was taken.
-    pub fn is_finished(&self) -> bool {
-        self.done.is_some()
-    }
-
-    /// The outcome, once.
-    pub fn poll_outcome(&mut self) -> Option<Result<Established, MseError>> {
-        Done::take(&mut self.done)
-    }
-
-    fn fail(&mut self, e: MseError) {
-        self.done = Some(Done::Failed(e));
-        self.raw = Vec::new();
-        self.out.clear();
-    }
-
-    /// Feeds bytes read from the peer.
-    pub fn handle_data(&mut self, bytes: &[u8]) {
-        if self.done.is_some() {
-            return;
-        }
-        self.raw.extend_from_slice(bytes);
-        if let Err(e) = self.advance() {
-            self.fail(e);
-        }
-    }
-
-    fn advance(&mut self) -> Result<(), MseError> {
+impl Side for Initiating {
+    fn advance(&mut self, c: &mut Conduit) -> Result<(), MseError> {
         loop {
-            let avail = self.raw.len() - self.pos;
+            let avail = c.avail();
             match self.state {
                 IState::Yb => {
                     if avail < KEY_LEN {
                         return Ok(());
                     }
-                    let s = self.keys.shared(&self.raw[..KEY_LEN])?;
-                    self.pos = KEY_LEN;
+                    let s = c.shared_secret()?;
                     let skey = self.skey.0;
                     let mut enc = rc4(&sha1(&[b"keyA", &s, &skey]));
                     // ENCRYPT(VC) is the keystream's first 8 bytes: keep them
@@ -433,55 +562,28 @@ impl MseInitiator {
                     let mut want = VC;
                     dec.apply_keystream(&mut want);
                     self.vc = want;
-                    self.out.extend_from_slice(&sha1(&[b"req1", &s]));
+                    c.out.extend_from_slice(&sha1(&[b"req1", &s]));
                     let req2 = sha1(&[b"req2", &skey]);
                     let req3 = sha1(&[b"req3", &s]);
-                    self.out.extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
-                    let start = self.out.len();
-                    self.out.extend_from_slice(&VC);
-                    self.out
-                        .extend_from_slice(&self.methods.bits().to_be_bytes());
-                    let mut pad = Vec::new();
-                    random_pad(&mut self.rng, &mut pad);
-                    self.out
-                        .extend_from_slice(&(pad.len() as u16).to_be_bytes());
-                    self.out.extend_from_slice(&pad);
-                    // No initial payload: what follows depends on the
-                    // method the peer selects.
-                    self.out.extend_from_slice(&0u16.to_be_bytes());
-                    enc.apply_keystream(&mut self.out[start..]);
-                    self.enc = Some(enc);
-                    self.dec = Some(dec);
+                    c.out.extend(req2.iter().zip(req3).map(|(a, b)| a ^ b));
+                    // No initial payload (len(IA) = 0): what follows depends
+                    // on the method the peer selects.
+                    c.send_vc_block(&mut enc, self.methods.bits(), &0u16.to_be_bytes());
+                    c.enc = Some(enc);
+                    c.dec = Some(dec);
                     self.state = IState::Vc;
                 }
                 IState::Vc => {
-                    let want = self.vc;
-                    let window = &self.raw[self.pos..];
-                    let limit = MAX_PAD + VC.len();
-                    if let Some(i) = window
-                        .windows(VC.len())
-                        .take(MAX_PAD + 1)
-                        .position(|w| w == want)
-                    {
-                        self.pos += i + VC.len();
-                        self.state = IState::Select;
-                    } else if window.len() >= limit {
-                        return Err(MseError::NoSync(limit));
-                    } else {
+                    if !c.sync_on(&self.vc)? {
                         return Ok(());
                     }
+                    self.state = IState::Select;
                 }
                 IState::Select => {
                     if avail < 6 {
                         return Ok(());
                     }
-                    let Some(dec) = self.dec.as_mut() else {
-                        return Ok(());
-                    };
-                    let mut b = [0u8; 6];
-                    b.copy_from_slice(&self.raw[self.pos..self.pos + 6]);
-                    dec.apply_keystream(&mut b);
-                    self.pos += 6;
+                    let b = c.read_decrypted(6);
                     let select = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
                     if select.count_ones() != 1 || select & self.methods.bits() == 0 {
                         return Err(MseError::BadSelect(select));
@@ -499,25 +601,12 @@ impl MseInitiator {
                     if avail < len {
                         return Ok(());
                     }
-                    let (Some(enc), Some(mut dec)) = (self.enc.take(), self.dec.take()) else {
+                    // PadD moves the keystream on; its bytes mean nothing.
+                    c.read_decrypted(len);
+                    let (Some(enc), Some(dec)) = (c.enc.take(), c.dec.take()) else {
                         return Ok(());
                     };
-                    let mut pad = self.raw[self.pos..self.pos + len].to_vec();
-                    dec.apply_keystream(&mut pad);
-                    let mut payload = self.raw.split_off(self.pos + len);
-                    self.raw = Vec::new();
-                    let cipher = if select == CRYPTO_RC4 {
-                        dec.apply_keystream(&mut payload);
-                        Some(Cipher { enc, dec })
-                    } else {
-                        // Plaintext from here: the keystreams go unused.
-                        None
-                    };
-                    self.done = Some(Done::Ok(Box::new(Established {
-                        cipher,
-                        payload,
-                        plain_bt: false,
-                    })));
+                    c.establish(select, enc, dec, Vec::new());
                     return Ok(());
                 }
             }
@@ -542,119 +631,54 @@ enum RState {
     Ia { provide: u32, len: usize },
 }
 
-/// The accepting side of an MSE handshake (the load generator's peers; a
-/// fetcher never accepts).
-pub struct MseReceiver {
+/// The receiver's own part of [`MseReceiver`].
+#[derive(Debug)]
+pub struct Receiving {
     skeys: Vec<Id>,
     methods: Methods,
     accept_plain_bt: bool,
-    keys: KeyPair,
-    rng: Rng,
     s: [u8; KEY_LEN],
     state: RState,
-    raw: Vec<u8>,
-    pos: usize,
-    out: Vec<u8>,
-    enc: Option<Rc4<U20>>,
-    dec: Option<Rc4<U20>>,
-    done: Option<Done>,
 }
 
-impl std::fmt::Debug for MseReceiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MseReceiver")
-            .field("methods", &self.methods)
-            .field("accept_plain_bt", &self.accept_plain_bt)
-            .field("state", &self.state)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl MseReceiver {
+impl Handshake<Receiving> {
     /// A receiver for the torrents `skeys`, selecting among `methods`;
     /// `accept_plain_bt` lets a plaintext BT handshake through unchanged
     /// (a peer that does not require encryption).
-    pub fn new(skeys: Vec<Id>, methods: Methods, accept_plain_bt: bool, mut rng: Rng) -> Self {
-        let keys = KeyPair::new(&mut rng);
-        MseReceiver {
-            skeys,
-            methods,
-            accept_plain_bt,
-            keys,
-            rng,
-            s: [0; KEY_LEN],
-            state: RState::Ya,
-            raw: Vec::new(),
-            pos: 0,
-            out: Vec::new(),
-            enc: None,
-            dec: None,
-            done: None,
+    pub fn new(skeys: Vec<Id>, methods: Methods, accept_plain_bt: bool, rng: Rng) -> Self {
+        Handshake {
+            side: Receiving {
+                skeys,
+                methods,
+                accept_plain_bt,
+                s: [0; KEY_LEN],
+                state: RState::Ya,
+            },
+            c: Conduit::new(rng),
         }
     }
+}
 
-    /// Appends the bytes to send to `out`; returns how many.
-    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
-        let n = self.out.len();
-        out.append(&mut self.out);
-        n
-    }
-
-    /// The peer closed the connection.
-    pub fn handle_eof(&mut self) {
-        if self.done.is_none() {
-            self.done = Some(Done::Failed(MseError::Closed));
-        }
-    }
-
-    /// Whether an outcome is ready or was taken.
-    pub fn is_finished(&self) -> bool {
-        self.done.is_some()
-    }
-
-    /// Raw bytes held, for the memory bounds.
-    pub fn buffered(&self) -> usize {
-        self.raw.capacity()
-    }
-
-    /// The outcome, once.
-    pub fn poll_outcome(&mut self) -> Option<Result<Established, MseError>> {
-        Done::take(&mut self.done)
-    }
-
-    /// Feeds bytes read from the peer.
-    pub fn handle_data(&mut self, bytes: &[u8]) {
-        if self.done.is_some() {
-            return;
-        }
-        self.raw.extend_from_slice(bytes);
-        if let Err(e) = self.advance() {
-            self.done = Some(Done::Failed(e));
-            self.raw = Vec::new();
-            self.out.clear();
-        }
-    }
-
-    fn advance(&mut self) -> Result<(), MseError> {
+impl Side for Receiving {
+    fn advance(&mut self, c: &mut Conduit) -> Result<(), MseError> {
         loop {
-            let avail = self.raw.len() - self.pos;
+            let avail = c.avail();
             match self.state {
                 RState::Ya => {
                     // A plaintext BT handshake starts with 19 and the
                     // protocol name; a public key does so with odds of
                     // 2^-160.
-                    let n = self.raw.len().min(BT_PROTOCOL.len());
-                    if self.raw[..n] == BT_PROTOCOL[..n] {
+                    let n = c.raw.len().min(BT_PROTOCOL.len());
+                    if c.raw[..n] == BT_PROTOCOL[..n] {
                         if n < BT_PROTOCOL.len() {
                             return Ok(());
                         }
                         if !self.accept_plain_bt {
                             return Err(MseError::PlaintextRefused);
                         }
-                        self.done = Some(Done::Ok(Box::new(Established {
+                        c.done = Some(Done::Ok(Box::new(Established {
                             cipher: None,
-                            payload: std::mem::take(&mut self.raw),
+                            payload: std::mem::take(&mut c.raw),
                             plain_bt: true,
                         })));
                         return Ok(());
@@ -662,55 +686,42 @@ impl MseReceiver {
                     if avail < KEY_LEN {
                         return Ok(());
                     }
-                    self.s = self.keys.shared(&self.raw[..KEY_LEN])?;
-                    self.pos = KEY_LEN;
-                    self.out.extend_from_slice(&self.keys.public);
-                    random_pad(&mut self.rng, &mut self.out);
+                    self.s = c.shared_secret()?;
+                    c.send_public_key();
                     self.state = RState::Req1;
                 }
                 RState::Req1 => {
-                    let want = sha1(&[b"req1", &self.s]);
-                    let window = &self.raw[self.pos..];
-                    let limit = MAX_PAD + want.len();
-                    if let Some(i) = window
-                        .windows(want.len())
-                        .take(MAX_PAD + 1)
-                        .position(|w| w == want)
-                    {
-                        self.pos += i + want.len();
-                        self.state = RState::Req2;
-                    } else if window.len() >= limit {
-                        return Err(MseError::NoSync(limit));
-                    } else {
+                    if !c.sync_on(&sha1(&[b"req1", &self.s]))? {
                         return Ok(());
                     }
+                    self.state = RState::Req2;
                 }
                 RState::Req2 => {
                     if avail < 20 {
                         return Ok(());
                     }
                     let req3 = sha1(&[b"req3", &self.s]);
-                    let got: Vec<u8> = self.raw[self.pos..self.pos + 20]
+                    let got: Vec<u8> = c.raw[c.pos..c.pos + 20]
                         .iter()
                         .zip(req3)
                         .map(|(a, b)| a ^ b)
                         .collect();
-                    self.pos += 20;
+                    c.pos += 20;
                     let skey = self
                         .skeys
                         .iter()
                         .find(|k| sha1(&[b"req2", &k.0])[..] == got[..])
                         .copied()
                         .ok_or(MseError::UnknownInfoHash)?;
-                    self.enc = Some(rc4(&sha1(&[b"keyB", &self.s, &skey.0])));
-                    self.dec = Some(rc4(&sha1(&[b"keyA", &self.s, &skey.0])));
+                    c.enc = Some(rc4(&sha1(&[b"keyB", &self.s, &skey.0])));
+                    c.dec = Some(rc4(&sha1(&[b"keyA", &self.s, &skey.0])));
                     self.state = RState::Provide;
                 }
                 RState::Provide => {
                     if avail < 14 {
                         return Ok(());
                     }
-                    let b = self.decrypt(14);
+                    let b = c.read_decrypted(14);
                     if b[..8] != VC {
                         return Err(MseError::BadVc);
                     }
@@ -728,7 +739,7 @@ impl MseReceiver {
                     if avail < len + 2 {
                         return Ok(());
                     }
-                    let b = self.decrypt(len + 2);
+                    let b = c.read_decrypted(len + 2);
                     let ia = u16::from_be_bytes([b[len], b[len + 1]]);
                     if usize::from(ia) > MAX_IA {
                         return Err(MseError::IaTooLong(ia));
@@ -742,7 +753,7 @@ impl MseReceiver {
                     if avail < len {
                         return Ok(());
                     }
-                    let mut payload = self.decrypt(len);
+                    let payload = c.read_decrypted(len);
                     let common = provide & self.methods.bits();
                     let select = if common & CRYPTO_RC4 != 0 {
                         CRYPTO_RC4
@@ -751,46 +762,15 @@ impl MseReceiver {
                     } else {
                         return Err(MseError::NoCommonMethod(provide));
                     };
-                    let (Some(mut enc), Some(mut dec)) = (self.enc.take(), self.dec.take()) else {
+                    let (Some(mut enc), Some(dec)) = (c.enc.take(), c.dec.take()) else {
                         return Ok(());
                     };
-                    let start = self.out.len();
-                    self.out.extend_from_slice(&VC);
-                    self.out.extend_from_slice(&select.to_be_bytes());
-                    let mut pad = Vec::new();
-                    random_pad(&mut self.rng, &mut pad);
-                    self.out
-                        .extend_from_slice(&(pad.len() as u16).to_be_bytes());
-                    self.out.extend_from_slice(&pad);
-                    enc.apply_keystream(&mut self.out[start..]);
-                    let mut rest = self.raw.split_off(self.pos);
-                    self.raw = Vec::new();
-                    let cipher = if select == CRYPTO_RC4 {
-                        dec.apply_keystream(&mut rest);
-                        Some(Cipher { enc, dec })
-                    } else {
-                        None
-                    };
-                    payload.extend_from_slice(&rest);
-                    self.done = Some(Done::Ok(Box::new(Established {
-                        cipher,
-                        payload,
-                        plain_bt: false,
-                    })));
+                    c.send_vc_block(&mut enc, select, &[]);
+                    c.establish(select, enc, dec, payload);
                     return Ok(());
                 }
             }
         }
-    }
-
-    /// Decrypts and consumes the next `n` raw bytes.
-    fn decrypt(&mut self, n: usize) -> Vec<u8> {
-        let mut b = self.raw[self.pos..self.pos + n].to_vec();
-        self.pos += n;
-        if let Some(dec) = self.dec.as_mut() {
-            dec.apply_keystream(&mut b);
-        }
-        b
     }
 }
 
@@ -1053,7 +1033,7 @@ mod tests {
         let mut yb = Vec::new();
         b.poll_transmit(&mut yb);
         a.handle_data(&yb[..KEY_LEN]);
-        let s = b.s;
+        let s = b.side.s;
         let mut enc = rc4(&sha1(&[b"keyB", &s, &IH.0]));
         let mut step4 = Vec::new();
         step4.extend_from_slice(&VC);
