@@ -1,4 +1,7 @@
 //! Planning, starting and joining the shards.
+//!
+//! This file is about 700 lines: planning (cores, pinning, ports), starting
+//! and joining are one life cycle and share the plan's types.
 
 use std::{
     any::Any,

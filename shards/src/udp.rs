@@ -57,6 +57,11 @@
 //! * `rx_truncated`: datagrams larger than [`DATAGRAM_BUF`] bytes.
 //! * budget drops: the application decides what exceeds a budget and
 //!   reports it with [`UdpSocket::record_budget_drops`].
+//!
+//! This file is about 1,100 lines: it is the one syscall layer for UDP
+//! (recvmmsg/sendmmsg, IP_PKTINFO, SO_REUSEPORT groups, receive coalescing
+//! and the socket's counters) that the runtime, the load generator, the echo
+//! and the benches all use, kept in one place on purpose.
 
 use std::{
     cell::{Cell, RefCell},

@@ -40,6 +40,10 @@
 //! real torrents), peers per entry, fetches handed out at once
 //! (`max_fetching`, so the pool's queue never overflows), and the two
 //! filters, which forget their oldest half when full instead of refusing.
+//!
+//! This file is about 780 lines of code before its tests: one state machine
+//! (the [`Harvester`]) whose phases, queues and filters hand entries to one
+//! another and are easiest to check side by side.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -1,5 +1,8 @@
 //! Protocol cases of the reference (section 5, cases 6–24 as they apply to
 //! a node), each asserting the exact outcome.
+//!
+//! Unit tests of the node in a simulated network; long because each behaviour
+//! is its own test.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

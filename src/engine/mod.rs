@@ -12,6 +12,10 @@
 //! with sendmmsg), infohashes go to the fetch pool and the store, mesh
 //! messages go to their shard. No borrow of the node is held across an
 //! await.
+//!
+//! This file is about 780 lines: the start-up that wires shards, channels and
+//! sockets, and the `Shard` event loop that drives the node, the fetch pool
+//! and the mesh from those same parts.
 
 mod identity;
 pub mod nodes_file;

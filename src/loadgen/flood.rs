@@ -20,6 +20,11 @@
 //! sets [`FloodConfig::allow_non_loopback`] (an operator testing a server
 //! they own). The run always stops by itself after
 //! [`FloodConfig::duration`] (at most [`MAX_DURATION`]) plus a short drain.
+//!
+//! This file is about 1,150 lines: one open-loop generator whose parts (the
+//! query mix, the pacing, the ring of pending queries, the epoll loop and the
+//! latency histogram) share the same per-query slots and timing, and a report
+//! that must describe exactly what that loop measured.
 
 use std::fmt;
 use std::io;

@@ -50,6 +50,11 @@
 //! (see [`search_tokens`]) before either back end sees them, so both back ends
 //! match the same words in the same way regardless of database locale:
 //! a query matches torrents containing every query token as a whole word.
+//!
+//! This file is about 870 lines: the [`Store`] and its [`StoreWriter`] handle
+//! share the write queue's protocol (`Op`, `Msg`, `Shared`, the back-pressure
+//! rules above) and the `Backend` trait, and read best together; the data
+//! types, text rules, JSONL format and read pool live in their own files.
 
 mod jsonl;
 mod model;

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::pg_message;
+#[cfg(doc)]
+use super::{Store, StoreWriter};
 use crate::metainfo::Torrent;
 
 /// Newest schema version this build knows (both back ends).

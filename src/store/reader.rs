@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Sender;
 
+#[cfg(doc)]
+use super::Store;
 use super::{
     export_jsonl_from, pg, search_tokens, sqlite, unix_secs, writer, Backend, DbUrl, SearchPage,
     SortKey, Stats, StoreError, StoreOptions, TorrentDetail,

@@ -10,7 +10,7 @@ const MIN: i64 = -62_167_219_200;
 const MAX: i64 = 253_402_207_200;
 
 /// Formats Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC), clamped to
-/// [`MIN`]..=[`MAX`] (no torrent was discovered outside them).
+/// 0000-01-01T00:00:00Z..=9999-12-30T22:00:00Z (no torrent was discovered outside them).
 pub fn format(unix_secs: i64) -> String {
     let t = unix_secs.clamp(MIN, MAX);
     match jiff::Timestamp::from_second(t) {

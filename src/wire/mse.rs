@@ -48,6 +48,9 @@
 //! (decrypted) and the [`Cipher`], if RC4 was selected, that the caller
 //! applies to every later byte in both directions around the unchanged
 //! peer-wire state machine.
+//!
+//! This file is about 780 lines of code: both sides of one handshake, sharing
+//! the `Conduit` they are built on.
 
 use std::time::Instant;
 

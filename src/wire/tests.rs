@@ -1,5 +1,8 @@
 //! Protocol reference cases 25–31, whole exchanges split at every byte, and
 //! the fetcher against each misbehaving simulated peer.
+//!
+//! Unit tests of the peer wire; long because each behaviour and each hostile
+//! input is its own test.
 
 use std::time::{Duration, Instant};
 
