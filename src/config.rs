@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::keyspace::Slice;
+pub use crate::setting::{read_secret_file, ConfigError};
 
 /// The well-known DHT routers, used when no `--bootstrap` is given.
 /// Defaults of the crawl settings that have a fixed one: the single place
@@ -38,7 +39,7 @@ pub mod defaults {
     pub const RX_COALESCE_US: u64 = 200;
     /// `--scrape-nodes`: nodes asked for a BEP 33 scrape of each stored
     /// torrent.
-    pub const SCRAPE_NODES: usize = 4;
+    pub const SCRAPE_NODES: usize = crate::dht::harvest::DEFAULT_SCRAPE_NODES;
 }
 
 /// A byte count in the config file: an integer, or a string with a unit
@@ -79,35 +80,6 @@ pub enum IdentityMode {
     Bep42,
     /// One id per shard, inside that shard's slice, each on its own port.
     Spread,
-}
-
-/// A configuration problem, naming the key at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema (unknown key, wrong type).
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, which names the key and line.
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid {key}: {message}")]
-    Invalid {
-        /// The key or flag.
-        key: &'static str,
-        /// What is wrong.
-        message: String,
-    },
 }
 
 /// The crawl settings as they may appear in a TOML file. Every field is
@@ -350,9 +322,26 @@ pub struct CrawlConfig {
     pub max_db_size: Option<u64>,
     /// BEP 33 scrape queries per stored torrent (0: no scrapes).
     pub scrape_nodes: usize,
-    /// The web server to run beside the crawler, credentials loaded and
-    /// exposure checked (None: off).
-    pub web: Option<crate::web::WebConfig>,
+    /// The web server to run beside the crawler, as given (None: off).
+    pub web: Option<WebSettings>,
+}
+
+/// The web server's settings as the operator gave them (`--web` and the
+/// `--web-*` flags, for `crawl` and `serve` alike). The web module checks
+/// them and loads the credentials when the server is about to start
+/// (`crate::web::WebConfig::from_settings`), before anything is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSettings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// File holding the API key (else the environment variable).
+    pub api_key_file: Option<PathBuf>,
+    /// File holding `user:password` (else the environment variable).
+    pub auth_file: Option<PathBuf>,
+    /// Serve a non-loopback address without credentials.
+    pub insecure_public: bool,
+    /// Read connections to the store (None: the web module's default).
+    pub readers: Option<usize>,
 }
 
 /// The environment variable a store URL may come from (below the flags,
@@ -364,38 +353,6 @@ pub const DB_URL_ENV: &str = "DHT_HUNTER_DB_URL";
 /// an error.
 pub fn read_db_url_file(path: &Path) -> Result<String, ConfigError> {
     read_secret_file(path, "db-url-file", "the database URL")
-}
-
-/// Reads a secret (a URL with a password, an API key, `user:password`)
-/// from the first line of `path`, trimmed; `key` names the setting in
-/// errors and `what` the secret in the warning given when others than the
-/// file's owner may read it. The contents never appear in an error.
-pub fn read_secret_file(path: &Path, key: &'static str, what: &str) -> Result<String, ConfigError> {
-    let read_err = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(read_err)?;
-    let secret = text.lines().next().unwrap_or("").trim().to_string();
-    if secret.is_empty() {
-        return Err(ConfigError::Invalid {
-            key,
-            message: format!("{} is empty", path.display()),
-        });
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                log::warn!(
-                    "{} holds {what} but others than its owner may read it (chmod 600)",
-                    path.display()
-                );
-            }
-        }
-    }
-    Ok(secret)
 }
 
 /// The store URL from `db` or `db_url_file` (never both), else the SQLite
@@ -560,23 +517,13 @@ impl CrawlConfig {
                 message: format!("{scrape_nodes} is outside 0..=16"),
             });
         }
-        let web = match c.web {
-            None => None,
-            Some(addr) => {
-                let web = crate::web::WebConfig {
-                    addr,
-                    credentials: crate::web::Credentials::load(
-                        c.web_api_key_file.as_deref(),
-                        c.web_auth_file.as_deref(),
-                    )?,
-                    insecure_public: c.web_insecure_public.unwrap_or(false),
-                    readers: c.web_readers.unwrap_or(crate::web::DEFAULT_READERS).max(1),
-                    db_label: crate::store::redact_url(&db),
-                };
-                web.check_exposure()?;
-                Some(web)
-            }
-        };
+        let web = c.web.map(|addr| WebSettings {
+            addr,
+            api_key_file: c.web_api_key_file.clone(),
+            auth_file: c.web_auth_file.clone(),
+            insecure_public: c.web_insecure_public.unwrap_or(false),
+            readers: c.web_readers,
+        });
         Ok(CrawlConfig {
             bind,
             bootstrap,

@@ -168,6 +168,22 @@ impl ContentFilter {
     }
 }
 
+/// `n` bytes for people: `512 B`, `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Parses a byte count: a number with an optional unit, `B`, `K`/`KiB`
 /// (1024), `KB` (1000), and so on up to `T`/`TiB`/`TB`; spaces allowed,
 /// units case-insensitive (`50GiB`, `1.5 GB`, `4096`).

@@ -79,6 +79,7 @@ pub mod krpc;
 pub mod loadgen;
 pub mod metainfo;
 pub mod rng;
+pub mod setting;
 pub mod source;
 pub mod store;
 pub mod web;

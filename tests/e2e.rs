@@ -276,6 +276,26 @@ fn bad_flags_and_config_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     let out = run(&["stats", "--db", "sqlite:/nonexistent/dir/x.sqlite"]);
     assert_eq!(out.status.code(), Some(1));
+    // A crawl that would serve the store to the network without
+    // credentials is refused before the store is created.
+    let db = dir.join("never.sqlite");
+    let out = Command::new(bin())
+        .args([
+            "crawl",
+            "--bind",
+            "127.0.0.1:0",
+            "--web",
+            "0.0.0.0:0",
+            "--db",
+        ])
+        .arg(format!("sqlite:{}", db.display()))
+        .env_remove("DHT_HUNTER_WEB_API_KEY")
+        .env_remove("DHT_HUNTER_WEB_AUTH")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--web-insecure-public"));
+    assert!(!db.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

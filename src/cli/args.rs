@@ -7,10 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode, SizeValue};
+use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode, SizeValue, WebSettings};
 use crate::engine::status::StatusMode;
 use crate::fetch::EncryptionPolicy;
-use crate::store::redact_url;
 
 /// DHT-Hunter: a thread-per-core BitTorrent DHT crawler and metadata
 /// harvester.
@@ -139,28 +138,15 @@ pub struct WebArgs {
 }
 
 impl WebArgs {
-    /// The server's settings for `addr`, credentials loaded (`serve`).
-    pub(super) fn config(
-        &self,
-        addr: SocketAddr,
-        db: &str,
-    ) -> Result<crate::web::WebConfig, ConfigError> {
-        let cfg = crate::web::WebConfig {
+    /// The server's settings for `addr` (`serve`).
+    pub(super) fn settings(&self, addr: SocketAddr) -> WebSettings {
+        WebSettings {
             addr,
-            credentials: crate::web::Credentials::load(
-                self.web_api_key_file.as_deref(),
-                self.web_auth_file.as_deref(),
-            )?,
+            api_key_file: self.web_api_key_file.clone(),
+            auth_file: self.web_auth_file.clone(),
             insecure_public: self.web_insecure_public,
-            readers: self
-                .web_readers
-                .unwrap_or(crate::web::DEFAULT_READERS)
-                .max(1),
-            db_label: redact_url(db),
-        };
-        // Refused before anything is opened.
-        cfg.check_exposure()?;
-        Ok(cfg)
+            readers: self.web_readers,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use clap::Parser;
 
 use crate::config::{ConfigError, CrawlConfig};
 use crate::engine::{self, EngineParts, Telemetry};
+use crate::filter::human_bytes;
 use crate::store::{printable, redact_url, rfc3339, unsafe_on_terminal, SearchHit, Store};
 
 use args::Command;
@@ -200,7 +201,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { web, web_opts, db } => {
             let url = db.url()?;
-            let cfg = web_opts.config(web, &url)?;
+            // Refused before anything is opened.
+            let cfg =
+                crate::web::WebConfig::from_settings(&web_opts.settings(web), redact_url(&url))?;
             serve(&url, cfg)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -271,22 +274,6 @@ fn hit_line(h: &SearchHit) -> String {
     )
 }
 
-/// `n` bytes for people: `512 B`, `1.5 GiB`.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn ensure_parent(url: &str) -> anyhow::Result<()> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         if let Some(parent) = std::path::Path::new(path).parent() {
@@ -352,6 +339,12 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    // Credentials and exposure are checked before anything is opened.
+    let web_cfg = cfg
+        .web
+        .as_ref()
+        .map(|s| crate::web::WebConfig::from_settings(s, redact_url(&cfg.db)))
+        .transpose()?;
     ensure_parent(&cfg.db)?;
     let opts = crate::store::StoreOptions {
         max_db_bytes: cfg.max_db_size,
@@ -389,7 +382,7 @@ pub fn crawl(cfg: &CrawlConfig, status_mode: StatusMode) -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::default());
     // The web server reads through connections of its own, on threads of
     // its own: it never touches a shard or the writer's connection.
-    let web = match cfg.web.clone() {
+    let web = match web_cfg {
         Some(web_cfg) => {
             let reader = store.reader(web_cfg.readers)?;
             let live =

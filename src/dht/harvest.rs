@@ -88,6 +88,10 @@ pub struct HarvestConfig {
     pub scrape_nodes: usize,
 }
 
+/// Nodes asked for a BEP 33 scrape of each stored torrent unless the
+/// operator says otherwise (`--scrape-nodes`).
+pub const DEFAULT_SCRAPE_NODES: usize = 4;
+
 impl Default for HarvestConfig {
     fn default() -> Self {
         HarvestConfig {
@@ -99,7 +103,7 @@ impl Default for HarvestConfig {
             max_searches: 3,
             stored_capacity: 16_000_000,
             given_up_capacity: 1_000_000,
-            scrape_nodes: crate::config::defaults::SCRAPE_NODES,
+            scrape_nodes: DEFAULT_SCRAPE_NODES,
         }
     }
 }

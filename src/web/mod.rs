@@ -50,7 +50,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::config::{read_secret_file, ConfigError};
+use crate::config::WebSettings;
+use crate::setting::{read_secret_file, ConfigError};
 use crate::store::{StoreError, StoreReader};
 
 pub use live::Live;
@@ -214,6 +215,22 @@ pub struct WebConfig {
 }
 
 impl WebConfig {
+    /// Checks the operator's settings and loads the credentials: refused
+    /// (before anything is opened) when a non-loopback address would serve
+    /// the store without credentials. `db_label` is the store as the
+    /// status page shows it (password redacted).
+    pub fn from_settings(s: &WebSettings, db_label: String) -> Result<WebConfig, ConfigError> {
+        let web = WebConfig {
+            addr: s.addr,
+            credentials: Credentials::load(s.api_key_file.as_deref(), s.auth_file.as_deref())?,
+            insecure_public: s.insecure_public,
+            readers: s.readers.unwrap_or(DEFAULT_READERS).max(1),
+            db_label,
+        };
+        web.check_exposure()?;
+        Ok(web)
+    }
+
     /// Refuses to expose the store to the network without credentials
     /// unless the operator said so explicitly.
     pub fn check_exposure(&self) -> Result<(), ConfigError> {

@@ -12,7 +12,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::live::{rate, rate_series, Sample, HISTORY};
 use super::{blocking, form_pairs, magnet, parse_infohash, App, SearchParams};
-use crate::cli::human_bytes;
+use crate::filter::human_bytes;
 use crate::store::{rfc3339, unix_secs, SearchHit, SortKey, Stats, TorrentDetail};
 
 /// Hits per search page.
