@@ -34,7 +34,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
 use crate::krpc::message::{encode_query, Header};
@@ -376,7 +376,7 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// Latency percentiles of answered queries, microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50_us: f64,
@@ -389,7 +389,7 @@ pub struct Latency {
 }
 
 /// Queries sent per kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindCounts {
     /// `ping`.
     pub ping: u64,
@@ -416,8 +416,9 @@ impl KindCounts {
     }
 }
 
-/// What a flood measured.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// What a flood measured (`dht-loadgen flood --json` prints it; the
+/// benches read it back).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FloodReport {
     /// The target.
     pub target: String,
