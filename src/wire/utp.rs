@@ -685,6 +685,21 @@ impl UtpConnection {
         }
     }
 
+    /// Aborts the connection: returns the RESET to send (none if it had
+    /// already ended), after which the connection is failed with
+    /// [`UtpError::Reset`] and sends nothing more.
+    pub fn abort(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.is_ended() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN);
+        let mut h = self.header(PacketType::Reset, self.seq_nr, None, &[], now);
+        h.conn_id = self.send_id;
+        h.encode(&mut out);
+        self.fail(UtpError::Reset);
+        Some(out)
+    }
+
     fn micros(&self, now: Instant) -> u32 {
         // Truncation is the protocol's: timestamps wrap at 2^32 µs.
         now.saturating_duration_since(self.epoch).as_micros() as u32
