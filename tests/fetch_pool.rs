@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use dht_hunter::dht::harvest::FetchOutcome;
 use dht_hunter::fetch::{
     EncryptionPolicy, FailureKind, FetchJob, FetchPool, Handshake, OutcomeSink, PoolConfig,
-    FIRST_UNPRIVILEGED_PORT,
+    Transport, TransportPolicy, UtpMux, UtpSocket, FIRST_UNPRIVILEGED_PORT,
 };
 use dht_hunter::id::Id;
 use dht_hunter::loadgen::peers::{PeerEncryption, PeerKind, PeerPlan, PeerServer, PEER_BASE};
@@ -374,6 +374,7 @@ fn tarpit_with(kinds: &[(PeerKind, PeerEncryption)]) -> Tarpit {
             torrent: 0,
             churn: None,
             encryption: *encryption,
+            utp_only: false,
         })
         .collect();
     let ips: Vec<Ipv4Addr> = plans.iter().map(|p| p.ip).collect();
@@ -837,4 +838,176 @@ fn hostile_mse_peers_release_their_slot() {
         "{:?}",
         t.took
     );
+}
+
+// ----------------------------------------------------------------- uTP
+
+/// One job per transport policy against a uTP-only honest peer and a
+/// TCP-only honest peer, on a pool whose uTP runs on a loopback UDP socket
+/// multiplexed as the shard's is. Returns per policy: the two outcomes
+/// (uTP-only peer, TCP peer), verified counts (tcp, utp), transport
+/// fallbacks, uTP transport failures, and how long each job took.
+fn utp_turns(
+    policy: TransportPolicy,
+) -> (
+    FetchOutcome,
+    FetchOutcome,
+    (u64, u64),
+    u64,
+    u64,
+    Vec<Duration>,
+) {
+    let mut rng = Rng::seed_from_u64(21);
+    let t = synth(0, &mut rng, None);
+    let plans = vec![
+        PeerPlan {
+            ip: PEER_BASE,
+            kind: PeerKind::Serve(Behaviour::Honest),
+            torrent: 0,
+            churn: None,
+            encryption: PeerEncryption::Plaintext,
+            utp_only: true,
+        },
+        PeerPlan {
+            ip: Ipv4Addr::from(u32::from(PEER_BASE) + 1),
+            kind: PeerKind::Serve(Behaviour::Honest),
+            torrent: 0,
+            churn: None,
+            encryption: PeerEncryption::Plaintext,
+            utp_only: false,
+        },
+    ];
+    let addrs: Vec<SocketAddr> = plans.iter().map(|p| SocketAddr::from((p.ip, 0))).collect();
+    let infohash = t.infohash;
+    let infos = Arc::new(vec![(t.infohash, Arc::new(t.info))]);
+    let server = PeerServer::start(plans, infos, Instant::now()).unwrap();
+    let port = server.port;
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .map(|a| SocketAddr::from((a.ip(), port)))
+        .collect();
+    let dir = std::env::temp_dir().join(format!(
+        "dh-utp-pool-{}-{}",
+        policy.as_str(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&format!("sqlite:{}", dir.join("db.sqlite").display())).unwrap();
+    let writer = store.writer();
+    let out = shards::ShardsBuilder::new()
+        .shards(1)
+        .pin(false)
+        .spawn(move |ctx: shards::ShardContext<()>| {
+            let writer = writer.clone();
+            let addrs = addrs.clone();
+            async move {
+                let cfg = PoolConfig {
+                    transport: policy,
+                    encryption: EncryptionPolicy::Off,
+                    ..PoolConfig::default()
+                };
+                let pool = FetchPool::new(cfg);
+                let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                let mux = UtpMux::new(UtpSocket::Plain(sock.clone()), 16);
+                let rx = {
+                    let (sock, mux) = (sock.clone(), mux.clone());
+                    glommio::spawn_local(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                            mux.handle_datagram(from, &buf[..n], Instant::now());
+                        }
+                    })
+                    .detach()
+                };
+                pool.set_utp(vec![mux]);
+                let stats = pool.stats();
+                let (outcomes, sink) = collect();
+                let tcp = Rc::new(ctx.tcp().clone());
+                let runner =
+                    glommio::spawn_local(pool.clone().run(tcp, writer, sink, ctx.shutdown()));
+                let mut took = Vec::new();
+                for (i, peer) in addrs.iter().enumerate() {
+                    let started = Instant::now();
+                    assert!(pool
+                        .submit(FetchJob {
+                            infohash,
+                            source: Source::GetPeers,
+                            discovered_at: SystemTime::now(),
+                            peers: vec![*peer],
+                        })
+                        .is_ok());
+                    while outcomes.borrow().len() <= i {
+                        assert!(started.elapsed() < Duration::from_secs(30), "job {i} stuck");
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    took.push(started.elapsed());
+                }
+                let o = outcomes.borrow().clone();
+                let counts = (
+                    (
+                        stats.transport_ok(Transport::Tcp),
+                        stats.transport_ok(Transport::Utp),
+                    ),
+                    stats.transport_fallbacks.get(),
+                    stats.utp_failed.get(),
+                );
+                rx.cancel();
+                drop(pool);
+                ctx.shutdown_handle().trigger();
+                runner.await;
+                Ok::<_, std::io::Error>((o, counts, took))
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (o, (ok, fallbacks, utp_failed), took) = out.into_iter().next().unwrap();
+    (
+        o[0].1.clone(),
+        o[1].1.clone(),
+        ok,
+        fallbacks,
+        utp_failed,
+        took,
+    )
+}
+
+/// The default policy (TCP first) fetches from a uTP-only peer (TCP reset,
+/// then uTP) and from a TCP peer (TCP, no fallback); uTP-only fetches the
+/// first and fails fast on the second (its SYN is answered with a RESET);
+/// TCP-only fails on the first.
+#[test]
+fn pool_fetches_from_utp_only_peers_by_policy() {
+    let (utp_peer, tcp_peer, ok, fallbacks, utp_failed, took) =
+        utp_turns(TransportPolicy::default());
+    assert_eq!(TransportPolicy::default(), TransportPolicy::TcpFirst);
+    assert_eq!(utp_peer, FetchOutcome::Stored);
+    assert_eq!(tcp_peer, FetchOutcome::Stored);
+    assert_eq!(ok, (1, 1), "verified over (tcp, utp)");
+    assert_eq!(fallbacks, 1, "only the uTP-only peer needs the fallback");
+    assert_eq!(utp_failed, 0);
+    eprintln!("tcp-first: {took:?}");
+
+    let (utp_peer, tcp_peer, ok, _, utp_failed, took) = utp_turns(TransportPolicy::UtpOnly);
+    assert_eq!(utp_peer, FetchOutcome::Stored);
+    assert!(
+        matches!(tcp_peer, FetchOutcome::Failed { .. }),
+        "{tcp_peer:?}"
+    );
+    assert_eq!(ok, (0, 1));
+    assert_eq!(utp_failed, 1, "the TCP peer's RESET");
+    assert!(
+        took[1] < Duration::from_secs(2),
+        "a RESET is not a timeout: {took:?}"
+    );
+
+    let (utp_peer, tcp_peer, ok, _, _, _) = utp_turns(TransportPolicy::TcpOnly);
+    assert!(
+        matches!(utp_peer, FetchOutcome::Failed { .. }),
+        "{utp_peer:?}"
+    );
+    assert_eq!(tcp_peer, FetchOutcome::Stored);
+    assert_eq!(ok, (1, 0));
 }

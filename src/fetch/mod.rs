@@ -164,8 +164,8 @@ pub struct FetchPool {
     /// What is stored (`--include`, `--exclude`, `--min-size`,
     /// `--max-size`).
     filter: ContentFilter,
-    /// The shard's uTP connections, when uTP is on.
-    utp: RefCell<Option<Rc<UtpMux>>>,
+    /// The shard's uTP multiplexers (one per UDP socket), when uTP is on.
+    utp: RefCell<Vec<Rc<UtpMux>>>,
 }
 
 /// Where a job's outcome goes (the harvester, through the engine).
@@ -189,14 +189,15 @@ impl FetchPool {
             more_peers: RefCell::new(HashMap::new()),
             active: RefCell::new(HashSet::new()),
             filter,
-            utp: RefCell::new(None),
+            utp: RefCell::new(Vec::new()),
         })
     }
 
-    /// Lets the pool open uTP connections on `mux` (the shard's UDP
-    /// socket), as `transport` asks.
-    pub fn set_utp(&self, mux: Rc<UtpMux>) {
-        *self.utp.borrow_mut() = Some(mux);
+    /// Lets the pool open uTP connections on `muxes` (one per shard UDP
+    /// socket; a peer gets the one of its address family), as `transport`
+    /// asks.
+    pub fn set_utp(&self, muxes: Vec<Rc<UtpMux>>) {
+        *self.utp.borrow_mut() = muxes;
     }
 
     /// The counters.
@@ -382,7 +383,7 @@ impl FetchPool {
                 };
                 outstanding += 1;
                 let tcp = tcp.clone();
-                let utp = self.utp.borrow().clone();
+                let utp = self.utp.borrow().iter().find(|m| m.serves(&peer)).cloned();
                 let tx = res_tx.clone();
                 let cfg = self.cfg;
                 let infohash = job.infohash;

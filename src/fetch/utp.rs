@@ -109,6 +109,16 @@ impl UtpMux {
         })
     }
 
+    /// Whether this multiplexer's socket can reach `peer` (same address
+    /// family).
+    pub fn serves(&self, peer: &SocketAddr) -> bool {
+        let local = match &self.sock {
+            UtpSocket::Shard(s) => Some(s.local_addr()),
+            UtpSocket::Plain(s) => s.local_addr().ok(),
+        };
+        local.is_some_and(|l| l.is_ipv4() == peer.is_ipv4())
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> MuxStats {
         self.stats.get()
