@@ -849,6 +849,7 @@ fn hostile_mse_peers_release_their_slot() {
 /// fallbacks, uTP transport failures, and how long each job took.
 fn utp_turns(
     policy: TransportPolicy,
+    large: Option<usize>,
 ) -> (
     FetchOutcome,
     FetchOutcome,
@@ -858,7 +859,7 @@ fn utp_turns(
     Vec<Duration>,
 ) {
     let mut rng = Rng::seed_from_u64(21);
-    let t = synth(0, &mut rng, None);
+    let t = synth(0, &mut rng, large);
     let plans = vec![
         PeerPlan {
             ip: PEER_BASE,
@@ -887,8 +888,9 @@ fn utp_turns(
         .map(|a| SocketAddr::from((a.ip(), port)))
         .collect();
     let dir = std::env::temp_dir().join(format!(
-        "dh-utp-pool-{}-{}",
+        "dh-utp-pool-{}-{}-{}",
         policy.as_str(),
+        large.unwrap_or(0),
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
@@ -981,7 +983,7 @@ fn utp_turns(
 #[test]
 fn pool_fetches_from_utp_only_peers_by_policy() {
     let (utp_peer, tcp_peer, ok, fallbacks, utp_failed, took) =
-        utp_turns(TransportPolicy::default());
+        utp_turns(TransportPolicy::default(), None);
     assert_eq!(TransportPolicy::default(), TransportPolicy::TcpFirst);
     assert_eq!(utp_peer, FetchOutcome::Stored);
     assert_eq!(tcp_peer, FetchOutcome::Stored);
@@ -990,7 +992,7 @@ fn pool_fetches_from_utp_only_peers_by_policy() {
     assert_eq!(utp_failed, 0);
     eprintln!("tcp-first: {took:?}");
 
-    let (utp_peer, tcp_peer, ok, _, utp_failed, took) = utp_turns(TransportPolicy::UtpOnly);
+    let (utp_peer, tcp_peer, ok, _, utp_failed, took) = utp_turns(TransportPolicy::UtpOnly, None);
     assert_eq!(utp_peer, FetchOutcome::Stored);
     assert!(
         matches!(tcp_peer, FetchOutcome::Failed { .. }),
@@ -1003,11 +1005,23 @@ fn pool_fetches_from_utp_only_peers_by_policy() {
         "a RESET is not a timeout: {took:?}"
     );
 
-    let (utp_peer, tcp_peer, ok, _, _, _) = utp_turns(TransportPolicy::TcpOnly);
+    let (utp_peer, tcp_peer, ok, _, _, _) = utp_turns(TransportPolicy::TcpOnly, None);
     assert!(
         matches!(utp_peer, FetchOutcome::Failed { .. }),
         "{utp_peer:?}"
     );
     assert_eq!(tcp_peer, FetchOutcome::Stored);
     assert_eq!(ok, (1, 0));
+}
+
+/// Multi-piece metadata (about 200 KiB, 13 pieces of 16 KiB) from a
+/// uTP-only peer through the pool.
+#[test]
+fn pool_fetches_multi_piece_metadata_over_utp() {
+    let (utp_peer, _, ok, _, utp_failed, took) =
+        utp_turns(TransportPolicy::UtpOnly, Some(200_000));
+    eprintln!("multi-piece over uTP: {took:?}");
+    assert_eq!(utp_peer, FetchOutcome::Stored);
+    assert_eq!(ok.1, 1);
+    assert_eq!(utp_failed, 1, "only the TCP peer's RESET");
 }

@@ -387,9 +387,11 @@ async fn run_shard(
         .iter()
         .map(|sock| {
             (pool_cfg.transport != crate::fetch::TransportPolicy::TcpOnly).then(|| {
-                crate::fetch::UtpMux::new(
+                crate::fetch::UtpMux::for_shard(
                     crate::fetch::UtpSocket::Shard(sock.clone()),
                     pool_cfg.max_connections,
+                    ctx.shard_id(),
+                    ctx.nr_shards(),
                 )
             })
         })
@@ -445,14 +447,24 @@ async fn run_shard(
                                         continue;
                                     }
                                     // uTP by its first byte (KRPC starts
-                                    // with `d`), then by connection id.
-                                    if utp
-                                        .as_ref()
-                                        .is_some_and(|m| m.handle_datagram(d.from, d.data, now))
-                                    {
-                                        continue;
+                                    // with `d`), then by connection id,
+                                    // which names the owning shard.
+                                    match utp.as_ref().map(|m| m.dispatch(d.from, d.data, now)) {
+                                        None | Some(crate::fetch::Dispatch::NotUtp) => {
+                                            node.handle_datagram(i as u8, d.from, d.data, now);
+                                        }
+                                        Some(crate::fetch::Dispatch::Taken) => {}
+                                        Some(crate::fetch::Dispatch::OtherShard(shard)) => {
+                                            let msg = crate::dht::ShardMsg::Utp {
+                                                identity: i as u8,
+                                                from: d.from,
+                                                bytes: d.data.to_vec(),
+                                            };
+                                            if let Err(msg) = me.outbox.push(shard, msg) {
+                                                me.spill(msg);
+                                            }
+                                        }
                                     }
-                                    node.handle_datagram(i as u8, d.from, d.data, now);
                                 }
                             }
                             me.pump().await;
@@ -469,10 +481,22 @@ async fn run_shard(
     }
     {
         let me = me.clone();
+        let utp_for_mesh = utp_muxes.clone();
         tasks.push(glommio::spawn_local(async move {
             let stop = me.ctx.shutdown();
             let mesh = async {
                 while let Some((_from, msg)) = me.ctx.recv().await {
+                    if let crate::dht::ShardMsg::Utp {
+                        identity,
+                        from,
+                        bytes,
+                    } = &msg
+                    {
+                        if let Some(Some(m)) = utp_for_mesh.get(usize::from(*identity)) {
+                            m.dispatch(*from, bytes, Instant::now());
+                            continue;
+                        }
+                    }
                     me.node.borrow_mut().handle_shard_msg(msg, Instant::now());
                     me.pump().await;
                 }

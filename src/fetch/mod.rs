@@ -58,7 +58,7 @@ pub use attempt::{
 };
 pub use marks::FIRST_UNPRIVILEGED_PORT;
 pub use stats::{FailureKind, FetchStats, Handshake, Transport};
-pub use utp::{attempt_utp, UtpMux, UtpSocket};
+pub use utp::{attempt_utp, Dispatch, MuxStats, UtpMux, UtpSocket};
 
 use marks::{PeerMarks, Pick};
 

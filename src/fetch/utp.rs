@@ -86,10 +86,30 @@ pub struct MuxStats {
     pub refused: u64,
 }
 
+/// Where [`UtpMux::dispatch`] sent a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Not uTP: the caller's (KRPC's).
+    NotUtp,
+    /// Handled here (delivered, or counted and dropped).
+    Taken,
+    /// For a connection of this shard number: forward it there.
+    OtherShard(usize),
+}
+
 /// The uTP connections of one socket.
+///
+/// With several shards on one `SO_REUSEPORT` address the kernel hashes a
+/// peer's datagrams to any shard's socket, not to the one that opened the
+/// connection. So each shard's multiplexer takes receive ids `id` with
+/// `id % shards == shard` only, and a datagram for an unknown id of another
+/// shard goes there ([`Dispatch::OtherShard`]), as KRPC replies do by their
+/// transaction id.
 #[derive(Debug)]
 pub struct UtpMux {
     sock: UtpSocket,
+    shard: u16,
+    shards: u16,
     conns: RefCell<HashMap<ConnKey, Rc<RefCell<Slot>>>>,
     rng: RefCell<Rng>,
     max_connections: usize,
@@ -98,10 +118,24 @@ pub struct UtpMux {
 
 impl UtpMux {
     /// A multiplexer sending through `sock`, with at most
-    /// `max_connections` connections open at once.
+    /// `max_connections` connections open at once, alone on its socket.
     pub fn new(sock: UtpSocket, max_connections: usize) -> Rc<Self> {
+        Self::for_shard(sock, max_connections, 0, 1)
+    }
+
+    /// A multiplexer for shard `shard` of `shards` sharing one address.
+    pub fn for_shard(
+        sock: UtpSocket,
+        max_connections: usize,
+        shard: usize,
+        shards: usize,
+    ) -> Rc<Self> {
+        let shards = u16::try_from(shards.clamp(1, 256)).unwrap_or(1);
+        let shard = u16::try_from(shard).unwrap_or(0) % shards;
         Rc::new(UtpMux {
             sock,
+            shard,
+            shards,
             conns: RefCell::new(HashMap::new()),
             rng: RefCell::new(Rng::from_entropy()),
             max_connections,
@@ -136,16 +170,23 @@ impl UtpMux {
     }
 
     /// Takes `datagram` if it is uTP: returns false (and does nothing)
-    /// when it is not, so that the caller hands it to KRPC.
+    /// when it is not, so that the caller hands it to KRPC. A datagram for
+    /// another shard's connection is dropped: see [`Self::dispatch`].
     pub fn handle_datagram(&self, from: SocketAddr, datagram: &[u8], now: Instant) -> bool {
+        self.dispatch(from, datagram, now) != Dispatch::NotUtp
+    }
+
+    /// Hands `datagram` to its connection, or says whose it is.
+    pub fn dispatch(&self, from: SocketAddr, datagram: &[u8], now: Instant) -> Dispatch {
         if !looks_like_utp(datagram) {
-            return false;
+            return Dispatch::NotUtp;
         }
         let Ok(p) = Packet::parse(datagram) else {
             self.bump(|s| s.malformed += 1);
-            return true;
+            return Dispatch::Taken;
         };
-        let slot = self.conns.borrow().get(&(from, demux_id(&p))).cloned();
+        let id = demux_id(&p);
+        let slot = self.conns.borrow().get(&(from, id)).cloned();
         match slot {
             Some(slot) => {
                 let mut s = slot.borrow_mut();
@@ -158,10 +199,17 @@ impl UtpMux {
                 }
                 drop(s);
                 self.bump(|s| s.delivered += 1);
+                Dispatch::Taken
             }
-            None => self.bump(|s| s.unknown += 1),
+            None => {
+                let owner = id % self.shards;
+                if owner != self.shard {
+                    return Dispatch::OtherShard(usize::from(owner));
+                }
+                self.bump(|s| s.unknown += 1);
+                Dispatch::Taken
+            }
         }
-        true
     }
 
     fn open(self: &Rc<Self>, peer: SocketAddr, now: Instant) -> Result<Handle, UtpError> {
@@ -173,9 +221,15 @@ impl UtpMux {
         let mut rng = self.rng.borrow_mut();
         // Ids are per peer address; a free one is found at once unless
         // thousands of connections go to one address.
-        let mut id = rng.below(1 << 16) as u16;
+        // An id of this shard's residue class (see the type's docs).
+        let n = u32::from(self.shards);
+        let pick = |r: u64| -> u16 {
+            let k = (r % (65536 / u64::from(n))) as u32;
+            ((k * n + u32::from(self.shard)) & 0xffff) as u16
+        };
+        let mut id = pick(rng.next_u64());
         while conns.contains_key(&(peer, id)) {
-            id = id.wrapping_add(1);
+            id = pick(rng.next_u64());
         }
         let seq = rng.below(1 << 16) as u16;
         let slot = Rc::new(RefCell::new(Slot {

@@ -4,11 +4,12 @@
 //! behind it, on one thread.
 //!
 //! A peer planned as uTP-only ([`PeerPlan::utp_only`]) accepts uTP and
-//! refuses TCP. Every other address answers a SYN with a RESET at once: it
-//! stands in for the ICMP port-unreachable a real host without uTP sends,
-//! which the crawler's shard socket does not read, so that a TCP-first
-//! crawler's fallback to uTP costs a round trip here, not a connect
-//! timeout. An offline (churning) peer answers nothing.
+//! refuses TCP. Every other address, and a churning peer while it is away,
+//! answers a SYN with a RESET at once: it stands in for the ICMP
+//! port-unreachable a real host without uTP sends (which the crawler's
+//! shard socket does not read), as the TCP side resets connections to an
+//! away peer, so that a fallback to uTP costs a round trip here, not a
+//! connect timeout.
 //!
 //! uTP peers speak plaintext BT only (the fetcher's uTP path has no MSE),
 //! with the plan's serving behaviour; slow and junk peers stay on TCP.
@@ -74,10 +75,8 @@ pub(super) fn run(
                         .filter(|&i| i < plans.len());
                     let Some(i) = plan else { continue };
                     let pl = &plans[i];
-                    if pl.churn.is_some_and(|c| c.away_at(epoch.elapsed())) {
-                        continue;
-                    }
-                    let accepted = (pl.utp_only && conns.len() < MAX_CONNS)
+                    let away = pl.churn.is_some_and(|c| c.away_at(epoch.elapsed()));
+                    let accepted = (pl.utp_only && !away && conns.len() < MAX_CONNS)
                         .then(|| {
                             UtpConnection::accept(
                                 d,
