@@ -1018,8 +1018,7 @@ fn pool_fetches_from_utp_only_peers_by_policy() {
 /// uTP-only peer through the pool.
 #[test]
 fn pool_fetches_multi_piece_metadata_over_utp() {
-    let (utp_peer, _, ok, _, utp_failed, took) =
-        utp_turns(TransportPolicy::UtpOnly, Some(200_000));
+    let (utp_peer, _, ok, _, utp_failed, took) = utp_turns(TransportPolicy::UtpOnly, Some(200_000));
     eprintln!("multi-piece over uTP: {took:?}");
     assert_eq!(utp_peer, FetchOutcome::Stored);
     assert_eq!(ok.1, 1);

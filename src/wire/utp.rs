@@ -10,13 +10,21 @@
 //! that socket's port, so uTP has to share it: the shard reads every
 //! datagram and hands the uTP ones (first byte `0x01`, `0x11` .. `0x41`,
 //! never `d` as a bencoded KRPC dict starts) to the connection named by the
-//! connection id. The Rust uTP crates known to the registry each own their
-//! socket and their clock: `utp` (std threads, blocking socket),
-//! `utp-rs` / `utp-socket` (tokio, a socket or an `AsyncUdpSocket` trait
-//! driven by tokio tasks and timers), `librqbit-utp` (tokio, its own
-//! socket and dispatcher task). None can be fed datagrams by a glommio shard
-//! that also serves KRPC, and none takes its time from the caller, so none
-//! can be tested under virtual time or fuzzed as a pure function. This file
+//! connection id. The Rust uTP crates on crates.io (as their docs.rs pages
+//! describe them, December 2026) each own their socket and their clock:
+//! `utp` (std, blocking; `UtpSocket::bind` / `UtpStream::connect` open a
+//! socket of their own), `async-std-utp` (the same on async-std),
+//! `async-utp` (tokio; a `UtpStreamDriver` task must run per stream),
+//! `tokio-utp` (tokio-core 0.1 and futures 0.1), `libutp-rs` /
+//! `libutp-rs2` (tokio around the C libutp; `UtpUdpContext::new_udp` binds
+//! the UDP socket) and `librqbit-utp` (tokio, smoltcp-inspired, written for
+//! rqbit). None is documented as taking datagrams from a socket someone
+//! else reads, and none takes its time from the caller: none could share
+//! the glommio shard's socket with KRPC, and none can be tested under
+//! virtual time or fuzzed as a pure function. (`SO_REUSEPORT` also hashes a
+//! peer's datagrams to any shard's socket; the glue in `crate::fetch::utp`
+//! routes them to the owning shard by connection id, which no crate would
+//! know to do.) This file
 //! follows [`super::mse`]: the caller passes datagrams in
 //! ([`UtpConnection::handle_datagram`]), takes datagrams out
 //! ([`UtpConnection::poll_transmit`]), and passes the time in.
