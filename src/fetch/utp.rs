@@ -394,3 +394,81 @@ pub async fn attempt_utp(
         Outcome::Failed(r) => Err(AttemptError::Exchange(r)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(conn_id: u16, ty: crate::wire::utp::PacketType) -> Vec<u8> {
+        let mut out = Vec::new();
+        Packet {
+            ty,
+            conn_id,
+            timestamp: 0,
+            timestamp_diff: 0,
+            wnd_size: 0,
+            seq_nr: 1,
+            ack_nr: 0,
+            sack: None,
+            payload: &[],
+        }
+        .encode(&mut out);
+        out
+    }
+
+    /// Shard 1 of 2 opens only odd receive ids, hands KRPC back, keeps
+    /// what is its own and names shard 0 for even ids (a SYN's id is routed
+    /// as the id it opens, plus one).
+    #[test]
+    fn dispatch_routes_by_first_byte_and_owning_shard() {
+        use crate::wire::utp::PacketType;
+        let r = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                let mux = UtpMux::for_shard(UtpSocket::Plain(sock), 64, 1, 2);
+                let peer: SocketAddr = ([127, 0, 0, 1], 9).into();
+                let now = Instant::now();
+                let handles: Vec<Handle> = (0..40).map(|_| mux.open(peer, now).unwrap()).collect();
+                let odd = handles.iter().all(|h| h.key.1 % 2 == 1);
+                let distinct = handles
+                    .iter()
+                    .map(|h| h.key.1)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len();
+                let own = handles[0].key.1;
+                let d = [
+                    mux.dispatch(peer, b"d1:ad2:id20:", now),
+                    mux.dispatch(peer, &state(4, PacketType::State), now),
+                    mux.dispatch(peer, &state(5, PacketType::State), now),
+                    mux.dispatch(peer, &state(4, PacketType::Syn), now),
+                    mux.dispatch(peer, &[0x01, 0, 0], now),
+                    mux.dispatch(peer, &state(own, PacketType::State), now),
+                ];
+                let stats = mux.stats();
+                let open = mux.open_connections();
+                drop(handles);
+                (odd, distinct, d, stats, open, mux.open_connections())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (odd, distinct, d, stats, open, after) = r;
+        assert!(odd, "an even id opened on shard 1");
+        assert_eq!(distinct, 40);
+        assert_eq!(
+            d,
+            [
+                Dispatch::NotUtp,
+                Dispatch::OtherShard(0),
+                Dispatch::Taken,
+                Dispatch::Taken,
+                Dispatch::Taken,
+                Dispatch::Taken,
+            ]
+        );
+        // 5 (own, no connection) and the SYN naming 5: unknown; the
+        // three-byte datagram: malformed; the open connection's: delivered.
+        assert_eq!((stats.unknown, stats.malformed, stats.delivered), (2, 1, 1));
+        assert_eq!((open, after), (40, 0));
+    }
+}
