@@ -53,7 +53,12 @@
 //!   were selectively acked (libtorrent's rule).
 //! * RTT and timeout as BEP 29: `rtt_var += (|rtt - sample| - rtt_var) / 4`,
 //!   `rtt += (sample - rtt) / 8`, `timeout = max(rtt + 4 rtt_var, 500 ms)`,
-//!   1 s before the first sample, doubled on each timeout in a row.
+//!   1 s before the first sample, doubled on each timeout in a row, never
+//!   over 8 s. Samples come from packets sent once (Karn), taken when a
+//!   packet is first acked, selectively or cumulatively: a packet sacked
+//!   early and covered by the cumulative ack only after a resent hole would
+//!   otherwise count the hole's recovery as its round trip (in the lossy
+//!   test that inflated the timeout past 16 s).
 //! * LEDBAT: the peer's `timestamp_difference` of our packets, minus the
 //!   lowest one seen in the last two minutes (the base delay, which removes
 //!   the clocks' offset), is our queuing delay; the window moves by
@@ -839,7 +844,10 @@ impl UtpConnection {
                 bytes_acked += s.payload.len();
             }
             self.unacked_bytes -= s.payload.len();
-            if s.transmissions == 1 {
+            // Karn: only packets sent once; and not one selectively acked
+            // before (sampled then: its cumulative ack waited for a hole
+            // to fill, which is no round trip).
+            if s.transmissions == 1 && !s.sacked {
                 if let Some(t) = s.sent_at {
                     self.rtt_sample(now.saturating_duration_since(t));
                 }
@@ -848,6 +856,7 @@ impl UtpConnection {
         // Selective ack: bit i of the mask is ack + 2 + i.
         let mut lost = false;
         if let Some(mask) = p.sack {
+            let mut samples = Vec::new();
             for s in self.in_flight.iter_mut() {
                 let off = s.seq.wrapping_sub(ack).wrapping_sub(2) as usize;
                 let bit = mask.get(off / 8).is_some_and(|b| b & (1 << (off % 8)) != 0);
@@ -855,7 +864,13 @@ impl UtpConnection {
                     s.sacked = true;
                     self.cur_window -= s.payload.len();
                     bytes_acked += s.payload.len();
+                    if s.transmissions == 1 {
+                        samples.extend(s.sent_at.map(|t| now.saturating_duration_since(t)));
+                    }
                 }
+            }
+            for d in samples {
+                self.rtt_sample(d);
             }
             // Holes with three or more packets acked after them are lost
             // (libtorrent's rule): resend each once per round trip.
@@ -925,7 +940,9 @@ impl UtpConnection {
     fn rto_from_rtt(&self) -> Duration {
         match self.rtt {
             None => INITIAL_RTO,
-            Some((rtt, var)) => Duration::from_micros((rtt + 4.0 * var) as u64).max(MIN_RTO),
+            Some((rtt, var)) => {
+                Duration::from_micros((rtt + 4.0 * var) as u64).clamp(MIN_RTO, MAX_RTO)
+            }
         }
     }
 
