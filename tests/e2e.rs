@@ -152,6 +152,10 @@ fn demo_swarm_search_export_import_stats() {
     let utp_only = v["utp_only"].as_u64().unwrap();
     assert!(utp_only > 0, "no torrent served only by uTP peers: {v}");
     assert_eq!(v["utp_only_fetched"].as_u64().unwrap(), utp_only, "{v}");
+    assert!(
+        v["fetch_transports"]["utp"].as_u64().unwrap() >= utp_only,
+        "{v}"
+    );
 
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     // stats

@@ -101,6 +101,8 @@ pub struct Summary {
     pub encrypted_only: usize,
     /// Of those, how many were fetched.
     pub encrypted_only_fetched: usize,
+    /// Verified fetches by transport (`tcp`, `utp`).
+    pub fetch_transports: HashMap<String, u64>,
     /// Fetchable torrents whose every honest peer speaks uTP only: stored
     /// only if the crawler spoke uTP.
     pub utp_only: usize,
@@ -138,6 +140,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         h.sort();
         for (k, n) in h {
             println!("  handshakes: {k:<14}{n}");
+        }
+        let mut tr: Vec<_> = summary.fetch_transports.iter().collect();
+        tr.sort();
+        for (k, n) in tr {
+            println!("  verified over {k:<11}{n}");
         }
         let mut f: Vec<_> = summary
             .fetch_failures
@@ -285,6 +292,11 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         .iter()
         .map(|(m, n)| (m.as_str().to_string(), *n))
         .collect();
+    let fetch_transports = t
+        .transport_ok
+        .iter()
+        .map(|(m, n)| (m.as_str().to_string(), *n))
+        .collect();
     let fetch_failures = t
         .failures
         .iter()
@@ -303,6 +315,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         fetch_handshakes,
         encrypted_only: encrypted_only.len(),
         encrypted_only_fetched,
+        fetch_transports,
         utp_only: utp_only.len(),
         utp_only_fetched,
         db,
