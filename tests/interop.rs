@@ -5,6 +5,9 @@
 //! * libtorrent seeds real torrents (one-piece and multi-piece metadata,
 //!   non-ASCII names) and our fetcher gets their metadata; what we parse
 //!   equals what libtorrent holds.
+//! * libtorrent seeds over uTP only, or over TCP and uTP: our fetcher gets
+//!   the metadata over uTP (BEP 29) with each transport policy that allows
+//!   it, and the counts say which transport carried each fetch.
 //! * libtorrent DHT sessions bootstrap from our node: they get correct
 //!   answers, their announces reach us, and our sample_infohashes queries to
 //!   them are answered and parsed.
