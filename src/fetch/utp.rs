@@ -255,6 +255,17 @@ struct Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        // An attempt cancelled mid-connection (job budget, shutdown) still
+        // tells the peer, where the socket can queue without waiting (the
+        // shard flushes it with its next batch); a plain socket cannot send
+        // from here, and its peer times out instead.
+        if let UtpSocket::Shard(s) = &self.mux.sock {
+            if let Ok(mut slot) = self.slot.try_borrow_mut() {
+                if let Some(r) = slot.conn.abort(Instant::now()) {
+                    let _ = s.queue_send(self.key.0, &r);
+                }
+            }
+        }
         self.mux.conns.borrow_mut().remove(&self.key);
     }
 }
