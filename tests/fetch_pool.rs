@@ -1024,3 +1024,96 @@ fn pool_fetches_multi_piece_metadata_over_utp() {
     assert_eq!(ok.1, 1);
     assert_eq!(utp_failed, 1, "only the TCP peer's RESET");
 }
+
+/// A uTP peer that completes the handshake and then floods the fetcher
+/// with acks as fast as a thread can send (and never a byte of data)
+/// cannot hold the attempt past the fetch's handshake timeout (1 s here),
+/// although every ack wakes the attempt and resets the connection's own
+/// idle timer.
+#[test]
+fn utp_ack_flood_does_not_outlive_the_handshake_timeout() {
+    use dht_hunter::fetch::{attempt_utp, FetchStats};
+    use dht_hunter::wire::utp::{Packet, PacketType, UtpConfig, UtpConnection};
+    use dht_hunter::wire::FetchConfig;
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            let mut conn =
+                UtpConnection::accept(&buf[..n], 100, UtpConfig::default(), Instant::now())
+                    .unwrap();
+            let syn = Packet::parse(&buf[..n]).unwrap();
+            let state = conn.poll_transmit(Instant::now()).unwrap();
+            peer.send_to(&state, from).unwrap();
+            // As fast as the thread can send, for at most 6 s: a wait for
+            // the next datagram then always ends at once.
+            let mut sent = 0u32;
+            let until = Instant::now() + Duration::from_secs(6);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                let mut out = Vec::new();
+                Packet {
+                    ty: PacketType::State,
+                    conn_id: syn.conn_id,
+                    timestamp: sent,
+                    timestamp_diff: 0,
+                    wnd_size: 1 << 20,
+                    seq_nr: 100,
+                    ack_nr: syn.seq_nr,
+                    sack: None,
+                    payload: &[],
+                }
+                .encode(&mut out);
+                let _ = peer.send_to(&out, from);
+                sent = sent.wrapping_add(1);
+            }
+            sent
+        })
+    };
+    let (took, result) = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            let mux = UtpMux::new(UtpSocket::Plain(sock.clone()), 4);
+            let rx = {
+                let (sock, mux) = (sock.clone(), mux.clone());
+                glommio::spawn_local(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                        mux.handle_datagram(from, &buf[..n], Instant::now());
+                    }
+                })
+                .detach()
+            };
+            let cfg = FetchConfig {
+                handshake_timeout: Duration::from_secs(1),
+                ..FetchConfig::default()
+            };
+            let started = Instant::now();
+            let r = attempt_utp(
+                &mux,
+                peer_addr,
+                Id([7; 20]),
+                *b"-DH0100-floodtest000",
+                cfg,
+                started,
+                &FetchStats::default(),
+            )
+            .await;
+            rx.cancel();
+            (started.elapsed(), r.map(|_| ()).map_err(|e| e.to_string()))
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flooder.join().unwrap();
+    assert!(result.is_err(), "a peer that sends no data served metadata");
+    assert!(sent > 200, "the flood did not run ({sent} acks)");
+    assert!(
+        took < Duration::from_secs(3),
+        "held for {took:?}: {result:?}"
+    );
+}

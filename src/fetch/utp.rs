@@ -300,7 +300,8 @@ impl Handle {
         }
     }
 
-    /// Waits for a datagram for this connection, or `deadline`.
+    /// Waits for a datagram for this connection, or `deadline`; true when
+    /// a datagram came.
     async fn wait(&self, deadline: Instant) -> bool {
         let woken = poll_fn(|cx| {
             let mut s = self.slot.borrow_mut();
@@ -390,9 +391,18 @@ pub async fn attempt_utp(
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
         };
-        if !conn.wait(deadline).await {
-            let now = Instant::now();
-            conn.slot.borrow_mut().conn.handle_timeout(now);
+        conn.wait(deadline).await;
+        // Timers run whether the wait ended by a datagram or the clock: a
+        // peer that sends a stream of datagrams must not keep the
+        // exchange's deadlines from being checked.
+        let now = Instant::now();
+        {
+            let mut s = conn.slot.borrow_mut();
+            if s.conn.poll_timeout().is_some_and(|t| t <= now) {
+                s.conn.handle_timeout(now);
+            }
+        }
+        if fetch.poll_timeout().is_some_and(|t| t <= now) {
             fetch.handle_timeout(now);
         }
     };
