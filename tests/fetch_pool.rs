@@ -1117,3 +1117,94 @@ fn utp_ack_flood_does_not_outlive_the_handshake_timeout() {
         "held for {took:?}: {result:?}"
     );
 }
+
+/// CPU and wall time of `n` sequential fetches of multi-piece metadata
+/// (about 200 KiB) from one honest peer over one transport: TCP from a TCP
+/// peer, or uTP from a uTP-only peer. Both ends run in this process (the
+/// peer server's threads too), so the CPU time is both sides'. A
+/// measurement, not a check: run it in release with
+/// `cargo test --release --test fetch_pool fetch_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn fetch_cost_tcp_vs_utp() {
+    fn cpu() -> Duration {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(u.ru_utime) + tv(u.ru_stime)
+    }
+    let n = 200;
+    for (policy, utp_only) in [
+        (TransportPolicy::TcpOnly, false),
+        (TransportPolicy::UtpOnly, true),
+    ] {
+        let mut rng = Rng::seed_from_u64(21);
+        let t = synth(0, &mut rng, Some(200_000));
+        let info_len = t.info.len();
+        let plan = PeerPlan {
+            ip: PEER_BASE,
+            kind: PeerKind::Serve(Behaviour::Honest),
+            torrent: 0,
+            churn: None,
+            encryption: PeerEncryption::Plaintext,
+            utp_only,
+        };
+        let infohash = t.infohash;
+        let infos = Arc::new(vec![(t.infohash, Arc::new(t.info))]);
+        let server = PeerServer::start(vec![plan], infos, Instant::now()).unwrap();
+        let peer = SocketAddr::from((PEER_BASE, server.port));
+        let (cpu0, wall0) = (cpu(), Instant::now());
+        let ok = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                let mux = UtpMux::new(UtpSocket::Plain(sock.clone()), 4);
+                let rx = {
+                    let (sock, mux) = (sock.clone(), mux.clone());
+                    glommio::spawn_local(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                            mux.handle_datagram(from, &buf[..n], Instant::now());
+                        }
+                    })
+                    .detach()
+                };
+                let tcp = shards::TcpConnector::new(shards::TcpOptions::default(), 0);
+                let stats = dht_hunter::fetch::FetchStats::default();
+                let mut ok = 0;
+                for _ in 0..n {
+                    let r = dht_hunter::fetch::attempt_peer_via(
+                        &tcp,
+                        Some(&mux),
+                        peer,
+                        infohash,
+                        *b"-DH0100-costbench000",
+                        dht_hunter::wire::FetchConfig::default(),
+                        EncryptionPolicy::Off,
+                        policy,
+                        &stats,
+                    )
+                    .await;
+                    ok += usize::from(r.is_ok());
+                }
+                rx.cancel();
+                ok
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (cpu1, wall1) = (cpu(), wall0.elapsed());
+        server.stop();
+        eprintln!(
+            "{}: {ok}/{n} fetches of {info_len} B metadata, wall {:?} ({:?}/fetch), CPU {:?} ({:?}/fetch)",
+            policy.as_str(),
+            wall1,
+            wall1 / n as u32,
+            cpu1 - cpu0,
+            (cpu1 - cpu0) / n as u32
+        );
+        assert_eq!(ok, n);
+    }
+}
