@@ -5,7 +5,7 @@
 //! unknown key or a value of the wrong type is an error that names the key,
 //! so a typo never silently falls back to a default.
 
-use crate::fetch::EncryptionPolicy;
+use crate::fetch::{EncryptionPolicy, TransportPolicy};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -126,6 +126,8 @@ pub struct FileConfig {
     pub fetch_timeout: Option<u64>,
     /// `encryption = "plain-first"`.
     pub encryption: Option<EncryptionPolicy>,
+    /// `transport = "tcp-first"`.
+    pub transport: Option<TransportPolicy>,
     /// `max-metadata-size = 10485760`.
     pub max_metadata_size: Option<u64>,
     /// `metrics = "127.0.0.1:9100"`.
@@ -241,6 +243,7 @@ impl FileConfig {
             fetch_concurrency: self.fetch_concurrency.or(lower.fetch_concurrency),
             fetch_timeout: self.fetch_timeout.or(lower.fetch_timeout),
             encryption: self.encryption.or(lower.encryption),
+            transport: self.transport.or(lower.transport),
             max_metadata_size: self.max_metadata_size.or(lower.max_metadata_size),
             metrics: self.metrics.or(lower.metrics),
             keyspace: self.keyspace.or(lower.keyspace),
@@ -302,6 +305,8 @@ pub struct CrawlConfig {
     pub fetch_timeout: Duration,
     /// Plaintext or MSE to peers, and in which order.
     pub encryption: EncryptionPolicy,
+    /// TCP or uTP to peers, and in which order.
+    pub transport: TransportPolicy,
     /// Largest metadata accepted.
     pub max_metadata_size: u64,
     /// Prometheus listen address.
@@ -543,6 +548,7 @@ impl CrawlConfig {
             fetch_concurrency,
             fetch_timeout: Duration::from_secs(fetch_timeout),
             encryption: c.encryption.unwrap_or_default(),
+            transport: c.transport.unwrap_or_default(),
             max_metadata_size,
             metrics: c.metrics,
             keyspace,

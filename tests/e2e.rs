@@ -146,6 +146,16 @@ fn demo_swarm_search_export_import_stats() {
         v["fetch_handshakes"]["mse_rc4"].as_u64().unwrap() >= enc_only,
         "{v}"
     );
+    // And peers that speak uTP only (the demo's default 10 %): torrents
+    // only they serve were fetched with the crawl's default flags (TCP
+    // first, reset, then uTP on the shard's UDP socket).
+    let utp_only = v["utp_only"].as_u64().unwrap();
+    assert!(utp_only > 0, "no torrent served only by uTP peers: {v}");
+    assert_eq!(v["utp_only_fetched"].as_u64().unwrap(), utp_only, "{v}");
+    assert!(
+        v["fetch_transports"]["utp"].as_u64().unwrap() >= utp_only,
+        "{v}"
+    );
 
     let db = format!("sqlite:{}", dir.join("dht-hunter.sqlite").display());
     // stats

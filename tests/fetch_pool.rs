@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use dht_hunter::dht::harvest::FetchOutcome;
 use dht_hunter::fetch::{
     EncryptionPolicy, FailureKind, FetchJob, FetchPool, Handshake, OutcomeSink, PoolConfig,
-    FIRST_UNPRIVILEGED_PORT,
+    Transport, TransportPolicy, UtpMux, UtpSocket, FIRST_UNPRIVILEGED_PORT,
 };
 use dht_hunter::id::Id;
 use dht_hunter::loadgen::peers::{PeerEncryption, PeerKind, PeerPlan, PeerServer, PEER_BASE};
@@ -374,6 +374,7 @@ fn tarpit_with(kinds: &[(PeerKind, PeerEncryption)]) -> Tarpit {
             torrent: 0,
             churn: None,
             encryption: *encryption,
+            utp_only: false,
         })
         .collect();
     let ips: Vec<Ipv4Addr> = plans.iter().map(|p| p.ip).collect();
@@ -837,4 +838,373 @@ fn hostile_mse_peers_release_their_slot() {
         "{:?}",
         t.took
     );
+}
+
+// ----------------------------------------------------------------- uTP
+
+/// One job per transport policy against a uTP-only honest peer and a
+/// TCP-only honest peer, on a pool whose uTP runs on a loopback UDP socket
+/// multiplexed as the shard's is. Returns per policy: the two outcomes
+/// (uTP-only peer, TCP peer), verified counts (tcp, utp), transport
+/// fallbacks, uTP transport failures, and how long each job took.
+fn utp_turns(
+    policy: TransportPolicy,
+    large: Option<usize>,
+) -> (
+    FetchOutcome,
+    FetchOutcome,
+    (u64, u64),
+    u64,
+    u64,
+    Vec<Duration>,
+) {
+    let mut rng = Rng::seed_from_u64(21);
+    let t = synth(0, &mut rng, large);
+    let plans = vec![
+        PeerPlan {
+            ip: PEER_BASE,
+            kind: PeerKind::Serve(Behaviour::Honest),
+            torrent: 0,
+            churn: None,
+            encryption: PeerEncryption::Plaintext,
+            utp_only: true,
+        },
+        PeerPlan {
+            ip: Ipv4Addr::from(u32::from(PEER_BASE) + 1),
+            kind: PeerKind::Serve(Behaviour::Honest),
+            torrent: 0,
+            churn: None,
+            encryption: PeerEncryption::Plaintext,
+            utp_only: false,
+        },
+    ];
+    let addrs: Vec<SocketAddr> = plans.iter().map(|p| SocketAddr::from((p.ip, 0))).collect();
+    let infohash = t.infohash;
+    let infos = Arc::new(vec![(t.infohash, Arc::new(t.info))]);
+    let server = PeerServer::start(plans, infos, Instant::now()).unwrap();
+    let port = server.port;
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .map(|a| SocketAddr::from((a.ip(), port)))
+        .collect();
+    let dir = std::env::temp_dir().join(format!(
+        "dh-utp-pool-{}-{}-{}",
+        policy.as_str(),
+        large.unwrap_or(0),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&format!("sqlite:{}", dir.join("db.sqlite").display())).unwrap();
+    let writer = store.writer();
+    let out = shards::ShardsBuilder::new()
+        .shards(1)
+        .pin(false)
+        .spawn(move |ctx: shards::ShardContext<()>| {
+            let writer = writer.clone();
+            let addrs = addrs.clone();
+            async move {
+                let cfg = PoolConfig {
+                    transport: policy,
+                    encryption: EncryptionPolicy::Off,
+                    ..PoolConfig::default()
+                };
+                let pool = FetchPool::new(cfg);
+                let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                let mux = UtpMux::new(UtpSocket::Plain(sock.clone()), 16);
+                let rx = {
+                    let (sock, mux) = (sock.clone(), mux.clone());
+                    glommio::spawn_local(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                            mux.handle_datagram(from, &buf[..n], Instant::now());
+                        }
+                    })
+                    .detach()
+                };
+                pool.set_utp(vec![mux]);
+                let stats = pool.stats();
+                let (outcomes, sink) = collect();
+                let tcp = Rc::new(ctx.tcp().clone());
+                let runner =
+                    glommio::spawn_local(pool.clone().run(tcp, writer, sink, ctx.shutdown()));
+                let mut took = Vec::new();
+                for (i, peer) in addrs.iter().enumerate() {
+                    let started = Instant::now();
+                    assert!(pool
+                        .submit(FetchJob {
+                            infohash,
+                            source: Source::GetPeers,
+                            discovered_at: SystemTime::now(),
+                            peers: vec![*peer],
+                        })
+                        .is_ok());
+                    while outcomes.borrow().len() <= i {
+                        assert!(started.elapsed() < Duration::from_secs(30), "job {i} stuck");
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    took.push(started.elapsed());
+                }
+                let o = outcomes.borrow().clone();
+                let counts = (
+                    (
+                        stats.transport_ok(Transport::Tcp),
+                        stats.transport_ok(Transport::Utp),
+                    ),
+                    stats.transport_fallbacks.get(),
+                    stats.utp_failed.get(),
+                );
+                rx.cancel();
+                drop(pool);
+                ctx.shutdown_handle().trigger();
+                runner.await;
+                Ok::<_, std::io::Error>((o, counts, took))
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (o, (ok, fallbacks, utp_failed), took) = out.into_iter().next().unwrap();
+    (
+        o[0].1.clone(),
+        o[1].1.clone(),
+        ok,
+        fallbacks,
+        utp_failed,
+        took,
+    )
+}
+
+/// The default policy (TCP first) fetches from a uTP-only peer (TCP reset,
+/// then uTP) and from a TCP peer (TCP, no fallback); uTP-only fetches the
+/// first and fails fast on the second (its SYN is answered with a RESET);
+/// TCP-only fails on the first.
+#[test]
+fn pool_fetches_from_utp_only_peers_by_policy() {
+    let (utp_peer, tcp_peer, ok, fallbacks, utp_failed, took) =
+        utp_turns(TransportPolicy::default(), None);
+    assert_eq!(TransportPolicy::default(), TransportPolicy::TcpFirst);
+    assert_eq!(utp_peer, FetchOutcome::Stored);
+    assert_eq!(tcp_peer, FetchOutcome::Stored);
+    assert_eq!(ok, (1, 1), "verified over (tcp, utp)");
+    assert_eq!(fallbacks, 1, "only the uTP-only peer needs the fallback");
+    assert_eq!(utp_failed, 0);
+    eprintln!("tcp-first: {took:?}");
+
+    let (utp_peer, tcp_peer, ok, _, utp_failed, took) = utp_turns(TransportPolicy::UtpOnly, None);
+    assert_eq!(utp_peer, FetchOutcome::Stored);
+    assert!(
+        matches!(tcp_peer, FetchOutcome::Failed { .. }),
+        "{tcp_peer:?}"
+    );
+    assert_eq!(ok, (0, 1));
+    assert_eq!(utp_failed, 1, "the TCP peer's RESET");
+    assert!(
+        took[1] < Duration::from_secs(2),
+        "a RESET is not a timeout: {took:?}"
+    );
+
+    let (utp_peer, tcp_peer, ok, _, _, _) = utp_turns(TransportPolicy::TcpOnly, None);
+    assert!(
+        matches!(utp_peer, FetchOutcome::Failed { .. }),
+        "{utp_peer:?}"
+    );
+    assert_eq!(tcp_peer, FetchOutcome::Stored);
+    assert_eq!(ok, (1, 0));
+}
+
+/// Multi-piece metadata (about 200 KiB, 13 pieces of 16 KiB) from a
+/// uTP-only peer through the pool.
+#[test]
+fn pool_fetches_multi_piece_metadata_over_utp() {
+    let (utp_peer, _, ok, _, utp_failed, took) = utp_turns(TransportPolicy::UtpOnly, Some(200_000));
+    eprintln!("multi-piece over uTP: {took:?}");
+    assert_eq!(utp_peer, FetchOutcome::Stored);
+    assert_eq!(ok.1, 1);
+    assert_eq!(utp_failed, 1, "only the TCP peer's RESET");
+}
+
+/// A uTP peer that completes the handshake and then floods the fetcher
+/// with acks as fast as a thread can send (and never a byte of data)
+/// cannot hold the attempt past the fetch's handshake timeout (1 s here),
+/// although every ack wakes the attempt and resets the connection's own
+/// idle timer.
+#[test]
+fn utp_ack_flood_does_not_outlive_the_handshake_timeout() {
+    use dht_hunter::fetch::{attempt_utp, FetchStats};
+    use dht_hunter::wire::utp::{Packet, PacketType, UtpConfig, UtpConnection};
+    use dht_hunter::wire::FetchConfig;
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            let mut conn =
+                UtpConnection::accept(&buf[..n], 100, UtpConfig::default(), Instant::now())
+                    .unwrap();
+            let syn = Packet::parse(&buf[..n]).unwrap();
+            let state = conn.poll_transmit(Instant::now()).unwrap();
+            peer.send_to(&state, from).unwrap();
+            // As fast as the thread can send, for at most 6 s: a wait for
+            // the next datagram then always ends at once.
+            let mut sent = 0u32;
+            let until = Instant::now() + Duration::from_secs(6);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                let mut out = Vec::new();
+                Packet {
+                    ty: PacketType::State,
+                    conn_id: syn.conn_id,
+                    timestamp: sent,
+                    timestamp_diff: 0,
+                    wnd_size: 1 << 20,
+                    seq_nr: 100,
+                    ack_nr: syn.seq_nr,
+                    sack: None,
+                    payload: &[],
+                }
+                .encode(&mut out);
+                let _ = peer.send_to(&out, from);
+                sent = sent.wrapping_add(1);
+            }
+            sent
+        })
+    };
+    let (took, result) = glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            let mux = UtpMux::new(UtpSocket::Plain(sock.clone()), 4);
+            let rx = {
+                let (sock, mux) = (sock.clone(), mux.clone());
+                glommio::spawn_local(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                        mux.handle_datagram(from, &buf[..n], Instant::now());
+                    }
+                })
+                .detach()
+            };
+            let cfg = FetchConfig {
+                handshake_timeout: Duration::from_secs(1),
+                ..FetchConfig::default()
+            };
+            let started = Instant::now();
+            let r = attempt_utp(
+                &mux,
+                peer_addr,
+                Id([7; 20]),
+                *b"-DH0100-floodtest000",
+                cfg,
+                started,
+                &FetchStats::default(),
+            )
+            .await;
+            rx.cancel();
+            (started.elapsed(), r.map(|_| ()).map_err(|e| e.to_string()))
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flooder.join().unwrap();
+    assert!(result.is_err(), "a peer that sends no data served metadata");
+    assert!(sent > 200, "the flood did not run ({sent} acks)");
+    assert!(
+        took < Duration::from_secs(3),
+        "held for {took:?}: {result:?}"
+    );
+}
+
+/// CPU and wall time of `n` sequential fetches of multi-piece metadata
+/// (about 200 KiB) from one honest peer over one transport: TCP from a TCP
+/// peer, or uTP from a uTP-only peer. Both ends run in this process (the
+/// peer server's threads too), so the CPU time is both sides'. A
+/// measurement, not a check: run it in release with
+/// `cargo test --release --test fetch_pool fetch_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn fetch_cost_tcp_vs_utp() {
+    fn cpu() -> Duration {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        tv(u.ru_utime) + tv(u.ru_stime)
+    }
+    let n = 200;
+    for (policy, utp_only) in [
+        (TransportPolicy::TcpOnly, false),
+        (TransportPolicy::UtpOnly, true),
+    ] {
+        let mut rng = Rng::seed_from_u64(21);
+        let t = synth(0, &mut rng, Some(200_000));
+        let info_len = t.info.len();
+        let plan = PeerPlan {
+            ip: PEER_BASE,
+            kind: PeerKind::Serve(Behaviour::Honest),
+            torrent: 0,
+            churn: None,
+            encryption: PeerEncryption::Plaintext,
+            utp_only,
+        };
+        let infohash = t.infohash;
+        let infos = Arc::new(vec![(t.infohash, Arc::new(t.info))]);
+        let server = PeerServer::start(vec![plan], infos, Instant::now()).unwrap();
+        let peer = SocketAddr::from((PEER_BASE, server.port));
+        let (cpu0, wall0) = (cpu(), Instant::now());
+        let ok = glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                let mux = UtpMux::new(UtpSocket::Plain(sock.clone()), 4);
+                let rx = {
+                    let (sock, mux) = (sock.clone(), mux.clone());
+                    glommio::spawn_local(async move {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                            mux.handle_datagram(from, &buf[..n], Instant::now());
+                        }
+                    })
+                    .detach()
+                };
+                let tcp = shards::TcpConnector::new(shards::TcpOptions::default(), 0);
+                let stats = dht_hunter::fetch::FetchStats::default();
+                let mut ok = 0;
+                for _ in 0..n {
+                    let r = dht_hunter::fetch::attempt_peer_via(
+                        &tcp,
+                        Some(&mux),
+                        peer,
+                        infohash,
+                        *b"-DH0100-costbench000",
+                        dht_hunter::wire::FetchConfig::default(),
+                        EncryptionPolicy::Off,
+                        policy,
+                        &stats,
+                    )
+                    .await;
+                    ok += usize::from(r.is_ok());
+                }
+                rx.cancel();
+                ok
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (cpu1, wall1) = (cpu(), wall0.elapsed());
+        server.stop();
+        eprintln!(
+            "{}: {ok}/{n} fetches of {info_len} B metadata, wall {:?} ({:?}/fetch), CPU {:?} ({:?}/fetch)",
+            policy.as_str(),
+            wall1,
+            wall1 / n as u32,
+            cpu1 - cpu0,
+            (cpu1 - cpu0) / n as u32
+        );
+        assert_eq!(ok, n);
+    }
 }

@@ -5,6 +5,9 @@
 //! * libtorrent seeds real torrents (one-piece and multi-piece metadata,
 //!   non-ASCII names) and our fetcher gets their metadata; what we parse
 //!   equals what libtorrent holds.
+//! * libtorrent seeds over uTP only, or over TCP and uTP: our fetcher gets
+//!   the metadata over uTP (BEP 29) with each transport policy that allows
+//!   it, and the counts say which transport carried each fetch.
 //! * libtorrent DHT sessions bootstrap from our node: they get correct
 //!   answers, their announces reach us, and our sample_infohashes queries to
 //!   them are answered and parsed.
@@ -221,6 +224,216 @@ fn libtorrent_forced_encryption_seeds_to_our_fetcher() {
         "plain, rc4, mse-plaintext, fallbacks"
     );
     assert!(off.is_err(), "a forced-encryption seeder served plaintext");
+    let _ = seeder.kill();
+    let _ = seeder.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts lt_seed.py with `args`; returns the child and the torrents it
+/// seeds once it printed READY.
+fn start_seeder(
+    dir: &std::path::Path,
+    port: u16,
+    args: &[&str],
+) -> (std::process::Child, Vec<Seeded>) {
+    let mut seeder = Command::new(PY)
+        .arg(root().join("tests/interop/lt_seed.py"))
+        .args(["--dir", dir.to_str().unwrap(), "--port", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut torrents = Vec::new();
+    let mut lines = BufReader::new(seeder.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.trim() == "READY" {
+            break;
+        }
+        torrents.push(serde_json::from_str::<Seeded>(&line).unwrap());
+    }
+    assert!(torrents.len() >= 3);
+    // Its later lines (peer events with --events) go to our stderr, which
+    // shows libtorrent's side of a failure.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("lt_seed: {line}");
+        }
+    });
+    (seeder, torrents)
+}
+
+/// Per-transport counts after a run: connections (tcp, utp), verified
+/// fetches (tcp, utp), transport fallbacks, uTP transport failures.
+type TransportCounts = ((u64, u64), (u64, u64), u64, u64);
+
+/// Fetches every infohash from `peer` with `transport`, uTP on a loopback
+/// UDP socket multiplexed as the shard's is (a receive task hands uTP
+/// datagrams to the multiplexer).
+fn fetch_via(
+    peer: SocketAddr,
+    wanted: Vec<Id>,
+    transport: dht_hunter::fetch::TransportPolicy,
+) -> (Vec<Result<Vec<u8>, String>>, TransportCounts) {
+    use dht_hunter::fetch::{
+        attempt_peer_via, EncryptionPolicy, FetchStats, Transport, UtpMux, UtpSocket,
+    };
+    shards::glommio::LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let sock =
+                std::rc::Rc::new(shards::glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            let mux = UtpMux::new(UtpSocket::Plain(sock.clone()), 64);
+            let rx = {
+                let (sock, mux) = (sock.clone(), mux.clone());
+                shards::glommio::spawn_local(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                        let taken = mux.handle_datagram(from, &buf[..n], Instant::now());
+                        assert!(taken, "a non-uTP datagram on the uTP socket");
+                    }
+                })
+                .detach()
+            };
+            let tcp = shards::TcpConnector::new(shards::TcpOptions::default(), 0);
+            let stats = FetchStats::default();
+            let id = *b"-DH0100-interop00000";
+            let cfg = dht_hunter::wire::FetchConfig::default();
+            let mut out = Vec::new();
+            for infohash in &wanted {
+                let r = attempt_peer_via(
+                    &tcp,
+                    Some(&mux),
+                    peer,
+                    *infohash,
+                    id,
+                    cfg,
+                    EncryptionPolicy::Off,
+                    transport,
+                    &stats,
+                )
+                .await;
+                out.push(r.map(|v| v.info).map_err(|e| e.to_string()));
+            }
+            rx.cancel();
+            let counts = (
+                (
+                    stats.transports(Transport::Tcp),
+                    stats.transports(Transport::Utp),
+                ),
+                (
+                    stats.transport_ok(Transport::Tcp),
+                    stats.transport_ok(Transport::Utp),
+                ),
+                stats.transport_fallbacks.get(),
+                stats.utp_failed.get(),
+            );
+            eprintln!("{transport:?}: mux {:?}", mux.stats());
+            (out, counts)
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn check_fetched(fetched: &[Result<Vec<u8>, String>], torrents: &[Seeded]) {
+    assert_eq!(fetched.len(), torrents.len());
+    for (result, t) in fetched.iter().zip(torrents) {
+        let info = result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+        assert_eq!(info.len(), t.info_len, "{}", t.name);
+        let infohash: Id = t.infohash.parse().unwrap();
+        assert_eq!(dht_hunter::wire::sha1_infohash(info), infohash);
+        let parsed = dht_hunter::metainfo::parse_info(info).unwrap();
+        assert_eq!(parsed.name.display(), t.name);
+        assert_eq!(parsed.total_size, t.total_size);
+    }
+}
+
+/// libtorrent seeding over uTP only (incoming TCP off): our fetcher gets
+/// every torrent's metadata (one-piece and multi-piece) over uTP, with uTP
+/// only and with the default TCP-first policy (TCP is closed on us, then
+/// uTP); with TCP only it gets nothing, which shows TCP really is off.
+#[test]
+fn libtorrent_utp_only_seeds_to_our_fetcher() {
+    use dht_hunter::fetch::TransportPolicy;
+    if !in_netns("libtorrent_utp_only_seeds_to_our_fetcher") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dh-interop-utp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let (mut seeder, torrents) = start_seeder(&dir, port, &["--transport", "utp", "--events"]);
+    assert!(
+        torrents.iter().any(|t| t.info_len > 16 * 1024),
+        "no multi-piece metadata"
+    );
+    let peer: SocketAddr = ([127, 0, 0, 1], port).into();
+    let wanted: Vec<Id> = torrents
+        .iter()
+        .map(|t| t.infohash.parse().unwrap())
+        .collect();
+    let n = wanted.len() as u64;
+
+    let (fetched, counts) = fetch_via(peer, wanted.clone(), TransportPolicy::TcpFirst);
+    eprintln!("tcp-first: {counts:?}");
+    check_fetched(&fetched, &torrents);
+    assert_eq!(counts.1, (0, n), "verified over (tcp, utp)");
+    assert_eq!(counts.2, n, "one fallback to uTP per torrent");
+
+    let (fetched, counts) = fetch_via(peer, wanted.clone(), TransportPolicy::UtpOnly);
+    eprintln!("utp-only: {counts:?}");
+    check_fetched(&fetched, &torrents);
+    assert_eq!(counts.0 .1, n, "uTP connections");
+    assert_eq!(counts.1, (0, n), "verified over (tcp, utp)");
+
+    let (fetched, counts) = fetch_via(peer, wanted[..1].to_vec(), TransportPolicy::TcpOnly);
+    eprintln!("tcp-only: {counts:?} {fetched:?}");
+    assert!(fetched[0].is_err(), "a uTP-only seeder served TCP");
+    assert_eq!(counts.1, (0, 0));
+    let _ = seeder.kill();
+    let _ = seeder.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// libtorrent with its default transports (incoming TCP and uTP): the
+/// fetch works with each policy, and the counts say which transport
+/// carried it (TCP first: TCP; uTP first or only: uTP).
+#[test]
+fn libtorrent_tcp_and_utp_seeds_either_way() {
+    use dht_hunter::fetch::TransportPolicy;
+    if !in_netns("libtorrent_tcp_and_utp_seeds_either_way") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dh-interop-both-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let (mut seeder, torrents) = start_seeder(&dir, port, &[]);
+    let peer: SocketAddr = ([127, 0, 0, 1], port).into();
+    let wanted: Vec<Id> = torrents
+        .iter()
+        .map(|t| t.infohash.parse().unwrap())
+        .collect();
+    let n = wanted.len() as u64;
+    for (policy, want) in [
+        (TransportPolicy::TcpFirst, (n, 0)),
+        (TransportPolicy::UtpFirst, (0, n)),
+        (TransportPolicy::UtpOnly, (0, n)),
+        (TransportPolicy::TcpOnly, (n, 0)),
+    ] {
+        let (fetched, counts) = fetch_via(peer, wanted.clone(), policy);
+        eprintln!(
+            "{}: verified over (tcp, utp) {:?}, all counts {counts:?}",
+            policy.as_str(),
+            counts.1
+        );
+        check_fetched(&fetched, &torrents);
+        assert_eq!(counts.1, want, "{policy:?}: verified over (tcp, utp)");
+        assert_eq!(counts.2, 0, "{policy:?}: no fallback needed");
+    }
     let _ = seeder.kill();
     let _ = seeder.wait();
     let _ = std::fs::remove_dir_all(&dir);

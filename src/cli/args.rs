@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, CrawlConfig, FileConfig, IdentityMode, SizeValue, WebSettings};
 use crate::engine::status::StatusMode;
-use crate::fetch::EncryptionPolicy;
+use crate::fetch::{EncryptionPolicy, TransportPolicy};
 
 /// DHT-Hunter: a thread-per-core BitTorrent DHT crawler and metadata
 /// harvester.
@@ -270,6 +270,13 @@ pub struct CrawlArgs {
     /// (default: plain-first; see tuning/README.md).
     #[arg(long, value_enum)]
     pub encryption: Option<EncryptionPolicy>,
+    /// TCP or uTP (BEP 29, on the DHT's UDP socket) to peers, and in which
+    /// order (see tuning/README.md).
+    #[arg(long, value_enum, help = with_default(
+        "TCP or uTP to peers, and in which order",
+        TransportPolicy::default().as_str()
+    ))]
+    pub transport: Option<TransportPolicy>,
     /// Largest metadata accepted, bytes.
     #[arg(long, help = with_default("Largest metadata accepted, bytes", D::MAX_METADATA_SIZE))]
     pub max_metadata_size: Option<u64>,
@@ -345,6 +352,7 @@ impl CrawlArgs {
             fetch_concurrency: self.fetch_concurrency,
             fetch_timeout: self.fetch_timeout,
             encryption: self.encryption,
+            transport: self.transport,
             max_metadata_size: self.max_metadata_size,
             metrics: self.metrics,
             keyspace: self.keyspace.clone(),

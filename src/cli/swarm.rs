@@ -54,6 +54,10 @@ pub struct SwarmArgs {
     /// Share of peers (honest ones too) that go offline periodically.
     #[arg(long, default_value_t = 0.2)]
     pub churn_fraction: f64,
+    /// Share of peers that speak uTP only (BEP 29 on the peers' port over
+    /// UDP) and reset TCP connections.
+    #[arg(long, default_value_t = 0.0)]
+    pub utp_only_fraction: f64,
     /// Seconds of one online-plus-offline cycle of a churning peer.
     #[arg(long, default_value_t = 60.0)]
     pub churn_period: f64,
@@ -114,6 +118,7 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
         announce_jitter: share("announce-jitter", a.announce_jitter)?,
         search_only_fraction: share("search-only-fraction", a.search_only_fraction)?,
         churn_fraction: share("churn-fraction", a.churn_fraction)?,
+        utp_only_fraction: share("utp-only-fraction", a.utp_only_fraction)?,
         churn_period: secs("churn-period", a.churn_period)?,
         churn_away: secs("churn-away", a.churn_away)?,
         ..SwarmConfig::realistic()

@@ -44,6 +44,10 @@ pub struct DemoArgs {
     /// Torrents with metadata of several MiB.
     #[arg(long, default_value_t = 1)]
     pub large_torrents: usize,
+    /// Share of peers that speak uTP only (BEP 29) and reset TCP: the
+    /// crawler's default transport policy must reach them too.
+    #[arg(long, default_value_t = 0.1)]
+    pub utp_only_fraction: f64,
     /// Crawler shards.
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
@@ -97,6 +101,13 @@ pub struct Summary {
     pub encrypted_only: usize,
     /// Of those, how many were fetched.
     pub encrypted_only_fetched: usize,
+    /// Verified fetches by transport (`tcp`, `utp`).
+    pub fetch_transports: HashMap<String, u64>,
+    /// Fetchable torrents whose every honest peer speaks uTP only: stored
+    /// only if the crawler spoke uTP.
+    pub utp_only: usize,
+    /// Of those, how many were fetched.
+    pub utp_only_fetched: usize,
     /// The database.
     pub db: String,
     /// Whether the run passed.
@@ -121,10 +132,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             "encrypted only      {} fetched of {} (every honest peer requires MSE)",
             summary.encrypted_only_fetched, summary.encrypted_only
         );
+        println!(
+            "uTP only            {} fetched of {} (every honest peer speaks uTP only)",
+            summary.utp_only_fetched, summary.utp_only
+        );
         let mut h: Vec<_> = summary.fetch_handshakes.iter().collect();
         h.sort();
         for (k, n) in h {
             println!("  handshakes: {k:<14}{n}");
+        }
+        let mut tr: Vec<_> = summary.fetch_transports.iter().collect();
+        tr.sort();
+        for (k, n) in tr {
+            println!("  verified over {k:<11}{n}");
         }
         let mut f: Vec<_> = summary
             .fetch_failures
@@ -172,6 +192,7 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         peers_per_torrent: args.peers_per_torrent,
         bad_fraction: args.bad_fraction,
         large_torrents: args.large_torrents,
+        utp_only_fraction: args.utp_only_fraction,
         seed: args.seed,
         // Clients that search ~20 s before they announce (30 % never do)
         // and peers that come and go: what real swarms do, and what the
@@ -250,9 +271,29 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         .iter()
         .filter(|t| seen.contains(&t.infohash))
         .count();
+    let utp_only: Vec<&TruthRow> = truth_all
+        .iter()
+        .filter(|t| {
+            t.fetchable
+                && t.peers.iter().any(|p| p.honest)
+                && t.peers
+                    .iter()
+                    .filter(|p| p.honest)
+                    .all(|p| p.transport == "utp")
+        })
+        .collect();
+    let utp_only_fetched = utp_only
+        .iter()
+        .filter(|t| seen.contains(&t.infohash))
+        .count();
     let t = telemetry.totals();
     let fetch_handshakes = t
         .handshakes
+        .iter()
+        .map(|(m, n)| (m.as_str().to_string(), *n))
+        .collect();
+    let fetch_transports = t
+        .transport_ok
         .iter()
         .map(|(m, n)| (m.as_str().to_string(), *n))
         .collect();
@@ -274,6 +315,9 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         fetch_handshakes,
         encrypted_only: encrypted_only.len(),
         encrypted_only_fetched,
+        fetch_transports,
+        utp_only: utp_only.len(),
+        utp_only_fetched,
         db,
         ok: missed == 0 && invalid == 0,
     })
@@ -294,6 +338,8 @@ struct TruthRow {
 struct TruthPeerRow {
     honest: bool,
     encryption: String,
+    #[serde(default)]
+    transport: String,
 }
 
 fn load_truth(dir: &std::path::Path) -> anyhow::Result<Vec<TruthRow>> {

@@ -202,6 +202,18 @@ pub enum ShardMsg {
         /// The node.
         node: NodeInfo,
     },
+    /// A uTP datagram for a connection another shard opened (the kernel
+    /// hashed the peer's address to this shard's socket); the connection
+    /// id names the owner ([`crate::fetch::UtpMux`]). Handled by the
+    /// engine, not the node.
+    Utp {
+        /// The identity (socket) it arrived on.
+        identity: u8,
+        /// Its source.
+        from: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
     /// A query about a key this shard does not own, for the owner to
     /// answer from its own socket on the same address (one node to the
     /// outside; only when identities are shared, `forward_queries`).

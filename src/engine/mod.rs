@@ -375,9 +375,28 @@ async fn run_shard(
     pool_cfg.job_budget = cfg.fetch_timeout.saturating_mul(2);
     pool_cfg.allow_privileged_ports = cfg.allow_privileged_ports;
     pool_cfg.encryption = cfg.encryption;
+    pool_cfg.transport = cfg.transport;
     // Validated when the configuration was resolved.
     let filter = crate::filter::ContentFilter::new(&cfg.filter)?;
     let pool = FetchPool::with_filter(pool_cfg, filter);
+    // uTP shares each UDP socket with KRPC: one multiplexer per socket (per
+    // address family), fed by the receive loop below. With `tcp-only` there
+    // is none and uTP-looking datagrams go to the node as before.
+    let utp_muxes: Vec<Option<Rc<crate::fetch::UtpMux>>> = ctx
+        .udp_sockets()
+        .iter()
+        .map(|sock| {
+            (pool_cfg.transport != crate::fetch::TransportPolicy::TcpOnly).then(|| {
+                crate::fetch::UtpMux::for_shard(
+                    crate::fetch::UtpSocket::Shard(sock.clone()),
+                    pool_cfg.max_connections,
+                    ctx.shard_id(),
+                    ctx.nr_shards(),
+                )
+            })
+        })
+        .collect();
+    pool.set_utp(utp_muxes.iter().flatten().cloned().collect());
     let (kick, kicked) = glommio::channels::local_channel::new_bounded(1);
     let me = Rc::new(Shard {
         ctx: ctx.clone(),
@@ -412,6 +431,7 @@ async fn run_shard(
     for (i, sock) in ctx.udp_sockets().iter().enumerate() {
         let me = me.clone();
         let sock = sock.clone();
+        let utp = utp_muxes.get(i).cloned().flatten();
         tasks.push(glommio::spawn_local(async move {
             let mut batch = shards::RecvBatch::new(64);
             let stop = me.ctx.shutdown();
@@ -423,8 +443,27 @@ async fn run_shard(
                             {
                                 let mut node = me.node.borrow_mut();
                                 for d in batch.iter() {
-                                    if !d.truncated {
-                                        node.handle_datagram(i as u8, d.from, d.data, now);
+                                    if d.truncated {
+                                        continue;
+                                    }
+                                    // uTP by its first byte (KRPC starts
+                                    // with `d`), then by connection id,
+                                    // which names the owning shard.
+                                    match utp.as_ref().map(|m| m.dispatch(d.from, d.data, now)) {
+                                        None | Some(crate::fetch::Dispatch::NotUtp) => {
+                                            node.handle_datagram(i as u8, d.from, d.data, now);
+                                        }
+                                        Some(crate::fetch::Dispatch::Taken) => {}
+                                        Some(crate::fetch::Dispatch::OtherShard(shard)) => {
+                                            let msg = crate::dht::ShardMsg::Utp {
+                                                identity: i as u8,
+                                                from: d.from,
+                                                bytes: d.data.to_vec(),
+                                            };
+                                            if let Err(msg) = me.outbox.push(shard, msg) {
+                                                me.spill(msg);
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -442,10 +481,22 @@ async fn run_shard(
     }
     {
         let me = me.clone();
+        let utp_for_mesh = utp_muxes.clone();
         tasks.push(glommio::spawn_local(async move {
             let stop = me.ctx.shutdown();
             let mesh = async {
                 while let Some((_from, msg)) = me.ctx.recv().await {
+                    if let crate::dht::ShardMsg::Utp {
+                        identity,
+                        from,
+                        bytes,
+                    } = &msg
+                    {
+                        if let Some(Some(m)) = utp_for_mesh.get(usize::from(*identity)) {
+                            m.dispatch(*from, bytes, Instant::now());
+                            continue;
+                        }
+                    }
                     me.node.borrow_mut().handle_shard_msg(msg, Instant::now());
                     me.pump().await;
                 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use crate::dht::NodeStats;
-use crate::fetch::{FailureKind, FetchStats, Handshake};
+use crate::fetch::{FailureKind, FetchStats, Handshake, Transport};
 use crate::filter::Rejection;
 
 /// One shard's published counters.
@@ -62,6 +62,8 @@ pub struct ShardTelemetry {
     pub db_full: AtomicU64,
     /// Connections by handshake mode (indexed like [`Handshake::ALL`]).
     pub handshakes: [AtomicU64; Handshake::ALL.len()],
+    /// Verified fetches by transport (indexed like [`Transport::ALL`]).
+    pub transport_ok: [AtomicU64; Transport::ALL.len()],
 }
 
 impl ShardTelemetry {
@@ -76,6 +78,9 @@ impl ShardTelemetry {
         );
         for (i, m) in Handshake::ALL.iter().enumerate() {
             self.handshakes[i].store(f.handshakes(*m), Relaxed);
+        }
+        for (i, t) in Transport::ALL.iter().enumerate() {
+            self.transport_ok[i].store(f.transport_ok(*t), Relaxed);
         }
         self.ih_sample.store(n.infohashes.sample, Relaxed);
         self.ih_get_peers.store(n.infohashes.get_peers, Relaxed);
@@ -155,6 +160,8 @@ pub struct Totals {
     pub db_full: bool,
     /// Connections by handshake mode.
     pub handshakes: Vec<(Handshake, u64)>,
+    /// Verified fetches by transport.
+    pub transport_ok: Vec<(Transport, u64)>,
 }
 
 impl Telemetry {
@@ -175,6 +182,7 @@ impl Telemetry {
         let mut t = Totals {
             failures: FailureKind::ALL.iter().map(|k| (*k, 0)).collect(),
             handshakes: Handshake::ALL.iter().map(|m| (*m, 0)).collect(),
+            transport_ok: Transport::ALL.iter().map(|m| (*m, 0)).collect(),
             ..Totals::default()
         };
         for s in self.shards.get().map(|b| &b[..]).unwrap_or(&[]) {
@@ -205,6 +213,9 @@ impl Telemetry {
             }
             for (i, h) in t.handshakes.iter_mut().enumerate() {
                 h.1 += s.handshakes[i].load(Relaxed);
+            }
+            for (i, h) in t.transport_ok.iter_mut().enumerate() {
+                h.1 += s.transport_ok[i].load(Relaxed);
             }
         }
         t

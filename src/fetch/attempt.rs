@@ -5,17 +5,20 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use shards::timers::with_deadline;
 use shards::{TcpConnector, TcpError};
 
-use super::stats::Handshake;
+use super::stats::{Handshake, Transport};
+use super::utp::{attempt_utp, UtpMux};
 use super::{FailureKind, FetchStats};
 use crate::id::Id;
 use crate::rng::Rng;
 use crate::wire::mse::{Cipher, Methods, MseError, MseInitiator};
+use crate::wire::utp::UtpError;
 use crate::wire::{FailReason, FetchConfig, MetadataFetch, Outcome, Phase, Verified};
 
 /// Read buffer per connection: one metadata piece plus framing fits.
@@ -36,6 +39,12 @@ pub enum AttemptError {
     /// The MSE handshake failed.
     #[error("mse: {0}")]
     Mse(MseError),
+    /// The uTP connection failed (reset, timed out).
+    #[error("utp: {0}")]
+    Utp(UtpError),
+    /// No uTP connection slot was free on this shard.
+    #[error("utp: connection cap reached")]
+    UtpCapped,
 }
 
 impl AttemptError {
@@ -54,6 +63,12 @@ impl AttemptError {
                 // A peer that answers our key with junk, or with fields the
                 // spec forbids, is judged as one that sends junk.
                 _ => FailureKind::Malformed,
+            },
+            AttemptError::UtpCapped => FailureKind::Capped,
+            AttemptError::Utp(e) => match e {
+                UtpError::Timeout => FailureKind::Timeout,
+                UtpError::Reset => FailureKind::Refused,
+                _ => FailureKind::Closed,
             },
             AttemptError::Exchange(r) => match r {
                 FailReason::BadHandshake(_)
@@ -125,6 +140,111 @@ impl EncryptionPolicy {
     }
 }
 
+/// Which transports, in which order, the fetcher tries on a peer
+/// (`--transport`). See `tuning/README.md` for the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportPolicy {
+    /// TCP; when the peer refuses it, times out or closes during the
+    /// handshake, uTP to the same address.
+    #[default]
+    TcpFirst,
+    /// uTP; when it is reset or times out, TCP.
+    UtpFirst,
+    /// TCP only.
+    TcpOnly,
+    /// uTP only.
+    UtpOnly,
+}
+
+impl TransportPolicy {
+    /// The transports to try, in order.
+    pub fn transports(self) -> &'static [Transport] {
+        match self {
+            TransportPolicy::TcpFirst => &[Transport::Tcp, Transport::Utp],
+            TransportPolicy::UtpFirst => &[Transport::Utp, Transport::Tcp],
+            TransportPolicy::TcpOnly => &[Transport::Tcp],
+            TransportPolicy::UtpOnly => &[Transport::Utp],
+        }
+    }
+
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportPolicy::TcpFirst => "tcp-first",
+            TransportPolicy::UtpFirst => "utp-first",
+            TransportPolicy::TcpOnly => "tcp-only",
+            TransportPolicy::UtpOnly => "utp-only",
+        }
+    }
+}
+
+/// Whether a failed attempt is one the other transport may fix: the peer
+/// was not reached, or hung up before the BT handshake (a uTP-only
+/// libtorrent accepts TCP and closes it at once). A peer that answered with
+/// junk, a reject or the wrong hash is the same client on either transport
+/// and is not retried.
+fn wants_other_transport(e: &AttemptError) -> bool {
+    match e {
+        AttemptError::Tcp(TcpError::Io { .. } | TcpError::Timeout { .. }) => true,
+        AttemptError::Tcp(_) => false,
+        AttemptError::Utp(_) | AttemptError::UtpCapped => true,
+        AttemptError::Write(_) => true,
+        AttemptError::Mse(e) => *e == MseError::Closed,
+        AttemptError::Exchange(r) => *r == FailReason::Closed(Phase::Handshake),
+    }
+}
+
+/// Fetches `infohash` from `peer` over the transports `transport` lists,
+/// each with the wires `policy` lists on TCP (uTP carries the plaintext
+/// wire only). The second transport gets fresh deadlines: the first one
+/// spent at most its connect timeout (TCP's, or the uTP handshake's) plus
+/// a hard deadline, and the job's `job_budget` bounds both together.
+/// Without a uTP multiplexer (`utp` `None`) only TCP is tried.
+#[allow(clippy::too_many_arguments)]
+pub async fn attempt_peer_via(
+    tcp: &TcpConnector,
+    utp: Option<&Rc<UtpMux>>,
+    peer: SocketAddr,
+    infohash: Id,
+    peer_id: [u8; 20],
+    cfg: FetchConfig,
+    policy: EncryptionPolicy,
+    transport: TransportPolicy,
+    stats: &FetchStats,
+) -> Result<Verified, AttemptError> {
+    let mut last = None;
+    let mut tried = 0;
+    for &t in transport.transports() {
+        if t == Transport::Utp && utp.is_none() {
+            continue;
+        }
+        if tried > 0 {
+            stats
+                .transport_fallbacks
+                .set(stats.transport_fallbacks.get() + 1);
+        }
+        let r = match utp {
+            Some(mux) if t == Transport::Utp => {
+                attempt_utp(mux, peer, infohash, peer_id, cfg, Instant::now(), stats).await
+            }
+            _ => attempt_peer(tcp, peer, infohash, peer_id, cfg, policy, stats).await,
+        };
+        tried += 1;
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let again = wants_other_transport(&e);
+                last = Some(e);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or(AttemptError::UtpCapped))
+}
+
 /// Whether a failed connection is the kind a peer that wants the other wire
 /// produces: it hung up (or reset) during the handshake, before anything
 /// else went wrong. A libtorrent peer with forced encryption closes on a
@@ -133,7 +253,7 @@ impl EncryptionPolicy {
 /// connection would have no time left (see [`attempt_peer`]).
 fn wants_other_wire(e: &AttemptError) -> bool {
     match e {
-        AttemptError::Tcp(_) => false,
+        AttemptError::Tcp(_) | AttemptError::Utp(_) | AttemptError::UtpCapped => false,
         AttemptError::Write(e) => e.kind() != io::ErrorKind::TimedOut,
         AttemptError::Mse(e) => *e == MseError::Closed,
         AttemptError::Exchange(r) => *r == FailReason::Closed(Phase::Handshake),
@@ -247,6 +367,7 @@ pub async fn attempt(
     stats: &FetchStats,
 ) -> Result<Verified, AttemptError> {
     let mut conn = tcp.connect(peer).await?;
+    stats.count_transport(Transport::Tcp);
     let mut buf = vec![0u8; READ_BUF];
     let mut fetch = MetadataFetch::new(infohash, peer_id, cfg, started);
     let mut cipher = None;
@@ -312,7 +433,10 @@ pub async fn attempt(
     // a descriptor for a peer we are done with.
     drop(conn);
     match outcome {
-        Outcome::Done(v) => Ok(v),
+        Outcome::Done(v) => {
+            stats.count_transport_ok(Transport::Tcp);
+            Ok(v)
+        }
         Outcome::Failed(r) => Err(AttemptError::Exchange(r)),
     }
 }

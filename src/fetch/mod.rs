@@ -41,6 +41,7 @@
 mod attempt;
 mod marks;
 mod stats;
+pub mod utp;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -52,9 +53,12 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::sync::Semaphore;
 use shards::TcpConnector;
 
-pub use attempt::{attempt, attempt_peer, AttemptError, EncryptionPolicy, Wire};
+pub use attempt::{
+    attempt, attempt_peer, attempt_peer_via, AttemptError, EncryptionPolicy, TransportPolicy, Wire,
+};
 pub use marks::FIRST_UNPRIVILEGED_PORT;
-pub use stats::{FailureKind, FetchStats, Handshake};
+pub use stats::{FailureKind, FetchStats, Handshake, Transport};
+pub use utp::{attempt_utp, Dispatch, MuxStats, UtpMux, UtpSocket};
 
 use marks::{PeerMarks, Pick};
 
@@ -113,6 +117,9 @@ pub struct PoolConfig {
     pub fetch: FetchConfig,
     /// Plaintext, MSE, or one then the other (`--encryption`).
     pub encryption: EncryptionPolicy,
+    /// TCP, uTP, or one then the other (`--transport`); uTP needs a
+    /// multiplexer ([`FetchPool::set_utp`]), without one only TCP is tried.
+    pub transport: TransportPolicy,
     /// Our BitTorrent peer id.
     pub peer_id: [u8; 20],
 }
@@ -135,6 +142,7 @@ impl Default for PoolConfig {
             allow_privileged_ports: false,
             fetch: FetchConfig::default(),
             encryption: EncryptionPolicy::default(),
+            transport: TransportPolicy::default(),
             peer_id,
         }
     }
@@ -156,6 +164,8 @@ pub struct FetchPool {
     /// What is stored (`--include`, `--exclude`, `--min-size`,
     /// `--max-size`).
     filter: ContentFilter,
+    /// The shard's uTP multiplexers (one per UDP socket), when uTP is on.
+    utp: RefCell<Vec<Rc<UtpMux>>>,
 }
 
 /// Where a job's outcome goes (the harvester, through the engine).
@@ -179,7 +189,15 @@ impl FetchPool {
             more_peers: RefCell::new(HashMap::new()),
             active: RefCell::new(HashSet::new()),
             filter,
+            utp: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Lets the pool open uTP connections on `muxes` (one per shard UDP
+    /// socket; a peer gets the one of its address family), as `transport`
+    /// asks.
+    pub fn set_utp(&self, muxes: Vec<Rc<UtpMux>>) {
+        *self.utp.borrow_mut() = muxes;
     }
 
     /// The counters.
@@ -365,6 +383,7 @@ impl FetchPool {
                 };
                 outstanding += 1;
                 let tcp = tcp.clone();
+                let utp = self.utp.borrow().iter().find(|m| m.serves(&peer)).cloned();
                 let tx = res_tx.clone();
                 let cfg = self.cfg;
                 let infohash = job.infohash;
@@ -379,13 +398,15 @@ impl FetchPool {
                             if first_slot.get().is_none() {
                                 first_slot.set(Some(t));
                             }
-                            let r = attempt_peer(
+                            let r = attempt_peer_via(
                                 &tcp,
+                                utp.as_ref(),
                                 peer,
                                 infohash,
                                 cfg.peer_id,
                                 cfg.fetch,
                                 cfg.encryption,
+                                cfg.transport,
                                 &stats,
                             )
                             .await;

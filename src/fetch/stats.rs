@@ -133,6 +133,36 @@ pub struct FetchStats {
     /// Attempts retried on a second connection with the other wire
     /// ([`crate::fetch::EncryptionPolicy`]).
     pub fallbacks: Cell<u64>,
+    transports: [Cell<u64>; Transport::ALL.len()],
+    transport_ok: [Cell<u64>; Transport::ALL.len()],
+    /// uTP connections that failed in the transport (reset, timed out,
+    /// refused for capacity), not in the exchange.
+    pub utp_failed: Cell<u64>,
+    /// Attempts that tried the other transport after the first failed
+    /// ([`crate::fetch::TransportPolicy`]).
+    pub transport_fallbacks: Cell<u64>,
+}
+
+/// Which transport carried a connection, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// uTP (BEP 29) on the shard's UDP socket.
+    Utp,
+}
+
+impl Transport {
+    /// Every transport, in report order.
+    pub const ALL: [Transport; 2] = [Transport::Tcp, Transport::Utp];
+
+    /// The label used in metrics and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Utp => "utp",
+        }
+    }
 }
 
 /// How a connection's peer-wire handshake went out, for counting.
@@ -208,6 +238,40 @@ impl FetchStats {
     pub fn count_mse_failure(&self, e: &crate::wire::mse::MseError) {
         self.mse_failed.set(self.mse_failed.get() + 1);
         metrics::counter!("dht_hunter_fetch_mse_failures_total", "reason" => e.label())
+            .increment(1);
+    }
+
+    /// Counts one connection established over `t` (TCP connected, uTP
+    /// handshake done).
+    pub fn count_transport(&self, t: Transport) {
+        let c = &self.transports[t as usize];
+        c.set(c.get() + 1);
+        metrics::counter!("dht_hunter_fetch_connections_total", "transport" => t.as_str())
+            .increment(1);
+    }
+
+    /// Connections established over `t`.
+    pub fn transports(&self, t: Transport) -> u64 {
+        self.transports[t as usize].get()
+    }
+
+    /// Counts one verified fetch over `t`.
+    pub fn count_transport_ok(&self, t: Transport) {
+        let c = &self.transport_ok[t as usize];
+        c.set(c.get() + 1);
+        metrics::counter!("dht_hunter_fetch_verified_total", "transport" => t.as_str())
+            .increment(1);
+    }
+
+    /// Verified fetches over `t`.
+    pub fn transport_ok(&self, t: Transport) -> u64 {
+        self.transport_ok[t as usize].get()
+    }
+
+    /// Counts one uTP connection that failed in the transport.
+    pub fn count_utp_failure(&self, e: &crate::wire::utp::UtpError) {
+        self.utp_failed.set(self.utp_failed.get() + 1);
+        metrics::counter!("dht_hunter_fetch_utp_failures_total", "reason" => e.label())
             .increment(1);
     }
 }

@@ -12,3 +12,4 @@ pub mod peers;
 pub mod pktinfo;
 pub mod swarm;
 pub mod torrents;
+mod utp_peers;

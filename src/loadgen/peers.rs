@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
+use super::pktinfo::PktSocket;
 use crate::id::Id;
 use crate::rng::Rng;
 use crate::wire::mse::{Cipher, Methods, MseReceiver};
@@ -114,6 +115,9 @@ pub struct PeerPlan {
     pub churn: Option<Churn>,
     /// Plaintext, MSE, or either.
     pub encryption: PeerEncryption,
+    /// Speaks uTP only (BEP 29, on the same port number over UDP): TCP
+    /// connections to it are reset, as from a closed port.
+    pub utp_only: bool,
 }
 
 /// A peer that is offline for `away` of every `period`, shifted by `phase`
@@ -140,10 +144,12 @@ impl Churn {
 
 /// The running peers.
 pub struct PeerServer {
-    /// The TCP port every peer listens on.
+    /// The TCP port every peer listens on (and the UDP port of their uTP).
     pub port: u16,
     handle: shards::ShutdownHandle,
     thread: Option<std::thread::JoinHandle<()>>,
+    utp_stop: Arc<std::sync::atomic::AtomicBool>,
+    utp_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PeerServer {
@@ -182,6 +188,27 @@ impl PeerServer {
         let port = std_listener.local_addr().map_err(|e| e.to_string())?.port();
         let fd = Arc::new(Mutex::new(Some(std_listener.into_raw_fd())));
         let plans = Arc::new(plans);
+        // uTP on the same port number. Without uTP-only peers a failed bind
+        // is only logged: the TCP peers do not need it.
+        let utp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let utp_thread = match PktSocket::bind(port, Duration::from_millis(10)) {
+            Ok(sock) => {
+                let (plans, infos, stop) = (plans.clone(), infos.clone(), utp_stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("swarm-peers-utp".into())
+                        .spawn(move || super::utp_peers::run(sock, plans, infos, epoch, stop))
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Err(e) if plans.iter().any(|p| p.utp_only) => {
+                return Err(format!("uTP bind on port {port}: {e}"));
+            }
+            Err(e) => {
+                log::warn!("swarm peers: no uTP on port {port}: {e}");
+                None
+            }
+        };
         let shards = shards::ShardsBuilder::new()
             .shards(1)
             .pin(false)
@@ -228,13 +255,20 @@ impl PeerServer {
             port,
             handle,
             thread: Some(thread),
+            utp_stop,
+            utp_thread,
         })
     }
 
     /// Stops serving.
     pub fn stop(mut self) {
         self.handle.trigger();
+        self.utp_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.utp_thread.take() {
             let _ = t.join();
         }
     }
@@ -243,6 +277,8 @@ impl PeerServer {
 impl Drop for PeerServer {
     fn drop(&mut self) {
         self.handle.trigger();
+        self.utp_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -265,7 +301,7 @@ async fn serve(
     let Some(plan) = plans.get(idx as usize) else {
         return;
     };
-    if plan.churn.is_some_and(|c| c.away_at(epoch.elapsed())) {
+    if plan.utp_only || plan.churn.is_some_and(|c| c.away_at(epoch.elapsed())) {
         reset_on_close(&stream);
         return;
     }

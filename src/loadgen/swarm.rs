@@ -116,6 +116,11 @@ pub struct SwarmConfig {
     /// clients' default); the rest speak plaintext only and hang up on an
     /// MSE handshake.
     pub encryption_enabled_fraction: f64,
+    /// Share of peers (0.0–1.0) that speak uTP only (BEP 29 on the peers'
+    /// port over UDP) and reset TCP connections. Only peers with a serving
+    /// behaviour (honest or misbehaving, not slow or junk) are drawn; they
+    /// speak plaintext BT, since the fetcher's uTP has no MSE.
+    pub utp_only_fraction: f64,
     /// One online-plus-offline cycle of a churning peer.
     pub churn_period: Duration,
     /// The offline part of that cycle.
@@ -179,6 +184,7 @@ impl Default for SwarmConfig {
             // encrypted, half either way, the rest plaintext only.
             encryption_required_fraction: 0.2,
             encryption_enabled_fraction: 0.5,
+            utp_only_fraction: 0.0,
             churn_period: Duration::from_secs(60),
             churn_away: Duration::from_secs(30),
         }
@@ -221,6 +227,8 @@ pub struct TruthPeer {
     /// What it speaks: `plaintext`, `enabled` (MSE or plaintext) or
     /// `required` (MSE only).
     pub encryption: String,
+    /// Its transport: `tcp`, or `utp` (uTP only).
+    pub transport: String,
     /// If it churns: its offline windows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<TruthChurn>,
@@ -406,6 +414,9 @@ impl Swarm {
         let churn_period = cfg.churn_period.max(Duration::from_millis(1));
         // Encryption draws too.
         let mut enc_rng = Rng::seed_from_u64(cfg.seed ^ 0x3e_c3e_c3e);
+        // And transport draws: a seed's plans without uTP stay the same.
+        let mut utp_rng = Rng::seed_from_u64(cfg.seed ^ 0x07_b07_b07);
+        let mut transports = Vec::with_capacity(n_peers);
         let mut churn = Vec::with_capacity(n_peers);
         let mut encryptions = Vec::with_capacity(n_peers);
         for (t, tor) in torrents.iter().enumerate() {
@@ -449,13 +460,23 @@ impl Swarm {
                 } else {
                     PeerEncryption::Plaintext
                 };
+                let utp_only = matches!(kind, PeerKind::Serve(_))
+                    && utp_rng.below(1_000_000) < (cfg.utp_only_fraction * 1e6) as u64;
+                // MSE is TCP-only here: a uTP-only peer speaks plaintext.
+                let encryption = if utp_only {
+                    PeerEncryption::Plaintext
+                } else {
+                    encryption
+                };
                 encryptions.push(encryption);
+                transports.push(utp_only);
                 plans.push(PeerPlan {
                     ip: peer_ip(idx),
                     kind,
                     torrent: t,
                     churn: c,
                     encryption,
+                    utp_only,
                 });
                 peers.push((idx, kind));
             }
@@ -487,6 +508,12 @@ impl Swarm {
                             .unwrap_or(PeerEncryption::Plaintext)
                             .label()
                             .to_string(),
+                        transport: if transports.get(idx).copied().unwrap_or(false) {
+                            "utp"
+                        } else {
+                            "tcp"
+                        }
+                        .to_string(),
                         churn: churn.get(idx).copied().flatten().map(|c| TruthChurn {
                             period_ms: c.period.as_millis() as u64,
                             away_ms: c.away.as_millis() as u64,

@@ -68,6 +68,7 @@ pub mod handshake;
 pub mod metadata;
 pub mod mse;
 pub mod serve;
+pub mod utp;
 
 pub use fetch::{
     Deadline, FailReason, FetchConfig, HashKind, Malformed, MetadataFetch, Outcome, Phase, Verified,

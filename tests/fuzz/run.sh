@@ -7,7 +7,8 @@
 # `cargo fuzz cmin`). An empty corpus is seeded from the golden data:
 # tests/data/metainfo/*.info for `metainfo`, tests/data/krpc/*.bin for
 # `bencode` and `krpc`; `peer_wire` builds its own handshakes and starts
-# empty. tests/fuzz/dicts/TARGET.dict is passed to libFuzzer when present.
+# empty, as do `mse` and `utp` (which lays fuzz bytes over valid headers).
+# tests/fuzz/dicts/TARGET.dict is passed to libFuzzer when present.
 # A crash leaves its input in tests/fuzz/artifacts/TARGET/ and the script
 # exits non-zero without minimising: make the input a regression test.
 #

@@ -32,7 +32,8 @@ to the torrent's directory).
 File contents are pseudo-random but deterministic (seeded by path), and no
 creation date is stored, so the same spec always yields the same infohashes.
 
-Network: DHT, LSD, UPnP and NAT-PMP are off; it listens on 127.0.0.1:P only and
+Network: DHT, LSD, UPnP and NAT-PMP are off; it listens on 127.0.0.1:P only
+(TCP and uTP, as libtorrent's defaults; --transport utp refuses TCP) and
 never connects out. Works inside or outside a network namespace.
 """
 
@@ -146,7 +147,7 @@ def make_torrent(spec, root, fmt):
     return ti, desc
 
 
-def settings(host, port, encryption="default"):
+def settings(host, port, encryption="default", transport="default"):
     wanted = {
         "listen_interfaces": "%s:%d" % (host, port),
         "outgoing_interfaces": "",
@@ -167,6 +168,10 @@ def settings(host, port, encryption="default"):
         # MSE/PE only, RC4 only: pe_forced (0) both ways, allowed_enc_level
         # pe_rc4 (2); a plaintext handshake is refused.
         wanted.update({"in_enc_policy": 0, "out_enc_policy": 0, "allowed_enc_level": 2, "prefer_rc4": True})
+    if transport == "utp":
+        # uTP only: incoming TCP connections are refused (libtorrent still
+        # opens the TCP listen socket and closes what it accepts).
+        wanted.update({"enable_incoming_tcp": False, "enable_incoming_utp": True})
     known = lt.default_settings()
     return {k: v for k, v in wanted.items() if k in known}
 
@@ -183,6 +188,9 @@ def main():
     ap.add_argument("--events", action="store_true")
     ap.add_argument("--encryption", choices=["default", "forced"], default="default",
                     help="forced: MSE/PE with RC4 only (in/out_enc_policy forced, allowed_enc_level rc4)")
+    ap.add_argument("--transport", choices=["default", "utp"], default="default",
+                    help="default: libtorrent's, incoming TCP and uTP; utp: incoming uTP only "
+                         "(enable_incoming_tcp off)")
     args = ap.parse_args()
 
     root = os.path.abspath(args.dir)
@@ -193,13 +201,14 @@ def main():
     else:
         specs = default_specs(args.count)
 
-    ses = lt.session(settings(args.host, args.port, args.encryption))
+    ses = lt.session(settings(args.host, args.port, args.encryption, args.transport))
     # wait for the TCP listen socket
     listening = False
     deadline = time.time() + 10
     while time.time() < deadline and not listening:
         for a in ses.pop_alerts():
-            if isinstance(a, lt.listen_succeeded_alert) and "TCP" in a.message():
+            wanted_sock = "[uTP]" if args.transport == "utp" else "[TCP]"
+            if isinstance(a, lt.listen_succeeded_alert) and wanted_sock in a.message():
                 listening = True
             elif isinstance(a, lt.listen_failed_alert):
                 print("listen failed: %s" % a.message(), file=sys.stderr)

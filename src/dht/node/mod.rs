@@ -386,6 +386,9 @@ impl Node {
             }
             ShardMsg::Offer { infohash } => self.pool.offer(infohash, &mut self.rng),
             ShardMsg::Rekey { identity, id } => self.rekey(identity, id),
+            // The engine hands these to its uTP multiplexer; one that
+            // reaches the node (uTP off on this shard) is dropped.
+            ShardMsg::Utp { bytes, .. } => self.recycle(bytes),
         }
         self.flush_exploit(now);
     }
