@@ -256,36 +256,22 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         .iter()
         .filter(|t| t.fetchable && !seen.contains(&t.infohash))
         .count();
-    let encrypted_only: Vec<&TruthRow> = truth_all
-        .iter()
-        .filter(|t| {
-            t.fetchable
-                && t.peers.iter().any(|p| p.honest)
-                && t.peers
-                    .iter()
-                    .filter(|p| p.honest)
-                    .all(|p| p.encryption == "required")
-        })
-        .collect();
-    let encrypted_only_fetched = encrypted_only
-        .iter()
-        .filter(|t| seen.contains(&t.infohash))
-        .count();
-    let utp_only: Vec<&TruthRow> = truth_all
-        .iter()
-        .filter(|t| {
-            t.fetchable
-                && t.peers.iter().any(|p| p.honest)
-                && t.peers
-                    .iter()
-                    .filter(|p| p.honest)
-                    .all(|p| p.transport == "utp")
-        })
-        .collect();
-    let utp_only_fetched = utp_only
-        .iter()
-        .filter(|t| seen.contains(&t.infohash))
-        .count();
+    // Fetchable torrents whose honest peers all serve one way, and how many
+    // of them were stored.
+    let served_only = |how: fn(&TruthPeerRow) -> bool| -> (usize, usize) {
+        let only: Vec<&TruthRow> = truth_all
+            .iter()
+            .filter(|t| {
+                t.fetchable
+                    && t.peers.iter().any(|p| p.honest)
+                    && t.peers.iter().filter(|p| p.honest).all(how)
+            })
+            .collect();
+        let fetched = only.iter().filter(|t| seen.contains(&t.infohash)).count();
+        (only.len(), fetched)
+    };
+    let (encrypted_only, encrypted_only_fetched) = served_only(|p| p.encryption == "required");
+    let (utp_only, utp_only_fetched) = served_only(|p| p.transport == "utp");
     let t = telemetry.totals();
     let fetch_handshakes = t
         .handshakes
@@ -313,10 +299,10 @@ pub fn run_demo(args: &DemoArgs) -> anyhow::Result<Summary> {
         queries_answered: t.answered,
         fetch_failures,
         fetch_handshakes,
-        encrypted_only: encrypted_only.len(),
+        encrypted_only,
         encrypted_only_fetched,
         fetch_transports,
-        utp_only: utp_only.len(),
+        utp_only,
         utp_only_fetched,
         db,
         ok: missed == 0 && invalid == 0,

@@ -235,30 +235,8 @@ pub fn looks_like_utp(datagram: &[u8]) -> bool {
         .is_some_and(|b| b & 0x0f == VERSION && b >> 4 <= 4)
 }
 
-/// A parsed packet borrowing the datagram: nothing is copied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PacketRef<'a> {
-    /// The type.
-    pub ty: PacketType,
-    /// `connection_id`.
-    pub conn_id: u16,
-    /// `timestamp_microseconds`.
-    pub timestamp: u32,
-    /// `timestamp_difference_microseconds`.
-    pub timestamp_diff: u32,
-    /// `wnd_size`.
-    pub wnd_size: u32,
-    /// `seq_nr`.
-    pub seq_nr: u16,
-    /// `ack_nr`.
-    pub ack_nr: u16,
-    /// The selective-ack mask, if extension 1 was present.
-    pub sack: Option<&'a [u8]>,
-    /// The payload.
-    pub payload: &'a [u8],
-}
-
-/// A packet to encode, and the parser's entry point.
+/// One packet: what [`Packet::parse`] returns (borrowing the datagram:
+/// nothing is copied) and what [`Packet::encode`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet<'a> {
     /// The type.
@@ -275,7 +253,7 @@ pub struct Packet<'a> {
     pub seq_nr: u16,
     /// `ack_nr`.
     pub ack_nr: u16,
-    /// A selective-ack mask to send (its length a multiple of 4).
+    /// The selective-ack mask (extension 1), its length a multiple of 4.
     pub sack: Option<&'a [u8]>,
     /// The payload.
     pub payload: &'a [u8],
@@ -285,7 +263,7 @@ impl<'a> Packet<'a> {
     /// Parses one datagram without copying. The extension chain is walked
     /// with every length checked against what is left; unknown extensions
     /// are skipped, as BEP 29 asks.
-    pub fn parse(datagram: &'a [u8]) -> Result<PacketRef<'a>, UtpError> {
+    pub fn parse(datagram: &'a [u8]) -> Result<Packet<'a>, UtpError> {
         let Some(h) = datagram.get(..HEADER_LEN) else {
             return Err(UtpError::Truncated(datagram.len()));
         };
@@ -320,7 +298,7 @@ impl<'a> Packet<'a> {
             next = following;
             at += 2 + usize::from(len);
         }
-        Ok(PacketRef {
+        Ok(Packet {
             ty,
             conn_id: u16_at(2),
             timestamp: u32_at(4),
@@ -356,7 +334,7 @@ impl<'a> Packet<'a> {
 /// The connection id a datagram is routed by: the receiving connection's
 /// `recv_id`. A SYN names the initiator's receive id; the connection it
 /// opens (or has opened) at the acceptor receives on that plus one.
-pub fn demux_id(p: &PacketRef<'_>) -> u16 {
+pub fn demux_id(p: &Packet<'_>) -> u16 {
     if p.ty == PacketType::Syn {
         p.conn_id.wrapping_add(1)
     } else {
@@ -366,7 +344,7 @@ pub fn demux_id(p: &PacketRef<'_>) -> u16 {
 
 /// A RESET answering `p`, for a datagram that names no connection (the
 /// caller's choice whether to send it).
-pub fn reset_for(p: &PacketRef<'_>, out: &mut Vec<u8>) {
+pub fn reset_for(p: &Packet<'_>, out: &mut Vec<u8>) {
     Packet {
         ty: PacketType::Reset,
         conn_id: p.conn_id,
@@ -825,7 +803,7 @@ impl UtpConnection {
         Ok(())
     }
 
-    fn process_ack(&mut self, p: &PacketRef<'_>, now: Instant) {
+    fn process_ack(&mut self, p: &Packet<'_>, now: Instant) {
         let ack = p.ack_nr;
         // Cumulative ack: pop what it covers. An ack older than what is in
         // flight (a reordered packet) pops nothing.
