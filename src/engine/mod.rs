@@ -13,7 +13,7 @@
 //! messages go to their shard. No borrow of the node is held across an
 //! await.
 //!
-//! This file is about 780 lines: the start-up that wires shards, channels and
+//! This file is about 830 lines: the start-up that wires shards, channels and
 //! sockets, and the `Shard` event loop that drives the node, the fetch pool
 //! and the mesh from those same parts.
 

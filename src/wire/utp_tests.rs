@@ -1,6 +1,8 @@
 //! uTP tests: the header codec, and two connections wired through a
 //! simulated link (loss, reordering, duplication, delay) under virtual
 //! time.
+//!
+//! Long because each behaviour and each hostile input is its own test.
 
 use std::time::{Duration, Instant};
 
