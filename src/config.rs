@@ -40,6 +40,8 @@ pub mod defaults {
     /// `--scrape-nodes`: nodes asked for a BEP 33 scrape of each stored
     /// torrent.
     pub const SCRAPE_NODES: usize = crate::dht::harvest::DEFAULT_SCRAPE_NODES;
+    /// `--max-nodes`: routing-table entries per shard.
+    pub const MAX_NODES: usize = crate::dht::DEFAULT_MAX_NODES;
 }
 
 /// A byte count in the config file: an integer, or a string with a unit
@@ -154,6 +156,8 @@ pub struct FileConfig {
     pub max_db_size: Option<SizeValue>,
     /// `scrape-nodes = 4`: BEP 33 scrape queries per stored torrent.
     pub scrape_nodes: Option<usize>,
+    /// `max-nodes = 20000`: routing-table entries per shard.
+    pub max_nodes: Option<usize>,
     /// `web = "127.0.0.1:8080"`: also serve the web UI, API and Torznab.
     pub web: Option<SocketAddr>,
     /// `web-api-key-file = "/etc/dht-hunter/web-api-key"`.
@@ -256,6 +260,7 @@ impl FileConfig {
             max_size: self.max_size.or(lower.max_size),
             max_db_size: self.max_db_size.or(lower.max_db_size),
             scrape_nodes: self.scrape_nodes.or(lower.scrape_nodes),
+            max_nodes: self.max_nodes.or(lower.max_nodes),
             web: self.web.or(lower.web),
             web_api_key_file: self.web_api_key_file.or(lower.web_api_key_file),
             web_auth_file: self.web_auth_file.or(lower.web_auth_file),
@@ -327,6 +332,8 @@ pub struct CrawlConfig {
     pub max_db_size: Option<u64>,
     /// BEP 33 scrape queries per stored torrent (0: no scrapes).
     pub scrape_nodes: usize,
+    /// Routing-table entries per shard.
+    pub max_nodes: usize,
     /// The web server to run beside the crawler, as given (None: off).
     pub web: Option<WebSettings>,
 }
@@ -348,6 +355,12 @@ pub struct WebSettings {
     /// Read connections to the store (None: the web module's default).
     pub readers: Option<usize>,
 }
+
+/// Bounds of `--max-nodes`: a table must hold a few buckets' worth, and
+/// 16 M entries (about 1.4 KiB each at most, measured) is far past any one
+/// shard's memory budget.
+const MIN_MAX_NODES: usize = 64;
+const MAX_MAX_NODES: usize = 16 << 20;
 
 /// The environment variable a store URL may come from (below the flags,
 /// above the config file), so that a password never shows in `ps`.
@@ -522,6 +535,13 @@ impl CrawlConfig {
                 message: format!("{scrape_nodes} is outside 0..=16"),
             });
         }
+        let max_nodes = c.max_nodes.unwrap_or(defaults::MAX_NODES);
+        if !(MIN_MAX_NODES..=MAX_MAX_NODES).contains(&max_nodes) {
+            return Err(ConfigError::Invalid {
+                key: "max-nodes",
+                message: format!("{max_nodes} is outside {MIN_MAX_NODES}..={MAX_MAX_NODES}"),
+            });
+        }
         let web = c.web.map(|addr| WebSettings {
             addr,
             api_key_file: c.web_api_key_file.clone(),
@@ -559,6 +579,7 @@ impl CrawlConfig {
             filter,
             max_db_size,
             scrape_nodes,
+            max_nodes,
             web,
         })
     }
@@ -656,7 +677,7 @@ mod tests {
     #[test]
     fn filters_size_cap_and_scrapes_resolve_or_name_the_key() {
         let c = CrawlConfig::resolve(
-            parse("exclude = \"(?i)sample\"\nmin-size = 1024\nmax-size = \"2GiB\"\nmax-db-size = \"50 GB\"\nscrape-nodes = 0\n")
+            parse("exclude = \"(?i)sample\"\nmin-size = 1024\nmax-size = \"2GiB\"\nmax-db-size = \"50 GB\"\nscrape-nodes = 0\nmax-nodes = 1000000\n")
                 .unwrap(),
         )
         .unwrap();
@@ -667,11 +688,12 @@ mod tests {
         );
         assert_eq!(c.max_db_size, Some(50_000_000_000));
         assert_eq!(c.scrape_nodes, 0);
+        assert_eq!(c.max_nodes, 1_000_000);
         let none = CrawlConfig::resolve(FileConfig::default()).unwrap();
         assert_eq!(none.filter, crate::filter::FilterSpec::default());
         assert_eq!(
-            (none.max_db_size, none.scrape_nodes),
-            (None, defaults::SCRAPE_NODES)
+            (none.max_db_size, none.scrape_nodes, none.max_nodes),
+            (None, defaults::SCRAPE_NODES, 20_000)
         );
         for (text, key) in [
             ("include = \"(open\"", "include"),
@@ -680,6 +702,8 @@ mod tests {
             ("max-size = \"12 parsecs\"", "max-size"),
             ("max-db-size = 0", "max-db-size"),
             ("scrape-nodes = 17", "scrape-nodes"),
+            ("max-nodes = 63", "max-nodes"),
+            ("max-nodes = 99999999", "max-nodes"),
         ] {
             let e = CrawlConfig::resolve(parse(text).unwrap())
                 .unwrap_err()

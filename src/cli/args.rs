@@ -317,6 +317,10 @@ pub struct CrawlArgs {
     /// peers; 0: no scrapes.
     #[arg(long, help = with_default("BEP 33 scrape queries per stored torrent, to nodes that hold its peers; 0: no scrapes", D::SCRAPE_NODES))]
     pub scrape_nodes: Option<usize>,
+    /// Routing-table entries per shard: the nodes its BEP 51 sweep can
+    /// sample. Raise it to cover a larger share of a large DHT.
+    #[arg(long, help = with_default("Routing-table entries per shard: the nodes its BEP 51 sweep can sample; raise it to cover more of a large DHT (about 1.4 KiB each at most)", D::MAX_NODES))]
+    pub max_nodes: Option<usize>,
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
     pub status: StatusMode,
@@ -365,6 +369,7 @@ impl CrawlArgs {
             max_size: self.max_size.clone().map(SizeValue::Text),
             max_db_size: self.max_db_size.clone().map(SizeValue::Text),
             scrape_nodes: self.scrape_nodes,
+            max_nodes: self.max_nodes,
             web: self.web,
             web_api_key_file: self.web_opts.web_api_key_file.clone(),
             web_auth_file: self.web_opts.web_auth_file.clone(),

@@ -431,6 +431,12 @@ pub struct NodeConfig {
     pub prefer_verified: bool,
 }
 
+/// Routing-table entries a crawling shard keeps unless the operator says
+/// otherwise (`--max-nodes`). The sweep samples only nodes it knows, so on
+/// a network larger than the shards' tables together this bounds how much
+/// of the keyspace a day's sweep covers (`tuning/runs/sim-scale-*.md`).
+pub const DEFAULT_MAX_NODES: usize = 20_000;
+
 impl NodeConfig {
     /// A small, ordinary (non-crawling) node for simulated populations:
     /// the simulation's and the load generator's DHT nodes. It answers like
@@ -468,7 +474,7 @@ impl NodeConfig {
             allow_private: false,
             read_only: false,
             crawl: true,
-            max_nodes: 20_000,
+            max_nodes: DEFAULT_MAX_NODES,
             max_out_per_bucket: 8,
             max_pps: 2_000,
             max_bps: 2_000_000,

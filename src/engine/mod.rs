@@ -345,6 +345,7 @@ async fn run_shard(
         .min(pool_defaults.max_queue)
         .max(cfg.fetch_concurrency);
     nc.harvest.scrape_nodes = cfg.scrape_nodes;
+    nc.max_nodes = cfg.max_nodes;
     if let Some(t) = &parts.tweak {
         t(&mut nc);
     }
