@@ -231,6 +231,45 @@ fn libtorrent_forced_encryption_seeds_to_our_fetcher() {
 
 /// Starts lt_seed.py with `args`; returns the child and the torrents it
 /// seeds once it printed READY.
+/// A libtorrent seeder started by `lt_seed.py` with `args` in a fresh
+/// directory, with what it seeds; killed and cleaned up on drop.
+struct SeederRun {
+    dir: std::path::PathBuf,
+    seeder: std::process::Child,
+    torrents: Vec<Seeded>,
+    peer: SocketAddr,
+    wanted: Vec<Id>,
+}
+
+impl SeederRun {
+    fn start(tag: &str, args: &[&str]) -> SeederRun {
+        let dir = std::env::temp_dir().join(format!("dh-interop-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let (seeder, torrents) = start_seeder(&dir, port, args);
+        let wanted = torrents
+            .iter()
+            .map(|t| t.infohash.parse().unwrap())
+            .collect();
+        SeederRun {
+            dir,
+            seeder,
+            torrents,
+            peer: ([127, 0, 0, 1], port).into(),
+            wanted,
+        }
+    }
+}
+
+impl Drop for SeederRun {
+    fn drop(&mut self) {
+        let _ = self.seeder.kill();
+        let _ = self.seeder.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn start_seeder(
     dir: &std::path::Path,
     port: u16,
@@ -361,31 +400,23 @@ fn libtorrent_utp_only_seeds_to_our_fetcher() {
     if !in_netns("libtorrent_utp_only_seeds_to_our_fetcher") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("dh-interop-utp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let (mut seeder, torrents) = start_seeder(&dir, port, &["--transport", "utp", "--events"]);
+    let run = SeederRun::start("utp", &["--transport", "utp", "--events"]);
+    let (peer, wanted, torrents) = (run.peer, &run.wanted, &run.torrents);
     assert!(
         torrents.iter().any(|t| t.info_len > 16 * 1024),
         "no multi-piece metadata"
     );
-    let peer: SocketAddr = ([127, 0, 0, 1], port).into();
-    let wanted: Vec<Id> = torrents
-        .iter()
-        .map(|t| t.infohash.parse().unwrap())
-        .collect();
     let n = wanted.len() as u64;
 
     let (fetched, counts) = fetch_via(peer, wanted.clone(), TransportPolicy::TcpFirst);
     eprintln!("tcp-first: {counts:?}");
-    check_fetched(&fetched, &torrents);
+    check_fetched(&fetched, torrents);
     assert_eq!(counts.1, (0, n), "verified over (tcp, utp)");
     assert_eq!(counts.2, n, "one fallback to uTP per torrent");
 
     let (fetched, counts) = fetch_via(peer, wanted.clone(), TransportPolicy::UtpOnly);
     eprintln!("utp-only: {counts:?}");
-    check_fetched(&fetched, &torrents);
+    check_fetched(&fetched, torrents);
     assert_eq!(counts.0 .1, n, "uTP connections");
     assert_eq!(counts.1, (0, n), "verified over (tcp, utp)");
 
@@ -393,9 +424,6 @@ fn libtorrent_utp_only_seeds_to_our_fetcher() {
     eprintln!("tcp-only: {counts:?} {fetched:?}");
     assert!(fetched[0].is_err(), "a uTP-only seeder served TCP");
     assert_eq!(counts.1, (0, 0));
-    let _ = seeder.kill();
-    let _ = seeder.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// libtorrent with its default transports (incoming TCP and uTP): the
@@ -407,16 +435,8 @@ fn libtorrent_tcp_and_utp_seeds_either_way() {
     if !in_netns("libtorrent_tcp_and_utp_seeds_either_way") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("dh-interop-both-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let (mut seeder, torrents) = start_seeder(&dir, port, &[]);
-    let peer: SocketAddr = ([127, 0, 0, 1], port).into();
-    let wanted: Vec<Id> = torrents
-        .iter()
-        .map(|t| t.infohash.parse().unwrap())
-        .collect();
+    let run = SeederRun::start("both", &[]);
+    let (peer, wanted, torrents) = (run.peer, &run.wanted, &run.torrents);
     let n = wanted.len() as u64;
     for (policy, want) in [
         (TransportPolicy::TcpFirst, (n, 0)),
@@ -430,13 +450,10 @@ fn libtorrent_tcp_and_utp_seeds_either_way() {
             policy.as_str(),
             counts.1
         );
-        check_fetched(&fetched, &torrents);
+        check_fetched(&fetched, torrents);
         assert_eq!(counts.1, want, "{policy:?}: verified over (tcp, utp)");
         assert_eq!(counts.2, 0, "{policy:?}: no fallback needed");
     }
-    let _ = seeder.kill();
-    let _ = seeder.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
