@@ -393,6 +393,7 @@ async fn run_shard(
                     pool_cfg.max_connections,
                     ctx.shard_id(),
                     ctx.nr_shards(),
+                    ctx.tcp().clone(),
                 )
             })
         })
@@ -820,6 +821,10 @@ impl Shard {
         }
         telemetry::export_metrics(self.ctx.shard_id(), &stats, &f, self.pool.queue_len());
         let shard = self.ctx.shard_id().to_string();
+        for (fate, v) in self.pool.utp_stats().datagram_fates() {
+            metrics::counter!("dht_hunter_utp_datagrams_total", "shard" => shard.clone(), "fate" => fate)
+                .absolute(v);
+        }
         metrics::gauge!("dht_hunter_shard_stall_max_seconds", "shard" => shard.clone())
             .set(self.stall_max.get().as_secs_f64());
         let o = self.outbox.stats();

@@ -26,6 +26,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use shards::tcp::{ConnPermit, TcpConnector, TcpOptions};
 use shards::timers::with_deadline;
 
 use super::attempt::AttemptError;
@@ -84,6 +85,25 @@ pub struct MuxStats {
     pub unknown: u64,
     /// Connections refused because `max_connections` were open.
     pub refused: u64,
+    /// Datagrams for another shard's connection, forwarded there.
+    pub forwarded: u64,
+    /// Datagrams naming another shard's connection from an address no
+    /// shard has a connection to: dropped before any copy.
+    pub unsolicited: u64,
+}
+
+impl MuxStats {
+    /// Each datagram counter with the `fate` label it is exported under
+    /// (`refused` counts connections, not datagrams, and is not here).
+    pub fn datagram_fates(&self) -> [(&'static str, u64); 5] {
+        [
+            ("delivered", self.delivered),
+            ("malformed", self.malformed),
+            ("unknown", self.unknown),
+            ("forwarded", self.forwarded),
+            ("unsolicited", self.unsolicited),
+        ]
+    }
 }
 
 /// Where [`UtpMux::dispatch`] sent a datagram.
@@ -105,9 +125,19 @@ pub enum Dispatch {
 /// `id % shards == shard` only, and a datagram for an unknown id of another
 /// shard goes there ([`Dispatch::OtherShard`]), as KRPC replies do by their
 /// transaction id.
+///
+/// **Admission.** Every connection holds a permit of the shard's
+/// [`TcpConnector`], so uTP and TCP connections share one per-shard cap
+/// and one per-IP cap, counted across shards. That table is also what
+/// admits a datagram for another shard: it is forwarded (copied onto the
+/// mesh) only when some shard holds a connection to its source address.
+/// A flood of uTP-looking datagrams from addresses we never connected to
+/// is counted as `unsolicited` and dropped uncopied, the way forged KRPC
+/// replies are stopped before their copy.
 #[derive(Debug)]
 pub struct UtpMux {
     sock: UtpSocket,
+    caps: TcpConnector,
     shard: u16,
     shards: u16,
     conns: RefCell<HashMap<ConnKey, Rc<RefCell<Slot>>>>,
@@ -118,22 +148,35 @@ pub struct UtpMux {
 
 impl UtpMux {
     /// A multiplexer sending through `sock`, with at most
-    /// `max_connections` connections open at once, alone on its socket.
+    /// `max_connections` connections open at once, alone on its socket and
+    /// with no per-IP cap (tests and tools talking to loopback peers).
     pub fn new(sock: UtpSocket, max_connections: usize) -> Rc<Self> {
-        Self::for_shard(sock, max_connections, 0, 1)
+        let caps = TcpConnector::new(
+            TcpOptions {
+                max_per_shard: max_connections,
+                max_per_ip: usize::MAX,
+                ..TcpOptions::default()
+            },
+            0,
+        );
+        Self::for_shard(sock, max_connections, 0, 1, caps)
     }
 
-    /// A multiplexer for shard `shard` of `shards` sharing one address.
+    /// A multiplexer for shard `shard` of `shards` sharing one address,
+    /// whose connections take their permits from `caps` (the shard's
+    /// connector, so that TCP and uTP share the caps).
     pub fn for_shard(
         sock: UtpSocket,
         max_connections: usize,
         shard: usize,
         shards: usize,
+        caps: TcpConnector,
     ) -> Rc<Self> {
         let shards = u16::try_from(shards.clamp(1, 256)).unwrap_or(1);
         let shard = u16::try_from(shard).unwrap_or(0) % shards;
         Rc::new(UtpMux {
             sock,
+            caps,
             shard,
             shards,
             conns: RefCell::new(HashMap::new()),
@@ -204,6 +247,13 @@ impl UtpMux {
             None => {
                 let owner = id % self.shards;
                 if owner != self.shard {
+                    // Only a source some shard is connected to is worth
+                    // the mesh copy (see the type's docs).
+                    if self.caps.active_for(from.ip()) == 0 {
+                        self.bump(|s| s.unsolicited += 1);
+                        return Dispatch::Taken;
+                    }
+                    self.bump(|s| s.forwarded += 1);
                     return Dispatch::OtherShard(usize::from(owner));
                 }
                 self.bump(|s| s.unknown += 1);
@@ -212,12 +262,13 @@ impl UtpMux {
         }
     }
 
-    fn open(self: &Rc<Self>, peer: SocketAddr, now: Instant) -> Result<Handle, UtpError> {
+    fn open(self: &Rc<Self>, peer: SocketAddr, now: Instant) -> Result<Handle, AttemptError> {
         let mut conns = self.conns.borrow_mut();
         if conns.len() >= self.max_connections {
             self.bump(|s| s.refused += 1);
-            return Err(UtpError::Ended);
+            return Err(AttemptError::UtpCapped);
         }
+        let permit = self.caps.try_permit(peer.ip())?;
         let mut rng = self.rng.borrow_mut();
         // Ids are per peer address; a free one is found at once unless
         // thousands of connections go to one address.
@@ -242,6 +293,7 @@ impl UtpMux {
             mux: self.clone(),
             key: (peer, id),
             slot,
+            _permit: permit,
         })
     }
 }
@@ -251,6 +303,8 @@ struct Handle {
     mux: Rc<UtpMux>,
     key: (SocketAddr, u16),
     slot: Rc<RefCell<Slot>>,
+    /// The connection's place under the shard's caps, released on drop.
+    _permit: ConnPermit,
 }
 
 impl Drop for Handle {
@@ -331,9 +385,7 @@ pub async fn attempt_utp(
     started: Instant,
     stats: &FetchStats,
 ) -> Result<Verified, AttemptError> {
-    let conn = mux
-        .open(peer, Instant::now())
-        .map_err(|_| AttemptError::UtpCapped)?;
+    let conn = mux.open(peer, Instant::now())?;
     let connect_deadline = started + cfg.handshake_timeout.min(cfg.hard_deadline);
     let mut fetch = MetadataFetch::new(infohash, peer_id, cfg, started);
     let mut to_peer = Vec::with_capacity(256);
@@ -446,8 +498,16 @@ mod tests {
         let r = glommio::LocalExecutorBuilder::default()
             .spawn(|| async {
                 let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-                let mux = UtpMux::for_shard(UtpSocket::Plain(sock), 64, 1, 2);
+                let caps = TcpConnector::new(
+                    TcpOptions {
+                        max_per_ip: usize::MAX,
+                        ..TcpOptions::default()
+                    },
+                    1,
+                );
+                let mux = UtpMux::for_shard(UtpSocket::Plain(sock), 64, 1, 2, caps);
                 let peer: SocketAddr = ([127, 0, 0, 1], 9).into();
+                let stranger: SocketAddr = ([127, 0, 0, 2], 9).into();
                 let now = Instant::now();
                 let handles: Vec<Handle> = (0..40).map(|_| mux.open(peer, now).unwrap()).collect();
                 let odd = handles.iter().all(|h| h.key.1 % 2 == 1);
@@ -464,16 +524,30 @@ mod tests {
                     mux.dispatch(peer, &state(4, PacketType::Syn), now),
                     mux.dispatch(peer, &[0x01, 0, 0], now),
                     mux.dispatch(peer, &state(own, PacketType::State), now),
+                    // Shard 0's id, from an address nobody connected to.
+                    mux.dispatch(stranger, &state(4, PacketType::State), now),
                 ];
                 let stats = mux.stats();
                 let open = mux.open_connections();
                 drop(handles);
-                (odd, distinct, d, stats, open, mux.open_connections())
+                // With every connection to `peer` closed, it is a stranger
+                // too.
+                let late = mux.dispatch(peer, &state(4, PacketType::State), now);
+                (
+                    odd,
+                    distinct,
+                    d,
+                    stats,
+                    open,
+                    mux.open_connections(),
+                    late,
+                    mux.stats(),
+                )
             })
             .unwrap()
             .join()
             .unwrap();
-        let (odd, distinct, d, stats, open, after) = r;
+        let (odd, distinct, d, stats, open, after, late, last) = r;
         assert!(odd, "an even id opened on shard 1");
         assert_eq!(distinct, 40);
         assert_eq!(
@@ -485,11 +559,55 @@ mod tests {
                 Dispatch::Taken,
                 Dispatch::Taken,
                 Dispatch::Taken,
+                Dispatch::Taken,
             ]
         );
         // 5 (own, no connection) and the SYN naming 5: unknown; the
-        // three-byte datagram: malformed; the open connection's: delivered.
+        // three-byte datagram: malformed; the open connection's: delivered;
+        // the stranger's: unsolicited, not forwarded.
         assert_eq!((stats.unknown, stats.malformed, stats.delivered), (2, 1, 1));
+        assert_eq!((stats.forwarded, stats.unsolicited), (1, 1));
+        assert_eq!(late, Dispatch::Taken);
+        assert_eq!((last.forwarded, last.unsolicited), (1, 2));
         assert_eq!((open, after), (40, 0));
+    }
+
+    /// uTP connections take the shard connector's permits: the per-IP cap
+    /// holds across both transports, and a closed connection gives its
+    /// place back.
+    #[test]
+    fn connections_hold_the_connectors_per_ip_permits() {
+        let r = glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let sock = Rc::new(glommio::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                let caps = TcpConnector::new(
+                    TcpOptions {
+                        max_per_ip: 2,
+                        ..TcpOptions::default()
+                    },
+                    0,
+                );
+                let mux = UtpMux::for_shard(UtpSocket::Plain(sock), 64, 0, 1, caps.clone());
+                let peer: SocketAddr = ([127, 0, 0, 1], 9).into();
+                let other: SocketAddr = ([127, 0, 0, 1], 10).into();
+                let now = Instant::now();
+                let a = mux.open(peer, now).unwrap();
+                // A TCP connection to the same address counts too.
+                let tcp = caps.try_permit(other.ip()).unwrap();
+                let third = mux.open(other, now).map(|_| ()).map_err(|e| e.kind());
+                let held = caps.active_for(peer.ip());
+                drop(a);
+                let again = mux.open(other, now).is_ok();
+                drop(tcp);
+                (third, held, again, caps.active_for(peer.ip()))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (third, held, again, after) = r;
+        assert_eq!(third, Err(super::super::FailureKind::Capped));
+        assert_eq!(held, 2);
+        assert!(again, "a closed connection kept its permit");
+        assert_eq!(after, 0);
     }
 }
