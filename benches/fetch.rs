@@ -2,12 +2,19 @@
 //! the load generator's honest peers on loopback, and the heap held per
 //! in-flight fetch.
 //!
-//! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]`; with
-//! `DH_BENCH_MSE=1` every peer requires MSE/PE with RC4 and the pool speaks
-//! only that (the plaintext run's twin: DH, RC4 both ways). Results:
-//! `tuning/runs/`. The swarm's peers run in a child process (this binary
-//! again, on its own shard), so the heap counted here is the fetcher's
-//! alone; on a 2-core machine each side has one core.
+//! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]`, with
+//! `DH_BENCH_WIRE` choosing the one wire both sides speak:
+//! - `plain` (default): plaintext BT over TCP;
+//! - `mse`: every peer requires MSE/PE with RC4 and the pool speaks only
+//!   that (DH, RC4 both ways);
+//! - `utp`: every peer is uTP-only and the pool opens only uTP, on the
+//!   shard's own UDP socket read by a receive loop like the crawler's
+//!   (batched `recvmmsg`, datagrams handed to the multiplexer, sends queued
+//!   and flushed by `sendmmsg`).
+//!
+//! Results: `tuning/runs/`. The swarm's peers run in a child process (this
+//! binary again, on its own shard), so the heap counted here is the
+//! fetcher's alone; on a 2-core machine each side has one core.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::rc::Rc;
@@ -15,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dht_hunter::fetch::{EncryptionPolicy, FetchPool, PoolConfig};
+use dht_hunter::fetch::{EncryptionPolicy, FetchPool, PoolConfig, TransportPolicy, UtpMux, UtpSocket};
 
 use dht_hunter::store::Store;
 
@@ -28,7 +35,7 @@ static GLOBAL: Counting = Counting;
 
 #[path = "support/peer_swarm.rs"]
 mod peer_swarm;
-use peer_swarm::{bench_mse, serve_if_child, PeerSwarm};
+use peer_swarm::{bench_wire, serve_if_child, PeerSwarm, Wire};
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
@@ -56,9 +63,16 @@ fn main() {
     let peak = Arc::new(AtomicUsize::new(0));
     let (b2, p2) = (baseline.clone(), peak.clone());
     let n = jobs.len();
+    let wire = bench_wire();
     let result = shards::ShardsBuilder::new()
         .shards(1)
         .pin(false)
+        .udp_bind(vec!["127.0.0.1:0".parse().unwrap()])
+        // The crawl command's socket buffers (`--udp-rcvbuf`/`--udp-sndbuf`).
+        .udp_buffers(
+            Some(dht_hunter::config::defaults::UDP_BUFFER),
+            Some(dht_hunter::config::defaults::UDP_BUFFER),
+        )
         .tcp(shards::TcpOptions {
             max_per_shard: concurrency * 2,
             max_per_ip: 4,
@@ -72,13 +86,43 @@ fn main() {
                 let pool = FetchPool::new(PoolConfig {
                     concurrency,
                     max_queue: jobs.len() + 1,
-                    encryption: if bench_mse() {
+                    encryption: if wire == Wire::Mse {
                         EncryptionPolicy::EncryptedOnly
                     } else {
                         EncryptionPolicy::Off
                     },
+                    transport: if wire == Wire::Utp {
+                        TransportPolicy::UtpOnly
+                    } else {
+                        TransportPolicy::TcpOnly
+                    },
                     ..PoolConfig::default()
                 });
+                // The crawler's uTP path: one multiplexer on the shard's
+                // socket, under the shard connector's caps, fed by a batched
+                // receive loop (as `engine` does).
+                let sock = ctx.udp_sockets()[0].clone();
+                let mux = UtpMux::for_shard(
+                    UtpSocket::Shard(sock.clone()),
+                    concurrency * 2,
+                    0,
+                    1,
+                    ctx.tcp().clone(),
+                );
+                let rx = {
+                    let mux = mux.clone();
+                    glommio::spawn_local(async move {
+                        let mut batch = shards::RecvBatch::new(64);
+                        while sock.recv_batch(&mut batch).await.is_ok() {
+                            let now = Instant::now();
+                            for d in batch.iter() {
+                                mux.dispatch(d.from, d.data, now);
+                            }
+                            sock.flush().await;
+                        }
+                    })
+                };
+                pool.set_utp(vec![mux]);
                 let stats = pool.stats();
                 baseline.store(live(), Ordering::Relaxed);
                 let start = Instant::now();
@@ -102,6 +146,7 @@ fn main() {
                 let elapsed = start.elapsed();
                 ctx.shutdown_handle().trigger();
                 runner.await;
+                drop(rx);
                 Ok::<_, std::io::Error>((elapsed, stats.fetched.get(), stats.jobs_failed.get()))
             }
         })
@@ -122,14 +167,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
-    println!(
-        "wire: {}",
-        if bench_mse() {
-            "MSE/PE, RC4 (peers require it)"
-        } else {
-            "plaintext"
-        }
-    );
+    println!("wire: {}", wire.describe());
     println!(
         "torrents {n}, concurrency {concurrency}, info dict mean {mean_info:.0} B, median {median_info} B"
     );

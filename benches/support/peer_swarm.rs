@@ -43,10 +43,12 @@ pub fn serve_if_child(torrents: usize) -> bool {
         unfetchable_fraction: 0.0,
         large_torrents: 0,
         client_rate: 0,
-        // Plaintext-only peers, or (`DH_BENCH_MSE=1`) peers that require
-        // MSE with RC4: the benches compare the two wires, not a mix.
-        encryption_required_fraction: if bench_mse() { 1.0 } else { 0.0 },
+        // Every peer speaks one wire (`DH_BENCH_WIRE`): plaintext TCP, MSE
+        // with RC4 required, or uTP only; the benches compare the wires,
+        // not a mix.
+        encryption_required_fraction: if bench_wire() == Wire::Mse { 1.0 } else { 0.0 },
         encryption_enabled_fraction: 0.0,
+        utp_only_fraction: if bench_wire() == Wire::Utp { 1.0 } else { 0.0 },
         ..SwarmConfig::default()
     })
     .unwrap();
@@ -57,12 +59,42 @@ pub fn serve_if_child(torrents: usize) -> bool {
     true
 }
 
-/// Whether this run measures MSE (`DH_BENCH_MSE=1`, read by the parent
-/// and the child alike): peers that require it and a fetcher that speaks
-/// only it; otherwise plaintext on both sides.
-#[allow(dead_code)]
-pub fn bench_mse() -> bool {
-    std::env::var("DH_BENCH_MSE").is_ok_and(|v| v == "1")
+/// The wire a run measures, on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // Read by the fetch bench only.
+pub enum Wire {
+    /// Plaintext BT over TCP.
+    Plain,
+    /// MSE/PE with RC4 over TCP: the peers require it, the fetcher speaks
+    /// only it.
+    Mse,
+    /// Plaintext BT over uTP: the peers accept no TCP, the fetcher opens
+    /// only uTP, on its shard's UDP socket.
+    Utp,
+}
+
+impl Wire {
+    /// How the benches print it.
+    #[allow(dead_code)]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Wire::Plain => "plaintext over TCP",
+            Wire::Mse => "MSE/PE, RC4 (peers require it), over TCP",
+            Wire::Utp => "plaintext over uTP (peers accept no TCP)",
+        }
+    }
+}
+
+/// The wire this run measures: `DH_BENCH_WIRE=plain|mse|utp` (default
+/// plain), read by the parent and the child alike. Anything else is a
+/// usage error, not a silent plaintext run.
+pub fn bench_wire() -> Wire {
+    match std::env::var("DH_BENCH_WIRE").as_deref() {
+        Err(_) | Ok("plain") => Wire::Plain,
+        Ok("mse") => Wire::Mse,
+        Ok("utp") => Wire::Utp,
+        Ok(other) => panic!("DH_BENCH_WIRE={other}: expected plain, mse or utp"),
+    }
 }
 
 /// The running child; dropping it stops the peers.
