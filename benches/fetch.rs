@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dht_hunter::fetch::{EncryptionPolicy, FetchPool, PoolConfig, TransportPolicy, UtpMux, UtpSocket};
+use dht_hunter::fetch::{
+    EncryptionPolicy, FetchPool, PoolConfig, TransportPolicy, UtpMux, UtpSocket,
+};
 
 use dht_hunter::store::Store;
 

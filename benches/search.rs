@@ -163,7 +163,7 @@ fn run(label: &str, url: &str, n: u64, vocab: &[String], z: &Zipf) {
         let mut matched = Vec::with_capacity(QUERIES);
         for (i, q) in queries.iter().enumerate() {
             let t = Instant::now();
-            let page = reader.search_page(q, sort, 0, 50).unwrap();
+            let page = reader.search_page(q, &[], sort, 0, 50).unwrap();
             let d = t.elapsed();
             if i >= WARMUP {
                 lat.push(d);
@@ -194,7 +194,7 @@ fn run(label: &str, url: &str, n: u64, vocab: &[String], z: &Zipf) {
     ] {
         let t = Instant::now();
         let page = reader
-            .search_page(q, SortKey::Relevance, offset, 50)
+            .search_page(q, &[], SortKey::Relevance, offset, 50)
             .unwrap();
         println!(
             "  {what}: {:.2} ms ({} hits)",

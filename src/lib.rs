@@ -66,6 +66,7 @@
 //! and [`loadgen`] stand in for the world on one machine.
 
 pub mod bencode;
+pub mod category;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -858,16 +858,22 @@ fn prune_by_filter_and_age(db: &TestDb) {
     store.close().unwrap();
 }
 
-/// A database written by a version-1 build (no scrape columns, no new
-/// indexes) is migrated on open: its rows stay, unscraped, and take
-/// estimates from then on.
+/// A database written by a version-1 build (no scrape columns, no
+/// categories, no new indexes) is migrated on open: its rows stay,
+/// unscraped, are classified from their files, and take estimates from
+/// then on.
 fn upgrade_from_version_1_keeps_rows(db: &TestDb) {
     let store = db.open();
     store.writer().fetched(simple(1, "old torrent")).unwrap();
+    store
+        .writer()
+        .fetched(simple(2, "Old.Show.S02E03.mkv"))
+        .unwrap();
     store.close().unwrap();
     // Back to what version 1 had.
     db.exec(
-        "DROP INDEX torrents_seeders; DROP INDEX torrents_discovered_at;
+        "DROP INDEX torrents_category; ALTER TABLE torrents DROP COLUMN category;
+         DROP INDEX torrents_seeders; DROP INDEX torrents_discovered_at;
          DROP INDEX torrents_total_size;
          ALTER TABLE torrents DROP COLUMN seeders;
          ALTER TABLE torrents DROP COLUMN leechers;
@@ -879,14 +885,21 @@ fn upgrade_from_version_1_keeps_rows(db: &TestDb) {
         db.query_i64("SELECT max(version) FROM schema_version"),
         SCHEMA_VERSION
     );
-    let hit = &store.search("old", 5).unwrap()[0];
+    assert_eq!(
+        db.query_i64("SELECT count(*) FROM torrents WHERE category IS NULL"),
+        0
+    );
+    let hit = &store.search("old torrent", 5).unwrap()[0];
     assert_eq!(
         (hit.seeders, hit.leechers, hit.scraped_at),
         (None, None, None)
     );
+    assert_eq!(hit.category, dht_hunter::category::Category::Other);
+    let show = &store.search("old show", 5).unwrap()[0];
+    assert_eq!(show.category, dht_hunter::category::Category::Tv);
     store.writer().scraped(infohash(1), 3, 4, at(T0)).unwrap();
     store.flush().unwrap();
-    let hit = &store.search("old", 5).unwrap()[0];
+    let hit = &store.search("old torrent", 5).unwrap()[0];
     assert_eq!((hit.seeders, hit.leechers), (Some(3), Some(4)));
     store.close().unwrap();
 }

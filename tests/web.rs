@@ -227,8 +227,18 @@ fn exercise(url: &str) {
     assert_eq!(v["counted"], 35);
     assert!(v["more"].as_bool().unwrap());
 
+    // Kinds: inferred from the files when stored, and a filter.
+    let v = api(addr, "cat=tv");
+    assert_eq!(hexes(&v), std::slice::from_ref(&show));
+    assert_eq!(v["hits"][0]["category"], "tv");
+    assert_eq!(v["counted"], 1);
+    let v = api(addr, "q=ubuntu&cat=tv,other");
+    assert_eq!(v["counted"], 3, "{v}");
+    assert!(hexes(&api(addr, "q=ubuntu&cat=movies")).is_empty());
+    assert_eq!(api(addr, "q=filler")["hits"][0]["category"], "other");
+
     // Bad parameters are refused with a reason.
-    for bad in ["limit=1000", "sort=name", "page=0", "offset=-1"] {
+    for bad in ["limit=1000", "sort=name", "page=0", "offset=-1", "cat=xxx"] {
         let r = get(addr, &format!("/api/search?{bad}"), &[]);
         assert_eq!(r.status, 400, "{bad}");
         assert!(r.json()["error"].is_string());
@@ -347,11 +357,33 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
     }
     let limits = child(caps, "limits").unwrap();
     assert_eq!(limits.attribute("max"), Some("100"));
-    let cat = child(child(caps, "categories").unwrap(), "category").unwrap();
+    // Every kind, as Newznab top-level categories: Prowlarr syncs an
+    // indexer to Sonarr or Radarr only if caps has TV or Movies.
+    let cats: Vec<(&str, &str)> = child(caps, "categories")
+        .unwrap()
+        .children()
+        .filter(|n| n.has_tag_name("category"))
+        .map(|n| (n.attribute("id").unwrap(), n.attribute("name").unwrap()))
+        .collect();
     assert_eq!(
-        (cat.attribute("id"), cat.attribute("name")),
-        (Some("8000"), Some("Other"))
+        cats,
+        [
+            ("2000", "Movies"),
+            ("3000", "Audio"),
+            ("4000", "PC"),
+            ("5000", "TV"),
+            ("7000", "Books"),
+            ("8000", "Other")
+        ]
     );
+    for s in ["music-search", "book-search"] {
+        assert_eq!(
+            child(searching, s).unwrap().attribute("available"),
+            Some("no")
+        );
+    }
+    assert!(child(caps, "server").unwrap().attribute("title").is_some());
+    assert_eq!(limits.attribute("default"), Some("50"));
 
     let r = get(addr, "/torznab/api?t=search&q=ubuntu&extended=1", &[]);
     let doc = roxmltree::Document::parse(&r.body).unwrap();
@@ -401,7 +433,9 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
         assert_eq!(enclosure.attribute("length"), Some(size));
         assert_eq!(child(*item, "size").unwrap().text(), Some(size));
         assert_eq!(attr(*item, "magneturl"), enclosure.attribute("url"));
+        // Disc images are no kind we infer.
         assert_eq!(attr(*item, "category"), Some("8000"));
+        assert_eq!(child(*item, "category").unwrap().text(), Some("8000"));
         assert!(attr(*item, "files").is_some());
         assert!(child(*item, "pubDate")
             .unwrap()
@@ -445,15 +479,46 @@ fn torznab(addr: SocketAddr, ubuntu: &[&String], show: &str) {
     };
     assert_eq!(tv("q=some+show&season=1&ep=2"), [show]);
     assert!(tv("q=some+show&season=1&ep=3").is_empty());
-    assert_eq!(
-        get(addr, "/torznab/api?t=movie&q=debian", &[])
+    // A season alone is the Sxx word (the fixture's name has S01E02, one
+    // token, so no season pack matches).
+    assert!(tv("q=some+show&season=1").is_empty());
+    assert_eq!(tv("q=some+show&cat=5040"), [show]);
+    // tvsearch keeps TV unless `cat` says otherwise.
+    assert!(tv("q=ubuntu").is_empty());
+    assert_eq!(tv("q=ubuntu&cat=8000").len(), 3);
+    let items = |q: &str| {
+        get(addr, &format!("/torznab/api?{q}"), &[])
             .body
             .matches("<item>")
-            .count(),
-        1
+            .count()
+    };
+    // movie keeps Movies; an .iso is not one.
+    assert_eq!(items("t=movie&q=debian"), 0);
+    assert_eq!(items("t=movie&q=debian&cat=2000,8000"), 1);
+    // A category nothing here has answers nothing, not everything.
+    assert_eq!(items("t=search&q=ubuntu&cat=6000"), 0);
+    assert_eq!(items("t=search&q=ubuntu&cat=5000"), 0);
+    assert_eq!(items("t=search&cat=5000"), 1);
+    // No q: the newest torrents (Prowlarr's test and RSS sync), with the
+    // key sent as a parameter as Prowlarr does (ignored here: no key set).
+    assert_eq!(items("t=search&apikey=anything"), 35);
+    // https links behind a TLS proxy.
+    let r = get(
+        addr,
+        "/torznab/api?t=search&q=debian",
+        &[("X-Forwarded-Proto", "https")],
     );
+    assert!(r.body.contains("<comments>https://"), "{}", r.body);
     // Errors are Newznab error documents.
-    for (q, code) in [("t=bogus", "202"), ("", "200"), ("t=search&limit=x", "201")] {
+    for (q, code) in [
+        ("t=bogus", "202"),
+        ("", "200"),
+        ("t=search&limit=x", "201"),
+        ("t=search&cat=tv", "201"),
+        ("t=tvsearch&season=x", "201"),
+        ("t=music&q=x", "203"),
+        ("t=book&q=x", "203"),
+    ] {
         let r = get(addr, &format!("/torznab/api?{q}"), &[]);
         let doc = roxmltree::Document::parse(&r.body).unwrap();
         let e = doc.root_element();
@@ -541,6 +606,27 @@ fn credentials_are_required_when_set() {
         get(addr, "/", &[("Authorization", "Basic YW5uOndyb25n")]).status,
         401
     );
+    // A page opened with the key keeps it in a cookie, so the UI's links
+    // (which do not carry it) work; the API and Torznab set none.
+    let r = get(addr, "/?apikey=s3cret-key", &[]);
+    assert_eq!(r.status, 200);
+    let cookie = r.header("set-cookie").expect("a key cookie").to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(get(addr, "/status", &[("Cookie", &pair)]).status, 200);
+    assert_eq!(
+        get(addr, "/status", &[("Cookie", "dht_hunter_key=wrong")]).status,
+        401
+    );
+    assert!(get(addr, "/api/stats?apikey=s3cret-key", &[])
+        .header("set-cookie")
+        .is_none());
+    assert!(get(addr, "/?apikey=wrong", &[])
+        .header("set-cookie")
+        .is_none());
     // Torznab clients get a Newznab error document.
     let r = get(addr, "/torznab/api?t=caps", &[]);
     assert!(r.body.contains("<error code=\"100\""), "{}", r.body);
@@ -572,15 +658,18 @@ fn a_public_bind_without_credentials_is_refused() {
 /// SEARCH_COUNT_CAP of them and pages end there; the count says so.
 #[test]
 fn many_matches_are_ordered_within_the_newest_window() {
+    use dht_hunter::category::Category;
     use dht_hunter::store::{SortKey, SEARCH_COUNT_CAP};
     let (dir, url) = temp_db("window");
     let store = Store::open(&url).unwrap();
     let n = SEARCH_COUNT_CAP as u32 + 100;
     for i in 0..n {
+        // Every tenth is a film (a video file, no episode mark).
+        let file = if i % 10 == 0 { "x.mkv" } else { "x.bin" };
         let mut r = record(
             0,
             &format!("common word {i}"),
-            &[("x.bin", u64::from(i) + 1)],
+            &[(file, u64::from(i) + 1)],
             T0 + u64::from(i),
         );
         r.infohash[..4].copy_from_slice(&i.to_be_bytes());
@@ -589,7 +678,7 @@ fn many_matches_are_ordered_within_the_newest_window() {
     store.flush().unwrap();
     let reader = store.reader(1).unwrap();
     let page = reader
-        .search_page("common word", SortKey::Size, 0, 10)
+        .search_page("common word", &[], SortKey::Size, 0, 10)
         .unwrap();
     assert!(page.counted_capped);
     assert_eq!(page.counted, SEARCH_COUNT_CAP);
@@ -600,6 +689,7 @@ fn many_matches_are_ordered_within_the_newest_window() {
     let last = reader
         .search_page(
             "common word",
+            &[],
             SortKey::Size,
             SEARCH_COUNT_CAP as usize - 10,
             10,
@@ -608,13 +698,29 @@ fn many_matches_are_ordered_within_the_newest_window() {
     assert!(!last.more);
     assert_eq!(last.hits.last().unwrap().total_size, 101);
     let relevance = reader
-        .search_page("common word", SortKey::Relevance, 0, 5)
+        .search_page("common word", &[], SortKey::Relevance, 0, 5)
         .unwrap();
     assert_eq!(relevance.hits.len(), 5);
     // Below the cap every order is exact.
-    let few = reader.search_page("word 7", SortKey::Size, 0, 50).unwrap();
+    let few = reader
+        .search_page("word 7", &[], SortKey::Size, 0, 50)
+        .unwrap();
     assert!(!few.counted_capped);
     assert_eq!(few.hits[0].name, "common word 7");
+    // A kind filters the window: the films among the newest 1000 matches
+    // (i = 100..1100, every tenth), and "more than" since older matches
+    // exist; without words, every film, counted exactly.
+    let films = reader
+        .search_page("common word", &[Category::Movies], SortKey::Size, 0, 200)
+        .unwrap();
+    assert_eq!(films.hits.len(), 100);
+    assert!(films.hits.iter().all(|h| h.category == Category::Movies));
+    assert_eq!((films.counted, films.counted_capped), (100, true));
+    let all_films = reader
+        .search_page("", &[Category::Movies], SortKey::Size, 0, 100)
+        .unwrap();
+    assert_eq!((all_films.counted, all_films.counted_capped), (110, false));
+    assert!(all_films.more);
     drop(reader);
     store.close().unwrap();
     let _ = std::fs::remove_dir_all(dir);

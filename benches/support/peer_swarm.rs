@@ -93,7 +93,10 @@ pub fn bench_wire() -> Wire {
         Err(_) | Ok("plain") => Wire::Plain,
         Ok("mse") => Wire::Mse,
         Ok("utp") => Wire::Utp,
-        Ok(other) => panic!("DH_BENCH_WIRE={other}: expected plain, mse or utp"),
+        Ok(other) => {
+            eprintln!("DH_BENCH_WIRE={other}: expected plain, mse or utp");
+            std::process::exit(2)
+        }
     }
 }
 

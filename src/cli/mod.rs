@@ -558,6 +558,7 @@ mod tests {
             seeders: None,
             leechers: None,
             scraped_at: None,
+            category: crate::category::Category::Other,
         };
         let line = hit_line(&hit);
         assert!(!line.chars().any(char::is_control), "{line:?}");

@@ -74,13 +74,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::category::Category;
 use jsonl::{export_jsonl_from, parse_json_line};
+use model::{category_clause, search_count_probe, sql_int};
 pub use model::{
     redact_url, DbUrl, FaultCounts, ImportReport, PendingEntry, PgTimeouts, PruneReport,
     ScrapeCounts, SearchHit, SearchPage, SortKey, Source, Stats, StoreError, StoreOptions,
     TorrentDetail, TorrentRecord, SCHEMA_VERSION, SEARCH_COUNT_CAP,
 };
-use model::{search_count_probe, sql_int};
 pub use reader::StoreReader;
 use text::{name_columns, path_columns, search_body};
 pub use text::{
@@ -204,10 +205,12 @@ trait Backend: Send {
     /// Deletes the torrents with these infohashes (their files and search
     /// entries with them); returns how many were deleted.
     fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError>;
-    /// One page of hits for `tokens` (every stored torrent when empty).
+    /// One page of hits for `tokens` (every stored torrent when empty)
+    /// in `categories` (every category when empty).
     fn search_page(
         &mut self,
         tokens: &[String],
+        categories: &[Category],
         sort: SortKey,
         offset: usize,
         limit: usize,
@@ -633,7 +636,7 @@ impl Store {
             return Ok(Vec::new());
         }
         Ok(self
-            .with_read(|b| b.search_page(&tokens, SortKey::Relevance, 0, limit))?
+            .with_read(|b| b.search_page(&tokens, &[], SortKey::Relevance, 0, limit))?
             .hits)
     }
 
@@ -1172,11 +1175,12 @@ mod tests {
         fn search_page(
             &mut self,
             t: &[String],
+            c: &[Category],
             s: SortKey,
             o: usize,
             l: usize,
         ) -> Result<SearchPage, StoreError> {
-            self.inner.search_page(t, s, o, l)
+            self.inner.search_page(t, c, s, o, l)
         }
         fn torrent(
             &mut self,
@@ -1234,6 +1238,38 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "timed out: {what}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// `--max-db-size` measures the pages in use: a prune frees room at
+    /// once (the file keeps its size until VACUUM, its freed pages are
+    /// reused first).
+    #[test]
+    fn sqlite_db_size_falls_after_a_prune() {
+        let dir = std::env::temp_dir().join(format!("dht-hunter-dbsize-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite");
+        let mut b = sqlite::SqliteBackend::open(&path, &StoreOptions::default(), true).unwrap();
+        let ops: Vec<Op> = (0..2000)
+            .map(|i| Op::Fetched(Box::new(record(i))))
+            .collect();
+        assert_eq!(b.write(&ops).unwrap(), 2000);
+        b.maintain(1_000_000).unwrap();
+        let full = b.db_size().unwrap();
+        let ihs: Vec<[u8; 20]> = (0..2000).map(|i| record(i).infohash).collect();
+        assert_eq!(b.delete(&ihs).unwrap(), 2000);
+        b.maintain(1_000_000).unwrap();
+        let after = b.db_size().unwrap();
+        let file = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            after * 4 < full,
+            "in use {after} of {full} bytes after deleting everything"
+        );
+        assert!(
+            file >= full / 2,
+            "the file ({file}) was expected to keep its pages"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Disk full: the writer stalls and retries, producers wait (blocking

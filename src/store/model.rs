@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::pg_message;
 #[cfg(doc)]
 use super::{Store, StoreWriter};
+use crate::category::Category;
 use crate::metainfo::Torrent;
 
 /// Newest schema version this build knows (both back ends).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +141,8 @@ pub struct SearchHit {
     pub leechers: Option<u32>,
     /// When it was last scraped.
     pub scraped_at: Option<SystemTime>,
+    /// What it holds, as inferred from its files when it was stored.
+    pub category: Category,
 }
 
 /// A BEP 33 estimate of a torrent's swarm, as stored.
@@ -240,6 +243,71 @@ impl SearchPage {
             counted: counted.min(SEARCH_COUNT_CAP),
             counted_capped: counted > SEARCH_COUNT_CAP,
         }
+    }
+}
+
+/// The SQL condition (` AND t.category IN (…)`, `t` being `torrents`)
+/// that keeps `categories`; empty for none (every category). The ids are
+/// integers this crate writes, never user text.
+pub(super) fn category_clause(categories: &[Category]) -> String {
+    if categories.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = categories
+        .iter()
+        .map(|c| c.newznab_id().to_string())
+        .collect();
+    format!(" AND t.category IN ({})", ids.join(","))
+}
+
+impl SearchPage {
+    /// A page with no hits and nothing counted.
+    pub fn empty() -> Self {
+        SearchPage {
+            hits: Vec::new(),
+            more: false,
+            counted: 0,
+            counted_capped: false,
+        }
+    }
+
+    /// Marks the count as a lower bound when the search window was full
+    /// (a filter counted inside the [`SEARCH_COUNT_CAP`] newest matches,
+    /// and older matches exist).
+    pub(super) fn window_full(mut self, full: bool) -> Self {
+        self.counted_capped |= full;
+        self
+    }
+}
+
+/// A torrent read back to be classified (stored before categories
+/// existed): its key in the back end, its name and its files.
+pub(super) struct ToClassify<K> {
+    /// The row's key (SQLite rowid, PostgreSQL infohash).
+    pub key: K,
+    name: String,
+    files: Vec<(String, u64)>,
+}
+
+impl<K: PartialEq> ToClassify<K> {
+    /// Adds one row of a `torrents LEFT JOIN files` read ordered by key:
+    /// a new torrent when the key changes, and its file if it has one.
+    pub fn push_row(list: &mut Vec<Self>, key: K, name: String, file: Option<(String, i64)>) {
+        if list.last().is_none_or(|t| t.key != key) {
+            list.push(ToClassify {
+                key,
+                name,
+                files: Vec::new(),
+            });
+        }
+        if let (Some((path, size)), Some(t)) = (file, list.last_mut()) {
+            t.files.push((path, size.max(0) as u64));
+        }
+    }
+
+    /// What [`Category::classify`] makes of it.
+    pub fn category(&self) -> Category {
+        Category::classify(&self.name, self.files.iter().map(|(p, s)| (p.as_str(), *s)))
     }
 }
 

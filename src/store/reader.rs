@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Sender;
 
+use crate::category::Category;
+
 #[cfg(doc)]
 use super::Store;
 use super::{
@@ -131,16 +133,18 @@ impl StoreReader {
     }
 
     /// Page `offset / limit` of the torrents matching every word of `text`
-    /// (all torrents when `text` has no word), in `sort` order.
+    /// (all torrents when `text` has no word) in one of `categories` (any
+    /// when empty), in `sort` order.
     pub fn search_page(
         &self,
         text: &str,
+        categories: &[Category],
         sort: SortKey,
         offset: usize,
         limit: usize,
     ) -> Result<SearchPage, StoreError> {
         let tokens = search_tokens([text]);
-        self.with(|b| b.search_page(&tokens, sort, offset, limit))
+        self.with(|b| b.search_page(&tokens, categories, sort, offset, limit))
     }
 
     /// One torrent with up to `max_files` files, if stored.

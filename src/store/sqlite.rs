@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, Row, TransactionBehavior};
 
+use crate::category::Category;
+
+use super::model::ToClassify;
 use super::{
     name_columns, path_columns, search_body, to_i64, unix_secs, Backend, ExportGroups, ExportRow,
     ExportSink, Op, PendingEntry, SearchHit, SearchPage, SortKey, Source, Stats, StoreError,
@@ -73,6 +76,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX torrents_seeders ON torrents (seeders);
     CREATE INDEX torrents_discovered_at ON torrents (discovered_at);
     CREATE INDEX torrents_total_size ON torrents (total_size);",
+    // Version 3: the inferred category (crate::category), filled for
+    // older rows by `classify_unclassified` after the migration.
+    "ALTER TABLE torrents ADD COLUMN category INTEGER;
+    CREATE INDEX torrents_category ON torrents (category, discovered_at);",
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
@@ -129,6 +136,7 @@ impl SqliteBackend {
         conn.pragma_update(None, "journal_size_limit", opts.journal_size_limit)?;
         if migrate {
             run_migrations(&mut conn)?;
+            classify_unclassified(&mut conn)?;
         }
         Ok(SqliteBackend {
             conn,
@@ -147,6 +155,49 @@ impl SqliteBackend {
         wal.push("-wal");
         std::fs::metadata(wal).map_or(0, |m| m.len())
     }
+}
+
+/// Rows per transaction while older rows are classified.
+const CLASSIFY_BATCH: i64 = 2_000;
+
+/// Gives every torrent stored before schema version 3 its category, in
+/// batches (one pass over the rows without one; the category index finds
+/// them, so a database with none left costs one index probe).
+fn classify_unclassified(conn: &mut Connection) -> Result<(), StoreError> {
+    let mut done = 0u64;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut rows: Vec<ToClassify<i64>> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT t.id, t.name, f.path, f.size
+                 FROM (SELECT id, name FROM torrents WHERE category IS NULL ORDER BY id LIMIT ?1) t
+                 LEFT JOIN files f ON f.torrent_id = t.id
+                 ORDER BY t.id, f.idx",
+            )?;
+            let mut q = stmt.query([CLASSIFY_BATCH])?;
+            while let Some(r) = q.next()? {
+                let path: Option<String> = r.get(2)?;
+                let size: Option<i64> = r.get(3)?;
+                ToClassify::push_row(&mut rows, r.get(0)?, r.get(1)?, path.zip(size));
+            }
+        }
+        if rows.is_empty() {
+            break;
+        }
+        {
+            let mut set = tx.prepare_cached("UPDATE torrents SET category = ?2 WHERE id = ?1")?;
+            for t in &rows {
+                set.execute(params![t.key, t.category().newznab_id()])?;
+            }
+        }
+        tx.commit()?;
+        done += rows.len() as u64;
+    }
+    if done > 0 {
+        log::info!("sqlite: classified {done} torrents stored before categories existed");
+    }
+    Ok(())
 }
 
 fn run_migrations(conn: &mut Connection) -> Result<(), StoreError> {
@@ -186,7 +237,7 @@ fn infohash(row: &Row<'_>, idx: usize) -> Result<[u8; 20], StoreError> {
 
 /// The columns [`hit`] reads, in its order (`t` is `torrents`).
 const HIT_COLUMNS: &str = "t.infohash, t.name, t.total_size, t.file_count, t.source, \
-     t.discovered_at, t.fetched_at, t.seeders, t.leechers, t.scraped_at";
+     t.discovered_at, t.fetched_at, t.seeders, t.leechers, t.scraped_at, t.category";
 
 /// A search hit from the first columns of `row` ([`HIT_COLUMNS`]).
 fn hit(row: &Row<'_>) -> Result<SearchHit, StoreError> {
@@ -206,6 +257,7 @@ fn hit(row: &Row<'_>) -> Result<SearchHit, StoreError> {
         seeders: count(7)?,
         leechers: count(8)?,
         scraped_at: row.get::<_, Option<i64>>(9)?.map(super::from_unix_secs),
+        category: Category::from_stored(row.get(10)?),
     })
 }
 
@@ -235,8 +287,8 @@ impl Backend for SqliteBackend {
             )?;
             let mut tor = tx.prepare_cached(
                 "INSERT INTO torrents (infohash, name, name_raw, total_size, piece_length, private,
-                                       file_count, discovered_at, fetched_at, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                       file_count, discovered_at, fetched_at, source, category)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (infohash) DO NOTHING",
             )?;
             let mut file = tx.prepare_cached(
@@ -272,6 +324,7 @@ impl Backend for SqliteBackend {
                             unix_secs(r.discovered_at),
                             unix_secs(r.fetched_at),
                             r.source.as_str(),
+                            Category::of_torrent(t).newznab_id(),
                         ])?;
                         if inserted == 1 {
                             let id = tx.last_insert_rowid();
@@ -339,9 +392,15 @@ impl Backend for SqliteBackend {
     }
 
     fn db_size(&mut self) -> Result<u64, StoreError> {
+        // Pages in use: SQLite keeps a deleted row's pages in the file, on
+        // its freelist, and reuses them before it grows the file. Counting
+        // them would keep a cap full forever after a `prune`.
         let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        Ok((pages * page_size) as u64 + self.wal_bytes())
+        Ok((pages - free).max(0) as u64 * page_size as u64 + self.wal_bytes())
     }
 
     fn delete(&mut self, infohashes: &[[u8; 20]]) -> Result<u64, StoreError> {
@@ -376,6 +435,7 @@ impl Backend for SqliteBackend {
     fn search_page(
         &mut self,
         tokens: &[String],
+        categories: &[Category],
         sort: SortKey,
         offset: usize,
         limit: usize,
@@ -398,8 +458,10 @@ impl Backend for SqliteBackend {
         // (BM25 of 400,000 rows; see tuning/runs/search-*.md); within the
         // window every order is exact whenever there are at most
         // SEARCH_COUNT_CAP matches, which the count tells the caller.
+        // A category filter applies to what the window holds.
+        let cat = super::category_clause(categories);
         let sql = if tokens.is_empty() {
-            format!("SELECT {HIT_COLUMNS} FROM torrents t WHERE ?1 = ?1 ORDER BY {order} LIMIT ?2 OFFSET ?3")
+            format!("SELECT {HIT_COLUMNS} FROM torrents t WHERE ?1 = ?1{cat} ORDER BY {order} LIMIT ?2 OFFSET ?3")
         } else {
             let (rank, order) = match sort {
                 SortKey::Relevance => (", rank AS r", "f.r, t.id DESC"),
@@ -410,6 +472,7 @@ impl Backend for SqliteBackend {
                  FROM (SELECT rowid AS id{rank} FROM torrents_fts WHERE torrents_fts MATCH ?1
                        ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
                  JOIN torrents t ON t.id = f.id
+                 WHERE 1 = 1{cat}
                  ORDER BY {order} LIMIT ?2 OFFSET ?3"
             )
         };
@@ -424,15 +487,32 @@ impl Backend for SqliteBackend {
         drop(rows);
         drop(stmt);
         let count_sql = if tokens.is_empty() {
-            "SELECT count(*) FROM (SELECT 1 FROM torrents WHERE ?1 = ?1 LIMIT ?2)"
+            format!("SELECT count(*) FROM (SELECT 1 FROM torrents t WHERE ?1 = ?1{cat} LIMIT ?2)")
         } else {
             "SELECT count(*) FROM (SELECT 1 FROM torrents_fts WHERE torrents_fts MATCH ?1 LIMIT ?2)"
+                .to_owned()
         };
         let counted: i64 = self
             .conn
-            .prepare_cached(count_sql)?
+            .prepare_cached(&count_sql)?
             .query_row(params![query, super::search_count_probe()], |r| r.get(0))?;
-        Ok(SearchPage::from_rows(hits, limit, counted))
+        if tokens.is_empty() || categories.is_empty() {
+            return Ok(SearchPage::from_rows(hits, limit, counted));
+        }
+        // Words and categories: count the window's matches of the
+        // categories; past a full window there may be more.
+        let in_window: i64 = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT count(*)
+                 FROM (SELECT rowid AS id FROM torrents_fts WHERE torrents_fts MATCH ?1
+                       ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
+                 JOIN torrents t ON t.id = f.id
+                 WHERE 1 = 1{cat}"
+            ))?
+            .query_row(params![query], |r| r.get(0))?;
+        Ok(SearchPage::from_rows(hits, limit, in_window)
+            .window_full(counted > SEARCH_COUNT_CAP as i64))
     }
 
     fn torrent(
@@ -449,9 +529,9 @@ impl Backend for SqliteBackend {
             return Ok(None);
         };
         let hit = hit(row)?;
-        let piece_length = row.get::<_, i64>(10)? as u64;
-        let private: bool = row.get(11)?;
-        let id: i64 = row.get(12)?;
+        let piece_length = row.get::<_, i64>(11)? as u64;
+        let private: bool = row.get(12)?;
+        let id: i64 = row.get(13)?;
         drop(rows);
         drop(stmt);
         let mut stmt = self.conn.prepare_cached(

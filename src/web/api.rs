@@ -45,6 +45,7 @@ pub(super) fn hit_json(h: &SearchHit) -> Value {
         "seeders": h.seeders,
         "leechers": h.leechers,
         "scraped_at": h.scraped_at.map(time),
+        "category": h.category.slug(),
         "magnet": magnet(&h.infohash, &h.name),
     })
 }
@@ -52,6 +53,7 @@ pub(super) fn hit_json(h: &SearchHit) -> Value {
 fn page_json(p: &SearchParams, page: &SearchPage) -> Value {
     json!({
         "q": p.q,
+        "cat": p.categories.iter().map(|c| c.slug()).collect::<Vec<_>>(),
         "sort": p.sort.as_str(),
         "offset": p.offset,
         "limit": p.limit,
@@ -96,7 +98,7 @@ pub fn stats_json(s: &Stats) -> Value {
     })
 }
 
-/// `GET /api/search?q=&sort=&offset=|page=&limit=`.
+/// `GET /api/search?q=&cat=&sort=&offset=|page=&limit=`.
 pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
     let p = match SearchParams::parse(&form_pairs(q.as_deref().unwrap_or("")), API_DEFAULT_LIMIT) {
         Ok(p) => p,
@@ -105,7 +107,7 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
     let run = p.clone();
     let page = blocking(move || {
         app.reader
-            .search_page(&run.q, run.sort, run.offset, run.limit)
+            .search_page(&run.q, &run.categories, run.sort, run.offset, run.limit)
     })
     .await;
     match page {

@@ -28,7 +28,8 @@
 //!
 //! Binds 127.0.0.1 by default. An API key (query `apikey=` or header
 //! `X-Api-Key`) and/or HTTP basic auth may be required; either one
-//! admits a request to any route. A bind to a non-loopback address
+//! admits a request to any route. A page opened with `?apikey=` keeps the
+//! key in an HttpOnly, SameSite=Strict cookie, so the UI's links work. A bind to a non-loopback address
 //! without either is refused unless the operator says
 //! `--web-insecure-public`. Credentials come from the environment or a
 //! file, never from a flag's value (which `ps` shows).
@@ -151,7 +152,8 @@ impl Credentials {
         }
         if let Some(key) = &self.api_key {
             let header_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-            if [query_key, header_key]
+            let cookie_key = key_cookie(headers);
+            if [query_key, header_key, cookie_key.as_deref()]
                 .into_iter()
                 .flatten()
                 .any(|k| same_secret(k, key))
@@ -169,6 +171,23 @@ impl Credentials {
         }
         false
     }
+}
+
+/// The cookie a browser keeps the API key in: a page opened with
+/// `?apikey=KEY` sets it, so that the links and the search form, which do
+/// not carry the key, keep working.
+const KEY_COOKIE: &str = "dht_hunter_key";
+
+/// The API key from the request's [`KEY_COOKIE`], if any.
+fn key_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == KEY_COOKIE)
+        .map(|(_, v)| form_decode(v))
 }
 
 /// Compares two secrets in time independent of where they differ.
@@ -338,6 +357,10 @@ pub fn start(
         db_label: cfg.db_label.clone(),
         export: Arc::new(tokio::sync::Semaphore::new(1)),
     });
+    // The last reference to the app (its store reader) is dropped on the
+    // thread after the runtime is gone: a PostgreSQL reader owns a runtime
+    // of its own, which may not be dropped inside an async context.
+    let keep = app.clone();
     let router = router(app);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -371,6 +394,7 @@ pub fn start(
                 }
             });
             rt.shutdown_timeout(Duration::from_secs(1));
+            drop(keep);
         })
         .map_err(io)?;
     log::info!("web UI on http://{addr}/ (API /api, Torznab /torznab/api)");
@@ -408,8 +432,29 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
             .find(|(k, _)| k == "apikey")
             .map(|(_, v)| v)
     });
+    // A page (not the API or Torznab, whose clients send the key each
+    // time) opened with a valid `apikey=` keeps it in a cookie.
+    let remember = query_key.as_deref().is_some_and(|k| {
+        app.credentials
+            .api_key
+            .as_deref()
+            .is_some_and(|key| same_secret(k, key))
+    }) && !req.uri().path().starts_with("/api")
+        && !req.uri().path().starts_with("/torznab");
     let mut resp = if app.credentials.admits(req.headers(), query_key.as_deref()) {
-        next.run(req).await
+        let mut r = next.run(req).await;
+        if remember {
+            if let Some(key) = &app.credentials.api_key {
+                let enc =
+                    percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    "{KEY_COOKIE}={enc}; Path=/; HttpOnly; SameSite=Strict"
+                )) {
+                    r.headers_mut().insert(header::SET_COOKIE, v);
+                }
+            }
+        }
+        r
     } else if req.uri().path().starts_with("/torznab") {
         torznab::error(100, "Incorrect user credentials")
     } else {
@@ -464,6 +509,9 @@ fn form_decode(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SearchParams {
     q: String,
+    /// `cat=movies,tv,…` ([`crate::category::Category::slug`]); empty for
+    /// every category.
+    categories: Vec<crate::category::Category>,
     sort: crate::store::SortKey,
     offset: usize,
     limit: usize,
@@ -476,7 +524,7 @@ pub const LIMIT_MAX: usize = 100;
 pub const OFFSET_MAX: usize = 10_000;
 
 impl SearchParams {
-    /// `q`, `sort`, and `offset` (or 1-based `page`) and `limit`.
+    /// `q`, `cat`, `sort`, and `offset` (or 1-based `page`) and `limit`.
     fn parse(pairs: &[(String, String)], default_limit: usize) -> Result<SearchParams, String> {
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let num = |k: &str| -> Result<Option<usize>, String> {
@@ -507,8 +555,27 @@ impl SearchParams {
                 "offset past {OFFSET_MAX}: narrow the search instead"
             ));
         }
+        let mut categories = Vec::new();
+        for slug in get("cat")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let c = crate::category::Category::from_slug(slug).ok_or_else(|| {
+                let all: Vec<&str> = crate::category::Category::ALL
+                    .iter()
+                    .map(|c| c.slug())
+                    .collect();
+                format!("unknown category {slug:?} ({})", all.join(", "))
+            })?;
+            if !categories.contains(&c) {
+                categories.push(c);
+            }
+        }
         Ok(SearchParams {
             q: get("q").unwrap_or("").to_owned(),
+            categories,
             sort,
             offset,
             limit,

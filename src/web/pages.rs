@@ -12,6 +12,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::live::{rate, rate_series, Sample, HISTORY};
 use super::{blocking, form_pairs, magnet, parse_infohash, App, SearchParams};
+use crate::category::Category;
 use crate::filter::human_bytes;
 use crate::store::{rfc3339, unix_secs, SearchHit, SortKey, Stats, TorrentDetail};
 
@@ -43,7 +44,14 @@ ul.tree{list-style:none;padding-left:1.1em;margin:.2em 0}ul.tree li{margin:.1em 
 .big{font-size:1.6em;font-weight:700}h1{font-size:1.35em;word-break:break-word}
 "#;
 
-fn layout(title: &str, q: &str, sort: SortKey, refresh: bool, body: Markup) -> Markup {
+fn layout(
+    title: &str,
+    q: &str,
+    cat: Option<Category>,
+    sort: SortKey,
+    refresh: bool,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -59,6 +67,12 @@ fn layout(title: &str, q: &str, sort: SortKey, refresh: bool, body: Markup) -> M
                     a.brand href="/" { "dht-hunter" }
                     form method="get" action="/" role="search" {
                         input type="search" name="q" value=(q) placeholder="Search names and file paths" aria-label="Search";
+                        select name="cat" aria-label="Kind" {
+                            option value="" selected[cat.is_none()] { "All kinds" }
+                            @for c in Category::ALL {
+                                option value=(c.slug()) selected[cat == Some(c)] { (c.label()) }
+                            }
+                        }
                         select name="sort" aria-label="Sort" {
                             @for k in SortKey::ALL {
                                 option value=(k.as_str()) selected[k == sort] { (sort_label(k)) }
@@ -93,6 +107,7 @@ fn message(status: StatusCode, title: &str, text: &str) -> Response {
         layout(
             title,
             "",
+            None,
             SortKey::Relevance,
             false,
             html! { div.card { h1 { (title) } p { (text) } } },
@@ -104,12 +119,18 @@ fn time(t: SystemTime) -> String {
     rfc3339::format(unix_secs(t))
 }
 
-/// `/?q=…&sort=…&page=…` with the given changes.
-fn search_href(q: &str, sort: SortKey, page: usize) -> String {
+/// `/?q=…&cat=…&sort=…&page=…` with the given changes.
+fn search_href(q: &str, cats: &[Category], sort: SortKey, page: usize) -> String {
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
-    format!("/?q={}&sort={}&page={page}", enc(q), sort.as_str())
+    let cat: Vec<&str> = cats.iter().map(|c| c.slug()).collect();
+    format!(
+        "/?q={}&cat={}&sort={}&page={page}",
+        enc(q),
+        cat.join(","),
+        sort.as_str()
+    )
 }
 
 fn seeders_cell(h: &SearchHit) -> Markup {
@@ -131,7 +152,7 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
     let run = p.clone();
     let result = blocking(move || {
         app.reader
-            .search_page(&run.q, run.sort, run.offset, run.limit)
+            .search_page(&run.q, &run.categories, run.sort, run.offset, run.limit)
     })
     .await;
     let res = match result {
@@ -170,10 +191,11 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
             table {
                 thead { tr {
                     th { "Name" }
-                    th.num { a href=(search_href(&p.q, SortKey::Size, 1)) { "Size" } }
+                    th.num { a href=(search_href(&p.q, &p.categories, SortKey::Size, 1)) { "Size" } }
                     th.num { "Files" }
-                    th.num { a href=(search_href(&p.q, SortKey::Seeders, 1)) { "Seeders" } }
-                    th.num { a href=(search_href(&p.q, SortKey::Discovered, 1)) { "Discovered" } }
+                    th { "Kind" }
+                    th.num { a href=(search_href(&p.q, &p.categories, SortKey::Seeders, 1)) { "Seeders" } }
+                    th.num { a href=(search_href(&p.q, &p.categories, SortKey::Discovered, 1)) { "Discovered" } }
                     th { span.mut { "Magnet" } }
                 } }
                 tbody {
@@ -183,6 +205,7 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
                             td.name { a href={"/t/" (hex)} { (h.name) } }
                             td.num { (human_bytes(h.total_size)) }
                             td.num { (h.file_count) }
+                            td { (h.category.label()) }
                             td.num { (seeders_cell(h)) }
                             td.num { (time(h.discovered_at)) }
                             td { a href=(magnet(&h.infohash, &h.name)) title="magnet link" { "magnet" } }
@@ -192,11 +215,21 @@ pub(super) async fn search(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -
             }
         }
         div.pager {
-            span { @if page_no > 1 { a rel="prev" href=(search_href(&p.q, p.sort, page_no - 1)) { "← Previous" } } }
-            span { @if res.more { a rel="next" href=(search_href(&p.q, p.sort, page_no + 1)) { "Next →" } } }
+            span { @if page_no > 1 { a rel="prev" href=(search_href(&p.q, &p.categories, p.sort, page_no - 1)) { "← Previous" } } }
+            span { @if res.more { a rel="next" href=(search_href(&p.q, &p.categories, p.sort, page_no + 1)) { "Next →" } } }
         }
     };
-    page(StatusCode::OK, layout(&title, &p.q, p.sort, false, body))
+    page(
+        StatusCode::OK,
+        layout(
+            &title,
+            &p.q,
+            p.categories.first().copied(),
+            p.sort,
+            false,
+            body,
+        ),
+    )
 }
 
 /// A directory of the file tree.
@@ -257,6 +290,7 @@ fn detail_page(d: &TorrentDetail) -> Markup {
             dt { "Infohash" } dd { code { (hex) } }
             dt { "Size" } dd { (human_bytes(h.total_size)) " (" (h.total_size) " bytes)" }
             dt { "Files" } dd { (h.file_count) }
+            dt { "Kind" } dd { (h.category.label()) span.mut { " (inferred from the files)" } }
             dt { "Seeders / leechers" } dd {
                 @match (h.seeders, h.leechers, h.scraped_at) {
                     (Some(s), Some(l), Some(at)) => { (s) " / " (l) span.mut { " (scraped " (time(at)) ")" } }
@@ -292,7 +326,14 @@ pub(super) async fn torrent(State(app): State<Arc<App>>, Path(infohash): Path<St
     match blocking(move || app.reader.torrent(&infohash, FILES_SHOWN)).await {
         Ok(Some(d)) => page(
             StatusCode::OK,
-            layout(&d.hit.name, "", SortKey::Relevance, false, detail_page(&d)),
+            layout(
+                &d.hit.name,
+                "",
+                None,
+                SortKey::Relevance,
+                false,
+                detail_page(&d),
+            ),
         ),
         Ok(None) => message(
             StatusCode::NOT_FOUND,
@@ -499,7 +540,7 @@ pub(super) async fn status(State(app): State<Arc<App>>) -> Response {
     };
     page(
         StatusCode::OK,
-        layout("Status", "", SortKey::Relevance, true, body),
+        layout("Status", "", None, SortKey::Relevance, true, body),
     )
 }
 
@@ -545,6 +586,7 @@ mod tests {
             seeders: None,
             leechers: None,
             scraped_at: None,
+            category: Category::Other,
         };
         let d = TorrentDetail {
             files: vec![("<img src=x onerror=alert(1)>/x".into(), 1)],
@@ -552,7 +594,15 @@ mod tests {
             piece_length: 0,
             private: false,
         };
-        let html = layout("t", "\"><script>", SortKey::Size, false, detail_page(&d)).into_string();
+        let html = layout(
+            "t",
+            "\"><script>",
+            None,
+            SortKey::Size,
+            false,
+            detail_page(&d),
+        )
+        .into_string();
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));

@@ -3,14 +3,20 @@
 //! answered as RSS 2.0 with the torznab namespace.
 //!
 //! What maps and what does not, honestly:
-//! * The store knows names and files, not what a torrent *is*: every item
-//!   is category 8000 ("Other") and caps lists that category alone. A
-//!   `cat=` filter is accepted and ignored (filtering on a category nothing
-//!   has would answer nothing).
-//! * `tvsearch` and `movie` are text searches on `q`; `tvsearch` with both
-//!   `season` and `ep` adds the word `SxxEyy` (the usual release naming,
-//!   one token to the store's tokenizer). Ids (imdbid, tvdbid, …) are not
-//!   known and not advertised.
+//! * Categories are inferred from each torrent's files when it is stored
+//!   ([`crate::category`]): Movies 2000, Audio 3000, PC 4000, TV 5000,
+//!   Books 7000, Other 8000, the top-level ids caps lists. `cat=` keeps the
+//!   items of the categories its ids fall in (5040 "TV/HD" is TV); ids of
+//!   categories nothing here has (6000 XXX, 1000 Console) keep nothing.
+//!   Without `cat=`, every category answers. Prowlarr syncs an indexer to
+//!   Sonarr or Radarr only when caps has one of the app's categories.
+//! * `tvsearch` and `movie` are text searches on `q`, in TV and Movies
+//!   when no `cat=` says otherwise. `tvsearch` adds the release naming's
+//!   episode word: `SxxEyy` with `season` and `ep`, `Sxx` with `season`
+//!   alone, and for daily shows (`season=2024&ep=03/15`) the date's words.
+//!   Ids (imdbid, tvdbid, …) are not known and not advertised.
+//! * Music and book searches are not offered (caps says `no`); asking for
+//!   them answers error 203, "function not available".
 //! * `seeders`, `leechers` and `peers` attributes appear only for torrents
 //!   that were scraped; `pubDate` is when the infohash was discovered.
 //! * No `q` lists the newest torrents (what Prowlarr's test and RSS sync
@@ -24,10 +30,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{blocking, form_pairs, magnet, App, LIMIT_MAX};
+use crate::category::Category;
 use crate::store::{unix_secs, SearchHit, SearchPage, SortKey};
 
-/// The one category items carry (Newznab's "Other").
-pub const CATEGORY: u32 = 8000;
 /// Items per page when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 50;
 /// The torznab XML namespace.
@@ -64,7 +69,8 @@ fn xml_response(status: StatusCode, body: String) -> Response {
 }
 
 /// A Newznab error document: 100 bad credentials, 200 missing parameter,
-/// 201 bad parameter, 202 no such function, 900 other. Sent with HTTP 200
+/// 201 bad parameter, 202 no such function, 203 function not available,
+/// 900 other. Sent with HTTP 200
 /// as Newznab servers do: Sonarr and Prowlarr read the code from the
 /// document (and tell the user "invalid API key") only on a 200.
 pub fn error(code: u32, description: &str) -> Response {
@@ -79,6 +85,16 @@ pub fn error(code: u32, description: &str) -> Response {
 
 /// The caps document.
 pub fn caps() -> String {
+    let categories: String = Category::ALL
+        .iter()
+        .map(|c| {
+            format!(
+                "    <category id=\"{}\" name=\"{}\"/>\n",
+                c.newznab_id(),
+                c.newznab_name()
+            )
+        })
+        .collect();
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <caps>
@@ -93,8 +109,7 @@ pub fn caps() -> String {
     <book-search available="no" supportedParams="q"/>
   </searching>
   <categories>
-    <category id="{CATEGORY}" name="Other"/>
-  </categories>
+{categories}  </categories>
 </caps>
 "#
     )
@@ -156,13 +171,14 @@ fn item(x: &mut String, h: &SearchHit, base: &str) {
          <size>{size}</size>\n\
          <description>{name}</description>\n\
          <enclosure url=\"{magnet}\" length=\"{size}\" type=\"application/x-bittorrent;x-scheme-handler/magnet\"/>\n\
-         <category>{CATEGORY}</category>\n\
-         <torznab:attr name=\"category\" value=\"{CATEGORY}\"/>\n\
+         <category>{cat}</category>\n\
+         <torznab:attr name=\"category\" value=\"{cat}\"/>\n\
          <torznab:attr name=\"size\" value=\"{size}\"/>\n\
          <torznab:attr name=\"files\" value=\"{files}\"/>\n\
          <torznab:attr name=\"infohash\" value=\"{hex}\"/>\n\
          <torznab:attr name=\"magneturl\" value=\"{magnet}\"/>\n",
         files = h.file_count,
+        cat = h.category.newznab_id(),
     );
     if let Some(s) = h.seeders {
         let _ = writeln!(x, "<torznab:attr name=\"seeders\" value=\"{s}\"/>");
@@ -180,7 +196,9 @@ fn item(x: &mut String, h: &SearchHit, base: &str) {
     x.push_str("</item>\n");
 }
 
-/// The request's own scheme and host, for links in the feed.
+/// The request's own scheme and host, for links in the feed: the `Host`
+/// header, and `https` when a reverse proxy says so
+/// (`X-Forwarded-Proto: https`, as the README's set-up sends).
 fn base_url(headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
@@ -190,7 +208,57 @@ fn base_url(headers: &HeaderMap) -> String {
                 .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })
         .unwrap_or("localhost");
-    format!("http://{host}")
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    format!("{}://{host}", if https { "https" } else { "http" })
+}
+
+/// The categories a `cat=` list asks for: `None` without one (any
+/// category), and an empty list when none of its ids is a category here.
+fn parse_categories(v: Option<&str>) -> Result<Option<Vec<Category>>, ()> {
+    let Some(v) = v else { return Ok(None) };
+    let mut out = Vec::new();
+    for id in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id: u32 = id.parse().map_err(|_| ())?;
+        if let Some(c) = Category::from_newznab(id) {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The episode words `tvsearch` adds to `q`: `SxxEyy`, `Sxx`, or a daily
+/// show's date (`season=2024&ep=03/15` gives `2024 03 15`, the words a
+/// dated release name has). `Err` names the bad parameter.
+fn episode_words(season: Option<&str>, ep: Option<&str>) -> Result<String, &'static str> {
+    let season_num = season
+        .map(str::parse::<u32>)
+        .transpose()
+        .map_err(|_| "season")?;
+    match (season_num, ep) {
+        (Some(s), Some(e)) => match e.parse::<u32>() {
+            Ok(e) => Ok(format!("S{s:02}E{e:02}")),
+            // A daily show: the year as season, the day as `MM/DD`.
+            Err(_) => {
+                let parts: Vec<&str> = e.split(['/', '-', '.']).collect();
+                let ok = parts.len() == 2
+                    && parts.iter().all(|p| {
+                        !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit())
+                    });
+                if !ok {
+                    return Err("ep");
+                }
+                Ok(format!("{s} {:0>2} {:0>2}", parts[0], parts[1]))
+            }
+        },
+        (Some(s), None) => Ok(format!("S{s:02}")),
+        // An episode without a season names nothing in release names.
+        (None, _) => Ok(String::new()),
+    }
 }
 
 /// `GET /torznab/api?t=…` (the API key was checked by the guard).
@@ -218,24 +286,30 @@ pub(super) async fn api(
         }
     };
     let mut text = get("q").unwrap_or("").to_owned();
-    match t {
+    let asked = match parse_categories(get("cat")) {
+        Ok(c) => c,
+        Err(()) => return error(201, "Incorrect parameter (cat)"),
+    };
+    let categories = match t {
         "caps" => return xml_response(StatusCode::OK, caps()),
-        "search" | "movie" => {}
+        "search" => asked.unwrap_or_default(),
+        "movie" => asked.unwrap_or_else(|| vec![Category::Movies]),
         "tvsearch" | "tv" => {
-            let season = match get("season").map(str::parse::<u32>).transpose() {
-                Ok(s) => s,
-                Err(_) => return error(201, "Incorrect parameter (season)"),
-            };
-            let ep = match get("ep").map(str::parse::<u32>).transpose() {
-                Ok(e) => e,
-                Err(_) => return error(201, "Incorrect parameter (ep)"),
-            };
-            if let (Some(s), Some(e)) = (season, ep) {
-                let _ = write!(text, " S{s:02}E{e:02}");
+            match episode_words(get("season"), get("ep")) {
+                Ok(w) if w.is_empty() => {}
+                Ok(w) => {
+                    let _ = write!(text, " {w}");
+                }
+                Err(k) => return error(201, &format!("Incorrect parameter ({k})")),
             }
+            asked.unwrap_or_else(|| vec![Category::Tv])
         }
+        "music" | "audio" | "book" => return error(203, &format!("Function not available ({t})")),
         _ => return error(202, &format!("No such function ({t})")),
-    }
+    };
+    // A `cat=` of categories nothing here has: an empty feed, not
+    // everything.
+    let nothing = categories.is_empty() && get("cat").is_some();
     let offset = match num("offset", 0) {
         Ok(o) => o.min(super::OFFSET_MAX),
         Err(k) => return error(201, &format!("Incorrect parameter ({k})")),
@@ -245,9 +319,12 @@ pub(super) async fn api(
         Err(k) => return error(201, &format!("Incorrect parameter ({k})")),
     };
     let base = base_url(&headers);
+    if nothing {
+        return xml_response(StatusCode::OK, feed(&SearchPage::empty(), offset, &base));
+    }
     let page = blocking(move || {
         app.reader
-            .search_page(&text, SortKey::Relevance, offset, limit)
+            .search_page(&text, &categories, SortKey::Relevance, offset, limit)
     })
     .await;
     match page {
@@ -270,6 +347,47 @@ mod tests {
             "a&lt;b&gt;&amp;&quot;c&apos;\u{fffd}\u{fffd}\td"
         );
         assert_eq!(xml_escape("日本 ü"), "日本 ü");
+    }
+
+    #[test]
+    fn categories_and_episode_words() {
+        assert_eq!(parse_categories(None), Ok(None));
+        assert_eq!(
+            parse_categories(Some("5030,5040,2000")),
+            Ok(Some(vec![Category::Tv, Category::Movies]))
+        );
+        assert_eq!(parse_categories(Some("6000")), Ok(Some(vec![])));
+        assert_eq!(parse_categories(Some("tv")), Err(()));
+        assert_eq!(episode_words(Some("3"), Some("7")), Ok("S03E07".into()));
+        assert_eq!(episode_words(Some("3"), None), Ok("S03".into()));
+        assert_eq!(
+            episode_words(Some("2024"), Some("3/15")),
+            Ok("2024 03 15".into())
+        );
+        assert_eq!(episode_words(None, None), Ok(String::new()));
+        assert_eq!(episode_words(Some("x"), None), Err("season"));
+        assert_eq!(episode_words(Some("1"), Some("a/b")), Err("ep"));
+        assert_eq!(episode_words(None, Some("2")), Ok(String::new()));
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "example.org".parse().unwrap());
+        assert_eq!(base_url(&h), "http://example.org");
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert_eq!(base_url(&h), "https://example.org");
+    }
+
+    #[test]
+    fn caps_lists_every_category() {
+        let c = caps();
+        for cat in Category::ALL {
+            assert!(
+                c.contains(&format!(
+                    "<category id=\"{}\" name=\"{}\"/>",
+                    cat.newznab_id(),
+                    cat.newznab_name()
+                )),
+                "{cat:?} missing from caps"
+            );
+        }
     }
 
     #[test]
