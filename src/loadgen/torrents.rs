@@ -58,13 +58,21 @@ pub fn synth(i: usize, rng: &mut Rng, large: Option<usize>) -> SynthTorrent {
             ));
         }
     } else if multi {
+        // Kinds of content, so that the crawler's categories (and the web
+        // UI's) have something to tell apart: opaque parts, a series with
+        // episode marks, a film, an album, a book.
+        let kind = (i / 3) % 5;
         let n = 2 + rng.below(40) as usize;
         for f in 0..n {
             let dir = if f % 4 == 0 { "extras" } else { "main" };
-            files.push((
-                format!("{dir}/part {f:03} — ünïcödé.bin"),
-                1 + rng.below(64 << 20),
-            ));
+            let file = match kind {
+                1 => format!("part {f:03} S01E{:02}.mkv", f + 1),
+                2 => format!("part {f:03} — ünïcödé.mkv"),
+                3 => format!("track {f:03} — ünïcödé.mp3"),
+                4 => format!("volume {f:03} — ünïcödé.epub"),
+                _ => format!("part {f:03} — ünïcödé.bin"),
+            };
+            files.push((format!("{dir}/{file}"), 1 + rng.below(64 << 20)));
         }
     } else {
         files.push((name.clone(), 1 + rng.below(4 << 30)));
@@ -130,5 +138,29 @@ mod tests {
                 assert!(t.info.len() > 150_000, "{}", t.info.len());
             }
         }
+    }
+
+    /// The swarm's torrents give the crawler's categories something to
+    /// tell apart (the demo and the web UI show them).
+    #[test]
+    fn synthetic_torrents_span_the_categories() {
+        use crate::category::Category;
+        let mut rng = Rng::seed_from_u64(2);
+        let kinds: std::collections::BTreeSet<Category> = (0..60)
+            .map(|i| {
+                let t = synth(i, &mut rng, None);
+                Category::of_torrent(&crate::metainfo::parse_info(&t.info).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            [
+                Category::Movies,
+                Category::Audio,
+                Category::Tv,
+                Category::Books,
+                Category::Other
+            ]
+        );
     }
 }

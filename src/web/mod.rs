@@ -177,6 +177,8 @@ impl Credentials {
 /// `?apikey=KEY` sets it, so that the links and the search form, which do
 /// not carry the key, keep working.
 const KEY_COOKIE: &str = "dht_hunter_key";
+/// How long a browser keeps [`KEY_COOKIE`]: 30 days.
+const KEY_COOKIE_SECS: u32 = 30 * 24 * 3600;
 
 /// The API key from the request's [`KEY_COOKIE`], if any.
 fn key_cookie(headers: &HeaderMap) -> Option<String> {
@@ -448,7 +450,7 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
                 let enc =
                     percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
                 if let Ok(v) = HeaderValue::from_str(&format!(
-                    "{KEY_COOKIE}={enc}; Path=/; HttpOnly; SameSite=Strict"
+                    "{KEY_COOKIE}={enc}; Path=/; Max-Age={KEY_COOKIE_SECS}; HttpOnly; SameSite=Strict"
                 )) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }

@@ -380,6 +380,12 @@ fn plot(title: &str, unit: &str, points: &[(f64, f64)], window: f64) -> Markup {
                     text x=(W / 2.0) y=(H / 2.0) text-anchor="middle" { "no data yet" }
                 } @else {
                     polyline points=(line.join(" ")) fill="none" stroke="#2f6fdf" stroke-width="2" {}
+                    // A line needs two points; the first ones get dots.
+                    @if points.len() < 3 {
+                        @for (s, v) in points {
+                            circle cx=(format!("{:.1}", x(*s))) cy=(format!("{:.1}", y(*v))) r="3" fill="#2f6fdf" {}
+                        }
+                    }
                 }
             }
         }
@@ -414,8 +420,18 @@ fn store_card(s: &Stats, backend: &str, db: &str) -> Markup {
     }
 }
 
+/// The live plots' time axis: what the samples span, from one minute (a
+/// crawler just started fills its plots) up to [`HISTORY`].
+fn live_window(samples: &[Sample]) -> f64 {
+    let span = match (samples.first(), samples.last()) {
+        (Some(a), Some(b)) => b.at_s - a.at_s,
+        _ => 0.0,
+    };
+    span.clamp(60.0, HISTORY.as_secs_f64())
+}
+
 fn live_cards(samples: &[Sample]) -> Markup {
-    let window = HISTORY.as_secs_f64();
+    let window = live_window(samples);
     let (Some(last), prev) = (
         samples.last(),
         samples.len().checked_sub(2).and_then(|i| samples.get(i)),
@@ -571,6 +587,20 @@ mod tests {
         }
         assert_eq!(depth, TREE_DEPTH_MAX);
         assert_eq!(d.files[0].0.split('/').count(), 100 - TREE_DEPTH_MAX);
+    }
+
+    #[test]
+    fn live_plots_span_what_the_samples_cover() {
+        let at = |at_s: f64| Sample {
+            at_s,
+            ..Sample::default()
+        };
+        assert_eq!(live_window(&[]), 60.0);
+        assert_eq!(live_window(&[at(0.0), at(20.0)]), 60.0);
+        assert_eq!(live_window(&[at(0.0), at(900.0)]), 900.0);
+        assert_eq!(live_window(&[at(0.0), at(7200.0)]), HISTORY.as_secs_f64());
+        let dots = plot("t", "/s", &[(-10.0, 1.0)], 60.0).into_string();
+        assert!(dots.contains("<circle"), "{dots}");
     }
 
     #[test]
