@@ -4,6 +4,9 @@
 //! of a crawl; a restart that keeps its ids.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/http.rs"]
+mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -267,7 +270,61 @@ fn demo_swarm_search_export_import_stats() {
     let out = run(&["import", export1.to_str().unwrap(), "--db", &db2]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("imported 0"));
+    browse_the_demo(&dir, s["torrents"].as_u64().unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// What the demo says to do next, `serve --state-dir DIR`, serves its
+/// harvest: every stored torrent, in the kinds the swarm's files make.
+fn browse_the_demo(dir: &Path, stored: u64) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let web: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = Command::new(bin())
+        .args(["serve", "--state-dir", dir.to_str().unwrap()])
+        .args(["--web", &web.to_string()])
+        .env_remove("DHT_HUNTER_WEB_API_KEY")
+        .env_remove("DHT_HUNTER_WEB_AUTH")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let stats = loop {
+        if let Ok(s) = std::net::TcpStream::connect(web) {
+            drop(s);
+            break http::get(web, "/api/stats", &[]).json();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stats["torrents"].as_u64(), Some(stored), "{stats}");
+    // Each kind on its own adds up to everything; the swarm's torrents
+    // (films, series, albums, books, opaque parts) show at least four.
+    let mut total = 0;
+    let mut kinds = 0;
+    for cat in ["movies", "tv", "audio", "books", "software", "other"] {
+        let v = http::get(web, &format!("/api/search?cat={cat}&limit=1"), &[]).json();
+        let n = v["counted"].as_u64().unwrap();
+        assert!(!v["counted_capped"].as_bool().unwrap(), "{v}");
+        if n > 0 {
+            kinds += 1;
+            assert_eq!(v["hits"][0]["category"], cat, "{v}");
+        }
+        total += n;
+    }
+    assert_eq!(total, stored);
+    assert!(kinds >= 4, "only {kinds} kinds among {stored} torrents");
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
