@@ -8,7 +8,13 @@
 //! 1. a raw `recvmmsg`/`sendmmsg` echo on one thread: the ceiling. It
 //!    answers each query with a KRPC response of about the query's size,
 //!    doing no KRPC work beyond finding the tid;
-//! 2. DHT-Hunter's engine, one shard (crawling on, as in production);
+//! 2. DHT-Hunter's engine, one shard (crawling on, as in production), in
+//!    the bench's process with `engine::unthrottled()`; and the
+//!    `dht-hunter crawl` command itself, one shard, in a process of its
+//!    own under `taskset -c 0` (every thread of it on the server CPU),
+//!    with its defaults except the rate limits, lifted by flags
+//!    (`--max-pps`, `--per-ip-pps`, `--inbound-per-ip-pps`): the server as
+//!    an operator runs it, CPU counted for the whole process;
 //! 3. libtorrent 2.0.8 (Debian python3-libtorrent) as a DHT node
 //!    (`benches/lt_dht_node.py`), per-IP and upload limits raised.
 //!
@@ -35,7 +41,7 @@
 //!
 //! Run: `cargo bench --bench krpc_answer`
 //! Optional: `KRPC_BENCH_SECS=3` (seconds per case), `KRPC_BENCH_ROUNDS=1`,
-//! `KRPC_BENCH_SKIP_LT=1`, `KRPC_BENCH_ONLY=gen|raw|dht|dht0|lt` (one
+//! `KRPC_BENCH_SKIP_LT=1`, `KRPC_BENCH_ONLY=gen|raw|dht|dht0|crawl|lt` (one
 //! server, for profiling), `KRPC_BENCH_RATES=20000,100000` (the offered
 //! rates; 0 = as fast as the generator can), `KRPC_BENCH_COALESCE_US` (the
 //! default case's `rx-coalesce-us`, for exploring the knob). Everything
@@ -299,6 +305,83 @@ fn dht_hunter(shape: Shape, secs: f64, coalesce_off: bool) -> Case {
     }
 }
 
+// ---------------------------------------------------------------------------
+// 2b. The crawl command.
+
+fn crawl_command(shape: Shape, secs: f64) -> Case {
+    let dir = std::env::temp_dir().join(format!(
+        "dh-krpc-bench-crawl-{}-{:x}",
+        std::process::id(),
+        rand_u64()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lifted = "10000000";
+    let mut child = Command::new("taskset")
+        .args([
+            "-c",
+            &SERVER_CPU.to_string(),
+            env!("CARGO_BIN_EXE_dht-hunter"),
+        ])
+        .args(["crawl", "--shards", "1", "--cores", &SERVER_CPU.to_string()])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--bootstrap", &silent.local_addr().unwrap().to_string()])
+        .args(["--allow-private", "--log-level", "warn"])
+        .args(["--max-pps", lifted, "--per-ip-pps", lifted])
+        .args(["--inbound-per-ip-pps", lifted])
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args([
+            "--db",
+            &format!("sqlite:{}", dir.join("db.sqlite").display()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // Up when it answers a ping.
+    let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+    let started = Instant::now();
+    let mut buf = [0u8; 1500];
+    loop {
+        let _ = probe.send_to(ping, target);
+        if probe.recv_from(&mut buf).is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the crawl command did not answer"
+        );
+    }
+    thread::sleep(Duration::from_millis(200));
+    let pid = child.id();
+    let cpu0 = child_cpu(pid);
+    let report = run_flood(target, shape, secs);
+    let cpu = child_cpu(pid).saturating_sub(cpu0);
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    Case {
+        server: "dht-hunter crawl command, 1 shard",
+        shape,
+        report,
+        server_cpu: Some(cpu),
+    }
+}
+
 fn rand_u64() -> u64 {
     dht_hunter::rng::Rng::from_entropy().next_u64()
 }
@@ -444,6 +527,9 @@ fn main() {
             if want("dht0") {
                 cases.push(dht_hunter(shape, secs, true));
             }
+            if want("crawl") {
+                cases.push(crawl_command(shape, secs));
+            }
             if want("lt") && !skip_lt {
                 match libtorrent(shape, secs) {
                     Some(c) => cases.push(c),
@@ -467,6 +553,7 @@ fn main() {
             "DHT-Hunter engine, 1 shard, coalescing off",
             "DHT-Hunter, coalescing off",
         ),
+        ("dht-hunter crawl command", "dht-hunter crawl (the command)"),
         ("libtorrent", "libtorrent"),
     ];
     let is = |c: &Case, name: &str| {
@@ -520,19 +607,30 @@ fn main() {
         dh / raw.max(1.0),
         if lt > 0.0 { dh / lt } else { f64::NAN }
     );
+    let cmd = max_open("dht-hunter crawl command");
+    if cmd > 0.0 {
+        println!(
+            "saturation, the crawl command: /raw = {:.2}x, /libtorrent = {:.2}x",
+            cmd / raw.max(1.0),
+            if lt > 0.0 { cmd / lt } else { f64::NAN }
+        );
+    }
     for rate in [20_000, 100_000] {
         let r = cpu_at("raw", rate);
         let d = cpu_at("DHT-Hunter engine, 1 shard", rate);
+        let c = cpu_at("dht-hunter crawl command", rate);
         let l = cpu_at("libtorrent", rate);
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
             _ => "-".into(),
         };
         println!(
-            "CPU per answer at {}k/s: DHT-Hunter/raw = {} (goal <= 1.2), DHT-Hunter/libtorrent = {} (goal < 1)",
+            "CPU per answer at {}k/s: DHT-Hunter/raw = {} (goal <= 1.2), DHT-Hunter/libtorrent = {} (goal < 1); the crawl command: /raw = {}, /libtorrent = {}",
             rate / 1000,
             ratio(d, r),
-            ratio(d, l)
+            ratio(d, l),
+            ratio(c, r),
+            ratio(c, l)
         );
     }
     println!("loadavg at end: {}", sh("cat /proc/loadavg"));

@@ -92,7 +92,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX torrents_discovered_at ON torrents (discovered_at);
     CREATE INDEX torrents_total_size ON torrents (total_size);",
     // Version 3: the inferred category (crate::category), filled for
-    // older rows by `classify_unclassified` after the migration.
+    // older rows by `classify_batch`, when the writer connects, after the migration.
     "ALTER TABLE torrents ADD COLUMN category integer;
     CREATE INDEX torrents_category ON torrents (category, discovered_at);",
 ];
@@ -289,7 +289,6 @@ impl PgBackend {
                     client.batch_execute(&sql).await?;
                 }
                 run_migrations(&mut client).await?;
-                classify_unclassified(&client).await?;
             }
             Ok(Conn {
                 insert_pending: client.prepare(INSERT_PENDING).await?,
@@ -300,6 +299,26 @@ impl PgBackend {
         };
         let deadline = self.call_deadline().unwrap_or(connect_deadline);
         let conn = block(&self.rt, Some(deadline), "setting up the session", setup)?;
+        if role == Role::Writer {
+            // Rows from before categories, a batch per call: each within
+            // the statement deadline, however large the store.
+            let mut done = 0u64;
+            loop {
+                let n = block(
+                    &self.rt,
+                    Some(deadline),
+                    "classifying older torrents",
+                    classify_batch(&conn.client),
+                )?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            if done > 0 {
+                log::info!("postgres: classified {done} torrents stored before categories existed");
+            }
+        }
         if self.connected_once {
             self.counters.reconnected("postgres");
             log::info!("postgres: reconnected ({:?} connection)", self.role);
@@ -351,51 +370,44 @@ impl PgBackend {
 }
 
 /// Rows per statement while older rows are classified.
-const CLASSIFY_BATCH: i64 = 2_000;
+const CLASSIFY_BATCH: i64 = 5_000;
 
-/// Gives every torrent stored before schema version 3 its category, in
-/// batches (the category index finds the rows without one, so a database
-/// with none left costs one index probe).
-async fn classify_unclassified(client: &Client) -> Result<(), StoreError> {
-    let mut done = 0u64;
-    loop {
-        let rows = client
-            .query(
-                "SELECT t.infohash, t.name, f.path, f.size
-                 FROM (SELECT infohash, name FROM torrents WHERE category IS NULL
-                       ORDER BY infohash LIMIT $1) t
-                 LEFT JOIN files f ON f.infohash = t.infohash
-                 ORDER BY t.infohash, f.idx",
-                &[&CLASSIFY_BATCH],
-            )
-            .await?;
-        let mut torrents: Vec<ToClassify<Vec<u8>>> = Vec::new();
-        for r in &rows {
-            let path: Option<String> = r.try_get(2)?;
-            let size: Option<i64> = r.try_get(3)?;
-            ToClassify::push_row(&mut torrents, r.try_get(0)?, r.try_get(1)?, path.zip(size));
-        }
-        if torrents.is_empty() {
-            break;
-        }
-        let ihs: Vec<&[u8]> = torrents.iter().map(|t| t.key.as_slice()).collect();
-        let cats: Vec<i32> = torrents
-            .iter()
-            .map(|t| t.category().newznab_id() as i32)
-            .collect();
-        client
-            .execute(
-                "UPDATE torrents t SET category = u.c
-                 FROM unnest($1::bytea[], $2::int4[]) AS u (ih, c) WHERE t.infohash = u.ih",
-                &[&ihs, &cats],
-            )
-            .await?;
-        done += torrents.len() as u64;
+/// Gives up to [`CLASSIFY_BATCH`] torrents stored before schema version 3
+/// their category; returns how many (0: none left). The category index
+/// finds the rows without one in any order (ordering them would sort every
+/// such row for each batch), so a store with none left costs one probe.
+async fn classify_batch(client: &Client) -> Result<u64, StoreError> {
+    let rows = client
+        .query(
+            "SELECT t.infohash, t.name, f.path, f.size
+             FROM (SELECT infohash, name FROM torrents WHERE category IS NULL LIMIT $1) t
+             LEFT JOIN files f ON f.infohash = t.infohash
+             ORDER BY t.infohash, f.idx",
+            &[&CLASSIFY_BATCH],
+        )
+        .await?;
+    let mut torrents: Vec<ToClassify<Vec<u8>>> = Vec::new();
+    for r in &rows {
+        let path: Option<String> = r.try_get(2)?;
+        let size: Option<i64> = r.try_get(3)?;
+        ToClassify::push_row(&mut torrents, r.try_get(0)?, r.try_get(1)?, path.zip(size));
     }
-    if done > 0 {
-        log::info!("postgres: classified {done} torrents stored before categories existed");
+    if torrents.is_empty() {
+        return Ok(0);
     }
-    Ok(())
+    let ihs: Vec<&[u8]> = torrents.iter().map(|t| t.key.as_slice()).collect();
+    let cats: Vec<i32> = torrents
+        .iter()
+        .map(|t| t.category().newznab_id() as i32)
+        .collect();
+    client
+        .execute(
+            "UPDATE torrents t SET category = u.c
+             FROM unnest($1::bytea[], $2::int4[]) AS u (ih, c) WHERE t.infohash = u.ih",
+            &[&ihs, &cats],
+        )
+        .await?;
+    Ok(torrents.len() as u64)
 }
 
 async fn run_migrations(client: &mut Client) -> Result<(), StoreError> {
