@@ -716,6 +716,19 @@ fn many_matches_are_ordered_within_the_newest_window() {
     assert_eq!(films.hits.len(), 100);
     assert!(films.hits.iter().all(|h| h.category == Category::Movies));
     assert_eq!((films.counted, films.counted_capped), (100, true));
+    // A page past the end still says how many there are.
+    let past = reader
+        .search_page("common word", &[Category::Movies], SortKey::Size, 150, 10)
+        .unwrap();
+    assert!(past.hits.is_empty());
+    assert_eq!((past.counted, past.counted_capped), (100, true));
+    let second = reader
+        .search_page("common word", &[Category::Movies], SortKey::Size, 90, 20)
+        .unwrap();
+    assert_eq!(
+        (second.hits.len(), second.counted, second.more),
+        (10, 100, false)
+    );
     let all_films = reader
         .search_page("", &[Category::Movies], SortKey::Size, 0, 100)
         .unwrap();

@@ -468,8 +468,15 @@ impl Backend for SqliteBackend {
                 SortKey::Relevance => (", rank AS r", "f.r, t.id DESC"),
                 _ => ("", order),
             };
+            // With a category, the window's matches of it are counted in
+            // the same pass (column 11), not by joining the window again.
+            let in_window = if categories.is_empty() {
+                ""
+            } else {
+                ", count(*) OVER () AS n"
+            };
             format!(
-                "SELECT {HIT_COLUMNS}
+                "SELECT {HIT_COLUMNS}{in_window}
                  FROM (SELECT rowid AS id{rank} FROM torrents_fts WHERE torrents_fts MATCH ?1
                        ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
                  JOIN torrents t ON t.id = f.id
@@ -477,13 +484,18 @@ impl Backend for SqliteBackend {
                  ORDER BY {order} LIMIT ?2 OFFSET ?3"
             )
         };
+        let words_and_cats = !tokens.is_empty() && !categories.is_empty();
         // One more than asked: whether there is a next page.
         let want = super::sql_int(limit.saturating_add(1));
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![query, want, super::sql_int(offset)])?;
         let mut hits = Vec::new();
+        let mut in_window: Option<i64> = None;
         while let Some(row) = rows.next()? {
             hits.push(hit(row)?);
+            if words_and_cats && in_window.is_none() {
+                in_window = Some(row.get(11)?);
+            }
         }
         drop(rows);
         drop(stmt);
@@ -497,21 +509,25 @@ impl Backend for SqliteBackend {
             .conn
             .prepare_cached(&count_sql)?
             .query_row(params![query, super::search_count_probe()], |r| r.get(0))?;
-        if tokens.is_empty() || categories.is_empty() {
+        if !words_and_cats {
             return Ok(SearchPage::from_rows(hits, limit, counted));
         }
-        // Words and categories: count the window's matches of the
-        // categories; past a full window there may be more.
-        let in_window: i64 = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT count(*)
-                 FROM (SELECT rowid AS id FROM torrents_fts WHERE torrents_fts MATCH ?1
-                       ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
-                 JOIN torrents t ON t.id = f.id
-                 WHERE 1 = 1{cat}"
-            ))?
-            .query_row(params![query], |r| r.get(0))?;
+        // Words and categories: the window's matches of the categories, as
+        // the page counted them; a page past the end counts them apart.
+        let in_window: i64 = match in_window {
+            Some(n) => n,
+            None if offset == 0 => 0,
+            None => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT count(*)
+                     FROM (SELECT rowid AS id FROM torrents_fts WHERE torrents_fts MATCH ?1
+                           ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
+                     JOIN torrents t ON t.id = f.id
+                     WHERE 1 = 1{cat}"
+                ))?
+                .query_row(params![query], |r| r.get(0))?,
+        };
         Ok(SearchPage::from_rows(hits, limit, in_window)
             .window_full(counted > SEARCH_COUNT_CAP as i64))
     }
