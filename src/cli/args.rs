@@ -202,10 +202,10 @@ pub struct CrawlArgs {
     /// UDP address to bind (repeatable; IPv4 and IPv6). Default: `0.0.0.0:6881` and `[::]:6881`.
     #[arg(long)]
     pub bind: Vec<SocketAddr>,
-    /// Bootstrap node HOST:PORT (repeatable; replaces the well-known routers).
-    /// Default: router.bittorrent.com, router.utorrent.com,
-    /// dht.transmissionbt.com, dht.libtorrent.org.
-    #[arg(long)]
+    /// Bootstrap node HOST:PORT (repeatable or comma-separated; replaces
+    /// the well-known routers). Default: router.bittorrent.com,
+    /// router.utorrent.com, dht.transmissionbt.com, dht.libtorrent.org.
+    #[arg(long, value_delimiter = ',')]
     pub bootstrap: Vec<String>,
     /// Cores to run on, e.g. 0-3,6 (default: all online cores).
     #[arg(long)]

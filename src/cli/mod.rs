@@ -614,4 +614,25 @@ mod tests {
         ]);
         assert!(r.is_err());
     }
+
+    /// `--bootstrap a,b` is two nodes, as repeating the flag is.
+    #[test]
+    fn bootstrap_takes_a_comma_list() {
+        let cli = Cli::try_parse_from([
+            "dht-hunter",
+            "crawl",
+            "--bootstrap",
+            "127.0.0.1:6881,[::1]:6882",
+            "--bootstrap",
+            "localhost:9",
+        ])
+        .unwrap();
+        let Command::Crawl(args) = cli.command else {
+            panic!("not a crawl");
+        };
+        assert_eq!(
+            args.bootstrap,
+            ["127.0.0.1:6881", "[::1]:6882", "localhost:9"]
+        );
+    }
 }
