@@ -158,6 +158,9 @@ pub struct FileConfig {
     pub scrape_nodes: Option<usize>,
     /// `max-nodes = 20000`: routing-table entries per shard.
     pub max_nodes: Option<usize>,
+    /// `table-turnover = true`: when the table is full, nodes whose
+    /// samples are in make room for newcomers.
+    pub table_turnover: Option<bool>,
     /// `web = "127.0.0.1:8080"`: also serve the web UI, API and Torznab.
     pub web: Option<SocketAddr>,
     /// `web-api-key-file = "/etc/dht-hunter/web-api-key"`.
@@ -261,6 +264,7 @@ impl FileConfig {
             max_db_size: self.max_db_size.or(lower.max_db_size),
             scrape_nodes: self.scrape_nodes.or(lower.scrape_nodes),
             max_nodes: self.max_nodes.or(lower.max_nodes),
+            table_turnover: self.table_turnover.or(lower.table_turnover),
             web: self.web.or(lower.web),
             web_api_key_file: self.web_api_key_file.or(lower.web_api_key_file),
             web_auth_file: self.web_auth_file.or(lower.web_auth_file),
@@ -334,6 +338,8 @@ pub struct CrawlConfig {
     pub scrape_nodes: usize,
     /// Routing-table entries per shard.
     pub max_nodes: usize,
+    /// Whether nodes whose samples are in make room in a full table.
+    pub table_turnover: bool,
     /// The web server to run beside the crawler, as given (None: off).
     pub web: Option<WebSettings>,
 }
@@ -580,6 +586,7 @@ impl CrawlConfig {
             max_db_size,
             scrape_nodes,
             max_nodes,
+            table_turnover: c.table_turnover.unwrap_or(true),
             web,
         })
     }
@@ -677,7 +684,7 @@ mod tests {
     #[test]
     fn filters_size_cap_and_scrapes_resolve_or_name_the_key() {
         let c = CrawlConfig::resolve(
-            parse("exclude = \"(?i)sample\"\nmin-size = 1024\nmax-size = \"2GiB\"\nmax-db-size = \"50 GB\"\nscrape-nodes = 0\nmax-nodes = 1000000\n")
+            parse("exclude = \"(?i)sample\"\nmin-size = 1024\nmax-size = \"2GiB\"\nmax-db-size = \"50 GB\"\nscrape-nodes = 0\nmax-nodes = 1000000\ntable-turnover = false\n")
                 .unwrap(),
         )
         .unwrap();
@@ -689,7 +696,9 @@ mod tests {
         assert_eq!(c.max_db_size, Some(50_000_000_000));
         assert_eq!(c.scrape_nodes, 0);
         assert_eq!(c.max_nodes, 1_000_000);
+        assert!(!c.table_turnover);
         let none = CrawlConfig::resolve(FileConfig::default()).unwrap();
+        assert!(none.table_turnover);
         assert_eq!(none.filter, crate::filter::FilterSpec::default());
         assert_eq!(
             (none.max_db_size, none.scrape_nodes, none.max_nodes),

@@ -321,6 +321,10 @@ pub struct CrawlArgs {
     /// sample. Raise it to cover a larger share of a large DHT.
     #[arg(long, help = with_default("Routing-table entries per shard: the nodes its BEP 51 sweep can sample; raise it to cover more of a large DHT (about 1.4 KiB each at most)", D::MAX_NODES))]
     pub max_nodes: Option<usize>,
+    /// Keep the routing table fixed when full: no turnover of nodes whose
+    /// samples are in (see tuning/README.md).
+    #[arg(long)]
+    pub no_table_turnover: bool,
     /// Status line: auto (when stderr is a terminal), always, never.
     #[arg(long, default_value = "auto")]
     pub status: StatusMode,
@@ -370,6 +374,7 @@ impl CrawlArgs {
             max_db_size: self.max_db_size.clone().map(SizeValue::Text),
             scrape_nodes: self.scrape_nodes,
             max_nodes: self.max_nodes,
+            table_turnover: self.no_table_turnover.then_some(false),
             web: self.web,
             web_api_key_file: self.web_opts.web_api_key_file.clone(),
             web_auth_file: self.web_opts.web_auth_file.clone(),

@@ -429,6 +429,10 @@ pub struct NodeConfig {
     /// table (libtorrent's `dht_prefer_verified_node_ids`, on there too):
     /// see [`table`].
     pub prefer_verified: bool,
+    /// When the table is full, a newcomer inside the slice takes the place
+    /// of a node whose samples are in (see [`table`]): the table becomes a
+    /// moving window over a network larger than `max_nodes`.
+    pub table_turnover: bool,
 }
 
 /// Routing-table entries a crawling shard keeps unless the operator says
@@ -503,6 +507,7 @@ impl NodeConfig {
             version: Some(*b"DH\x00\x01"),
             external_ip: vote::VoteConfig::default(),
             prefer_verified: true,
+            table_turnover: true,
         }
     }
 
@@ -677,6 +682,9 @@ pub struct NodeStats {
     pub rekeys: u64,
     /// Table entries (candidates included).
     pub nodes_known: usize,
+    /// Nodes that left the full table for a newcomer once their samples
+    /// were in (turnover).
+    pub table_turnovers: u64,
     /// Confirmed table entries.
     pub nodes_confirmed: usize,
     /// Infohashes in the harvester's stored filter.

@@ -826,6 +826,58 @@ mod tests {
         }
     }
 
+    /// A network five times larger than the crawler's table: with turnover
+    /// the table moves over the keyspace and the sweep finds most of what
+    /// the network holds; kept fixed once full, it finds about the share of
+    /// the network it knows.
+    #[test]
+    fn table_turnover_widens_coverage_past_max_nodes() {
+        let covered = |turnover: bool| -> (usize, u64) {
+            let mut sim = Sim::new(1000, 11);
+            let mut rng = Rng::seed_from_u64(12);
+            let ihs: Vec<Id> = (0..300).map(|_| Id::random(&mut rng)).collect();
+            for (j, infohash) in ihs.iter().enumerate() {
+                sim.announce(j, *infohash, 3);
+            }
+            sim.run_until(Duration::from_secs(5));
+            let mut c = NodeConfig::new(
+                0,
+                1,
+                vec![Identity {
+                    addr: sim.crawler_addr,
+                    id: Id::random(&mut rng),
+                }],
+                7,
+                [9; 32],
+            );
+            c.allow_private = true;
+            c.bootstrap = (0..4).map(|i| pop_addr(i * 97)).collect();
+            c.max_pps = 300;
+            c.max_bps = 1 << 20;
+            c.limiter_slots = 8192;
+            c.min_resample = Duration::from_secs(600);
+            c.harvest.stored_capacity = 100_000;
+            c.max_nodes = 200;
+            c.table_turnover = turnover;
+            let start = sim.now - sim.t0;
+            sim.add_crawler(vec![c]);
+            sim.run_until(start + Duration::from_secs(120));
+            let found: std::collections::HashSet<Id> =
+                sim.harvested.iter().map(|h| h.infohash).collect();
+            (found.len(), sim.crawler[0].stats().table_turnovers)
+        };
+        let (on, turned) = covered(true);
+        let (off, none) = covered(false);
+        eprintln!("of 300: turnover {on} ({turned} nodes turned over), fixed table {off}");
+        assert_eq!(none, 0);
+        assert!(turned > 0);
+        assert!(on >= 270, "turnover found {on} of 300");
+        assert!(
+            on as f64 >= 1.5 * off as f64,
+            "turnover {on} vs fixed {off}"
+        );
+    }
+
     /// Runs the scenario; returns when the last infohash was harvested,
     /// counted from the crawler's start.
     fn crawl_scenario(pop_seed: u64, ih_seed: u64) -> Duration {

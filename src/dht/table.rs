@@ -14,8 +14,14 @@
 //! * Nodes outside the slice are kept for routing only, at most
 //!   `max_out_per_bucket` per distance bucket from the slice; nodes inside
 //!   the slice are kept up to the table bound.
-//! * When full, candidates are evicted oldest first; confirmed nodes leave
-//!   only by failing or by an id change.
+//! * When full, a newcomer inside the slice takes the place of the node
+//!   whose BEP 51 samples arrived longest ago (turnover, on by default),
+//!   else of the oldest candidate. Confirmed nodes leave by failing, by an
+//!   id change, or by turnover once their samples are in: they gave what a
+//!   crawler wants of them, a candidate has not yet. In a network larger than the table this turns
+//!   the table into a moving window over the keyspace, where without it
+//!   the table fills once and the sweep samples the same nodes over and
+//!   over (`tuning/runs/sim-scale-*.md`).
 //! * BEP 42 (libtorrent's `dht_prefer_verified_node_ids`): each entry
 //!   records whether its id is valid for its IP ([`bep42_verify`]; local
 //!   addresses are exempt and count as verified). With
@@ -54,6 +60,8 @@ pub struct Entry {
     pub fails: u8,
     /// Earliest time for the next BEP 51 query (its `interval`).
     pub next_sample: Option<Instant>,
+    /// Whether its samples have come in (it may then make room).
+    pub sampled: bool,
     /// When it entered the table.
     pub added: Instant,
     /// Whether its id is valid for its IP under BEP 42 (exempt addresses
@@ -83,7 +91,23 @@ pub struct Table {
     in_slice: usize,
     /// Counts insertions: who waits for new nodes compares it.
     generation: u64,
+    /// Whether sampled nodes make room for newcomers (see the module docs).
+    turnover: bool,
+    /// Confirmed nodes whose samples came in, oldest first; entries that
+    /// left are skipped lazily.
+    sampled: VecDeque<Id>,
+    /// Nodes that made room this way.
+    turned_over: u64,
+    /// When each node that made room is next due for samples, so that
+    /// meeting it again does not mean asking it again before then (oldest
+    /// first in `recent_order`, at most `RECENT_PER_NODE` × `max_nodes`).
+    recent: HashMap<Id, Option<Instant>>,
+    recent_order: VecDeque<Id>,
 }
+
+/// How many turned-over nodes the table remembers, per entry it holds
+/// (each memory is about 60 bytes).
+const RECENT_PER_NODE: usize = 4;
 
 fn prefix_range(t: &Id, p: u32) -> (Id, Id) {
     let mut lo = *t;
@@ -134,7 +158,65 @@ impl Table {
             confirmed: 0,
             in_slice: 0,
             generation: 0,
+            turnover: true,
+            sampled: VecDeque::new(),
+            turned_over: 0,
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
         }
+    }
+
+    /// Whether sampled nodes make room for newcomers (default on).
+    pub fn set_turnover(&mut self, on: bool) {
+        self.turnover = on;
+    }
+
+    /// Records that `id`'s samples came in: from now on it may make room
+    /// for a newcomer when the table is full.
+    pub fn mark_sampled(&mut self, id: &Id) {
+        if !self.slice.contains(id) {
+            // Routing nodes outside the slice are bounded per bucket and
+            // stay.
+            return;
+        }
+        if let Some(e) = self.nodes.get_mut(id) {
+            if e.confirmed && !e.sampled {
+                e.sampled = true;
+                self.sampled.push_back(*id);
+                if self.sampled.len() > 2 * self.max_nodes {
+                    let nodes = &self.nodes;
+                    self.sampled
+                        .retain(|id| nodes.get(id).is_some_and(|e| e.sampled));
+                }
+            }
+        }
+    }
+
+    /// Nodes that made room for newcomers after their samples came in.
+    pub fn turned_over(&self) -> u64 {
+        self.turned_over
+    }
+
+    /// Removes the node whose samples came in longest ago, remembering
+    /// when it is next due; false if none.
+    fn evict_sampled(&mut self) -> bool {
+        while let Some(id) = self.sampled.pop_front() {
+            if self.nodes.get(&id).is_some_and(|e| e.sampled) {
+                if let Some(e) = self.remove(&id) {
+                    if self.recent.insert(id, e.next_sample).is_none() {
+                        self.recent_order.push_back(id);
+                    }
+                    while self.recent_order.len() > RECENT_PER_NODE * self.max_nodes {
+                        if let Some(old) = self.recent_order.pop_front() {
+                            self.recent.remove(&old);
+                        }
+                    }
+                }
+                self.turned_over += 1;
+                return true;
+            }
+        }
+        false
     }
 
     /// Prefer BEP 42-verified nodes (see the module docs). Set it before
@@ -301,11 +383,18 @@ impl Table {
                 None => return false,
             }
         }
+        // Room at the bound: a node already sampled goes first (it gave
+        // what a crawler wants of it; a candidate has not yet), then the
+        // oldest candidate.
         if self.nodes.len() >= self.max_nodes
+            && !(self.turnover && inside && self.evict_sampled())
             && !self.evict_candidate(verified || !self.prefer_verified)
         {
             return false;
         }
+        // A node that made room before comes back with its due time: the
+        // sweep leaves it until then, and it may make room again at once.
+        let again = self.recent.get(&node.id).copied();
         self.nodes.insert(
             node.id,
             Entry {
@@ -314,11 +403,15 @@ impl Table {
                 last_reply: confirmed.then_some(now),
                 last_query: None,
                 fails: 0,
-                next_sample: None,
+                next_sample: again.flatten(),
+                sampled: again.is_some(),
                 added: now,
                 verified,
             },
         );
+        if again.is_some() {
+            self.sampled.push_back(node.id);
+        }
         self.by_ip.insert(node.addr.ip(), node.id);
         self.generation = self.generation.wrapping_add(1);
         if inside {
@@ -657,6 +750,54 @@ mod tests {
 
     fn addr(i: u32) -> SocketAddr {
         SocketAddr::from((std::net::Ipv4Addr::from(0x7f00_0000 | i), 6881))
+    }
+
+    /// A full table of confirmed nodes takes a newcomer in the slice only
+    /// by turnover: the node sampled longest ago makes room; unsampled
+    /// confirmed nodes never do, and with turnover off nothing does.
+    #[test]
+    fn sampled_nodes_make_room_when_full() {
+        let now = Instant::now();
+        let mut rng = Rng::seed_from_u64(9);
+        for turnover in [true, false] {
+            let mut t = Table::new(Slice::full(), 4, 8);
+            t.set_turnover(turnover);
+            let nodes: Vec<NodeInfo> = (0..4)
+                .map(|i| NodeInfo {
+                    id: Id::random(&mut rng),
+                    addr: addr(i + 1),
+                })
+                .collect();
+            for n in &nodes {
+                assert!(t.confirm(*n, now));
+            }
+            let newcomer = |i: u32, rng: &mut Rng| NodeInfo {
+                id: Id::random(rng),
+                addr: addr(100 + i),
+            };
+            // Nobody sampled yet: no room.
+            assert!(!t.confirm(newcomer(0, &mut rng), now));
+            t.mark_sampled(&nodes[2].id);
+            t.mark_sampled(&nodes[0].id);
+            t.mark_sampled(&nodes[2].id);
+            let took = t.confirm(newcomer(1, &mut rng), now);
+            assert_eq!(took, turnover);
+            if turnover {
+                // nodes[2] was sampled first, so it went first.
+                assert!(t.get(&nodes[2].id).is_none());
+                assert!(t.get(&nodes[0].id).is_some());
+                assert!(t.confirm(newcomer(2, &mut rng), now));
+                assert!(t.get(&nodes[0].id).is_none());
+                // Only unsampled confirmed nodes are left: no room.
+                assert!(!t.confirm(newcomer(3, &mut rng), now));
+                assert!(!t.insert_candidate(newcomer(4, &mut rng), now));
+                assert_eq!(t.turned_over(), 2);
+                assert!(t.get(&nodes[1].id).is_some() && t.get(&nodes[3].id).is_some());
+            } else {
+                assert_eq!(t.turned_over(), 0);
+            }
+            assert_eq!(t.len(), 4);
+        }
     }
 
     #[test]

@@ -346,6 +346,7 @@ async fn run_shard(
         .max(cfg.fetch_concurrency);
     nc.harvest.scrape_nodes = cfg.scrape_nodes;
     nc.max_nodes = cfg.max_nodes;
+    nc.table_turnover = cfg.table_turnover;
     if let Some(t) = &parts.tweak {
         t(&mut nc);
     }

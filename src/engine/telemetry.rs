@@ -342,6 +342,7 @@ pub fn export_metrics(shard: usize, n: &NodeStats, f: &FetchStats, queue: usize)
     gauge!("dht_hunter_fetch_queue", "shard" => s.clone()).set(queue as f64);
     gauge!("dht_hunter_fetch_running", "shard" => s.clone()).set(f.running.get() as f64);
     gauge!("dht_hunter_nodes_known", "shard" => s.clone()).set(n.nodes_known as f64);
+    counter!("dht_hunter_table_turnovers_total", "shard" => s.clone()).absolute(n.table_turnovers);
     gauge!("dht_hunter_infohashes_remembered", "shard" => s.clone()).set(n.dedup_len as f64);
     gauge!("dht_hunter_bytes_per_infohash", "shard" => s).set(n.bytes_per_infohash);
 }

@@ -3,8 +3,9 @@
 # Loopback only: the swarm is dht-loadgen swarm, the crawler dht-hunter crawl
 # with its defaults plus what loopback needs. Release binaries from
 # $CARGO_TARGET_DIR (default /work/target-lead); results in /tmp/sim-NODES.
-# usage: simscale.sh NODES TORRENTS SECS
-N=$1; T=$2; S=$3
+# usage: simscale.sh NODES TORRENTS SECS [CRAWL FLAGS...]
+# (extra crawl flags, e.g. --no-table-turnover, go last)
+N=$1; T=$2; S=$3; shift 3; EXTRA="$*"
 R=${CARGO_TARGET_DIR:-/work/target-lead}/release
 W=/tmp/sim-$N; rm -rf $W; mkdir -p $W
 $R/dht-loadgen swarm --nodes $N --torrents $T --client-rate 0 --churn-fraction 0 --duration $((S+120)) > $W/swarm.out 2> $W/swarm.err &
@@ -14,7 +15,7 @@ BOOT=$(python3 -c "import json;print(' '.join('--bootstrap '+b for b in json.loa
 UP=$(python3 -c "import json;print(json.load(open('$W/swarm.out'))['startup_s'])")
 SWRSS=$(awk '/VmRSS/{print $2}' /proc/$SW/status)
 PORT=$((40000 + RANDOM % 10000)); MP=$((PORT+1))
-$R/dht-hunter crawl --bind 127.0.0.1:$PORT $BOOT --allow-private --shards 1 --cores 0 --state-dir $W/state --db sqlite:$W/db.sqlite --metrics 127.0.0.1:$MP --duration $S > $W/crawl.out 2> $W/crawl.err &
+$R/dht-hunter crawl --bind 127.0.0.1:$PORT $BOOT --allow-private --shards 1 --cores 0 --state-dir $W/state --db sqlite:$W/db.sqlite --metrics 127.0.0.1:$MP --duration $S $EXTRA > $W/crawl.out 2> $W/crawl.err &
 CR=$!
 t0=$(date +%s)
 echo "t_s rss_kib cpu_s" > $W/samples
@@ -27,6 +28,6 @@ while kill -0 $CR 2>/dev/null; do
   sleep 1
 done
 kill $SW 2>/dev/null; wait $SW 2>/dev/null
-echo "nodes=$N torrents=$T swarm_startup_s=$UP swarm_rss_kib=$SWRSS"
+echo "nodes=$N torrents=$T extra=[$EXTRA] swarm_startup_s=$UP swarm_rss_kib=$SWRSS"
 tail -1 $W/samples
-grep -E "^dht_hunter_(nodes_known|infohashes|samples|torrents|queries_sent|fetch)" $W/metrics.txt | grep -v "^#" | head -30
+grep -E "^dht_hunter_(nodes_known|infohashes|samples|torrents|queries_sent|fetch|table_turnovers)" $W/metrics.txt | grep -v "^#" | head -30

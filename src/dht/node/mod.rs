@@ -266,6 +266,7 @@ impl Node {
         let sweep_cursor = slice.random_id(&mut rng);
         let mut table = Table::new(slice, cfg.max_nodes, cfg.max_out_per_bucket);
         table.set_prefer_verified(cfg.prefer_verified);
+        table.set_turnover(cfg.table_turnover);
         Node {
             slice,
             tokens: TokenSecrets::with_period(cfg.token_key, now, cfg.token_rotation),
@@ -508,6 +509,7 @@ impl Node {
     pub fn stats(&self) -> NodeStats {
         let mut s = self.stats.clone();
         s.nodes_known = self.table.len();
+        s.table_turnovers = self.table.turned_over();
         s.nodes_confirmed = self.table.confirmed_len();
         s.dedup_len = self.harvest.stored_filter().len();
         s.bytes_per_infohash = self.harvest.stored_filter().bytes_per_infohash();

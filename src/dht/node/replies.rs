@@ -74,6 +74,7 @@ impl Node {
                         for infohash in s.samples() {
                             self.on_sample(infohash, holder, now);
                         }
+                        self.table.mark_sampled(&r.id);
                         Duration::from_secs(u64::from(s.interval)).max(self.cfg.min_resample)
                     }
                     Err(_) => SAMPLE_RETRY,
