@@ -36,7 +36,7 @@ pub mod defaults {
     /// `--udp-rcvbuf` and `--udp-sndbuf`, bytes.
     pub const UDP_BUFFER: usize = 8 << 20;
     /// `--rx-coalesce-us`, microseconds.
-    pub const RX_COALESCE_US: u64 = 200;
+    pub const RX_COALESCE_US: u64 = 1000;
     /// `--scrape-nodes`: nodes asked for a BEP 33 scrape of each stored
     /// torrent.
     pub const SCRAPE_NODES: usize = crate::dht::harvest::DEFAULT_SCRAPE_NODES;
@@ -140,7 +140,7 @@ pub struct FileConfig {
     pub udp_rcvbuf: Option<usize>,
     /// `udp-sndbuf = 8388608`.
     pub udp_sndbuf: Option<usize>,
-    /// `rx-coalesce-us = 200`.
+    /// `rx-coalesce-us = 1000`.
     pub rx_coalesce_us: Option<u64>,
     /// `include = "(?i)\\.(mkv|mp4)$"`: store only torrents whose name or
     /// some file path matches.

@@ -30,4 +30,6 @@ done
 kill $SW 2>/dev/null; wait $SW 2>/dev/null
 echo "nodes=$N torrents=$T extra=[$EXTRA] swarm_startup_s=$UP swarm_rss_kib=$SWRSS"
 tail -1 $W/samples
-grep -E "^dht_hunter_(nodes_known|infohashes|samples|torrents|queries_sent|fetch|table_turnovers)" $W/metrics.txt | grep -v "^#" | head -30
+# The figures the run records need, then the rest of the crawl's counters.
+grep -E "^dht_hunter_(nodes_known|table_turnovers_total|infohashes_discovered_total|infohashes_remembered|queries_sent_total|fetch_verified_total)" $W/metrics.txt
+cp $W/metrics.txt /tmp/sim-$N-metrics${EXTRA:+-extra}.txt
