@@ -379,6 +379,7 @@ fn crawl_help_shows_every_default() {
         "--no-pin",
         "--oversubscribe",
         "--allow-private",
+        "--no-table-turnover",
         "--help",
     ];
     // One block per flag: its header line (indented at most 6 spaces),
