@@ -30,7 +30,8 @@
 //! b (50,000 torrents, 20/s, 120 s) or c (5,000 torrents, 500/s, 60 s), all
 //! with 2,000 nodes and 30 % bad peers; then `HARVEST_NODES`,
 //! `HARVEST_TORRENTS`, `HARVEST_BAD`, `HARVEST_RATE`, `HARVEST_DURATION`,
-//! `HARVEST_SEED` override the preset; `HARVEST_CORES=0,1` (DHT-Hunter's
+//! `HARVEST_SEED` override the preset; `HARVEST_HUNTER_ARGS` adds crawl
+//! flags (for exploring a knob; the recorded figures use none); `HARVEST_CORES=0,1` (DHT-Hunter's
 //! core, magneticod's core); `HARVEST_SWARM_ARGS` (extra `dht-loadgen
 //! swarm` flags, space-separated, e.g. `--announce-delay 0`);
 //! `HARVEST_RIVAL=0` runs DHT-Hunter alone; `HARVEST_VENV` (default
@@ -410,6 +411,11 @@ fn main() -> anyhow::Result<()> {
         .args(["--status", "never"]);
     for b in &boot {
         hunter.args(["--bootstrap", b]);
+    }
+    // Extra crawl flags, for exploring a knob (the figures that count are
+    // taken without any).
+    if let Ok(extra) = std::env::var("HARVEST_HUNTER_ARGS") {
+        hunter.args(extra.split_whitespace());
     }
     hunter
         .stdout(Stdio::null())
