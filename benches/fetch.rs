@@ -70,11 +70,19 @@ fn main() {
         .shards(1)
         .pin(false)
         .udp_bind(vec!["127.0.0.1:0".parse().unwrap()])
-        // The crawl command's socket buffers (`--udp-rcvbuf`/`--udp-sndbuf`).
+        // The crawl command's socket buffers (`--udp-rcvbuf`/`--udp-sndbuf`)
+        // and receive coalescing (`--rx-coalesce-us`), which uTP's datagrams
+        // meet on the shard's socket.
         .udp_buffers(
             Some(dht_hunter::config::defaults::UDP_BUFFER),
             Some(dht_hunter::config::defaults::UDP_BUFFER),
         )
+        .udp_rx_coalesce(Duration::from_micros(
+            std::env::var("DH_BENCH_COALESCE_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(dht_hunter::config::defaults::RX_COALESCE_US),
+        ))
         .tcp(shards::TcpOptions {
             max_per_shard: concurrency * 2,
             max_per_ip: 4,
