@@ -18,10 +18,10 @@
 //!   whose BEP 51 samples arrived longest ago (turnover, on by default),
 //!   else of the oldest candidate. Confirmed nodes leave by failing, by an
 //!   id change, or by turnover once their samples are in: they gave what a
-//!   crawler wants of them, a candidate has not yet. In a network larger than the table this turns
-//!   the table into a moving window over the keyspace, where without it
-//!   the table fills once and the sweep samples the same nodes over and
-//!   over (`tuning/runs/sim-scale-*.md`).
+//!   crawler wants of them, a candidate has not yet. In a network larger
+//!   than the table this turns the table into a moving window over the
+//!   keyspace, where without it the table fills once and the sweep samples
+//!   the same nodes over and over (`tuning/runs/sim-scale-*.md`).
 //! * BEP 42 (libtorrent's `dht_prefer_verified_node_ids`): each entry
 //!   records whether its id is valid for its IP ([`bep42_verify`]; local
 //!   addresses are exempt and count as verified). With
@@ -109,6 +109,23 @@ pub struct Table {
 /// (each memory is about 60 bytes).
 const RECENT_PER_NODE: usize = 4;
 
+/// Appends `id` to one of the table's id queues, whose entries that no
+/// longer qualify (`live` false, or gone) are skipped lazily when popped;
+/// past twice the table's bound they are dropped, so the queue stays
+/// bounded however often entries come and go.
+fn push_lazily(
+    queue: &mut VecDeque<Id>,
+    id: Id,
+    nodes: &BTreeMap<Id, Entry>,
+    bound: usize,
+    live: impl Fn(&Entry) -> bool,
+) {
+    queue.push_back(id);
+    if queue.len() > 2 * bound {
+        queue.retain(|id| nodes.get(id).is_some_and(&live));
+    }
+}
+
 fn prefix_range(t: &Id, p: u32) -> (Id, Id) {
     let mut lo = *t;
     let mut hi = *t;
@@ -182,12 +199,9 @@ impl Table {
         if let Some(e) = self.nodes.get_mut(id) {
             if e.confirmed && !e.sampled {
                 e.sampled = true;
-                self.sampled.push_back(*id);
-                if self.sampled.len() > 2 * self.max_nodes {
-                    let nodes = &self.nodes;
-                    self.sampled
-                        .retain(|id| nodes.get(id).is_some_and(|e| e.sampled));
-                }
+                push_lazily(&mut self.sampled, *id, &self.nodes, self.max_nodes, |e| {
+                    e.sampled
+                });
             }
         }
     }
@@ -410,7 +424,13 @@ impl Table {
             },
         );
         if again.is_some() {
-            self.sampled.push_back(node.id);
+            push_lazily(
+                &mut self.sampled,
+                node.id,
+                &self.nodes,
+                self.max_nodes,
+                |e| e.sampled,
+            );
         }
         self.by_ip.insert(node.addr.ip(), node.id);
         self.generation = self.generation.wrapping_add(1);
@@ -425,11 +445,9 @@ impl Table {
             } else {
                 &mut self.candidates
             };
-            queue.push_back(node.id);
-            if queue.len() > 2 * self.max_nodes {
-                let nodes = &self.nodes;
-                queue.retain(|id| nodes.get(id).is_some_and(|e| !e.confirmed));
-            }
+            push_lazily(queue, node.id, &self.nodes, self.max_nodes, |e| {
+                !e.confirmed
+            });
         }
         if !inside {
             if let Some(c) = self.out_per_bucket.get_mut(bucket) {
