@@ -244,23 +244,7 @@ impl SearchPage {
             counted_capped: counted > SEARCH_COUNT_CAP,
         }
     }
-}
 
-/// The SQL condition (` AND t.category IN (…)`, `t` being `torrents`)
-/// that keeps `categories`; empty for none (every category). The ids are
-/// integers this crate writes, never user text.
-pub(super) fn category_clause(categories: &[Category]) -> String {
-    if categories.is_empty() {
-        return String::new();
-    }
-    let ids: Vec<String> = categories
-        .iter()
-        .map(|c| c.newznab_id().to_string())
-        .collect();
-    format!(" AND t.category IN ({})", ids.join(","))
-}
-
-impl SearchPage {
     /// A page with no hits and nothing counted.
     pub fn empty() -> Self {
         SearchPage {
@@ -278,6 +262,20 @@ impl SearchPage {
         self.counted_capped |= full;
         self
     }
+}
+
+/// The SQL condition (` AND t.category IN (…)`, `t` being `torrents`)
+/// that keeps `categories`; empty for none (every category). The ids are
+/// integers this crate writes, never user text.
+pub(super) fn category_clause(categories: &[Category]) -> String {
+    if categories.is_empty() {
+        return String::new();
+    }
+    let ids: Vec<String> = categories
+        .iter()
+        .map(|c| c.newznab_id().to_string())
+        .collect();
+    format!(" AND t.category IN ({})", ids.join(","))
 }
 
 /// A torrent read back to be classified (stored before categories

@@ -715,26 +715,31 @@ impl Backend for PgBackend {
             "(SELECT * FROM torrents t WHERE {filter}
               ORDER BY t.fetched_at DESC, t.infohash DESC LIMIT {SEARCH_COUNT_CAP}) t"
         );
+        let words_and_cats = !tokens.is_empty() && !categories.is_empty();
         let sql = if tokens.is_empty() {
             format!(
                 "SELECT {HIT_COLUMNS} FROM torrents t WHERE {filter}{cat} ORDER BY {order} LIMIT $2 OFFSET $3"
             )
         } else {
+            // With a category, the window's matches of it are counted in
+            // the same pass (column 11), not by scanning the window again.
+            let in_window = if words_and_cats {
+                ", count(*) OVER () AS n"
+            } else {
+                ""
+            };
             format!(
-                "SELECT {HIT_COLUMNS} FROM {window} WHERE 1 = 1{cat}
+                "SELECT {HIT_COLUMNS}{in_window} FROM {window} WHERE 1 = 1{cat}
                  ORDER BY {order} LIMIT $2 OFFSET $3"
             )
         };
-        let words_and_cats = !tokens.is_empty() && !categories.is_empty();
-        let count_sql = if tokens.is_empty() {
-            format!(
-                "SELECT count(*) FROM (SELECT 1 FROM torrents t WHERE {filter}{cat} LIMIT $2) m"
-            )
-        } else {
-            format!("SELECT count(*) FROM (SELECT 1 FROM torrents t WHERE {filter} LIMIT $2) m")
-        };
-        // Words and categories: the window's matches of the categories are
-        // counted too; past a full window there may be more.
+        // Without words the category is part of what is counted; with
+        // words the count says whether the window was full.
+        let count_cat = if tokens.is_empty() { cat.as_str() } else { "" };
+        let count_sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM torrents t WHERE {filter}{count_cat} LIMIT $2) m"
+        );
+        // A page past the end counts the window's matches apart.
         let window_count_sql = format!("SELECT count(*) FROM {window} WHERE 1 = 1{cat}");
         // One more than asked: whether there is a next page.
         let want = super::sql_int(limit.saturating_add(1));
@@ -748,15 +753,16 @@ impl Backend for PgBackend {
                     .query_one(&count_sql, &[&query, &cap])
                     .await?
                     .try_get(0)?;
-                let in_window: Option<i64> = if words_and_cats {
-                    Some(
+                let in_window: Option<i64> = match rows.first() {
+                    _ if !words_and_cats => None,
+                    Some(r) => Some(r.try_get(11)?),
+                    None if offset == 0 => Some(0),
+                    None => Some(
                         c.client
                             .query_one(&window_count_sql, &[&query])
                             .await?
                             .try_get(0)?,
-                    )
-                } else {
-                    None
+                    ),
                 };
                 Ok((rows, counted, in_window))
             })

@@ -461,6 +461,14 @@ impl Backend for SqliteBackend {
         // SEARCH_COUNT_CAP matches, which the count tells the caller.
         // A category filter applies to what the window holds.
         let cat = super::category_clause(categories);
+        let window = |rank: &str| {
+            format!(
+                "(SELECT rowid AS id{rank} FROM torrents_fts WHERE torrents_fts MATCH ?1
+                  ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
+                 JOIN torrents t ON t.id = f.id
+                 WHERE 1 = 1{cat}"
+            )
+        };
         let sql = if tokens.is_empty() {
             format!("SELECT {HIT_COLUMNS} FROM torrents t WHERE ?1 = ?1{cat} ORDER BY {order} LIMIT ?2 OFFSET ?3")
         } else {
@@ -476,12 +484,9 @@ impl Backend for SqliteBackend {
                 ", count(*) OVER () AS n"
             };
             format!(
-                "SELECT {HIT_COLUMNS}{in_window}
-                 FROM (SELECT rowid AS id{rank} FROM torrents_fts WHERE torrents_fts MATCH ?1
-                       ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
-                 JOIN torrents t ON t.id = f.id
-                 WHERE 1 = 1{cat}
-                 ORDER BY {order} LIMIT ?2 OFFSET ?3"
+                "SELECT {HIT_COLUMNS}{in_window} FROM {}
+                 ORDER BY {order} LIMIT ?2 OFFSET ?3",
+                window(rank)
             )
         };
         let words_and_cats = !tokens.is_empty() && !categories.is_empty();
@@ -519,13 +524,7 @@ impl Backend for SqliteBackend {
             None if offset == 0 => 0,
             None => self
                 .conn
-                .prepare_cached(&format!(
-                    "SELECT count(*)
-                     FROM (SELECT rowid AS id FROM torrents_fts WHERE torrents_fts MATCH ?1
-                           ORDER BY rowid DESC LIMIT {SEARCH_COUNT_CAP}) f
-                     JOIN torrents t ON t.id = f.id
-                     WHERE 1 = 1{cat}"
-                ))?
+                .prepare_cached(&format!("SELECT count(*) FROM {}", window("")))?
                 .query_row(params![query], |r| r.get(0))?,
         };
         Ok(SearchPage::from_rows(hits, limit, in_window)
