@@ -202,17 +202,10 @@ impl FetchPool {
 
     /// The uTP multiplexers' counters, summed over the shard's sockets.
     pub fn utp_stats(&self) -> MuxStats {
-        self.utp.borrow().iter().fold(MuxStats::default(), |a, m| {
-            let b = m.stats();
-            MuxStats {
-                delivered: a.delivered + b.delivered,
-                malformed: a.malformed + b.malformed,
-                unknown: a.unknown + b.unknown,
-                refused: a.refused + b.refused,
-                forwarded: a.forwarded + b.forwarded,
-                unsolicited: a.unsolicited + b.unsolicited,
-            }
-        })
+        self.utp
+            .borrow()
+            .iter()
+            .fold(MuxStats::default(), |sum, m| sum + m.stats())
     }
 
     /// The counters.

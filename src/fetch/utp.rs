@@ -92,6 +92,20 @@ pub struct MuxStats {
     pub unsolicited: u64,
 }
 
+impl std::ops::Add for MuxStats {
+    type Output = MuxStats;
+    fn add(self, b: MuxStats) -> MuxStats {
+        MuxStats {
+            delivered: self.delivered + b.delivered,
+            malformed: self.malformed + b.malformed,
+            unknown: self.unknown + b.unknown,
+            refused: self.refused + b.refused,
+            forwarded: self.forwarded + b.forwarded,
+            unsolicited: self.unsolicited + b.unsolicited,
+        }
+    }
+}
+
 impl MuxStats {
     /// Each datagram counter with the `fate` label it is exported under
     /// (`refused` counts connections, not datagrams, and is not here).

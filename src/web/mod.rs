@@ -29,7 +29,8 @@
 //! Binds 127.0.0.1 by default. An API key (query `apikey=` or header
 //! `X-Api-Key`) and/or HTTP basic auth may be required; either one
 //! admits a request to any route. A page opened with `?apikey=` keeps the
-//! key in an HttpOnly, SameSite=Strict cookie, so the UI's links work. A bind to a non-loopback address
+//! key in an HttpOnly, SameSite=Strict cookie, so the UI's links work. A
+//! bind to a non-loopback address
 //! without either is refused unless the operator says
 //! `--web-insecure-public`. Credentials come from the environment or a
 //! file, never from a flag's value (which `ps` shows).
@@ -436,24 +437,21 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     });
     // A page (not the API or Torznab, whose clients send the key each
     // time) opened with a valid `apikey=` keeps it in a cookie.
-    let remember = query_key.as_deref().is_some_and(|k| {
-        app.credentials
-            .api_key
-            .as_deref()
-            .is_some_and(|key| same_secret(k, key))
-    }) && !req.uri().path().starts_with("/api")
-        && !req.uri().path().starts_with("/torznab");
+    let page = !req.uri().path().starts_with("/api") && !req.uri().path().starts_with("/torznab");
+    let remember = app
+        .credentials
+        .api_key
+        .as_deref()
+        .filter(|key| page && query_key.as_deref().is_some_and(|k| same_secret(k, key)));
     let mut resp = if app.credentials.admits(req.headers(), query_key.as_deref()) {
         let mut r = next.run(req).await;
-        if remember {
-            if let Some(key) = &app.credentials.api_key {
-                let enc =
-                    percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
-                if let Ok(v) = HeaderValue::from_str(&format!(
-                    "{KEY_COOKIE}={enc}; Path=/; Max-Age={KEY_COOKIE_SECS}; HttpOnly; SameSite=Strict"
-                )) {
-                    r.headers_mut().insert(header::SET_COOKIE, v);
-                }
+        if let Some(key) = remember {
+            let enc =
+                percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC);
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{KEY_COOKIE}={enc}; Path=/; Max-Age={KEY_COOKIE_SECS}; HttpOnly; SameSite=Strict"
+            )) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
             }
         }
         r

@@ -290,6 +290,9 @@ pub(super) async fn api(
         Ok(c) => c,
         Err(()) => return error(201, "Incorrect parameter (cat)"),
     };
+    // A `cat=` of categories nothing here has: an empty feed, not
+    // everything.
+    let nothing = asked.as_ref().is_some_and(Vec::is_empty);
     let categories = match t {
         "caps" => return xml_response(StatusCode::OK, caps()),
         "search" => asked.unwrap_or_default(),
@@ -307,9 +310,6 @@ pub(super) async fn api(
         "music" | "audio" | "book" => return error(203, &format!("Function not available ({t})")),
         _ => return error(202, &format!("No such function ({t})")),
     };
-    // A `cat=` of categories nothing here has: an empty feed, not
-    // everything.
-    let nothing = categories.is_empty() && get("cat").is_some();
     let offset = match num("offset", 0) {
         Ok(o) => o.min(super::OFFSET_MAX),
         Err(k) => return error(201, &format!("Incorrect parameter ({k})")),
