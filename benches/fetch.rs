@@ -2,7 +2,8 @@
 //! the load generator's honest peers on loopback, and the heap held per
 //! in-flight fetch.
 //!
-//! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]`, with
+//! Run: `cargo bench --bench fetch [-- TORRENTS CONCURRENCY]` (concurrency
+//! defaults to the crawl's, `fetch::DEFAULT_CONCURRENCY`), with
 //! `DH_BENCH_WIRE` choosing the one wire both sides speak:
 //! - `plain` (default): plaintext BT over TCP;
 //! - `mse`: every peer requires MSE/PE with RC4 and the pool speaks only
@@ -42,7 +43,10 @@ use peer_swarm::{bench_wire, serve_if_child, PeerSwarm, Wire};
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let torrents: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5000);
-    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
+    let concurrency: usize = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(dht_hunter::fetch::DEFAULT_CONCURRENCY);
     if serve_if_child(torrents) {
         return;
     }

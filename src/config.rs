@@ -25,8 +25,9 @@ pub mod defaults {
     pub const PER_IP_PPS: u32 = 5;
     /// `--inbound-per-ip-pps`.
     pub const INBOUND_PER_IP_PPS: u32 = 5;
-    /// `--fetch-concurrency`.
-    pub const FETCH_CONCURRENCY: usize = 256;
+    /// `--fetch-concurrency`: when unset, this many, or fewer where the
+    /// hard open-file limit allows fewer (see `engine::preflight`).
+    pub const FETCH_CONCURRENCY: usize = crate::fetch::DEFAULT_CONCURRENCY;
     /// `--fetch-timeout`, seconds.
     pub const FETCH_TIMEOUT_S: u64 = 20;
     /// `--max-metadata-size`, bytes.
@@ -122,7 +123,7 @@ pub struct FileConfig {
     /// `db-url-file = "/etc/dht-hunter/db-url"`: the store URL is the
     /// file's first line (keeps a password out of `ps` and of this file).
     pub db_url_file: Option<PathBuf>,
-    /// `fetch-concurrency = 256`.
+    /// `fetch-concurrency = 1024`.
     pub fetch_concurrency: Option<usize>,
     /// `fetch-timeout = 20` (seconds).
     pub fetch_timeout: Option<u64>,
@@ -310,6 +311,10 @@ pub struct CrawlConfig {
     pub db: String,
     /// Concurrent metadata fetches per shard.
     pub fetch_concurrency: usize,
+    /// Whether `fetch_concurrency` is the default, which start-up lowers
+    /// to what the hard open-file limit allows instead of refusing to
+    /// start (a value the operator set is kept, or refused).
+    pub fetch_concurrency_default: bool,
     /// Hard deadline of one metadata fetch.
     pub fetch_timeout: Duration,
     /// Plaintext or MSE to peers, and in which order.
@@ -572,6 +577,7 @@ impl CrawlConfig {
             duration: c.duration.map(Duration::from_secs),
             db,
             fetch_concurrency,
+            fetch_concurrency_default: c.fetch_concurrency.is_none(),
             fetch_timeout: Duration::from_secs(fetch_timeout),
             encryption: c.encryption.unwrap_or_default(),
             transport: c.transport.unwrap_or_default(),

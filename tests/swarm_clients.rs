@@ -283,3 +283,109 @@ fn churning_peers_refuse_connections_while_away() {
     swarm.stop();
     assert!(up >= 3 && away >= 3, "up {up}, away {away}");
 }
+
+/// Sends `method` to `to` and returns the decoded reply's raw bytes (one
+/// query at a time on `sock`, so the next datagram is the reply).
+fn ask(sock: &UdpSocket, to: SocketAddr, method: &Method<'_>) -> Option<Vec<u8>> {
+    use dht_hunter::krpc::message::{encode_query, Header, Want};
+    let mut q = Vec::new();
+    let h = Header {
+        tid: b"lk",
+        version: None,
+    };
+    let id = dht_hunter::id::Id([0x11; 20]);
+    encode_query(&mut q, &h, &id, method, Want::default(), false);
+    sock.send_to(&q, to).unwrap();
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).ok()?;
+        // Full nodes may also query us (we are in their tables now).
+        let reply = decode(&buf[..n]).is_ok_and(|m| !matches!(m.body, Body::Query(_)));
+        if from == to && reply {
+            return Some(buf[..n].to_vec());
+        }
+    }
+}
+
+#[test]
+fn lookups_cross_light_and_full_nodes_and_sweeps_are_counted() {
+    // 3,000 nodes of which the first 300 are full: most of every lookup
+    // path is light nodes, and full nodes' tables point into them.
+    let swarm = Swarm::start(&SwarmConfig {
+        nodes: 3000,
+        full_nodes: 300,
+        client_rate: 0,
+        ..SwarmConfig::honest(3000, 40, 0, 5)
+    })
+    .unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let light_from = swarm.node_addrs[300];
+    let (mut found, mut light_hops, mut full_hops) = (0, 0, 0);
+    for t in swarm.truth.iter().take(20) {
+        let infohash: dht_hunter::id::Id = t.infohash.parse().unwrap();
+        let method = Method::GetPeers {
+            infohash,
+            noseed: false,
+            scrape: false,
+        };
+        // Iterative lookup: always the closest node not yet asked.
+        let mut seen = std::collections::BTreeMap::new();
+        let mut asked = std::collections::BTreeSet::new();
+        seen.insert(
+            dht_hunter::id::Id([0xff; 20]).distance(&infohash),
+            swarm.node_addrs[0],
+        );
+        let truth_peers: Vec<SocketAddr> =
+            t.peers.iter().map(|p| p.addr.parse().unwrap()).collect();
+        for _ in 0..30 {
+            let Some((_, &to)) = seen.iter().find(|(_, a)| !asked.contains(*a)) else {
+                break;
+            };
+            asked.insert(to);
+            let index = swarm.node_addrs.iter().position(|a| *a == to).unwrap();
+            if index >= 300 {
+                light_hops += 1;
+            } else {
+                full_hops += 1;
+            }
+            let Some(bytes) = ask(&sock, to, &method) else {
+                continue;
+            };
+            let Ok(msg) = decode(&bytes) else { continue };
+            let Body::Response(r) = msg.body else {
+                continue;
+            };
+            let peers: Vec<SocketAddr> = r.peers().collect();
+            if !peers.is_empty() {
+                assert!(peers.iter().all(|p| truth_peers.contains(p)), "{peers:?}");
+                found += 1;
+                break;
+            }
+            for n in r.nodes.iter() {
+                seen.insert(n.id.distance(&infohash), n.addr);
+            }
+        }
+    }
+    assert_eq!(found, 20, "every lookup reaches the torrent's peers");
+    assert!(
+        light_hops > full_hops,
+        "light {light_hops}, full {full_hops}"
+    );
+
+    // Sample sweeps are counted once per node, light or full.
+    let target = dht_hunter::id::Id([0x42; 20]);
+    let si = Method::SampleInfohashes { target };
+    for to in [light_from, light_from, swarm.node_addrs[0]] {
+        let bytes = ask(&sock, to, &si).expect("a sample reply");
+        let msg = decode(&bytes).unwrap();
+        let Body::Response(r) = msg.body else {
+            panic!("{:?}", msg.body)
+        };
+        assert!(r.as_samples().is_ok());
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(swarm.counters.sample_queries.load(Relaxed), 3);
+    assert_eq!(swarm.counters.nodes_sampled.load(Relaxed), 2);
+    swarm.stop();
+}

@@ -261,7 +261,7 @@ pub struct CrawlArgs {
     #[arg(long, conflicts_with = "db")]
     pub db_url_file: Option<PathBuf>,
     /// Concurrent metadata fetches per shard.
-    #[arg(long, help = with_default("Concurrent metadata fetches per shard", D::FETCH_CONCURRENCY))]
+    #[arg(long, help = with_default("Concurrent metadata fetches per shard (unset: fewer where the open-file hard limit cannot hold them)", D::FETCH_CONCURRENCY))]
     pub fetch_concurrency: Option<usize>,
     /// Hard deadline of one metadata fetch, seconds.
     #[arg(long, help = with_default("Hard deadline of one metadata fetch, seconds", D::FETCH_TIMEOUT_S))]

@@ -15,6 +15,10 @@ pub struct SwarmArgs {
     /// Simulated DHT nodes (each on its own 127.64.0.0/10 address).
     #[arg(long, default_value_t = 10_000)]
     pub nodes: usize,
+    /// Of those, full nodes (the crawler's own state machine, about 27 KiB
+    /// each); the rest are light, stateless answerers (about 60 bytes).
+    #[arg(long, default_value_t = crate::loadgen::swarm::DEFAULT_FULL_NODES)]
+    pub full_nodes: usize,
     /// Synthetic torrents.
     #[arg(long, default_value_t = 10_000)]
     pub torrents: usize,
@@ -78,6 +82,11 @@ pub struct SwarmArgs {
     /// Run for this many seconds (at most a day), then stop.
     #[arg(long)]
     pub duration: u64,
+    /// Every this many seconds, print a `swarm-stats` JSON line on stderr:
+    /// datagrams, sample_infohashes received, distinct nodes sampled
+    /// (0: only the counters at the end).
+    #[arg(long, default_value_t = 0)]
+    pub stats_every: u64,
 }
 
 /// Runs the swarm until its duration ends.
@@ -106,6 +115,7 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let swarm = Swarm::start(&SwarmConfig {
         nodes: a.nodes,
+        full_nodes: a.full_nodes,
         torrents: a.torrents,
         peers_per_torrent: a.peers_per_torrent,
         bad_fraction: a.bad_fraction,
@@ -139,6 +149,7 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "nodes": swarm.node_addrs.len(),
+            "full_nodes": a.full_nodes.min(a.nodes),
             "torrents": swarm.truth.len(),
             "fetchable": swarm.truth.iter().filter(|t| t.fetchable).count(),
             "bootstrap": boot,
@@ -158,15 +169,30 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
     let clients_at = up + Duration::from_secs(a.clients_after.min(a.duration));
     let end = up + Duration::from_secs(a.duration);
     let mut targets_set = false;
+    let every = Duration::from_secs(a.stats_every);
+    let mut next_stats = up + every;
+    let c = &swarm.counters;
+    use std::sync::atomic::Ordering::Relaxed;
     while Instant::now() < end {
         if !targets_set && Instant::now() >= clients_at {
             swarm.set_targets(&a.target);
             targets_set = true;
         }
+        if a.stats_every > 0 && Instant::now() >= next_stats {
+            next_stats += every;
+            eprintln!(
+                "swarm-stats {}",
+                serde_json::json!({
+                    "t_s": up.elapsed().as_secs(),
+                    "dht_in": c.dht_in.load(Relaxed),
+                    "dht_out": c.dht_out.load(Relaxed),
+                    "sample_queries": c.sample_queries.load(Relaxed),
+                    "nodes_sampled": c.nodes_sampled.load(Relaxed),
+                })
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let c = &swarm.counters;
-    use std::sync::atomic::Ordering::Relaxed;
     eprintln!(
         "swarm: {} datagrams in, {} out; {} clients searched ({} search-only), \
          {} delayed announces due ({} dropped); {} get_peers and {} announces sent over all targets",
@@ -197,6 +223,8 @@ pub fn run(a: &SwarmArgs) -> anyhow::Result<()> {
             "client_announce_dropped": c.client_announce_dropped.load(Relaxed),
             "client_queries": c.client_queries.load(Relaxed),
             "client_announces": c.client_announces.load(Relaxed),
+            "sample_queries": c.sample_queries.load(Relaxed),
+            "nodes_sampled": c.nodes_sampled.load(Relaxed),
             "per_target": per_target,
         })
     );

@@ -191,13 +191,6 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     }
     .udp_buffers(Some(cfg.udp_rcvbuf), Some(cfg.udp_sndbuf))
     .udp_rx_coalesce(cfg.rx_coalesce)
-    .tcp(TcpOptions {
-        connect_timeout: cfg.fetch_timeout.min(Duration::from_secs(10)),
-        read_timeout: None,
-        write_timeout: Some(cfg.fetch_timeout),
-        max_per_shard: tcp_cap(cfg),
-        max_per_ip: 2,
-    })
     .name("dht-hunter")
     // One packet limit for the process: each shard starts with an equal
     // share and idle shards lend theirs to busy ones (see dht::limiter).
@@ -211,10 +204,29 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
         builder = builder.shards(n);
     }
     let nr_shards = builder.plan()?.nr_shards();
+    // The default pool shrinks to what the open-file limit holds; a size
+    // the operator chose is checked as given.
+    let fetch_concurrency = if cfg.fetch_concurrency_default {
+        preflight::fit_default_fetch_concurrency(nr_shards, binds.len(), cfg.fetch_concurrency)
+    } else {
+        cfg.fetch_concurrency
+    };
+    let cfg = CrawlConfig {
+        bind: binds,
+        fetch_concurrency,
+        ..cfg.clone()
+    };
+    let builder = builder.tcp(TcpOptions {
+        connect_timeout: cfg.fetch_timeout.min(Duration::from_secs(10)),
+        read_timeout: None,
+        write_timeout: Some(cfg.fetch_timeout),
+        max_per_shard: tcp_cap(&cfg),
+        max_per_ip: 2,
+    });
     preflight::check_limits(
         nr_shards,
-        tcp_cap(cfg),
-        binds.len(),
+        tcp_cap(&cfg),
+        cfg.bind.len(),
         shards::DEFAULT_IO_MEMORY,
     )?;
     parts.telemetry.ensure_shards(nr_shards);
@@ -224,7 +236,7 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     // its sockets' real addresses.
     let identities_base = load_or_create_identities(
         &cfg.state_dir,
-        &binds,
+        &cfg.bind,
         cfg.identity,
         cfg.keyspace,
         nr_shards,
@@ -237,10 +249,7 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     if bootstrap.is_empty() {
         log::warn!("no bootstrap address resolved; relying on known nodes and inbound traffic");
     }
-    let cfg = Arc::new(CrawlConfig {
-        bind: binds,
-        ..cfg.clone()
-    });
+    let cfg = Arc::new(cfg);
     let ids = Arc::new(identities_base);
     let bootstrap = Arc::new(bootstrap);
     // One start instant for every shard: token epochs are counted from it,

@@ -84,6 +84,11 @@ pub struct FetchJob {
     pub peers: Vec<SocketAddr>,
 }
 
+/// Jobs fetched at once per shard unless configured (`--fetch-concurrency`
+/// reads it): a loopback harvest with more new torrents than one shard
+/// stores was bound by this number at 256 (`tuning/runs/`).
+pub const DEFAULT_CONCURRENCY: usize = 1024;
+
 /// Pool knobs.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
@@ -129,11 +134,11 @@ impl Default for PoolConfig {
         let mut peer_id = *b"-DH0100-000000000000";
         crate::rng::Rng::from_entropy().fill(&mut peer_id[8..]);
         PoolConfig {
-            concurrency: 256,
+            concurrency: DEFAULT_CONCURRENCY,
             peers_at_once: 2,
             max_peers_per_job: 16,
             max_queue: 65_536,
-            max_connections: 512,
+            max_connections: 2 * DEFAULT_CONCURRENCY,
             job_budget: Duration::from_secs(45),
             cap_retry: Duration::from_millis(200),
             penalty: Duration::from_secs(300),

@@ -8,6 +8,7 @@
 
 pub mod echo;
 pub mod flood;
+pub mod light;
 pub mod peers;
 pub mod pktinfo;
 pub mod swarm;

@@ -2,11 +2,14 @@
 //!
 //! * `nodes` DHT nodes, each on its own address in 127.64.0.0/10 and all on
 //!   one UDP port, served by one wildcard socket with `IP_PKTINFO`
-//!   ([`super::pktinfo`]). Each is a real [`Node`] (the crawler's own state
-//!   machine, crawling off), so they answer ping, find_node, get_peers,
-//!   announce_peer and sample_infohashes exactly as a good node does. Their
-//!   tables hold their id-order neighbours plus random contacts, so they
-//!   form one consistent Kademlia network.
+//!   ([`super::pktinfo`]). The first `full_nodes` are real [`Node`]s (the
+//!   crawler's own state machine, crawling off), so they answer ping,
+//!   find_node, get_peers, announce_peer and sample_infohashes exactly as a
+//!   good node does. Their tables hold their id-order neighbours plus
+//!   random contacts, so they form one consistent Kademlia network. The
+//!   rest are [`super::light`] nodes: stateless answerers with a perfect
+//!   view of the network, about 60 bytes each instead of 27 KiB, so that a
+//!   million fit.
 //! * `torrents` synthetic torrents ([`super::torrents`]); each infohash is
 //!   stored (with its peers) at the 8 nodes closest to it, so sampling and
 //!   lookups behave as on the real DHT.
@@ -46,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::light::{LightNodes, Network};
 use super::peers::{Churn, PeerPlan, PeerServer};
 pub use super::peers::{PeerEncryption, PeerKind, PEER_BASE};
 use super::pktinfo::PktSocket;
@@ -57,6 +61,10 @@ use crate::krpc::{decode, Body, NodeInfo};
 use crate::rng::Rng;
 use crate::wire::Behaviour;
 
+/// Full nodes in a swarm unless configured: every node of the swarms the
+/// tests and harvest benches use, about 1.3 GiB at 27 KiB each.
+pub const DEFAULT_FULL_NODES: usize = 50_000;
+
 /// First address of the simulated DHT nodes.
 pub const NODE_BASE: Ipv4Addr = Ipv4Addr::new(127, 64, 0, 1);
 
@@ -65,6 +73,9 @@ pub const NODE_BASE: Ipv4Addr = Ipv4Addr::new(127, 64, 0, 1);
 pub struct SwarmConfig {
     /// Simulated DHT nodes.
     pub nodes: usize,
+    /// How many of them are full nodes; the rest are light
+    /// ([`super::light`]).
+    pub full_nodes: usize,
     /// Synthetic torrents.
     pub torrents: usize,
     /// Peers per torrent.
@@ -166,6 +177,7 @@ impl Default for SwarmConfig {
     fn default() -> Self {
         SwarmConfig {
             nodes: 2000,
+            full_nodes: DEFAULT_FULL_NODES,
             torrents: 300,
             peers_per_torrent: 2,
             bad_fraction: 0.3,
@@ -270,6 +282,12 @@ pub struct SwarmCounters {
     pub client_announce_dropped: AtomicU64,
     /// Per target, in the order first added.
     pub per_target: Mutex<Vec<TargetStats>>,
+    /// sample_infohashes queries received by the nodes (from anyone: the
+    /// swarm's clients send none).
+    pub sample_queries: AtomicU64,
+    /// Distinct nodes that received at least one of them: how much of
+    /// the network a crawler's BEP 51 sweep has covered.
+    pub nodes_sampled: AtomicU64,
 }
 
 /// Client traffic exchanged with one target.
@@ -543,8 +561,9 @@ impl Swarm {
                 addr: node_addr(i, port),
             })
             .collect();
-        let mut nodes: Vec<Node> = Vec::with_capacity(cfg.nodes);
-        for (i, info) in infos_ids.iter().enumerate() {
+        let full = cfg.full_nodes.min(cfg.nodes);
+        let mut nodes: Vec<Node> = Vec::with_capacity(full);
+        for (i, info) in infos_ids.iter().enumerate().take(full) {
             let mut nc = NodeConfig::population(
                 Identity {
                     addr: info.addr,
@@ -562,6 +581,9 @@ impl Swarm {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| infos_ids[i].id);
         for (pos, &i) in order.iter().enumerate() {
+            if i >= full {
+                continue;
+            }
             for d in 1..=12usize.min(n.saturating_sub(1)) {
                 for j in [order[(pos + d) % n], order[(pos + n - d) % n]] {
                     if j != i {
@@ -577,6 +599,7 @@ impl Swarm {
             }
         }
         // Store each torrent's peers at the 8 nodes closest to it.
+        let mut placed: Vec<(u32, u32)> = Vec::new();
         for (t, tor) in torrents.iter().enumerate() {
             let pos = order.partition_point(|&i| infos_ids[i].id < tor.infohash);
             let mut near: Vec<usize> = (0..16)
@@ -585,6 +608,10 @@ impl Swarm {
             near.sort_by_key(|&i| infos_ids[i].id.distance(&tor.infohash));
             near.dedup();
             for &i in near.iter().take(8) {
+                if i >= full {
+                    placed.push((i as u32, t as u32));
+                    continue;
+                }
                 for p in &truth[t].peers {
                     if let Ok(addr) = p.addr.parse() {
                         nodes[i].seed_peer(tor.infohash, addr, p.seed, t0);
@@ -592,6 +619,8 @@ impl Swarm {
                 }
             }
         }
+        let light = LightNodes::new(full, n, placed);
+        let order: Vec<u32> = order.into_iter().map(|i| i as u32).collect();
         let node_addrs = infos_ids.iter().map(|x| x.addr).collect();
         let counters = Arc::new(SwarmCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -612,6 +641,9 @@ impl Swarm {
         let dht = DhtLoop {
             sock,
             nodes,
+            light,
+            net: (infos_ids, order),
+            sampled: vec![0u64; n.div_ceil(64)],
             base: u32::from(NODE_BASE),
             stop: stop.clone(),
             counters: counters.clone(),
@@ -732,7 +764,14 @@ const MAX_PENDING: usize = 60_000;
 
 struct DhtLoop {
     sock: PktSocket,
+    /// The full nodes, `0..full_nodes`.
     nodes: Vec<Node>,
+    /// The light ones, `full_nodes..`.
+    light: LightNodes,
+    /// Every node's id and address, and the indexes in id order.
+    net: (Vec<NodeInfo>, Vec<u32>),
+    /// Bit per node: has received a sample_infohashes.
+    sampled: Vec<u64>,
     base: u32,
     stop: Arc<AtomicBool>,
     counters: Arc<SwarmCounters>,
@@ -754,7 +793,41 @@ struct DhtLoop {
 impl DhtLoop {
     fn node_of(&self, ip: Ipv4Addr) -> Option<usize> {
         let off = u32::from(ip).checked_sub(self.base)? as usize;
-        (off < self.nodes.len()).then_some(off)
+        (off < self.net.0.len()).then_some(off)
+    }
+
+    /// Counts a sample_infohashes to node `i` (a substring test: the full
+    /// nodes decode their own datagrams, and this runs before).
+    fn count_sample(&mut self, i: usize, bytes: &[u8]) {
+        const NEEDLE: &[u8] = b"17:sample_infohashes";
+        if !bytes.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return;
+        }
+        self.counters.sample_queries.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = self.sampled.get_mut(i / 64) {
+            let bit = 1u64 << (i % 64);
+            if *w & bit == 0 {
+                *w |= bit;
+                self.counters.nodes_sampled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A light node answers.
+    fn answer_light(&mut self, i: usize, from: SocketAddr, bytes: &[u8], out: &mut Vec<u8>) {
+        let net = Network {
+            infos: &self.net.0,
+            order: &self.net.1,
+            torrents: &self.clients,
+        };
+        if !self.light.answer(i, from, bytes, &net, out) {
+            return;
+        }
+        if let Some(SocketAddr::V4(me)) = self.net.0.get(i).map(|x| x.addr) {
+            if self.sock.send_from(*me.ip(), from, out).is_ok() {
+                self.counters.dht_out.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn flush(&mut self, i: usize) {
@@ -809,6 +882,11 @@ impl DhtLoop {
                 self.counters.dht_in.fetch_add(1, Ordering::Relaxed);
                 let from = SocketAddr::V4(r.from);
                 if let Some(i) = self.node_of(r.dst) {
+                    self.count_sample(i, &buf[..r.len]);
+                    if self.light.is_light(i) {
+                        self.answer_light(i, from, &buf[..r.len], &mut out);
+                        continue;
+                    }
                     let now = Instant::now();
                     self.nodes[i].handle_datagram(0, from, &buf[..r.len], now);
                     self.flush(i);
