@@ -16,7 +16,7 @@ pub struct SwarmArgs {
     #[arg(long, default_value_t = 10_000)]
     pub nodes: usize,
     /// Of those, full nodes (the crawler's own state machine, about 27 KiB
-    /// each); the rest are light, stateless answerers (about 60 bytes).
+    /// each); the rest are light, stateless answerers (about 70 bytes).
     #[arg(long, default_value_t = crate::loadgen::swarm::DEFAULT_FULL_NODES)]
     pub full_nodes: usize,
     /// Synthetic torrents.

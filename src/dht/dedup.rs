@@ -175,6 +175,15 @@ impl InfohashSet {
         self.current.contains(fp) || self.older.contains(fp)
     }
 
+    /// Forgets the older generation now and starts a new current one: what
+    /// was inserted before the previous rotation is forgotten, what came
+    /// after it is kept. Called on a clock, this bounds how long an
+    /// infohash is remembered to between one and two periods.
+    pub fn rotate(&mut self) {
+        self.forgotten = self.forgotten.saturating_add(self.older.len as u64);
+        self.older = std::mem::take(&mut self.current);
+    }
+
     /// Remembers `infohash`, forgetting the older generation when the current
     /// one is full.
     pub fn insert(&mut self, infohash: &Id) -> Insert {
@@ -226,6 +235,20 @@ mod tests {
             }
         }
         assert_eq!(misses, 0);
+    }
+
+    #[test]
+    fn rotation_forgets_what_came_before_the_last_one() {
+        let mut set = InfohashSet::new(100, (2, 2));
+        set.insert(&Id([1; 20]));
+        set.rotate();
+        set.insert(&Id([2; 20]));
+        assert!(set.contains(&Id([1; 20])) && set.contains(&Id([2; 20])));
+        set.rotate();
+        assert!(!set.contains(&Id([1; 20])), "two rotations: forgotten");
+        assert!(set.contains(&Id([2; 20])), "one rotation: kept");
+        assert_eq!(set.forgotten(), 1);
+        assert_eq!(set.insert(&Id([1; 20])), Insert::New);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! * **stored**: the metadata was fetched, verified and handed to the store;
 //!   the infohash moves to the `stored` filter and is never fetched again;
 //! * **given up**: every try failed (bounded, with backoff); it moves to the
-//!   `given_up` filter, which only an infohash *with a peer* can leave;
+//!   `given_up` filter, which only an infohash *with a peer* can leave
+//!   early; a sighting without one (a sample from a node that holds it,
+//!   someone's get_peers) is ignored until the filter has forgotten it,
+//!   one to two `given_up_hold` periods later;
 //! * still **in progress**, in one of the phases below, with a reason when
 //!   it waits.
 //!
@@ -82,6 +85,9 @@ pub struct HarvestConfig {
     pub stored_capacity: usize,
     /// Given-up infohashes remembered (ignored unless they bring a peer).
     pub given_up_capacity: usize,
+    /// A given-up infohash is ignored without a peer for one to two of
+    /// these (the filter forgets its older half on this clock too).
+    pub given_up_hold: Duration,
     /// Nodes remembered per infohash as having answered with `values`,
     /// and asked for a BEP 33 scrape once its torrent is stored (0: no
     /// scrapes).
@@ -103,6 +109,7 @@ impl Default for HarvestConfig {
             max_searches: 3,
             stored_capacity: 16_000_000,
             given_up_capacity: 1_000_000,
+            given_up_hold: Duration::from_secs(3600),
             scrape_nodes: DEFAULT_SCRAPE_NODES,
         }
     }
@@ -290,6 +297,8 @@ pub struct Harvester {
     fetching: usize,
     waiting: usize,
     gave_up: Vec<Id>,
+    /// When the given-up filter next forgets its older half.
+    given_up_rotation: Option<Instant>,
     /// Stored infohashes with the nodes to scrape them from.
     to_scrape: VecDeque<(Id, Vec<NodeInfo>)>,
     stats: HarvestStats,
@@ -320,6 +329,7 @@ impl Harvester {
             fetching: 0,
             waiting: 0,
             gave_up: Vec::new(),
+            given_up_rotation: None,
             to_scrape: VecDeque::new(),
             stats: HarvestStats::default(),
         }
@@ -479,7 +489,11 @@ impl Harvester {
             return Discovered::InProgress;
         }
         let vouched = !peers.is_empty() || holder.is_some();
-        if !vouched && self.given_up.contains(&infohash) {
+        // A holder is no news for a given-up infohash: its holders were
+        // asked before it was given up, and a sweep meets them again every
+        // sample interval. Without this, each of them re-sampled revived
+        // it: a search and a round of doomed fetches per holder per sweep.
+        if peers.is_empty() && self.given_up.contains(&infohash) {
             return Discovered::GivenUp;
         }
         if self.entries.len() >= self.cfg.max_entries && !(vouched && self.evict_weak()) {
@@ -730,6 +744,14 @@ impl Harvester {
     /// Wakes the entries whose wait is over: a fresh search for more peers
     /// (the old ones are retried with whatever it finds).
     pub fn handle_timeout(&mut self, now: Instant) {
+        match self.given_up_rotation {
+            None => self.given_up_rotation = Some(now + self.cfg.given_up_hold),
+            Some(at) if now >= at => {
+                self.given_up.rotate();
+                self.given_up_rotation = Some(now + self.cfg.given_up_hold);
+            }
+            Some(_) => {}
+        }
         while let Some(Reverse((at, infohash))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -802,6 +824,7 @@ mod tests {
                 max_searches: 2,
                 stored_capacity: 1000,
                 given_up_capacity: 1000,
+                given_up_hold: Duration::from_secs(3600),
                 scrape_nodes: 2,
             },
             (1, 2),
@@ -895,15 +918,56 @@ mod tests {
         assert!(!h.in_progress(&infohash(2)));
         assert_eq!(h.poll_given_up(), Some(infohash(2)));
         assert_eq!(h.stats().given_up, 1);
-        // Given up: a bare get_peers does not revive it, a peer does.
+        // Given up: a bare get_peers does not revive it, nor a sample from
+        // a node that holds it; a peer does.
         assert_eq!(
             h.discover(infohash(2), Source::GetPeers, &[], None),
+            Discovered::GivenUp
+        );
+        assert_eq!(
+            h.discover(infohash(2), Source::Sample, &[], Some(holder(8))),
             Discovered::GivenUp
         );
         assert_eq!(
             h.discover(infohash(2), Source::Announce, &[peer(9)], None),
             Discovered::New
         );
+    }
+
+    fn holder(i: u8) -> NodeInfo {
+        NodeInfo {
+            id: infohash(i),
+            addr: peer(u16::from(i)),
+        }
+    }
+
+    /// A sweep meets a given-up infohash's holders every sample interval;
+    /// they revive it only once the filter has forgotten it, one to two
+    /// `given_up_hold` later.
+    #[test]
+    fn given_up_is_ignored_without_a_peer_for_one_to_two_holds() {
+        let t0 = Instant::now();
+        let mut h = small();
+        let hold = h.cfg.given_up_hold;
+        h.handle_timeout(t0);
+        let ih = infohash(5);
+        assert_eq!(
+            h.discover(ih, Source::Sample, &[], Some(holder(1))),
+            Discovered::New
+        );
+        h.give_up(&ih);
+        assert!(!h.in_progress(&ih));
+        let again = |h: &mut Harvester| h.discover(ih, Source::Sample, &[], Some(holder(2)));
+        assert_eq!(again(&mut h), Discovered::GivenUp);
+        h.handle_timeout(t0 + hold - Duration::from_millis(1));
+        assert_eq!(again(&mut h), Discovered::GivenUp);
+        // First rotation: moved to the older half, still remembered.
+        h.handle_timeout(t0 + hold);
+        assert_eq!(again(&mut h), Discovered::GivenUp);
+        // Second: forgotten, and a holder's sample starts it afresh.
+        h.handle_timeout(t0 + hold * 2);
+        assert_eq!(again(&mut h), Discovered::New);
+        assert!(h.in_progress(&ih));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! node a few times (a lookup step, a sample sweep) and never keeps it.
 //!
 //! A light node is an index into shared arrays: its id, its place in the
-//! id order, and the torrents stored at it (about 60 bytes a node). It
+//! id order, and the torrents stored at it (about 70 bytes a node). It
 //! answers what a crawler asks, as a well-routed node would:
 //!
 //! * `ping`: its id;
@@ -84,12 +84,6 @@ impl LightNodes {
     /// Whether node `i` is light.
     pub fn is_light(&self, i: usize) -> bool {
         i >= self.first && i + 1 < self.first + self.offsets.len()
-    }
-
-    /// Bytes these light nodes hold (their share of the arrays; the ids
-    /// and the id order are the network's and counted there).
-    pub fn heap_bytes(&self) -> usize {
-        (self.offsets.capacity() + self.stored.capacity()) * 4
     }
 
     fn torrents_of(&self, i: usize) -> &[u32] {

@@ -8,7 +8,7 @@
 //!   good node does. Their tables hold their id-order neighbours plus
 //!   random contacts, so they form one consistent Kademlia network. The
 //!   rest are [`super::light`] nodes: stateless answerers with a perfect
-//!   view of the network, about 60 bytes each instead of 27 KiB, so that a
+//!   view of the network, about 70 bytes each instead of 27 KiB, so that a
 //!   million fit.
 //! * `torrents` synthetic torrents ([`super::torrents`]); each infohash is
 //!   stored (with its peers) at the 8 nodes closest to it, so sampling and

@@ -31,7 +31,7 @@ while kill -0 $CR 2>/dev/null; do
   if [ $now -eq $((S-5)) ] || [ $now -eq $((S-4)) ]; then curl -s 127.0.0.1:$MP/metrics > $W/metrics.txt; fi
   if [ $((now % 60)) -eq 0 ] && [ $now -gt 0 ] && [ "$now" != "$last" ]; then
     last=$now
-    curl -s 127.0.0.1:$MP/metrics | grep -E "^dht_hunter_(nodes_known|table_turnovers_total|infohashes_discovered_total)" | sed "s/^/t=$now /" >> $W/series.txt
+    curl -s 127.0.0.1:$MP/metrics | grep -E "^dht_hunter_(nodes_known|table_turnovers_total|infohashes_discovered_total|harvest_total|queries_sent_total)" | sed "s/^/t=$now /" >> $W/series.txt
   fi
   sleep 1
 done
