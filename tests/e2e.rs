@@ -1119,3 +1119,75 @@ fn filters_size_cap_and_prune() {
     assert_eq!(json(&out)["torrents"], 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A host whose open-file hard limit cannot hold the default fetch pool:
+/// the default shrinks to fit, with a warning naming the numbers, and the
+/// crawl runs; the same size asked for explicitly is refused, naming the
+/// limit and the flag.
+#[test]
+fn default_fetch_pool_fits_a_low_open_file_limit() {
+    let hard = String::from_utf8(
+        Command::new("bash")
+            .args(["-c", "ulimit -H -n"])
+            .output()
+            .expect("bash")
+            .stdout,
+    )
+    .unwrap();
+    let limit: u64 = match hard.trim() {
+        "unlimited" => 1500,
+        n => n.parse::<u64>().unwrap().min(1500),
+    };
+    assert!(limit >= 400, "this host's hard open-file limit is {limit}");
+    // One shard, one bind: (limit - 64 - 1 - 32) / 2 fetches fit.
+    let fits = (limit - 64 - 33) / 2;
+    let dir = tmp("lowfd");
+    let crawl = |extra: &[&str]| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!(
+                "ulimit -S -n {limit} && ulimit -H -n {limit} && exec \"$0\" \"$@\""
+            ))
+            .arg(bin())
+            .args([
+                "crawl",
+                "--bind",
+                "127.0.0.1:0",
+                "--bootstrap",
+                "127.0.0.1:9",
+                "--allow-private",
+                "--state-dir",
+                dir.to_str().unwrap(),
+                "--duration",
+                "1",
+                "--shards",
+                "1",
+                "--no-pin",
+                "--status",
+                "never",
+            ])
+            .args(extra)
+            .stdin(Stdio::null());
+        cmd.output().expect("run dht-hunter under bash")
+    };
+    let out = crawl(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the open-file hard limit ({limit}) allows {fits} concurrent fetches per shard on 1 shards, below the default {}",
+            dht_hunter::fetch::DEFAULT_CONCURRENCY
+        )),
+        "{err}"
+    );
+    let asked = dht_hunter::fetch::DEFAULT_CONCURRENCY.to_string();
+    let out = crawl(&["--fetch-concurrency", &asked]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("the open-file limit is {limit}"))
+            && err.contains("--fetch-concurrency"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -127,7 +127,9 @@ pub fn fit_default_fetch_concurrency(shards: usize, udp_per_shard: usize, wanted
     }
     let fit = fits.max(1) as usize;
     log::warn!(
-        "the open-file hard limit ({hard}) allows {fit} concurrent fetches per shard on          {shards} shards, below the default {wanted}; harvest is bounded by it: raise the limit          (LimitNOFILE= in the systemd unit) or set --fetch-concurrency to silence this"
+        "the open-file hard limit ({hard}) allows {fit} concurrent fetches per shard on \
+         {shards} shards, below the default {wanted}; harvest is bounded by it: raise the \
+         limit (LimitNOFILE= in the systemd unit) or set --fetch-concurrency to silence this"
     );
     fit
 }
