@@ -72,6 +72,32 @@ fn crawl_args(
     args
 }
 
+/// `crawl` arguments for a one-shard crawler that talks to nobody (its
+/// bootstrap is loopback's discard port) and stops after a second, with
+/// its state in `dir`.
+fn idle_crawl_args(dir: &Path) -> Vec<String> {
+    [
+        "crawl",
+        "--bind",
+        "127.0.0.1:0",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--allow-private",
+        "--state-dir",
+        dir.to_str().unwrap(),
+        "--duration",
+        "1",
+        "--shards",
+        "1",
+        "--no-pin",
+        "--status",
+        "never",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| {
@@ -419,24 +445,8 @@ fn crawl_help_shows_every_default() {
 #[test]
 fn restart_keeps_ids() {
     let dir = tmp("restart");
-    let state = dir.to_str().unwrap();
-    let args = [
-        "crawl",
-        "--bind",
-        "127.0.0.1:0",
-        "--bootstrap",
-        "127.0.0.1:9",
-        "--allow-private",
-        "--state-dir",
-        state,
-        "--duration",
-        "1",
-        "--shards",
-        "1",
-        "--no-pin",
-        "--status",
-        "never",
-    ];
+    let args = idle_crawl_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run(&args);
     assert!(
         out.status.success(),
@@ -1149,23 +1159,7 @@ fn default_fetch_pool_fits_a_low_open_file_limit() {
                 "ulimit -S -n {limit} && ulimit -H -n {limit} && exec \"$0\" \"$@\""
             ))
             .arg(bin())
-            .args([
-                "crawl",
-                "--bind",
-                "127.0.0.1:0",
-                "--bootstrap",
-                "127.0.0.1:9",
-                "--allow-private",
-                "--state-dir",
-                dir.to_str().unwrap(),
-                "--duration",
-                "1",
-                "--shards",
-                "1",
-                "--no-pin",
-                "--status",
-                "never",
-            ])
+            .args(idle_crawl_args(&dir))
             .args(extra)
             .stdin(Stdio::null());
         cmd.output().expect("run dht-hunter under bash")

@@ -207,7 +207,12 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     // The default pool shrinks to what the open-file limit holds; a size
     // the operator chose is checked as given.
     let fetch_concurrency = if cfg.fetch_concurrency_default {
-        preflight::fit_default_fetch_concurrency(nr_shards, binds.len(), cfg.fetch_concurrency)
+        preflight::fit_default_fetch_concurrency(
+            nr_shards,
+            binds.len(),
+            CONNECTIONS_PER_FETCH,
+            cfg.fetch_concurrency,
+        )
     } else {
         cfg.fetch_concurrency
     };
@@ -281,9 +286,14 @@ pub fn start(cfg: &CrawlConfig, parts: EngineParts) -> Result<Engine, EngineErro
     Ok(Engine { shards, udp_addrs })
 }
 
-/// Connections one shard may hold: two attempts per concurrent job.
+/// Connections one fetch may hold at once: two attempts per job.
+const CONNECTIONS_PER_FETCH: usize = 2;
+
+/// Connections one shard may hold.
 fn tcp_cap(cfg: &CrawlConfig) -> usize {
-    cfg.fetch_concurrency.saturating_mul(2).max(2)
+    cfg.fetch_concurrency
+        .saturating_mul(CONNECTIONS_PER_FETCH)
+        .max(CONNECTIONS_PER_FETCH)
 }
 
 /// How long after start resumed infohashes are looked up.

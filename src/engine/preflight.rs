@@ -91,10 +91,7 @@ pub fn check_limits(
     udp_per_shard: usize,
     io_memory_per_shard: usize,
 ) -> Result<(), PreflightError> {
-    let per_shard = tcp_per_shard as u64 + udp_per_shard as u64 + PER_SHARD_EXTRA_FDS;
-    let need = (shards as u64)
-        .saturating_mul(per_shard)
-        .saturating_add(PROCESS_EXTRA_FDS);
+    let (need, per_shard) = descriptors_needed(shards, tcp_per_shard, udp_per_shard);
     raise(libc::RLIMIT_NOFILE, need).map_err(|(hard, _)| PreflightError::NoFile {
         hard,
         need,
@@ -110,18 +107,31 @@ pub fn check_limits(
     Ok(())
 }
 
+/// Descriptors the process needs, and each shard's part of them.
+fn descriptors_needed(shards: usize, tcp_per_shard: usize, udp_per_shard: usize) -> (u64, u64) {
+    let per_shard = tcp_per_shard as u64 + udp_per_shard as u64 + PER_SHARD_EXTRA_FDS;
+    let need = (shards as u64)
+        .saturating_mul(per_shard)
+        .saturating_add(PROCESS_EXTRA_FDS);
+    (need, per_shard)
+}
+
 /// The default fetch concurrency `wanted`, lowered to what the hard
-/// open-file limit allows for `shards` shards (each connection slot pair
-/// is `2 ×` a fetch, see `engine::tcp_cap`), with a warning naming the
-/// limit. A default that does not fit would otherwise refuse to start on
+/// open-file limit allows for `shards` shards, each fetch holding up to
+/// `per_fetch` connections, with a warning naming the limit. A default that does not fit would otherwise refuse to start on
 /// a host whose limit suits a smaller pool; a value the operator chose is
 /// not passed here and is refused by [`check_limits`] instead. Never below
 /// one fetch: a host that cannot hold even that is refused there too.
-pub fn fit_default_fetch_concurrency(shards: usize, udp_per_shard: usize, wanted: usize) -> usize {
+pub fn fit_default_fetch_concurrency(
+    shards: usize,
+    udp_per_shard: usize,
+    per_fetch: usize,
+    wanted: usize,
+) -> usize {
     let Some(hard) = hard_limit(libc::RLIMIT_NOFILE) else {
         return wanted;
     };
-    let fits = fetches_within(hard, shards, udp_per_shard);
+    let fits = fetches_within(hard, shards, udp_per_shard, per_fetch);
     if fits >= wanted as u64 {
         return wanted;
     }
@@ -134,38 +144,40 @@ pub fn fit_default_fetch_concurrency(shards: usize, udp_per_shard: usize, wanted
     fit
 }
 
-/// Fetches per shard that `hard` descriptors hold: the inverse of the
-/// need [`check_limits`] computes.
-fn fetches_within(hard: u64, shards: usize, udp_per_shard: usize) -> u64 {
+/// Fetches per shard that `hard` descriptors hold: the inverse of
+/// [`descriptors_needed`].
+fn fetches_within(hard: u64, shards: usize, udp_per_shard: usize, per_fetch: usize) -> u64 {
     let per_shard = hard.saturating_sub(PROCESS_EXTRA_FDS) / (shards.max(1) as u64);
-    per_shard.saturating_sub(udp_per_shard as u64 + PER_SHARD_EXTRA_FDS) / 2
+    per_shard.saturating_sub(udp_per_shard as u64 + PER_SHARD_EXTRA_FDS) / per_fetch.max(1) as u64
 }
 
-/// The hard limit of `res`, `None` when unlimited or unknown.
-fn hard_limit(res: libc::__rlimit_resource_t) -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(res, &mut lim) } != 0 || lim.rlim_max == libc::RLIM_INFINITY {
-        return None;
-    }
-    Some(lim.rlim_max)
-}
-
-/// Raises the soft limit of `res` to at least `need` if the hard limit
-/// allows; `Err((hard, soft))` when it does not.
-fn raise(res: libc::__rlimit_resource_t, need: u64) -> Result<(), (u64, u64)> {
+/// The limits of `res`, `None` when they cannot be read.
+fn limits(res: libc::__rlimit_resource_t) -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one rlimit into the struct we own.
     if unsafe { libc::getrlimit(res, &mut lim) } != 0 {
-        // Unknown limits cannot be judged; let the runtime report.
-        return Ok(());
+        return None;
     }
+    Some(lim)
+}
+
+/// The hard limit of `res`, `None` when unlimited or unknown.
+fn hard_limit(res: libc::__rlimit_resource_t) -> Option<u64> {
+    limits(res)
+        .map(|l| l.rlim_max)
+        .filter(|&h| h != libc::RLIM_INFINITY)
+}
+
+/// Raises the soft limit of `res` to at least `need` if the hard limit
+/// allows; `Err((hard, soft))` when it does not.
+fn raise(res: libc::__rlimit_resource_t, need: u64) -> Result<(), (u64, u64)> {
+    // Unknown limits cannot be judged; let the runtime report.
+    let Some(mut lim) = limits(res) else {
+        return Ok(());
+    };
     let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
     if soft == libc::RLIM_INFINITY || soft >= need {
         return Ok(());
@@ -215,7 +227,7 @@ mod tests {
         // The inverse matches check_limits' need exactly: what fits passes,
         // one more fetch per shard does not.
         for (hard, shards, udp) in [(20_000u64, 1usize, 1usize), (4096, 2, 2), (1024, 4, 1)] {
-            let fit = fetches_within(hard, shards, udp);
+            let fit = fetches_within(hard, shards, udp, 2);
             let need = |f: u64| {
                 (shards as u64) * (2 * f + udp as u64 + PER_SHARD_EXTRA_FDS) + PROCESS_EXTRA_FDS
             };
@@ -225,10 +237,10 @@ mod tests {
         // Under this process's real limit: the default is kept where it
         // fits, lowered (never to zero) where it does not, and what comes
         // back always passes check_limits.
-        let f = fit_default_fetch_concurrency(1, 1, 1024);
+        let f = fit_default_fetch_concurrency(1, 1, 2, 1024);
         assert!((1..=1024).contains(&f));
         assert!(check_limits(1, 2 * f, 1, 0).is_ok());
-        let many = fit_default_fetch_concurrency(255, 2, 1 << 20);
+        let many = fit_default_fetch_concurrency(255, 2, 2, 1 << 20);
         assert!(many >= 1);
         if hard_limit(libc::RLIMIT_NOFILE).is_some() {
             assert!(many < 1 << 20, "a million fetches on 255 shards fit {many}");

@@ -95,11 +95,11 @@ impl LightNodes {
     }
 
     /// Answers `query` sent to light node `i` by `from` into `out` (cleared
-    /// first). Returns false, with nothing to send, for anything but a
-    /// well-formed query (a light node never sends queries, so a reply to
-    /// one is stray). `net` is the whole network: every node's id and
-    /// address by index and the indexes in id order; `torrents` the
-    /// infohash and peers of every torrent.
+    /// first), and says what it answered. `None`, with nothing to send,
+    /// for anything but a well-formed query (a light node never sends
+    /// queries, so a reply to one is stray). `net` is the whole network:
+    /// every node's id and address by index and the indexes in id order;
+    /// `torrents` the infohash and peers of every torrent.
     pub fn answer(
         &self,
         i: usize,
@@ -107,32 +107,31 @@ impl LightNodes {
         query: &[u8],
         net: &Network<'_>,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Option<Answered> {
         out.clear();
         if !self.is_light(i) {
-            return false;
+            return None;
         }
-        let Ok(msg) = decode(query) else {
-            return false;
-        };
+        let msg = decode(query).ok()?;
         let Body::Query(q) = msg.body else {
-            return false;
+            return None;
         };
-        let Some(me) = net.infos.get(i) else {
-            return false;
-        };
+        let me = net.infos.get(i)?;
         let h = Header {
             tid: msg.tid,
             version: None,
         };
         let mut closest = [*me; 8];
-        match q.method {
-            Method::Ping | Method::AnnouncePeer { .. } => {
-                encode_response(out, &h, Some(from), &me.id, &nodes_only(&[]));
-            }
+        let mut samples: Vec<Id> = Vec::new();
+        let mut answered = Answered::Other;
+        let body = match q.method {
+            Method::Ping | Method::AnnouncePeer { .. } => ResponseBody::default(),
             Method::FindNode { target } => {
                 let n = net.closest(&target, &mut closest);
-                encode_response(out, &h, Some(from), &me.id, &nodes_only(&closest[..n]));
+                ResponseBody {
+                    nodes: &closest[..n],
+                    ..ResponseBody::default()
+                }
             }
             Method::GetPeers { infohash, .. } => {
                 let here = self
@@ -145,39 +144,27 @@ impl LightNodes {
                 } else {
                     net.closest(&infohash, &mut closest)
                 };
-                let values = here.map_or(&[][..], |(_, peers)| &peers[..]);
-                encode_response(
-                    out,
-                    &h,
-                    Some(from),
-                    &me.id,
-                    &ResponseBody {
-                        nodes: &closest[..n],
-                        values,
-                        token: Some(TOKEN),
-                        ..ResponseBody::default()
-                    },
-                );
+                ResponseBody {
+                    nodes: &closest[..n],
+                    values: here.map_or(&[][..], |(_, peers)| &peers[..]),
+                    token: Some(TOKEN),
+                    ..ResponseBody::default()
+                }
             }
             Method::SampleInfohashes { target } => {
+                answered = Answered::Sample;
                 let mine = self.torrents_of(i);
-                let samples: Vec<Id> = mine
-                    .iter()
-                    .take(20)
-                    .filter_map(|&t| net.torrents.get(t as usize).map(|(ih, _)| *ih))
-                    .collect();
-                let n = net.closest(&target, &mut closest);
-                encode_response(
-                    out,
-                    &h,
-                    Some(from),
-                    &me.id,
-                    &ResponseBody {
-                        nodes: &closest[..n],
-                        samples: Some((&samples, SAMPLE_INTERVAL, mine.len() as u32)),
-                        ..ResponseBody::default()
-                    },
+                samples.extend(
+                    mine.iter()
+                        .take(20)
+                        .filter_map(|&t| net.torrents.get(t as usize).map(|(ih, _)| *ih)),
                 );
+                let n = net.closest(&target, &mut closest);
+                ResponseBody {
+                    nodes: &closest[..n],
+                    samples: Some((&samples, SAMPLE_INTERVAL, mine.len() as u32)),
+                    ..ResponseBody::default()
+                }
             }
             Method::Unknown { .. } => {
                 encode_error(
@@ -187,17 +174,21 @@ impl LightNodes {
                     ErrorCode::MethodUnknown,
                     "method unknown",
                 );
+                return Some(Answered::Other);
             }
-        }
-        !out.is_empty()
+        };
+        encode_response(out, &h, Some(from), &me.id, &body);
+        Some(answered)
     }
 }
 
-fn nodes_only(nodes: &[NodeInfo]) -> ResponseBody<'_> {
-    ResponseBody {
-        nodes,
-        ..ResponseBody::default()
-    }
+/// What a light node answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// A `sample_infohashes` (the swarm counts the node as sampled).
+    Sample,
+    /// Anything else.
+    Other,
 }
 
 /// The whole simulated network, as light nodes see it.
@@ -359,7 +350,10 @@ mod tests {
         let from = addr(500);
         let mut out = Vec::new();
 
-        assert!(light.answer(50, from, &query(Method::Ping), &net, &mut out));
+        assert_eq!(
+            light.answer(50, from, &query(Method::Ping), &net, &mut out),
+            Some(Answered::Other)
+        );
         assert_eq!(reply(&out).id, infos[50].id);
 
         let gp = |infohash| Method::GetPeers {
@@ -367,43 +361,56 @@ mod tests {
             noseed: false,
             scrape: false,
         };
-        assert!(light.answer(50, from, &query(gp(ih)), &net, &mut out));
+        assert!(light
+            .answer(50, from, &query(gp(ih)), &net, &mut out)
+            .is_some());
         let r = reply(&out);
         assert_eq!(r.peers().collect::<Vec<_>>(), vec![peer]);
         assert_eq!(r.token, Some(TOKEN));
-        assert!(light.answer(40, from, &query(gp(ih)), &net, &mut out));
+        assert!(light
+            .answer(40, from, &query(gp(ih)), &net, &mut out)
+            .is_some());
         let r = reply(&out);
         assert_eq!(r.peers().count(), 0);
         assert_eq!(r.nodes.iter().count(), 8);
 
         let target = infos[77].id;
-        assert!(light.answer(
-            40,
-            from,
-            &query(Method::FindNode { target }),
-            &net,
-            &mut out
-        ));
+        assert!(light
+            .answer(
+                40,
+                from,
+                &query(Method::FindNode { target }),
+                &net,
+                &mut out
+            )
+            .is_some());
         assert_eq!(reply(&out).nodes.iter().next().map(|x| x.id), Some(target));
 
         let si = Method::SampleInfohashes { target };
-        assert!(light.answer(50, from, &query(si), &net, &mut out));
+        assert_eq!(
+            light.answer(50, from, &query(si), &net, &mut out),
+            Some(Answered::Sample)
+        );
         let r = reply(&out);
         let s = r.as_samples().unwrap();
         assert_eq!((s.num, s.interval), (2, SAMPLE_INTERVAL));
         assert_eq!(s.samples().collect::<Vec<_>>(), vec![ih, Id([0xcd; 20])]);
-        assert!(light.answer(40, from, &query(si), &net, &mut out));
+        assert!(light.answer(40, from, &query(si), &net, &mut out).is_some());
         assert_eq!(reply(&out).as_samples().unwrap().num, 0);
 
         let unknown = Method::Unknown {
             name: b"vote",
             target: None,
         };
-        assert!(light.answer(40, from, &query(unknown), &net, &mut out));
+        assert!(light
+            .answer(40, from, &query(unknown), &net, &mut out)
+            .is_some());
         assert!(matches!(decode(&out).unwrap().body, Body::Error(e) if e.code == Some(204)));
 
         // A full node's index, a reply, garbage: nothing to send.
-        assert!(!light.answer(10, from, &query(Method::Ping), &net, &mut out));
+        assert!(light
+            .answer(10, from, &query(Method::Ping), &net, &mut out)
+            .is_none());
         let mut r = Vec::new();
         encode_response(
             &mut r,
@@ -415,8 +422,8 @@ mod tests {
             &Id([1; 20]),
             &ResponseBody::default(),
         );
-        assert!(!light.answer(40, from, &r, &net, &mut out));
-        assert!(!light.answer(40, from, b"d1:q", &net, &mut out));
+        assert!(light.answer(40, from, &r, &net, &mut out).is_none());
+        assert!(light.answer(40, from, b"d1:q", &net, &mut out).is_none());
         assert!(out.is_empty());
     }
 }

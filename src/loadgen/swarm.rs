@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::light::{LightNodes, Network};
+use super::light::{Answered, LightNodes, Network};
 use super::peers::{Churn, PeerPlan, PeerServer};
 pub use super::peers::{PeerEncryption, PeerKind, PEER_BASE};
 use super::pktinfo::PktSocket;
@@ -796,13 +796,8 @@ impl DhtLoop {
         (off < self.net.0.len()).then_some(off)
     }
 
-    /// Counts a sample_infohashes to node `i` (a substring test: the full
-    /// nodes decode their own datagrams, and this runs before).
-    fn count_sample(&mut self, i: usize, bytes: &[u8]) {
-        const NEEDLE: &[u8] = b"17:sample_infohashes";
-        if !bytes.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
-            return;
-        }
+    /// Counts a sample_infohashes received by node `i`.
+    fn mark_sampled(&mut self, i: usize) {
         self.counters.sample_queries.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = self.sampled.get_mut(i / 64) {
             let bit = 1u64 << (i % 64);
@@ -813,15 +808,19 @@ impl DhtLoop {
         }
     }
 
-    /// A light node answers.
+    /// A light node answers (it decodes the query, and says whether it was
+    /// a sample).
     fn answer_light(&mut self, i: usize, from: SocketAddr, bytes: &[u8], out: &mut Vec<u8>) {
         let net = Network {
             infos: &self.net.0,
             order: &self.net.1,
             torrents: &self.clients,
         };
-        if !self.light.answer(i, from, bytes, &net, out) {
+        let Some(answered) = self.light.answer(i, from, bytes, &net, out) else {
             return;
+        };
+        if answered == Answered::Sample {
+            self.mark_sampled(i);
         }
         if let Some(SocketAddr::V4(me)) = self.net.0.get(i).map(|x| x.addr) {
             if self.sock.send_from(*me.ip(), from, out).is_ok() {
@@ -882,10 +881,15 @@ impl DhtLoop {
                 self.counters.dht_in.fetch_add(1, Ordering::Relaxed);
                 let from = SocketAddr::V4(r.from);
                 if let Some(i) = self.node_of(r.dst) {
-                    self.count_sample(i, &buf[..r.len]);
                     if self.light.is_light(i) {
                         self.answer_light(i, from, &buf[..r.len], &mut out);
                         continue;
+                    }
+                    // A full node decodes its own datagram; a substring
+                    // test is enough to count its samples.
+                    const SAMPLE: &[u8] = b"17:sample_infohashes";
+                    if buf[..r.len].windows(SAMPLE.len()).any(|w| w == SAMPLE) {
+                        self.mark_sampled(i);
                     }
                     let now = Instant::now();
                     self.nodes[i].handle_datagram(0, from, &buf[..r.len], now);
